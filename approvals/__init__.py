@@ -1,0 +1,1 @@
+"""Approvals: human tasks, decisions and the reviewer pages."""

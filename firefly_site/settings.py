@@ -1,0 +1,162 @@
+"""Settings, read from the environment; with nothing set, Firefly runs on SQLite and files."""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("FIREFLY_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=True)
+
+_DEV_SECRET = "firefly-insecure-development-key-do-not-use-in-production"  # noqa: S105
+SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET if DEBUG else "")
+if not SECRET_KEY:
+    raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+
+# The audit chain's HMAC key lives outside the database, so an attacker with only
+# database access cannot rewrite history and recompute the hashes.
+FIREFLY_AUDIT_KEY = env.str(
+    "FIREFLY_AUDIT_KEY", default="firefly-development-audit-key" if DEBUG else ""
+)
+if not FIREFLY_AUDIT_KEY:
+    raise ImproperlyConfigured("FIREFLY_AUDIT_KEY must be set when DEBUG is off.")
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "pipelines",
+    "approvals",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "firefly_site.urls"
+WSGI_APPLICATION = "firefly_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------
+# Embedded default: one SQLite file in WAL mode. IMMEDIATE transactions take the write
+# lock up front, so two writers queue on the busy timeout instead of failing with
+# "database is locked" when a read transaction tries to upgrade.
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'firefly.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=300))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+
+LOGIN_URL = "/admin/login/"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
+
+# --- Celery ---------------------------------------------------------------------------
+BROKER_DIR = VAR_DIR / "broker"
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem"):
+    BROKER_DIR.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR),
+        "data_folder_out": str(BROKER_DIR),
+    }
+else:
+    # An unacknowledged message comes back after this long. It must outlast the
+    # longest step, or a slow step would be delivered twice while still running
+    # (harmless, but wasteful); the reaper recovers dead workers much sooner.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+# A task is acknowledged after it returns, and requeued if its worker dies, so no
+# message is lost with a worker; every task is written to be safe on redelivery.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=3600)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=3660)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# --- Firefly --------------------------------------------------------------------------
+# A running step's lease; the worker renews it while the step runs, and the reaper
+# retries a step whose lease ran out (its worker died).
+FIREFLY_STEP_LEASE_S = env.float("FIREFLY_STEP_LEASE_S", default=60.0)
+FIREFLY_REAPER_INTERVAL_S = env.float("FIREFLY_REAPER_INTERVAL_S", default=15.0)
+# A queued step nobody picked up for this long is sent to the broker again.
+FIREFLY_REQUEUE_AFTER_S = env.float("FIREFLY_REQUEUE_AFTER_S", default=120.0)
+# How many times a step is retried after its worker was lost, beyond its own retries.
+FIREFLY_LOST_WORKER_RETRIES = env.int("FIREFLY_LOST_WORKER_RETRIES", default=3)
+# `python` steps may only call functions in these modules (a spec is data, possibly
+# posted over the API: it must not be able to name os.system).
+FIREFLY_CALLABLE_MODULES = env.list("FIREFLY_CALLABLE_MODULES", default=["pipelines.demo"])
+# `http` steps may only reach these hosts.
+FIREFLY_HTTP_ALLOWED_HOSTS = env.list("FIREFLY_HTTP_ALLOWED_HOSTS", default=[])
+FIREFLY_BASE_URL = env.str("FIREFLY_BASE_URL", default="http://127.0.0.1:8000")
+
+CELERY_BEAT_SCHEDULE = {
+    "firefly-reaper": {
+        "task": "pipelines.tasks.reap",
+        "schedule": FIREFLY_REAPER_INTERVAL_S,
+    },
+}

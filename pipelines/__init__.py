@@ -1,0 +1,1 @@
+"""Pipelines: specs, runs, the execution engine, checkpoints and the audit trail."""

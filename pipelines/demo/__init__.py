@@ -1,0 +1,1 @@
+"""Demo pipelines and the Python steps they call."""

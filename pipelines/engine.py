@@ -1,0 +1,145 @@
+"""Pure scheduling: which steps are ready or skipped, roll back sets, a run's outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from pipelines.spec import PipelineSpec
+
+PENDING = "pending"
+QUEUED = "queued"
+RUNNING = "running"
+WAITING = "waiting"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+REJECTED = "rejected"
+SKIPPED = "skipped"
+CANCELLED = "cancelled"
+
+ACTIVE = frozenset({QUEUED, RUNNING, WAITING})
+TERMINAL = frozenset({SUCCEEDED, FAILED, REJECTED, SKIPPED, CANCELLED})
+
+
+class StepState(NamedTuple):
+    """The latest attempt of one step: what the engine needs to know about it."""
+
+    id: int
+    status: str
+    generation: int
+    attempt: int
+
+
+@dataclass
+class Plan:
+    run: list[str] = field(default_factory=list)
+    skip: dict[str, str] = field(default_factory=dict)
+
+
+def latest(rows: Iterable[tuple[str, StepState]]) -> dict[str, StepState]:
+    """Pick each step's current attempt: the highest (generation, attempt)."""
+    current: dict[str, StepState] = {}
+    for name, row in rows:
+        seen = current.get(name)
+        if seen is None or (row.generation, row.attempt) > (seen.generation, seen.attempt):
+            current[name] = row
+    return current
+
+
+def _satisfied(spec: PipelineSpec, name: str, status: str) -> bool:
+    """Whether a finished upstream step lets its successors go on."""
+    if status in (SUCCEEDED, SKIPPED):
+        return True
+    return status == FAILED and spec.by_name[name].on_failure == "continue"
+
+
+def when_inputs(spec: PipelineSpec) -> set[str]:
+    """Steps whose outputs some `when` condition reads."""
+    return {step.when.step for step in spec.steps if step.when}
+
+
+def plan(
+    spec: PipelineSpec, states: Mapping[str, StepState], outputs: Mapping[str, Any]
+) -> Plan:
+    """Decide which pending steps run now and which are skipped.
+
+    A pending step is ready once every upstream step succeeded, was skipped, or failed
+    with `on_failure: continue`. It is skipped when its `when` is false, or when all of
+    its upstream steps were skipped (a branch not taken stays not taken, while a join
+    runs if any branch into it ran). Skips cascade within one call.
+    """
+    result = Plan()
+    status = {name: state.status for name, state in states.items()}
+    for name in spec.order:
+        if status.get(name) != PENDING:
+            continue
+        step = spec.by_name[name]
+        if not all(_satisfied(spec, up, status.get(up, PENDING)) for up in step.after):
+            continue
+        if step.after and all(status[up] == SKIPPED for up in step.after):
+            reason = "every upstream step was skipped"
+        elif step.when and not step.when.evaluate(outputs.get(step.when.step)):
+            reason = f"condition not met: {step.when.describe()}"
+        else:
+            result.run.append(name)
+            continue
+        result.skip[name] = reason
+        status[name] = SKIPPED
+    return result
+
+
+def blocked_by_failure(spec: PipelineSpec, states: Mapping[str, StepState]) -> dict[str, str]:
+    """Pending steps downstream of a `skip_downstream` failure, with the reason."""
+    skips: dict[str, str] = {}
+    for name, state in states.items():
+        if state.status == FAILED and spec.by_name[name].on_failure == "skip_downstream":
+            for below in spec.descendants(name):
+                if states[below].status == PENDING:
+                    skips.setdefault(below, f"upstream step {name!r} failed")
+    return skips
+
+
+def outcome(spec: PipelineSpec, states: Mapping[str, StepState]) -> str | None:
+    """The run's final status once nothing can move any more, else None."""
+    if any(state.status in ACTIVE for state in states.values()):
+        return None
+    if any(state.status == REJECTED for state in states.values()):
+        return REJECTED
+    failed = [
+        name
+        for name, state in states.items()
+        if state.status == FAILED and spec.by_name[name].on_failure != "continue"
+    ]
+    if failed:
+        return FAILED
+    if any(state.status == PENDING for state in states.values()):
+        return None
+    if any(state.status == CANCELLED for state in states.values()):
+        return CANCELLED
+    return SUCCEEDED
+
+
+def rollback_set(spec: PipelineSpec, to_step: str) -> set[str]:
+    """The steps a roll back to `to_step` resets: it and everything downstream of it."""
+    return {to_step} | spec.descendants(to_step)
+
+
+def resume_set(spec: PipelineSpec, states: Mapping[str, StepState]) -> set[str]:
+    """Steps a resume runs again: failed or cancelled ones and what they held back."""
+    reset: set[str] = set()
+    for name, state in states.items():
+        if state.status in (FAILED, CANCELLED):
+            reset.add(name)
+            reset |= {
+                below
+                for below in spec.descendants(name)
+                if states[below].status in (SKIPPED, CANCELLED, FAILED)
+            }
+    return reset
+
+
+def rollback_targets(spec: PipelineSpec, step: str, states: Mapping[str, StepState]) -> list[str]:
+    """Upstream steps of `step` that completed, in execution order: where a roll back may go."""
+    upstream = spec.ancestors(step)
+    return [name for name in spec.order if name in upstream and states[name].status == SUCCEEDED]

@@ -1,0 +1,262 @@
+"""Pipelines, versions, runs, step attempts, checkpoints and the audit trail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class ImmutableQuerySet(models.QuerySet):
+    """Refuses bulk update and delete: the rows it manages are history."""
+
+    def update(self, **kwargs: Any) -> int:
+        raise TypeError(f"{self.model.__name__} rows are immutable and cannot be updated.")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise TypeError(f"{self.model.__name__} rows are immutable and cannot be deleted.")
+
+
+class ImmutableModel(models.Model):
+    """A row that is written once and never changed or deleted."""
+
+    objects = ImmutableQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise TypeError(f"{type(self).__name__} rows are immutable and cannot be changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise TypeError(f"{type(self).__name__} rows are immutable and cannot be deleted.")
+
+
+class Pipeline(models.Model):
+    name = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # Head of the audit chain for entries about the pipeline itself (not about a run).
+    audit_seq = models.PositiveIntegerField(default=0)
+    audit_head = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PipelineVersion(ImmutableModel):
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    spec = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["pipeline", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["pipeline", "number"], name="pipelineversion_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline.name} v{self.number}"
+
+
+class Run(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        WAITING = "waiting"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        REJECTED = "rejected"
+        CANCELLED = "cancelled"
+
+    FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.REJECTED, Status.CANCELLED})
+
+    pipeline_version = models.ForeignKey(PipelineVersion, on_delete=models.PROTECT, related_name="runs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    inputs = models.JSONField(default=dict)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Bumped by every roll back; step attempts of older generations stay as history.
+    generation = models.PositiveIntegerField(default=1)
+    forked_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks"
+    )
+    forked_from_seq = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Heads of the run's audit chain and checkpoint sequence. They live on the run row
+    # because every writer already holds that row's lock: appending costs no extra read
+    # and concurrent writers cannot fork the chain.
+    audit_seq = models.PositiveIntegerField(default=0)
+    audit_head = models.CharField(max_length=64, blank=True)
+    checkpoint_seq = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "-created_at"], name="run_status_created"),
+            models.Index(fields=["pipeline_version", "-created_at"], name="run_version_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+
+class StepRun(models.Model):
+    """One attempt of one step in one generation of a run."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # waiting for its upstream steps
+        QUEUED = "queued"
+        RUNNING = "running"
+        WAITING = "waiting"  # for a person
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        REJECTED = "rejected"
+        SKIPPED = "skipped"
+        CANCELLED = "cancelled"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    step_name = models.CharField(max_length=100)
+    generation = models.PositiveIntegerField(default=1)
+    attempt = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    inputs = models.JSONField(null=True, blank=True)
+    outputs = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "step_name", "generation", "attempt"], name="steprun_unique_attempt"
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["lease_until"],
+                name="steprun_running_lease",
+                condition=models.Q(status="running"),
+            ),
+            models.Index(
+                fields=["queued_at"],
+                name="steprun_queued",
+                condition=models.Q(status="queued"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step_name} (gen {self.generation}, attempt {self.attempt})"
+
+    @property
+    def latency_ms(self) -> int | None:
+        if self.started_at and self.finished_at:
+            return int((self.finished_at - self.started_at).total_seconds() * 1000)
+        return None
+
+
+class Checkpoint(ImmutableModel):
+    """A committed step outcome (or roll back, resume, fork).
+
+    A checkpoint records only what changed: the step attempt it points at holds the
+    outputs. The state at any sequence is the fold of checkpoints up to it, so
+    storage grows linearly with the number of steps.
+    """
+
+    class Kind(models.TextChoices):
+        STEP = "step"
+        ROLLBACK = "rollback"
+        RESUME = "resume"
+        FORK = "fork"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="checkpoints")
+    seq = models.PositiveIntegerField()
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.STEP)
+    step_name = models.CharField(max_length=100, blank=True)
+    generation = models.PositiveIntegerField()
+    step_run = models.ForeignKey(
+        StepRun, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    status = models.CharField(max_length=16, blank=True)
+    paused = models.BooleanField(default=False)
+    pause_reason = models.TextField(blank=True)
+    data = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="checkpoint_unique_seq")]
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.seq} of run {self.run_id}"
+
+
+class AuditEntry(ImmutableModel):
+    """One link of a run's (or a pipeline's) tamper-evident audit chain."""
+
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.PROTECT, related_name="+")
+    seq = models.PositiveIntegerField()
+    step_name = models.CharField(max_length=100, blank=True)
+    event = models.CharField(max_length=64)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, default="system")
+    status = models.CharField(max_length=16, blank=True)
+    inputs = models.JSONField(null=True, blank=True)
+    outputs = models.JSONField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+    pause_reason = models.TextField(blank=True)
+    data = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    prev_hash = models.CharField(max_length=64, blank=True)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "audit entries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "seq"], name="audit_unique_run_seq", condition=models.Q(run__isnull=False)
+            ),
+            models.UniqueConstraint(
+                fields=["pipeline", "seq"],
+                name="audit_unique_pipeline_seq",
+                condition=models.Q(run__isnull=True),
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["event", "-created_at"], name="audit_event_created"),
+            models.Index(fields=["pipeline", "-created_at"], name="audit_pipeline_created"),
+            models.Index(fields=["-created_at"], name="audit_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} #{self.seq}"

@@ -1,0 +1,236 @@
+"""The step-type registry and the built-in automatic step types."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from django.conf import settings
+
+from pipelines.context import Pause, StepContext
+
+Handler = Callable[[StepContext], "dict[str, Any] | Pause"]
+
+
+@dataclass(frozen=True)
+class StepType:
+    name: str
+    config_schema: dict[str, Any]
+    # An interactive step runs no handler: it waits for a person. `on_wait` is called
+    # inside the transaction that moves the step to `waiting` (the approvals app opens
+    # its human task there).
+    interactive: bool = False
+    handler: Handler | None = None
+    on_wait: Callable[..., None] | None = None
+    description: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    # Extra checks of a step's config beyond its JSON Schema; returns problems.
+    check: Callable[[dict[str, Any]], list[str]] | None = None
+
+
+_types: dict[str, StepType] = {}
+
+
+def register(step_type: StepType) -> StepType:
+    if step_type.name in _types:
+        raise ValueError(f"Step type {step_type.name!r} is already registered.")
+    _types[step_type.name] = step_type
+    return step_type
+
+
+def step_type(
+    name: str,
+    *,
+    config_schema: dict[str, Any] | None = None,
+    description: str = "",
+    check: Callable[[dict[str, Any]], list[str]] | None = None,
+) -> Callable[[Handler], Handler]:
+    """Register an automatic step type whose handler is the decorated function."""
+
+    def decorate(handler: Handler) -> Handler:
+        register(
+            StepType(
+                name=name,
+                config_schema=config_schema or {"type": "object"},
+                handler=handler,
+                description=description or (handler.__doc__ or "").strip(),
+                check=check,
+            )
+        )
+        return handler
+
+    return decorate
+
+
+def get(name: str) -> StepType:
+    return _types[name]
+
+
+def is_registered(name: str) -> bool:
+    return name in _types
+
+
+def names() -> list[str]:
+    return sorted(_types)
+
+
+# --- python ---------------------------------------------------------------------------
+
+
+def resolve_callable(path: str) -> Callable[[StepContext], Any]:
+    """Import `pkg.mod.func`, refusing modules outside FIREFLY_CALLABLE_MODULES."""
+    allowed = settings.FIREFLY_CALLABLE_MODULES
+    if not any(path == m or path.startswith(m + ".") for m in allowed):
+        raise ValueError(f"{path!r} is outside the allowed modules ({', '.join(allowed)}).")
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise ValueError(f"{path!r} is not a dotted path to a function.")
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import {path!r}: {exc}") from exc
+    if not callable(target):
+        raise ValueError(f"{path!r} is not callable.")
+    return target  # type: ignore[no-any-return]
+
+
+def _check_python(config: dict[str, Any]) -> list[str]:
+    try:
+        resolve_callable(config["callable"])
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+@step_type(
+    "python",
+    config_schema={
+        "type": "object",
+        "required": ["callable"],
+        "properties": {"callable": {"type": "string", "minLength": 3}},
+    },
+    check=_check_python,
+)
+def run_python(ctx: StepContext) -> dict[str, Any] | Pause:
+    """Call a Python function with the step context; it returns a dict or a Pause."""
+    result = resolve_callable(ctx.config["callable"])(ctx)
+    if result is None:
+        return {}
+    if isinstance(result, Pause | dict):
+        return result
+    raise TypeError(
+        f"{ctx.config['callable']} returned {type(result).__name__}; a step returns a dict or Pause."
+    )
+
+
+# --- http -----------------------------------------------------------------------------
+
+MAX_REDIRECTS = 5
+
+
+def _check_host(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL.")
+    if parts.hostname not in settings.FIREFLY_HTTP_ALLOWED_HOSTS:
+        raise ValueError(
+            f"host {parts.hostname!r} is not in FIREFLY_HTTP_ALLOWED_HOSTS "
+            f"({', '.join(settings.FIREFLY_HTTP_ALLOWED_HOSTS) or 'empty'})."
+        )
+    return parts.hostname
+
+
+@step_type(
+    "http",
+    config_schema={
+        "type": "object",
+        "required": ["url"],
+        "properties": {
+            "url": {"type": "string", "format": "uri"},
+            "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]},
+            "body": {},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
+        },
+        "additionalProperties": False,
+    },
+)
+def run_http(ctx: StepContext) -> dict[str, Any]:
+    """Send one HTTP request to an allowed host; a 4xx/5xx answer fails the step."""
+    url = ctx.config["url"]
+    host = _check_host(url)
+    method = ctx.config.get("method", "GET")
+    headers = {"Idempotency-Key": ctx.idempotency_key, **ctx.config.get("headers", {})}
+    timeout = ctx.config.get("timeout_s", 10)
+    body = ctx.config.get("body")
+    for _ in range(MAX_REDIRECTS + 1):
+        response = requests.request(
+            method, url, json=body, headers=headers, timeout=timeout, allow_redirects=False
+        )
+        if not response.is_redirect:
+            break
+        # Follow redirects by hand so that one can never lead to a host off the list.
+        url = urljoin(url, response.headers["Location"])
+        if urlsplit(url).hostname != host:
+            raise ValueError(f"refusing redirect from {host!r} to another host: {url}")
+    else:
+        raise ValueError(f"more than {MAX_REDIRECTS} redirects")
+    response.raise_for_status()
+    try:
+        payload: Any = response.json()
+    except ValueError:
+        payload = response.text
+    return {"status_code": response.status_code, "body": payload}
+
+
+# --- small built-ins ------------------------------------------------------------------
+
+
+@step_type("noop", config_schema={"type": "object", "additionalProperties": False})
+def run_noop(ctx: StepContext) -> dict[str, Any]:
+    """Do nothing and return {}."""
+    return {}
+
+
+@step_type(
+    "sleep",
+    config_schema={
+        "type": "object",
+        "required": ["seconds"],
+        "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 86400}},
+        "additionalProperties": False,
+    },
+)
+def run_sleep(ctx: StepContext) -> dict[str, Any]:
+    """Wait `seconds` (without holding a database connection), then return them."""
+    started = time.monotonic()
+    ctx.cancelled.wait(ctx.config["seconds"])
+    return {"slept_s": round(time.monotonic() - started, 3)}
+
+
+class StepFailure(Exception):
+    """Raised by the `fail` step type."""
+
+
+@step_type(
+    "fail",
+    config_schema={
+        "type": "object",
+        "properties": {
+            "message": {"type": "string"},
+            "times": {"type": "integer", "minimum": 0},
+        },
+        "additionalProperties": False,
+    },
+)
+def run_fail(ctx: StepContext) -> dict[str, Any]:
+    """Fail the first `times` attempts (every attempt when `times` is absent)."""
+    times = ctx.config.get("times")
+    if times is None or ctx.attempt <= times:
+        raise StepFailure(ctx.config.get("message", "step failed on purpose"))
+    return {"attempt": ctx.attempt}

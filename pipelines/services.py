@@ -1,0 +1,711 @@
+"""Every state change of pipelines and runs, each in one transaction with its audit entries."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from pipelines import engine, registry
+from pipelines.audit import AuditChain
+from pipelines.context import Pause, StepContext
+from pipelines.errors import Conflict, InvalidInput, NotFound
+from pipelines.leases import leases
+from pipelines.models import Checkpoint, Pipeline, PipelineVersion, Run, StepRun
+from pipelines.spec import PipelineSpec, parse_spec, validate_inputs
+
+log = logging.getLogger(__name__)
+
+S = StepRun.Status
+R = Run.Status
+
+_specs: dict[int, PipelineSpec] = {}
+
+
+def version_spec(version: PipelineVersion) -> PipelineSpec:
+    """The parsed spec of a version; versions are immutable, so each process parses once."""
+    spec = _specs.get(version.pk)
+    if spec is None:
+        spec = _specs[version.pk] = parse_spec(version.spec)
+    return spec
+
+
+def _enqueue_advance(run_id: int) -> None:
+    from pipelines.tasks import advance_run
+
+    transaction.on_commit(lambda: advance_run.delay(run_id))
+
+
+def _enqueue_steps(ids: list[int], countdown: float = 0) -> None:
+    from pipelines.tasks import execute_step
+
+    def send() -> None:
+        for step_run_id in ids:
+            execute_step.apply_async((step_run_id,), countdown=countdown or None)
+
+    if ids:
+        transaction.on_commit(send)
+
+
+# --- pipelines ------------------------------------------------------------------------
+
+
+@transaction.atomic
+def pipeline_create(*, spec: Any, actor: Any = None) -> PipelineVersion:
+    """Validate a spec and save it as the pipeline's next version.
+
+    A spec identical to the latest version returns that version unchanged.
+    """
+    parsed = parse_spec(spec)
+    pipeline, _ = Pipeline.objects.get_or_create(name=parsed.name)
+    # Lock the pipeline so two uploads of one name cannot take the same number.
+    pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
+    latest = pipeline.versions.order_by("-number").first()
+    if latest is not None and latest.spec == spec:
+        return latest
+    version = PipelineVersion.objects.create(
+        pipeline=pipeline,
+        number=(latest.number if latest else 0) + 1,
+        spec=spec,
+        created_by=actor,
+    )
+    chain = AuditChain(pipeline)
+    chain.add("pipeline.version_created", actor=actor, data={"version": version.number})
+    chain.flush()
+    Pipeline.objects.filter(pk=pipeline.pk).update(
+        description=parsed.description, audit_seq=pipeline.audit_seq, audit_head=pipeline.audit_head
+    )
+    return version
+
+
+def pipeline_version(name: str, number: int | None = None) -> PipelineVersion:
+    versions = PipelineVersion.objects.select_related("pipeline").filter(pipeline__name=name)
+    version = (versions.filter(number=number) if number else versions.order_by("-number")).first()
+    if version is None:
+        what = f"pipeline {name!r}" + (f" version {number}" if number else "")
+        raise NotFound(f"No {what}.")
+    return version
+
+
+# --- the transaction of one run -------------------------------------------------------
+
+
+class RunTxn:
+    """One transaction's writes to a locked run: steps, checkpoints, audit entries.
+
+    Everything that changes a run happens under its row lock, so the engine's view of
+    the step states cannot change underneath it and the audit chain cannot fork.
+    """
+
+    def __init__(self, run: Run, actor: Any = None) -> None:
+        self.run = run
+        self.spec = version_spec(run.pipeline_version)
+        self.actor = actor
+        self.now = timezone.now()
+        self.chain = AuditChain(run)
+        self.checkpoints: list[Checkpoint] = []
+        self.run_fields: dict[str, Any] = {}
+        self._states: dict[str, engine.StepState] | None = None
+
+    @property
+    def states(self) -> dict[str, engine.StepState]:
+        if self._states is None:
+            rows = StepRun.objects.filter(run_id=self.run.pk).values_list(
+                "step_name", "id", "status", "generation", "attempt"
+            )
+            self._states = engine.latest(
+                (name, engine.StepState(*rest)) for name, *rest in rows
+            )
+        return self._states
+
+    def set_state(self, name: str, step_id: int, status: str, generation: int, attempt: int) -> None:
+        self.states[name] = engine.StepState(step_id, status, generation, attempt)
+
+    def audit(self, event: str, **fields: Any) -> None:
+        fields.setdefault("actor", self.actor)
+        self.chain.add(event, now=self.now, **fields)
+
+    def checkpoint(self, kind: str, **fields: Any) -> None:
+        self.run.checkpoint_seq += 1
+        self.checkpoints.append(
+            Checkpoint(
+                run_id=self.run.pk,
+                seq=self.run.checkpoint_seq,
+                kind=kind,
+                generation=self.run.generation,
+                created_at=self.now,
+                **fields,
+            )
+        )
+
+    def set_run(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            setattr(self.run, name, value)
+        self.run_fields.update(fields)
+
+    def flush(self) -> None:
+        self.chain.flush()
+        if self.checkpoints:
+            Checkpoint.objects.bulk_create(self.checkpoints)
+        Run.objects.filter(pk=self.run.pk).update(
+            audit_seq=self.run.audit_seq,
+            audit_head=self.run.audit_head,
+            checkpoint_seq=self.run.checkpoint_seq,
+            **self.run_fields,
+        )
+
+    # --- transitions --------------------------------------------------------------
+
+    def set_steps(self, names: list[str], status: str, **fields: Any) -> None:
+        ids = [self.states[name].id for name in names]
+        StepRun.objects.filter(pk__in=ids).update(status=status, **fields)
+        for name in names:
+            state = self.states[name]
+            self.set_state(name, state.id, status, state.generation, state.attempt)
+
+    def add_attempts(self, names: list[str], *, status: str, generation: int, **fields: Any) -> list[StepRun]:
+        rows = []
+        for name in names:
+            state = self.states.get(name)
+            attempt = state.attempt + 1 if state and state.generation == generation else 1
+            rows.append(
+                StepRun(run_id=self.run.pk, step_name=name, generation=generation, attempt=attempt,
+                        status=status, **fields)
+            )
+        StepRun.objects.bulk_create(rows)
+        for row in rows:
+            self.set_state(row.step_name, row.pk, status, generation, row.attempt)
+        return rows
+
+    def outputs(self, names: set[str]) -> dict[str, Any]:
+        ids = [
+            state.id
+            for name, state in self.states.items()
+            if name in names and state.status == S.SUCCEEDED
+        ]
+        if not ids:
+            return {}
+        return dict(StepRun.objects.filter(pk__in=ids).values_list("step_name", "outputs"))
+
+    def progress(self, *, inline_ok: bool = False) -> StepRun | None:
+        """Move the run on: skip, queue or open ready steps; finish it when nothing is left.
+
+        With `inline_ok`, when exactly one automatic step is ready it is started here and
+        returned for the calling worker to run at once (no broker round trip).
+        """
+        spec, states, now = self.spec, self.states, self.now
+        when_steps = engine.when_inputs(spec)
+        plan = engine.plan(spec, states, self.outputs(when_steps) if when_steps else {})
+        skips = {**engine.blocked_by_failure(spec, states), **plan.skip}
+        for name, reason in skips.items():
+            self.set_steps([name], S.SKIPPED, finished_at=now, error=reason)
+            self.audit("step.skipped", step_name=name, status=S.SKIPPED, data={"reason": reason})
+            self.checkpoint(Checkpoint.Kind.STEP, step_name=name, step_run_id=states[name].id,
+                            status=S.SKIPPED)
+        if skips:
+            # A skip can make steps below it ready (or skipped) in turn.
+            plan = engine.plan(spec, states, self.outputs(when_steps) if when_steps else {})
+
+        automatic = [name for name in plan.run if not spec.by_name[name].interactive]
+        for name in plan.run:
+            if spec.by_name[name].interactive:
+                self.wait_for_person(name)
+
+        inline = None
+        if inline_ok and len(automatic) == 1:
+            inline = self.start_step(automatic[0])
+        elif automatic:
+            self.set_steps(automatic, S.QUEUED, queued_at=now)
+            _enqueue_steps([states[name].id for name in automatic])
+
+        outcome = engine.outcome(spec, states)
+        if outcome is not None:
+            self.finish(outcome)
+        elif self.run.status != R.WAITING and _only_waiting(states):
+            self.set_run(status=R.WAITING)
+        elif self.run.status not in (R.RUNNING, R.WAITING) or (
+            self.run.status == R.WAITING and not _only_waiting(states)
+        ):
+            self.set_run(status=R.RUNNING, **({} if self.run.started_at else {"started_at": now}))
+        return inline
+
+    def start_step(self, name: str) -> StepRun:
+        state = self.states[name]
+        lease_until = self.now + timedelta(seconds=settings.FIREFLY_STEP_LEASE_S)
+        self.set_steps([name], S.RUNNING, started_at=self.now, lease_until=lease_until)
+        self.audit("step.started", step_name=name, status=S.RUNNING, started_at=self.now,
+                   data={"attempt": state.attempt, "generation": state.generation})
+        return StepRun(
+            id=state.id, run=self.run, step_name=name, generation=state.generation,
+            attempt=state.attempt, status=S.RUNNING, started_at=self.now, lease_until=lease_until,
+        )
+
+    def wait_for_person(self, name: str) -> None:
+        step = self.spec.by_name[name]
+        self.set_steps([name], S.WAITING, started_at=self.now)
+        step_run = StepRun.objects.get(pk=self.states[name].id)
+        kind = registry.get(step.type)
+        if kind.on_wait:
+            kind.on_wait(txn=self, step_run=step_run, step=step)
+        self.audit("step.waiting", step_name=name, status=S.WAITING, started_at=self.now)
+        self.checkpoint(Checkpoint.Kind.STEP, step_name=name, step_run_id=step_run.pk,
+                        status=S.WAITING, paused=True)
+
+    def finish(self, status: str, error: str = "") -> None:
+        output = None
+        if status == R.SUCCEEDED:
+            names = set(self.spec.output or self.spec.terminal)
+            output = self.outputs(names)
+        if status == R.CANCELLED or status == R.FAILED:
+            active = [name for name, st in self.states.items() if st.status in engine.ACTIVE]
+            if active:
+                self.set_steps(active, S.CANCELLED, finished_at=self.now, lease_until=None)
+        if status == R.CANCELLED:
+            pending = [name for name, st in self.states.items() if st.status == S.PENDING]
+            if pending:
+                self.set_steps(pending, S.CANCELLED, finished_at=self.now)
+        self.set_run(status=status, finished_at=self.now, output=output, error=error)
+        self.audit("run.finished", status=status, outputs=output, error_message=error,
+                   started_at=self.run.started_at, completed_at=self.now)
+
+
+@contextmanager
+def locked_run(run_id: int, actor: Any = None) -> Iterator[RunTxn]:
+    """Lock a run for one transaction; its writes are flushed when the block ends."""
+    with transaction.atomic():
+        try:
+            run = (
+                Run.objects.select_for_update(of=("self",))
+                .select_related("pipeline_version")
+                .get(pk=run_id)
+            )
+        except Run.DoesNotExist:
+            raise NotFound(f"No run {run_id}.") from None
+        txn = RunTxn(run, actor)
+        yield txn
+        txn.flush()
+
+
+def _only_waiting(states: Mapping[str, engine.StepState]) -> bool:
+    statuses = {state.status for state in states.values()}
+    return S.WAITING in statuses and not statuses & {S.QUEUED, S.RUNNING}
+
+
+
+# --- runs -----------------------------------------------------------------------------
+
+
+@transaction.atomic
+def run_start(
+    *, pipeline: str, inputs: Any, actor: Any = None, version: int | None = None
+) -> Run:
+    """Validate the inputs, create the run with a pending row per step, and queue it."""
+    pipeline_version_ = pipeline_version(pipeline, version)
+    spec = version_spec(pipeline_version_)
+    validate_inputs(spec, inputs)
+    run = Run.objects.create(pipeline_version=pipeline_version_, inputs=inputs, created_by=actor)
+    _create_steps(run, {name: None for name in spec.order})
+    txn = RunTxn(run, actor)
+    txn.audit("run.created", status=R.PENDING, inputs=inputs,
+              data={"pipeline": pipeline_version_.pipeline.name, "version": pipeline_version_.number})
+    txn.flush()
+    _enqueue_advance(run.pk)
+    return run
+
+
+def _create_steps(run: Run, rows: Mapping[str, StepRun | None]) -> None:
+    """Create the first row of each step: pending, or a copy of a finished attempt (fork)."""
+    StepRun.objects.bulk_create(
+        StepRun(run=run, step_name=name, generation=1, attempt=1, status=S.PENDING)
+        if source is None
+        else StepRun(
+            run=run, step_name=name, generation=1, attempt=1, status=source.status,
+            outputs=source.outputs, error=source.error, started_at=source.started_at,
+            finished_at=source.finished_at, inputs={"forked_from_step_run": source.pk},
+        )
+        for name, source in rows.items()
+    )
+
+
+def run_advance(*, run_id: int) -> None:
+    """Queue whatever is ready; a no-op for a finished run (safe to call any time)."""
+    with locked_run(run_id) as txn:
+        if not txn.run.is_finished:
+            txn.progress()
+
+
+def run_cancel(*, run_id: int, actor: Any = None) -> Run:
+    """Cancel a run; outcomes of its steps still running are dropped when they arrive."""
+    with locked_run(run_id, actor) as txn:
+        if txn.run.is_finished:
+            raise Conflict(f"Run {run_id} is already {txn.run.status}; it cannot be cancelled.")
+        txn.audit("run.cancelled", status=R.CANCELLED)
+        txn.finish(R.CANCELLED)
+    return txn.run
+
+
+def run_resume(*, run_id: int, actor: Any = None) -> Run:
+    """Run a failed run again from its last checkpoint: completed steps are kept."""
+    with locked_run(run_id, actor) as txn:
+        run = txn.run
+        if run.status != R.FAILED:
+            raise Conflict(f"Run {run_id} is {run.status}; only a failed run can be resumed.")
+        if run.checkpoint_seq == 0:
+            raise Conflict(f"Run {run_id} has no checkpoint to resume from.")
+        reset = sorted(engine.resume_set(txn.spec, txn.states), key=txn.spec.order.index)
+        txn.add_attempts(reset, status=S.PENDING, generation=run.generation)
+        txn.set_run(status=R.RUNNING, error="", finished_at=None, output=None)
+        txn.checkpoint(Checkpoint.Kind.RESUME, data={"steps": reset})
+        txn.audit("run.resumed", status=R.RUNNING, data={"steps": reset})
+        txn.progress()
+    return txn.run
+
+
+def run_rollback(
+    *, run_id: int, to_step: str, actor: Any = None, comment: str = "", origin: str = ""
+) -> Run:
+    """Reset `to_step` and everything downstream in a new generation and run from there."""
+    with locked_run(run_id, actor) as txn:
+        run, spec = txn.run, txn.spec
+        if run.status not in (R.RUNNING, R.WAITING, R.FAILED):
+            raise Conflict(f"Run {run_id} is {run.status}; it cannot be rolled back.")
+        if to_step not in spec.by_name:
+            raise InvalidInput(f"Unknown step {to_step!r}.", details=[{"field": "to_step", "message": f"unknown step {to_step!r}"}])
+        if txn.states[to_step].status != S.SUCCEEDED:
+            raise InvalidInput(
+                f"Step {to_step!r} has not completed; a run rolls back only to a completed step.",
+                details=[{"field": "to_step", "message": "not a completed step"}],
+            )
+        reset = sorted(engine.rollback_set(spec, to_step), key=spec.order.index)
+        active = [name for name in reset if txn.states[name].status in engine.ACTIVE]
+        if active:
+            txn.set_steps(active, S.CANCELLED, finished_at=txn.now, lease_until=None)
+        generation = run.generation + 1
+        txn.set_run(generation=generation, status=R.RUNNING, error="", finished_at=None)
+        rollback = {"to_step": to_step, "comment": comment, "by": actor.get_username() if actor else "system",
+                    "from_step": origin}
+        txn.add_attempts(reset, status=S.PENDING, generation=generation, inputs={"rollback": rollback})
+        txn.checkpoint(Checkpoint.Kind.ROLLBACK, step_name=to_step, data={"reset": reset, "comment": comment})
+        txn.audit("run.rolled_back", step_name=to_step, status=R.RUNNING,
+                  data={"reset": reset, "cancelled": active, "generation": generation, "comment": comment})
+        txn.progress()
+    return txn.run
+
+
+@transaction.atomic
+def run_fork(*, run_id: int, checkpoint_seq: int, actor: Any = None) -> Run:
+    """Start a new run from the state of `run_id` at one of its checkpoints."""
+    try:
+        source = Run.objects.select_related("pipeline_version__pipeline").get(pk=run_id)
+    except Run.DoesNotExist:
+        raise NotFound(f"No run {run_id}.") from None
+    checkpoints = list(source.checkpoints.filter(seq__lte=checkpoint_seq).order_by("seq"))
+    if not checkpoints or checkpoints[-1].seq != checkpoint_seq:
+        raise NotFound(f"Run {run_id} has no checkpoint {checkpoint_seq}.")
+    done = checkpoint_state(checkpoints)
+    sources = StepRun.objects.in_bulk(done.values())
+    spec = version_spec(source.pipeline_version)
+    run = Run.objects.create(
+        pipeline_version=source.pipeline_version, inputs=source.inputs, created_by=actor,
+        forked_from=source, forked_from_seq=checkpoint_seq,
+    )
+    _create_steps(run, {name: sources.get(done[name]) if name in done else None for name in spec.order})
+    txn = RunTxn(run, actor)
+    txn.checkpoint(Checkpoint.Kind.FORK, data={"run": source.pk, "seq": checkpoint_seq, "steps": sorted(done)})
+    txn.audit("run.created", status=R.PENDING, inputs=source.inputs,
+              data={"forked_from": source.pk, "checkpoint": checkpoint_seq, "kept": sorted(done)})
+    txn.flush()
+    _enqueue_advance(run.pk)
+    return run
+
+
+def checkpoint_state(checkpoints: list[Checkpoint]) -> dict[str, int]:
+    """Fold checkpoints (in order) into {step: step_run_id} of the steps completed by then."""
+    done: dict[str, int] = {}
+    for checkpoint in checkpoints:
+        if checkpoint.kind == Checkpoint.Kind.STEP and checkpoint.status in (S.SUCCEEDED, S.SKIPPED):
+            done[checkpoint.step_name] = checkpoint.step_run_id  # type: ignore[assignment]
+        elif checkpoint.kind == Checkpoint.Kind.STEP:
+            done.pop(checkpoint.step_name, None)
+        elif checkpoint.kind in (Checkpoint.Kind.ROLLBACK, Checkpoint.Kind.RESUME):
+            for name in (checkpoint.data or {}).get("reset", (checkpoint.data or {}).get("steps", [])):
+                done.pop(name, None)
+        elif checkpoint.kind == Checkpoint.Kind.FORK:
+            done.clear()
+    return done
+
+
+# --- executing steps ------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    outputs: dict[str, Any] | None = None
+    error: str = ""
+    pause: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+def step_begin(*, step_run_id: int) -> StepRun | None:
+    """Move a queued step to running; None when another delivery already took it."""
+    row = StepRun.objects.filter(pk=step_run_id).values_list("run_id", "status").first()
+    if row is None or row[1] != S.QUEUED:
+        return None
+    with locked_run(row[0]) as txn:
+        # Every change to a run's steps holds the run's lock, so this check cannot race:
+        # a duplicate or late message finds the step no longer queued and does nothing.
+        name = next((n for n, st in txn.states.items() if st.id == step_run_id), None)
+        if name is None or txn.states[name].status != S.QUEUED:
+            return None
+        return txn.start_step(name)
+
+
+def step_execute(*, step_run_id: int) -> None:
+    """Run a queued step, commit its outcome, and go on with a lone ready successor."""
+    step = step_begin(step_run_id=step_run_id)
+    while step is not None:
+        outcome = _call_handler(step)
+        step = step_finish(step=step, outcome=outcome)
+
+
+def step_finish(*, step: StepRun, outcome: Outcome) -> StepRun | None:
+    """Commit a step's outcome with its checkpoint and audit entry.
+
+    Returns the next step to run in this worker when exactly one automatic step became
+    ready. An outcome that arrives after the step was cancelled, rolled back or given to
+    another worker (lease expired) is audited and dropped.
+    """
+    spec_step: Any = None
+    with locked_run(step.run.pk) as txn:
+        spec_step = txn.spec.by_name[step.step_name]
+        fields: dict[str, Any] = {"finished_at": outcome.finished_at, "lease_until": None}
+        if outcome.pause is not None:
+            fields = {"lease_until": None}
+            status = S.WAITING
+        elif outcome.error:
+            status = S.FAILED
+            fields["error"] = outcome.error
+        else:
+            status = S.SUCCEEDED
+            fields["outputs"] = outcome.outputs
+        changed = StepRun.objects.filter(pk=step.pk, status=S.RUNNING).update(status=status, **fields)
+        if not changed or txn.run.is_finished:
+            txn.audit("step.outcome_dropped", step_name=step.step_name, status=status,
+                      outputs=outcome.outputs, error_message=outcome.error,
+                      started_at=outcome.started_at, completed_at=outcome.finished_at,
+                      data={"reason": "the step was no longer running", "attempt": step.attempt})
+            return None
+        txn.set_state(step.step_name, step.pk, status, step.generation, step.attempt)
+        common = {"step_name": step.step_name, "status": status, "started_at": outcome.started_at,
+                  "completed_at": outcome.finished_at}
+        if status == S.SUCCEEDED:
+            txn.audit("step.succeeded", outputs=outcome.outputs, **common)
+            txn.checkpoint(Checkpoint.Kind.STEP, step_name=step.step_name, step_run_id=step.pk, status=status)
+            return txn.progress(inline_ok=True)
+        if status == S.WAITING:
+            txn.audit("step.waiting", pause_reason=outcome.pause or "", **common)
+            txn.checkpoint(Checkpoint.Kind.STEP, step_name=step.step_name, step_run_id=step.pk,
+                           status=status, paused=True, pause_reason=outcome.pause or "")
+            for hook in pause_hooks:
+                hook(txn=txn, step_run=StepRun.objects.get(pk=step.pk), reason=outcome.pause)
+            return txn.progress(inline_ok=True)
+        return _step_failed(txn, step, spec_step, outcome, common)
+
+
+def _step_failed(txn: RunTxn, step: StepRun, spec_step: Any, outcome: Outcome, common: dict[str, Any]) -> StepRun | None:
+    if step.attempt <= spec_step.retries and step.generation == txn.run.generation:
+        delay = spec_step.backoff_s(step.attempt)
+        txn.audit("step.failed", error_message=outcome.error, data={"retry_in_s": delay, "attempt": step.attempt}, **common)
+        (retry,) = txn.add_attempts([step.step_name], status=S.QUEUED, generation=step.generation,
+                                    queued_at=txn.now + timedelta(seconds=delay))
+        _enqueue_steps([retry.pk], countdown=delay)
+        return None
+    txn.audit("step.failed", error_message=outcome.error, data={"attempt": step.attempt}, **common)
+    txn.checkpoint(Checkpoint.Kind.STEP, step_name=step.step_name, step_run_id=step.pk, status=S.FAILED)
+    if spec_step.on_failure == "fail_run":
+        txn.finish(R.FAILED, error=f"step {step.step_name!r} failed: {outcome.error.splitlines()[-1] if outcome.error else ''}")
+        return None
+    return txn.progress(inline_ok=True)
+
+
+# Called in the transaction that pauses a step (the approvals app opens a task there).
+pause_hooks: list[Callable[..., None]] = []
+
+
+def _call_handler(step: StepRun) -> Outcome:
+    """Run the step's handler outside any transaction and capture what happened."""
+    run = step.run
+    spec = version_spec(run.pipeline_version)
+    spec_step = spec.by_name[step.step_name]
+    extra = _step_extra(step)
+    ctx = StepContext(
+        run_id=run.pk,
+        step_name=step.step_name,
+        generation=step.generation,
+        attempt=step.attempt,
+        inputs=run.inputs,
+        upstream=LazyUpstream(run.pk, spec_step.after),
+        config=spec_step.config,
+        idempotency_key=f"run-{run.pk}-{step.step_name}-gen-{step.generation}",
+        logger=logging.getLogger(f"firefly.step.{spec.name}.{step.step_name}"),
+        extra=extra,
+    )
+    handler = registry.get(spec_step.type).handler
+    assert handler is not None
+    started = step.started_at or timezone.now()
+    leases.hold(step.pk, ctx.cancelled)
+    try:
+        if spec_step.timeout_s:
+            result = _call_with_timeout(handler, ctx, spec_step.timeout_s)
+        else:
+            result = handler(ctx)
+    except Exception as exc:
+        log.info("step %s of run %s failed: %s", step.step_name, run.pk, exc)
+        error = "".join(traceback.format_exception_only(exc)).strip()
+        return Outcome(error=error, started_at=started, finished_at=timezone.now())
+    finally:
+        leases.release(step.pk)
+    if isinstance(result, Pause):
+        return Outcome(pause=result.reason, started_at=started, finished_at=timezone.now())
+    return Outcome(outputs=result, started_at=started, finished_at=timezone.now())
+
+
+class StepTimeout(Exception):
+    pass
+
+
+def _call_with_timeout(handler: registry.Handler, ctx: StepContext, timeout_s: float) -> Any:
+    # Python cannot kill a thread: on timeout the step fails and the handler is told
+    # through ctx.cancelled; whatever it returns later is ignored.
+    def call() -> Any:
+        try:
+            return handler(ctx)
+        finally:
+            close_old_connections()
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="firefly-step")
+    try:
+        return pool.submit(call).result(timeout=timeout_s)
+    except FutureTimeout:
+        ctx.cancelled.set()
+        raise StepTimeout(f"step timed out after {timeout_s:g}s") from None
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _step_extra(step: StepRun) -> dict[str, Any]:
+    inputs = step.inputs
+    if inputs is None and step.generation > 1:
+        inputs = StepRun.objects.filter(pk=step.pk).values_list("inputs", flat=True).first()
+    return dict(inputs or {})
+
+
+class LazyUpstream(Mapping[str, Any]):
+    """Outputs of a step's direct upstream steps, read from the database on first use."""
+
+    def __init__(self, run_id: int, names: tuple[str, ...]) -> None:
+        self.run_id = run_id
+        self.names = names
+        self._data: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        if self._data is None:
+            rows = (
+                StepRun.objects.filter(run_id=self.run_id, step_name__in=self.names, status=S.SUCCEEDED)
+                .order_by("generation", "attempt")
+                .values_list("step_name", "outputs")
+            )
+            self._data = dict(rows)
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._load()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+# --- recovery -------------------------------------------------------------------------
+
+
+@dataclass
+class ReapReport:
+    lost: int = 0
+    resent: int = 0
+    advanced: int = 0
+
+
+def reap() -> ReapReport:
+    """Recover from dead workers, lost messages and stalled runs (run by Celery beat)."""
+    report = ReapReport()
+    now = timezone.now()
+    expired = StepRun.objects.filter(status=S.RUNNING, lease_until__lt=now).values_list("pk", "run_id")
+    for step_run_id, run_id in expired:
+        report.lost += _recover_lost_step(run_id, step_run_id)
+
+    stale_queue = now - timedelta(seconds=settings.FIREFLY_REQUEUE_AFTER_S)
+    lost_messages = list(
+        StepRun.objects.filter(status=S.QUEUED, queued_at__lt=stale_queue).values_list("pk", flat=True)
+    )
+    for step_run_id in lost_messages:
+        # Re-sending is safe: a duplicate finds the step no longer queued.
+        if StepRun.objects.filter(pk=step_run_id, status=S.QUEUED).update(queued_at=now):
+            with transaction.atomic():
+                _enqueue_steps([step_run_id])
+            report.resent += 1
+
+    busy = StepRun.objects.filter(run=OuterRef("pk"), status__in=[S.QUEUED, S.RUNNING])
+    stalled = Run.objects.filter(
+        Q(status=R.RUNNING) | Q(status=R.PENDING, created_at__lt=stale_queue)
+    ).filter(~Exists(busy)).values_list("pk", flat=True)
+    for run_id in stalled:
+        run_advance(run_id=run_id)
+        report.advanced += 1
+    if report.lost or report.resent:
+        log.warning("reaper: %s", report)
+    return report
+
+
+def _recover_lost_step(run_id: int, step_run_id: int) -> int:
+    with locked_run(run_id) as txn:
+        name = next((n for n, st in txn.states.items() if st.id == step_run_id), None)
+        if name is None or txn.states[name].status != S.RUNNING:
+            return 0
+        state = txn.states[name]
+        spec_step = txn.spec.by_name[name]
+        now = txn.now
+        if not StepRun.objects.filter(pk=step_run_id, status=S.RUNNING, lease_until__lt=now).update(
+            status=S.FAILED, finished_at=now, lease_until=None, error="worker lost: the step's lease expired"
+        ):
+            return 0
+        txn.set_state(name, state.id, S.FAILED, state.generation, state.attempt)
+        attempts = StepRun.objects.filter(run_id=run_id, step_name=name, generation=state.generation).count()
+        allowed = spec_step.retries + 1 + settings.FIREFLY_LOST_WORKER_RETRIES
+        txn.audit("step.lost", step_name=name, status=S.FAILED,
+                  error_message="worker lost: the step's lease expired",
+                  data={"attempt": state.attempt, "retrying": attempts < allowed})
+        if attempts < allowed:
+            (retry,) = txn.add_attempts([name], status=S.QUEUED, generation=state.generation, queued_at=now)
+            _enqueue_steps([retry.pk])
+        else:
+            txn.checkpoint(Checkpoint.Kind.STEP, step_name=name, step_run_id=step_run_id, status=S.FAILED)
+            if spec_step.on_failure == "fail_run":
+                txn.finish(R.FAILED, error=f"step {name!r} lost its worker {attempts} times")
+            else:
+                txn.progress()
+        return 1

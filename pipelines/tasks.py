@@ -1,0 +1,25 @@
+"""Celery tasks: thin wrappers that take ids and call services."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from pipelines import services
+
+
+# Redelivery is safe for all three: advance_run recomputes from the locked run,
+# execute_step moves its step out of `queued` under the run lock (a duplicate finds
+# it taken and returns), and the reaper's recoveries are conditional updates.
+@shared_task(name="pipelines.tasks.advance_run")
+def advance_run(run_id: int) -> None:
+    services.run_advance(run_id=run_id)
+
+
+@shared_task(name="pipelines.tasks.execute_step")
+def execute_step(step_run_id: int) -> None:
+    services.step_execute(step_run_id=step_run_id)
+
+
+@shared_task(name="pipelines.tasks.reap")
+def reap() -> None:
+    services.reap()
