@@ -1,0 +1,66 @@
+"""Shared fixtures: users, a real Celery worker process, and waiting for runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from firefly_site.celery import app
+from pipelines import services
+from pipelines.models import Run
+from tests.workers import WorkerProcess
+
+
+@pytest.fixture(scope="session")
+def worker_process(django_db_setup: Any, django_db_blocker: Any) -> Iterator[WorkerProcess]:
+    """One worker process for the session, on the test database and the test broker."""
+    app.control.purge()
+    worker = WorkerProcess("main")
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def worker(transactional_db: Any, worker_process: WorkerProcess) -> WorkerProcess:
+    """A running worker; the test's own writes are committed so the worker sees them."""
+    if worker_process.process is None or worker_process.process.poll() is not None:
+        worker_process.start()
+    return worker_process
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, message: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message or check}")
+
+
+def wait_finished(run: Run, timeout: float = 20.0) -> Run:
+    """Wait until a run ends, then return it fresh from the database."""
+
+    def finished() -> bool:
+        run.refresh_from_db()
+        return run.is_finished
+
+    wait_for(finished, timeout, f"run {run.pk} to finish (status {run.status})")
+    return run
+
+
+@pytest.fixture
+def make_pipeline(db: Any) -> Callable[..., str]:
+    """Create a pipeline from a list of steps; returns its name."""
+    counter = iter(range(1, 10_000))
+
+    def make(steps: list[dict[str, Any]], name: str = "", **extra: Any) -> str:
+        name = name or f"test-{next(counter)}"
+        services.pipeline_create(spec={"name": name, "steps": steps, **extra})
+        return name
+
+    return make

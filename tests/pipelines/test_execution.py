@@ -1,0 +1,230 @@
+"""Runs executed end to end by a real Celery worker on PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from pipelines import services
+from pipelines.models import AuditEntry, Checkpoint, Run, StepRun
+from pipelines.tasks import execute_step
+from tests.conftest import wait_finished, wait_for
+from tests.workers import WorkerProcess
+
+pytestmark = pytest.mark.worker
+
+ECHO = {"callable": "tests.pipelines.callables.echo"}
+
+
+def succeeded_entries(run: Run) -> Counter[str]:
+    events = AuditEntry.objects.filter(run=run, event="step.succeeded")
+    return Counter(events.values_list("step_name", flat=True))
+
+
+def test_linear_run_commits_each_step_once_with_checkpoint_and_audit(worker, make_pipeline):
+    name = make_pipeline(
+        [
+            {"name": "a", "type": "python", "config": {"callable": "tests.pipelines.callables.value"}},
+            {"name": "b", "type": "python", "after": ["a"], "config": {"callable": "tests.pipelines.callables.add", "plus": 10}},
+            {"name": "c", "type": "noop", "after": ["b"]},
+        ],
+        output=["b"],
+    )
+    run = wait_finished(services.run_start(pipeline=name, inputs={"value": 5}))
+
+    assert run.status == Run.Status.SUCCEEDED
+    assert run.output == {"b": {"total": 15}}
+    assert list(run.steps.values_list("step_name", "status")) == [
+        ("a", "succeeded"), ("b", "succeeded"), ("c", "succeeded"),
+    ]
+    checkpoints = list(Checkpoint.objects.filter(run=run).values_list("seq", "step_name", "status"))
+    assert checkpoints == [(1, "a", "succeeded"), (2, "b", "succeeded"), (3, "c", "succeeded")]
+    events = list(AuditEntry.objects.filter(run=run).order_by("seq").values_list("event", "step_name"))
+    assert events == [
+        ("run.created", ""),
+        ("step.started", "a"), ("step.succeeded", "a"),
+        ("step.started", "b"), ("step.succeeded", "b"),
+        ("step.started", "c"), ("step.succeeded", "c"),
+        ("run.finished", ""),
+    ]
+
+
+def test_diamond_branches_run_in_parallel_and_join_waits(worker, make_pipeline):
+    name = make_pipeline(
+        [
+            {"name": "start", "type": "noop"},
+            {"name": "left", "type": "sleep", "after": ["start"], "config": {"seconds": 0.6}},
+            {"name": "right", "type": "sleep", "after": ["start"], "config": {"seconds": 0.6}},
+            {"name": "join", "type": "python", "after": ["left", "right"], "config": ECHO},
+        ]
+    )
+    run = wait_finished(services.run_start(pipeline=name, inputs={}))
+
+    assert run.status == Run.Status.SUCCEEDED
+    steps = {step.step_name: step for step in run.steps.all()}
+    left, right, join = steps["left"], steps["right"], steps["join"]
+    # The branches overlap in time: each started before the other finished.
+    assert left.started_at < right.finished_at
+    assert right.started_at < left.finished_at
+    assert join.started_at >= max(left.finished_at, right.finished_at)
+    assert set(join.outputs["upstream"]) == {"left", "right"}
+
+
+def test_when_condition_skips_the_branch_not_taken(worker, make_pipeline):
+    name = make_pipeline(
+        [
+            {"name": "pick", "type": "python", "config": {"callable": "tests.pipelines.callables.pick"}},
+            {"name": "prod", "type": "noop", "after": ["pick"], "when": {"step": "pick", "path": "env", "in": ["prod"]}},
+            {"name": "staging", "type": "noop", "after": ["pick"], "when": {"step": "pick", "path": "env", "equals": "staging"}},
+            {"name": "after_staging", "type": "noop", "after": ["staging"]},
+            {"name": "done", "type": "noop", "after": ["prod", "staging"]},
+        ]
+    )
+    run = wait_finished(services.run_start(pipeline=name, inputs={"env": "prod"}))
+
+    assert run.status == Run.Status.SUCCEEDED
+    statuses = dict(run.steps.values_list("step_name", "status"))
+    assert statuses == {
+        "pick": "succeeded", "prod": "succeeded", "staging": "skipped",
+        "after_staging": "skipped", "done": "succeeded",
+    }
+    skipped = run.steps.get(step_name="staging")
+    assert "condition not met" in skipped.error
+
+
+def test_retry_succeeds_on_the_second_attempt(worker, make_pipeline):
+    name = make_pipeline(
+        [{"name": "flaky", "type": "fail", "config": {"times": 1, "message": "boom"}, "retries": 2, "retry_backoff_s": 0.1}]
+    )
+    run = wait_finished(services.run_start(pipeline=name, inputs={}))
+
+    assert run.status == Run.Status.SUCCEEDED
+    attempts = list(run.steps.order_by("attempt").values_list("attempt", "status", "error"))
+    assert attempts[0][:2] == (1, "failed")
+    assert "boom" in attempts[0][2]
+    assert attempts[1][:2] == (2, "succeeded")
+    assert len(attempts) == 2
+
+
+def test_failure_then_resume_runs_only_what_failed(worker, make_pipeline):
+    name = make_pipeline(
+        [
+            {"name": "first", "type": "python", "config": ECHO},
+            {"name": "flaky", "type": "fail", "after": ["first"], "config": {"times": 1, "message": "not yet"}},
+            {"name": "last", "type": "noop", "after": ["flaky"]},
+        ]
+    )
+    run = wait_finished(services.run_start(pipeline=name, inputs={}))
+    assert run.status == Run.Status.FAILED
+    assert "not yet" in run.error
+    assert run.steps.get(step_name="last").status == "pending"
+
+    services.run_resume(run_id=run.pk)
+    run = wait_finished(run)
+
+    assert run.status == Run.Status.SUCCEEDED
+    assert run.steps.filter(step_name="first").count() == 1
+    assert list(run.steps.filter(step_name="flaky").values_list("attempt", "status")) == [
+        (1, "failed"), (2, "succeeded"),
+    ]
+    assert succeeded_entries(run) == {"first": 1, "flaky": 1, "last": 1}
+    assert AuditEntry.objects.filter(run=run, event="run.resumed").count() == 1
+
+
+def test_cancel_mid_run_drops_the_late_outcome(worker, make_pipeline):
+    name = make_pipeline(
+        [
+            {"name": "slow", "type": "sleep", "config": {"seconds": 1.0}},
+            {"name": "never", "type": "noop", "after": ["slow"]},
+        ]
+    )
+    run = services.run_start(pipeline=name, inputs={})
+    wait_for(lambda: run.steps.filter(step_name="slow", status="running").exists(), message="slow to start")
+
+    services.run_cancel(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.CANCELLED
+    wait_for(
+        lambda: AuditEntry.objects.filter(run=run, event="step.outcome_dropped", step_name="slow").exists(),
+        message="the late outcome to be dropped",
+    )
+    statuses = dict(run.steps.values_list("step_name", "status"))
+    assert statuses == {"slow": "cancelled", "never": "cancelled"}
+    assert not AuditEntry.objects.filter(run=run, event="step.succeeded").exists()
+
+
+def test_fork_from_a_middle_checkpoint_reruns_only_later_steps(worker, make_pipeline):
+    name = make_pipeline(
+        [
+            {"name": "a", "type": "python", "config": ECHO},
+            {"name": "b", "type": "python", "after": ["a"], "config": ECHO},
+            {"name": "c", "type": "python", "after": ["b"], "config": ECHO},
+        ]
+    )
+    source = wait_finished(services.run_start(pipeline=name, inputs={"x": 1}))
+    first = Checkpoint.objects.get(run=source, step_name="a")
+
+    fork = wait_finished(services.run_fork(run_id=source.pk, checkpoint_seq=first.seq))
+
+    assert fork.status == Run.Status.SUCCEEDED
+    assert fork.forked_from == source
+    assert fork.inputs == {"x": 1}
+    assert succeeded_entries(fork) == {"b": 1, "c": 1}
+    copied = fork.steps.get(step_name="a")
+    assert copied.outputs == source.steps.get(step_name="a").outputs
+    assert copied.inputs == {"forked_from_step_run": source.steps.get(step_name="a").pk}
+
+
+def test_duplicate_execute_step_message_commits_the_step_once(worker, make_pipeline):
+    name = make_pipeline([{"name": "only", "type": "sleep", "config": {"seconds": 0.3}}])
+    run = services.run_start(pipeline=name, inputs={})
+    step = wait_for(lambda: run.steps.filter(status__in=["queued", "running"]).first(), message="queued")
+    for _ in range(3):
+        execute_step.delay(step.pk)
+
+    run = wait_finished(run)
+
+    assert run.status == Run.Status.SUCCEEDED
+    assert succeeded_entries(run) == {"only": 1}
+    assert AuditEntry.objects.filter(run=run, event="step.started").count() == 1
+    assert run.steps.count() == 1
+
+
+def test_worker_killed_mid_step_recovers_through_the_reaper(transactional_db, worker_process, make_pipeline, settings):
+    worker_process.stop()
+    short_lease = WorkerProcess("short-lease", env={"FIREFLY_STEP_LEASE_S": "1.5"})
+    short_lease.start()
+    try:
+        name = make_pipeline(
+            [
+                {"name": "before", "type": "noop"},
+                {"name": "slow", "type": "sleep", "after": ["before"], "config": {"seconds": 1.5}},
+                {"name": "after", "type": "noop", "after": ["slow"]},
+            ]
+        )
+        run = services.run_start(pipeline=name, inputs={})
+        wait_for(lambda: run.steps.filter(step_name="slow", status="running").exists(), message="slow running")
+
+        short_lease.kill()
+        short_lease.start()
+        settings.FIREFLY_REQUEUE_AFTER_S = 1
+
+        def recovered() -> bool:
+            services.reap()
+            run.refresh_from_db()
+            return run.is_finished
+
+        wait_for(recovered, timeout=30, message="the run to recover")
+    finally:
+        short_lease.stop()
+        worker_process.start()
+
+    assert run.status == Run.Status.SUCCEEDED
+    attempts = list(run.steps.filter(step_name="slow").order_by("attempt").values_list("status", "error"))
+    assert [status for status, _ in attempts] == ["failed", "succeeded"]
+    assert "worker lost" in attempts[0][1]
+    assert succeeded_entries(run) == {"before": 1, "slow": 1, "after": 1}
+    assert AuditEntry.objects.filter(run=run, event="step.lost").count() == 1
+    assert StepRun.objects.filter(run=run).count() == 4

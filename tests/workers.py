@@ -1,0 +1,76 @@
+"""A real Celery worker process for integration tests, pointed at the test database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+
+from firefly_site.celery import app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def database_url() -> str:
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class WorkerProcess:
+    """`celery -A firefly_site worker` in its own process group; kill() is a SIGKILL."""
+
+    def __init__(self, name: str, concurrency: int = 8, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.concurrency = concurrency
+        self.env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = ROOT / "var" / f"test-worker-{name}.log"
+
+    def start(self) -> None:
+        self.log.parent.mkdir(exist_ok=True)
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "firefly_site.test_settings",
+            "DATABASE_URL": database_url(),
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "PYTHONPATH": str(ROOT),
+            "CONN_MAX_AGE": "0",
+            **self.env,
+        }
+        node = f"{self.name}-{os.getpid()}@%h"
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "firefly_site", "worker", "-P", "threads",
+                 "-c", str(self.concurrency), "-n", node, "-l", "WARNING", "--without-gossip",
+                 "--without-mingle", "--without-heartbeat"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.wait_ready(node.replace("%h", os.uname().nodename))
+
+    def wait_ready(self, node: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited early; see {self.log}")
+            if app.control.ping(destination=[node], timeout=0.5):
+                return
+        raise RuntimeError(f"worker {node} not ready after {timeout}s; see {self.log}")
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
