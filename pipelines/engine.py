@@ -59,9 +59,7 @@ def when_inputs(spec: PipelineSpec) -> set[str]:
     return {step.when.step for step in spec.steps if step.when}
 
 
-def plan(
-    spec: PipelineSpec, states: Mapping[str, StepState], outputs: Mapping[str, Any]
-) -> Plan:
+def plan(spec: PipelineSpec, states: Mapping[str, StepState], outputs: Mapping[str, Any]) -> Plan:
     """Decide which pending steps run now and which are skipped.
 
     A pending step is ready once every upstream step succeeded, was skipped, or failed

@@ -32,7 +32,11 @@ class SpecError(InvalidInput):
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         lines = []
         for error in errors:
-            where = ".".join(p for p in (error.get("step") and f"steps[{error['step']}]", error.get("field")) if p)
+            where = ".".join(
+                p
+                for p in (error.get("step") and f"steps[{error['step']}]", error.get("field"))
+                if p
+            )
             lines.append(f"{where}: {error['message']}" if where else error["message"])
         super().__init__("Invalid pipeline spec:\n  " + "\n  ".join(lines), details=errors)
         self.errors = errors

@@ -31,7 +31,9 @@ class LeaseKeeper:
         with self._lock:
             self._held[step_run_id] = cancelled
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="firefly-leases", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._loop, name="firefly-leases", daemon=True
+                )
                 self._thread.start()
 
     def release(self, step_run_id: int) -> None:
@@ -58,7 +60,9 @@ class LeaseKeeper:
         running = StepRun.objects.filter(pk__in=held, status=StepRun.Status.RUNNING)
         until = timezone.now() + timedelta(seconds=settings.FIREFLY_STEP_LEASE_S)
         renewed = set(running.values_list("pk", flat=True))
-        StepRun.objects.filter(pk__in=renewed, status=StepRun.Status.RUNNING).update(lease_until=until)
+        StepRun.objects.filter(pk__in=renewed, status=StepRun.Status.RUNNING).update(
+            lease_until=until
+        )
         for step_run_id, cancelled in held.items():
             if step_run_id not in renewed:
                 cancelled.set()

@@ -82,7 +82,9 @@ class Run(models.Model):
 
     FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.REJECTED, Status.CANCELLED})
 
-    pipeline_version = models.ForeignKey(PipelineVersion, on_delete=models.PROTECT, related_name="runs")
+    pipeline_version = models.ForeignKey(
+        PipelineVersion, on_delete=models.PROTECT, related_name="runs"
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     inputs = models.JSONField(default=dict)
     output = models.JSONField(null=True, blank=True)
@@ -244,7 +246,9 @@ class AuditEntry(ImmutableModel):
         verbose_name_plural = "audit entries"
         constraints = [
             models.UniqueConstraint(
-                fields=["run", "seq"], name="audit_unique_run_seq", condition=models.Q(run__isnull=False)
+                fields=["run", "seq"],
+                name="audit_unique_run_seq",
+                condition=models.Q(run__isnull=False),
             ),
             models.UniqueConstraint(
                 fields=["pipeline", "seq"],

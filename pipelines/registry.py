@@ -96,7 +96,7 @@ def resolve_callable(path: str) -> Callable[[StepContext], Any]:
         raise ValueError(f"cannot import {path!r}: {exc}") from exc
     if not callable(target):
         raise ValueError(f"{path!r} is not callable.")
-    return target  # type: ignore[no-any-return]
+    return target
 
 
 def _check_python(config: dict[str, Any]) -> list[str]:
@@ -124,7 +124,8 @@ def run_python(ctx: StepContext) -> dict[str, Any] | Pause:
     if isinstance(result, Pause | dict):
         return result
     raise TypeError(
-        f"{ctx.config['callable']} returned {type(result).__name__}; a step returns a dict or Pause."
+        f"{ctx.config['callable']} returned {type(result).__name__}; "
+        "a step returns a dict or Pause."
     )
 
 

@@ -6,8 +6,8 @@ import logging
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -52,7 +52,7 @@ def _enqueue_steps(ids: list[int], countdown: float = 0) -> None:
 
     def send() -> None:
         for step_run_id in ids:
-            execute_step.apply_async((step_run_id,), countdown=countdown or None)
+            execute_step.apply_async((step_run_id,), countdown=countdown)
 
     if ids:
         transaction.on_commit(send)
@@ -125,11 +125,14 @@ class RunTxn:
                 "step_name", "id", "status", "generation", "attempt"
             )
             self._states = engine.latest(
-                (name, engine.StepState(*rest)) for name, *rest in rows
+                (name, engine.StepState(pk, status, generation, attempt))
+                for name, pk, status, generation, attempt in rows
             )
         return self._states
 
-    def set_state(self, name: str, step_id: int, status: str, generation: int, attempt: int) -> None:
+    def set_state(
+        self, name: str, step_id: int, status: str, generation: int, attempt: int
+    ) -> None:
         self.states[name] = engine.StepState(step_id, status, generation, attempt)
 
     def audit(self, event: str, **fields: Any) -> None:
@@ -174,14 +177,22 @@ class RunTxn:
             state = self.states[name]
             self.set_state(name, state.id, status, state.generation, state.attempt)
 
-    def add_attempts(self, names: list[str], *, status: str, generation: int, **fields: Any) -> list[StepRun]:
+    def add_attempts(
+        self, names: list[str], *, status: str, generation: int, **fields: Any
+    ) -> list[StepRun]:
         rows = []
         for name in names:
             state = self.states.get(name)
             attempt = state.attempt + 1 if state and state.generation == generation else 1
             rows.append(
-                StepRun(run_id=self.run.pk, step_name=name, generation=generation, attempt=attempt,
-                        status=status, **fields)
+                StepRun(
+                    run_id=self.run.pk,
+                    step_name=name,
+                    generation=generation,
+                    attempt=attempt,
+                    status=status,
+                    **fields,
+                )
             )
         StepRun.objects.bulk_create(rows)
         for row in rows:
@@ -211,8 +222,9 @@ class RunTxn:
         for name, reason in skips.items():
             self.set_steps([name], S.SKIPPED, finished_at=now, error=reason)
             self.audit("step.skipped", step_name=name, status=S.SKIPPED, data={"reason": reason})
-            self.checkpoint(Checkpoint.Kind.STEP, step_name=name, step_run_id=states[name].id,
-                            status=S.SKIPPED)
+            self.checkpoint(
+                Checkpoint.Kind.STEP, step_name=name, step_run_id=states[name].id, status=S.SKIPPED
+            )
         if skips:
             # A skip can make steps below it ready (or skipped) in turn.
             plan = engine.plan(spec, states, self.outputs(when_steps) if when_steps else {})
@@ -244,11 +256,22 @@ class RunTxn:
         state = self.states[name]
         lease_until = self.now + timedelta(seconds=settings.FIREFLY_STEP_LEASE_S)
         self.set_steps([name], S.RUNNING, started_at=self.now, lease_until=lease_until)
-        self.audit("step.started", step_name=name, status=S.RUNNING, started_at=self.now,
-                   data={"attempt": state.attempt, "generation": state.generation})
+        self.audit(
+            "step.started",
+            step_name=name,
+            status=S.RUNNING,
+            started_at=self.now,
+            data={"attempt": state.attempt, "generation": state.generation},
+        )
         return StepRun(
-            id=state.id, run=self.run, step_name=name, generation=state.generation,
-            attempt=state.attempt, status=S.RUNNING, started_at=self.now, lease_until=lease_until,
+            id=state.id,
+            run=self.run,
+            step_name=name,
+            generation=state.generation,
+            attempt=state.attempt,
+            status=S.RUNNING,
+            started_at=self.now,
+            lease_until=lease_until,
         )
 
     def wait_for_person(self, name: str) -> None:
@@ -259,8 +282,13 @@ class RunTxn:
         if kind.on_wait:
             kind.on_wait(txn=self, step_run=step_run, step=step)
         self.audit("step.waiting", step_name=name, status=S.WAITING, started_at=self.now)
-        self.checkpoint(Checkpoint.Kind.STEP, step_name=name, step_run_id=step_run.pk,
-                        status=S.WAITING, paused=True)
+        self.checkpoint(
+            Checkpoint.Kind.STEP,
+            step_name=name,
+            step_run_id=step_run.pk,
+            status=S.WAITING,
+            paused=True,
+        )
 
     def finish(self, status: str, error: str = "") -> None:
         output = None
@@ -276,8 +304,14 @@ class RunTxn:
             if pending:
                 self.set_steps(pending, S.CANCELLED, finished_at=self.now)
         self.set_run(status=status, finished_at=self.now, output=output, error=error)
-        self.audit("run.finished", status=status, outputs=output, error_message=error,
-                   started_at=self.run.started_at, completed_at=self.now)
+        self.audit(
+            "run.finished",
+            status=status,
+            outputs=output,
+            error_message=error,
+            started_at=self.run.started_at,
+            completed_at=self.now,
+        )
 
 
 @contextmanager
@@ -302,23 +336,24 @@ def _only_waiting(states: Mapping[str, engine.StepState]) -> bool:
     return S.WAITING in statuses and not statuses & {S.QUEUED, S.RUNNING}
 
 
-
 # --- runs -----------------------------------------------------------------------------
 
 
 @transaction.atomic
-def run_start(
-    *, pipeline: str, inputs: Any, actor: Any = None, version: int | None = None
-) -> Run:
+def run_start(*, pipeline: str, inputs: Any, actor: Any = None, version: int | None = None) -> Run:
     """Validate the inputs, create the run with a pending row per step, and queue it."""
     pipeline_version_ = pipeline_version(pipeline, version)
     spec = version_spec(pipeline_version_)
     validate_inputs(spec, inputs)
     run = Run.objects.create(pipeline_version=pipeline_version_, inputs=inputs, created_by=actor)
-    _create_steps(run, {name: None for name in spec.order})
+    _create_steps(run, dict.fromkeys(spec.order))
     txn = RunTxn(run, actor)
-    txn.audit("run.created", status=R.PENDING, inputs=inputs,
-              data={"pipeline": pipeline_version_.pipeline.name, "version": pipeline_version_.number})
+    txn.audit(
+        "run.created",
+        status=R.PENDING,
+        inputs=inputs,
+        data={"pipeline": pipeline_version_.pipeline.name, "version": pipeline_version_.number},
+    )
     txn.flush()
     _enqueue_advance(run.pk)
     return run
@@ -330,9 +365,16 @@ def _create_steps(run: Run, rows: Mapping[str, StepRun | None]) -> None:
         StepRun(run=run, step_name=name, generation=1, attempt=1, status=S.PENDING)
         if source is None
         else StepRun(
-            run=run, step_name=name, generation=1, attempt=1, status=source.status,
-            outputs=source.outputs, error=source.error, started_at=source.started_at,
-            finished_at=source.finished_at, inputs={"forked_from_step_run": source.pk},
+            run=run,
+            step_name=name,
+            generation=1,
+            attempt=1,
+            status=source.status,
+            outputs=source.outputs,
+            error=source.error,
+            started_at=source.started_at,
+            finished_at=source.finished_at,
+            inputs={"forked_from_step_run": source.pk},
         )
         for name, source in rows.items()
     )
@@ -381,7 +423,10 @@ def run_rollback(
         if run.status not in (R.RUNNING, R.WAITING, R.FAILED):
             raise Conflict(f"Run {run_id} is {run.status}; it cannot be rolled back.")
         if to_step not in spec.by_name:
-            raise InvalidInput(f"Unknown step {to_step!r}.", details=[{"field": "to_step", "message": f"unknown step {to_step!r}"}])
+            raise InvalidInput(
+                f"Unknown step {to_step!r}.",
+                details=[{"field": "to_step", "message": f"unknown step {to_step!r}"}],
+            )
         if txn.states[to_step].status != S.SUCCEEDED:
             raise InvalidInput(
                 f"Step {to_step!r} has not completed; a run rolls back only to a completed step.",
@@ -393,12 +438,29 @@ def run_rollback(
             txn.set_steps(active, S.CANCELLED, finished_at=txn.now, lease_until=None)
         generation = run.generation + 1
         txn.set_run(generation=generation, status=R.RUNNING, error="", finished_at=None)
-        rollback = {"to_step": to_step, "comment": comment, "by": actor.get_username() if actor else "system",
-                    "from_step": origin}
-        txn.add_attempts(reset, status=S.PENDING, generation=generation, inputs={"rollback": rollback})
-        txn.checkpoint(Checkpoint.Kind.ROLLBACK, step_name=to_step, data={"reset": reset, "comment": comment})
-        txn.audit("run.rolled_back", step_name=to_step, status=R.RUNNING,
-                  data={"reset": reset, "cancelled": active, "generation": generation, "comment": comment})
+        rollback = {
+            "to_step": to_step,
+            "comment": comment,
+            "by": actor.get_username() if actor else "system",
+            "from_step": origin,
+        }
+        txn.add_attempts(
+            reset, status=S.PENDING, generation=generation, inputs={"rollback": rollback}
+        )
+        txn.checkpoint(
+            Checkpoint.Kind.ROLLBACK, step_name=to_step, data={"reset": reset, "comment": comment}
+        )
+        txn.audit(
+            "run.rolled_back",
+            step_name=to_step,
+            status=R.RUNNING,
+            data={
+                "reset": reset,
+                "cancelled": active,
+                "generation": generation,
+                "comment": comment,
+            },
+        )
         txn.progress()
     return txn.run
 
@@ -417,14 +479,25 @@ def run_fork(*, run_id: int, checkpoint_seq: int, actor: Any = None) -> Run:
     sources = StepRun.objects.in_bulk(done.values())
     spec = version_spec(source.pipeline_version)
     run = Run.objects.create(
-        pipeline_version=source.pipeline_version, inputs=source.inputs, created_by=actor,
-        forked_from=source, forked_from_seq=checkpoint_seq,
+        pipeline_version=source.pipeline_version,
+        inputs=source.inputs,
+        created_by=actor,
+        forked_from=source,
+        forked_from_seq=checkpoint_seq,
     )
-    _create_steps(run, {name: sources.get(done[name]) if name in done else None for name in spec.order})
+    _create_steps(
+        run, {name: sources.get(done[name]) if name in done else None for name in spec.order}
+    )
     txn = RunTxn(run, actor)
-    txn.checkpoint(Checkpoint.Kind.FORK, data={"run": source.pk, "seq": checkpoint_seq, "steps": sorted(done)})
-    txn.audit("run.created", status=R.PENDING, inputs=source.inputs,
-              data={"forked_from": source.pk, "checkpoint": checkpoint_seq, "kept": sorted(done)})
+    txn.checkpoint(
+        Checkpoint.Kind.FORK, data={"run": source.pk, "seq": checkpoint_seq, "steps": sorted(done)}
+    )
+    txn.audit(
+        "run.created",
+        status=R.PENDING,
+        inputs=source.inputs,
+        data={"forked_from": source.pk, "checkpoint": checkpoint_seq, "kept": sorted(done)},
+    )
     txn.flush()
     _enqueue_advance(run.pk)
     return run
@@ -434,12 +507,17 @@ def checkpoint_state(checkpoints: list[Checkpoint]) -> dict[str, int]:
     """Fold checkpoints (in order) into {step: step_run_id} of the steps completed by then."""
     done: dict[str, int] = {}
     for checkpoint in checkpoints:
-        if checkpoint.kind == Checkpoint.Kind.STEP and checkpoint.status in (S.SUCCEEDED, S.SKIPPED):
+        if checkpoint.kind == Checkpoint.Kind.STEP and checkpoint.status in (
+            S.SUCCEEDED,
+            S.SKIPPED,
+        ):
             done[checkpoint.step_name] = checkpoint.step_run_id  # type: ignore[assignment]
         elif checkpoint.kind == Checkpoint.Kind.STEP:
             done.pop(checkpoint.step_name, None)
         elif checkpoint.kind in (Checkpoint.Kind.ROLLBACK, Checkpoint.Kind.RESUME):
-            for name in (checkpoint.data or {}).get("reset", (checkpoint.data or {}).get("steps", [])):
+            for name in (checkpoint.data or {}).get(
+                "reset", (checkpoint.data or {}).get("steps", [])
+            ):
                 done.pop(name, None)
         elif checkpoint.kind == Checkpoint.Kind.FORK:
             done.clear()
@@ -500,42 +578,76 @@ def step_finish(*, step: StepRun, outcome: Outcome) -> StepRun | None:
         else:
             status = S.SUCCEEDED
             fields["outputs"] = outcome.outputs
-        changed = StepRun.objects.filter(pk=step.pk, status=S.RUNNING).update(status=status, **fields)
+        changed = StepRun.objects.filter(pk=step.pk, status=S.RUNNING).update(
+            status=status, **fields
+        )
         if not changed or txn.run.is_finished:
-            txn.audit("step.outcome_dropped", step_name=step.step_name, status=status,
-                      outputs=outcome.outputs, error_message=outcome.error,
-                      started_at=outcome.started_at, completed_at=outcome.finished_at,
-                      data={"reason": "the step was no longer running", "attempt": step.attempt})
+            txn.audit(
+                "step.outcome_dropped",
+                step_name=step.step_name,
+                status=status,
+                outputs=outcome.outputs,
+                error_message=outcome.error,
+                started_at=outcome.started_at,
+                completed_at=outcome.finished_at,
+                data={"reason": "the step was no longer running", "attempt": step.attempt},
+            )
             return None
         txn.set_state(step.step_name, step.pk, status, step.generation, step.attempt)
-        common = {"step_name": step.step_name, "status": status, "started_at": outcome.started_at,
-                  "completed_at": outcome.finished_at}
+        common = {
+            "step_name": step.step_name,
+            "status": status,
+            "started_at": outcome.started_at,
+            "completed_at": outcome.finished_at,
+        }
         if status == S.SUCCEEDED:
             txn.audit("step.succeeded", outputs=outcome.outputs, **common)
-            txn.checkpoint(Checkpoint.Kind.STEP, step_name=step.step_name, step_run_id=step.pk, status=status)
+            txn.checkpoint(
+                Checkpoint.Kind.STEP, step_name=step.step_name, step_run_id=step.pk, status=status
+            )
             return txn.progress(inline_ok=True)
         if status == S.WAITING:
             txn.audit("step.waiting", pause_reason=outcome.pause or "", **common)
-            txn.checkpoint(Checkpoint.Kind.STEP, step_name=step.step_name, step_run_id=step.pk,
-                           status=status, paused=True, pause_reason=outcome.pause or "")
+            txn.checkpoint(
+                Checkpoint.Kind.STEP,
+                step_name=step.step_name,
+                step_run_id=step.pk,
+                status=status,
+                paused=True,
+                pause_reason=outcome.pause or "",
+            )
             for hook in pause_hooks:
                 hook(txn=txn, step_run=StepRun.objects.get(pk=step.pk), reason=outcome.pause)
             return txn.progress(inline_ok=True)
         return _step_failed(txn, step, spec_step, outcome, common)
 
 
-def _step_failed(txn: RunTxn, step: StepRun, spec_step: Any, outcome: Outcome, common: dict[str, Any]) -> StepRun | None:
+def _step_failed(
+    txn: RunTxn, step: StepRun, spec_step: Any, outcome: Outcome, common: dict[str, Any]
+) -> StepRun | None:
     if step.attempt <= spec_step.retries and step.generation == txn.run.generation:
         delay = spec_step.backoff_s(step.attempt)
-        txn.audit("step.failed", error_message=outcome.error, data={"retry_in_s": delay, "attempt": step.attempt}, **common)
-        (retry,) = txn.add_attempts([step.step_name], status=S.QUEUED, generation=step.generation,
-                                    queued_at=txn.now + timedelta(seconds=delay))
+        txn.audit(
+            "step.failed",
+            error_message=outcome.error,
+            data={"retry_in_s": delay, "attempt": step.attempt},
+            **common,
+        )
+        (retry,) = txn.add_attempts(
+            [step.step_name],
+            status=S.QUEUED,
+            generation=step.generation,
+            queued_at=txn.now + timedelta(seconds=delay),
+        )
         _enqueue_steps([retry.pk], countdown=delay)
         return None
     txn.audit("step.failed", error_message=outcome.error, data={"attempt": step.attempt}, **common)
-    txn.checkpoint(Checkpoint.Kind.STEP, step_name=step.step_name, step_run_id=step.pk, status=S.FAILED)
+    txn.checkpoint(
+        Checkpoint.Kind.STEP, step_name=step.step_name, step_run_id=step.pk, status=S.FAILED
+    )
     if spec_step.on_failure == "fail_run":
-        txn.finish(R.FAILED, error=f"step {step.step_name!r} failed: {outcome.error.splitlines()[-1] if outcome.error else ''}")
+        reason = outcome.error.splitlines()[-1] if outcome.error else "no error message"
+        txn.finish(R.FAILED, error=f"step {step.step_name!r} failed: {reason}")
         return None
     return txn.progress(inline_ok=True)
 
@@ -623,7 +735,9 @@ class LazyUpstream(Mapping[str, Any]):
     def _load(self) -> dict[str, Any]:
         if self._data is None:
             rows = (
-                StepRun.objects.filter(run_id=self.run_id, step_name__in=self.names, status=S.SUCCEEDED)
+                StepRun.objects.filter(
+                    run_id=self.run_id, step_name__in=self.names, status=S.SUCCEEDED
+                )
                 .order_by("generation", "attempt")
                 .values_list("step_name", "outputs")
             )
@@ -654,13 +768,17 @@ def reap() -> ReapReport:
     """Recover from dead workers, lost messages and stalled runs (run by Celery beat)."""
     report = ReapReport()
     now = timezone.now()
-    expired = StepRun.objects.filter(status=S.RUNNING, lease_until__lt=now).values_list("pk", "run_id")
+    expired = StepRun.objects.filter(status=S.RUNNING, lease_until__lt=now).values_list(
+        "pk", "run_id"
+    )
     for step_run_id, run_id in expired:
         report.lost += _recover_lost_step(run_id, step_run_id)
 
     stale_queue = now - timedelta(seconds=settings.FIREFLY_REQUEUE_AFTER_S)
     lost_messages = list(
-        StepRun.objects.filter(status=S.QUEUED, queued_at__lt=stale_queue).values_list("pk", flat=True)
+        StepRun.objects.filter(status=S.QUEUED, queued_at__lt=stale_queue).values_list(
+            "pk", flat=True
+        )
     )
     for step_run_id in lost_messages:
         # Re-sending is safe: a duplicate finds the step no longer queued.
@@ -670,9 +788,11 @@ def reap() -> ReapReport:
             report.resent += 1
 
     busy = StepRun.objects.filter(run=OuterRef("pk"), status__in=[S.QUEUED, S.RUNNING])
-    stalled = Run.objects.filter(
-        Q(status=R.RUNNING) | Q(status=R.PENDING, created_at__lt=stale_queue)
-    ).filter(~Exists(busy)).values_list("pk", flat=True)
+    stalled = (
+        Run.objects.filter(Q(status=R.RUNNING) | Q(status=R.PENDING, created_at__lt=stale_queue))
+        .filter(~Exists(busy))
+        .values_list("pk", flat=True)
+    )
     for run_id in stalled:
         run_advance(run_id=run_id)
         report.advanced += 1
@@ -690,20 +810,33 @@ def _recover_lost_step(run_id: int, step_run_id: int) -> int:
         spec_step = txn.spec.by_name[name]
         now = txn.now
         if not StepRun.objects.filter(pk=step_run_id, status=S.RUNNING, lease_until__lt=now).update(
-            status=S.FAILED, finished_at=now, lease_until=None, error="worker lost: the step's lease expired"
+            status=S.FAILED,
+            finished_at=now,
+            lease_until=None,
+            error="worker lost: the step's lease expired",
         ):
             return 0
         txn.set_state(name, state.id, S.FAILED, state.generation, state.attempt)
-        attempts = StepRun.objects.filter(run_id=run_id, step_name=name, generation=state.generation).count()
+        attempts = StepRun.objects.filter(
+            run_id=run_id, step_name=name, generation=state.generation
+        ).count()
         allowed = spec_step.retries + 1 + settings.FIREFLY_LOST_WORKER_RETRIES
-        txn.audit("step.lost", step_name=name, status=S.FAILED,
-                  error_message="worker lost: the step's lease expired",
-                  data={"attempt": state.attempt, "retrying": attempts < allowed})
+        txn.audit(
+            "step.lost",
+            step_name=name,
+            status=S.FAILED,
+            error_message="worker lost: the step's lease expired",
+            data={"attempt": state.attempt, "retrying": attempts < allowed},
+        )
         if attempts < allowed:
-            (retry,) = txn.add_attempts([name], status=S.QUEUED, generation=state.generation, queued_at=now)
+            (retry,) = txn.add_attempts(
+                [name], status=S.QUEUED, generation=state.generation, queued_at=now
+            )
             _enqueue_steps([retry.pk])
         else:
-            txn.checkpoint(Checkpoint.Kind.STEP, step_name=name, step_run_id=step_run_id, status=S.FAILED)
+            txn.checkpoint(
+                Checkpoint.Kind.STEP, step_name=name, step_run_id=step_run_id, status=S.FAILED
+            )
             if spec_step.on_failure == "fail_run":
                 txn.finish(R.FAILED, error=f"step {name!r} lost its worker {attempts} times")
             else:

@@ -211,7 +211,11 @@ def _schema_errors(
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
         path = ".".join(str(p) for p in error.absolute_path)
         errors.append(
-            {"step": step, "field": ".".join(p for p in (prefix, path) if p), "message": error.message}
+            {
+                "step": step,
+                "field": ".".join(p for p in (prefix, path) if p),
+                "message": error.message,
+            }
         )
     return errors
 
@@ -221,7 +225,9 @@ def load_text(text: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SpecError([{"step": None, "field": None, "message": f"not valid YAML/JSON: {exc}"}]) from exc
+        raise SpecError(
+            [{"step": None, "field": None, "message": f"not valid YAML/JSON: {exc}"}]
+        ) from exc
 
 
 def parse_spec(data: Any) -> PipelineSpec:
@@ -238,7 +244,9 @@ def parse_spec(data: Any) -> PipelineSpec:
         errors += _schema_errors(raw, STEP_SCHEMA, step=label, prefix="")
         if isinstance(name, str):
             if name in names:
-                errors.append({"step": name, "field": "name", "message": f"duplicate step name {name!r}"})
+                errors.append(
+                    {"step": name, "field": "name", "message": f"duplicate step name {name!r}"}
+                )
             names.add(name)
     if errors:
         raise SpecError(errors)
@@ -248,15 +256,20 @@ def parse_spec(data: Any) -> PipelineSpec:
         step = raw["name"]
         for upstream in raw.get("after", []):
             if upstream not in names:
-                errors.append({"step": step, "field": "after", "message": f"unknown step {upstream!r}"})
+                errors.append(
+                    {"step": step, "field": "after", "message": f"unknown step {upstream!r}"}
+                )
             elif upstream == step:
-                errors.append({"step": step, "field": "after", "message": "a step cannot follow itself"})
+                errors.append(
+                    {"step": step, "field": "after", "message": "a step cannot follow itself"}
+                )
         if not registry.is_registered(raw["type"]):
             errors.append(
                 {
                     "step": step,
                     "field": "type",
-                    "message": f"unknown step type {raw['type']!r} (known: {', '.join(registry.names())})",
+                    "message": f"unknown step type {raw['type']!r} "
+                    f"(known: {', '.join(registry.names())})",
                 }
             )
             continue
@@ -270,7 +283,11 @@ def parse_spec(data: Any) -> PipelineSpec:
     if cycle:
         # `after` points upstream; print the cycle in execution order.
         errors.append(
-            {"step": cycle[0], "field": "after", "message": "cycle: " + " -> ".join(reversed(cycle))}
+            {
+                "step": cycle[0],
+                "field": "after",
+                "message": "cycle: " + " -> ".join(reversed(cycle)),
+            }
         )
     if errors:
         raise SpecError(errors)
@@ -311,7 +328,12 @@ def _build_step(raw: dict[str, Any]) -> StepSpec:
         operators = [op for op in WHEN_OPERATORS if op in raw["when"]]
         operator = operators[0] if operators else "exists"
         value = raw["when"].get(operator, True)
-        when = When(step=raw["when"]["step"], path=raw["when"].get("path", ""), operator=operator, value=value)
+        when = When(
+            step=raw["when"]["step"],
+            path=raw["when"].get("path", ""),
+            operator=operator,
+            value=value,
+        )
     return StepSpec(
         name=raw["name"],
         type=raw["type"],
@@ -328,10 +350,14 @@ def _build_step(raw: dict[str, Any]) -> StepSpec:
 def validate_inputs(spec: PipelineSpec, inputs: Any) -> None:
     """Raise InvalidInput naming each field of `inputs` that breaks the input schema."""
     if not isinstance(inputs, dict):
-        raise InvalidInput("Run inputs must be a JSON object.", details=[{"field": "", "message": "not an object"}])
+        raise InvalidInput(
+            "Run inputs must be a JSON object.", details=[{"field": "", "message": "not an object"}]
+        )
     if not spec.input_schema:
         return
-    validator = jsonschema.Draft202012Validator(spec.input_schema, format_checker=jsonschema.FormatChecker())
+    validator = jsonschema.Draft202012Validator(
+        spec.input_schema, format_checker=jsonschema.FormatChecker()
+    )
     problems = []
     for error in validator.iter_errors(inputs):
         field_path = ".".join(str(p) for p in error.absolute_path)
@@ -341,4 +367,6 @@ def validate_inputs(spec: PipelineSpec, inputs: Any) -> None:
         problems.append({"field": field_path, "message": error.message})
     if problems:
         summary = "; ".join(f"{p['field'] or 'inputs'}: {p['message']}" for p in problems)
-        raise InvalidInput(f"Inputs do not match the pipeline's input_schema: {summary}", details=problems)
+        raise InvalidInput(
+            f"Inputs do not match the pipeline's input_schema: {summary}", details=problems
+        )

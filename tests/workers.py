@@ -45,10 +45,30 @@ class WorkerProcess:
         node = f"{self.name}-{os.getpid()}@%h"
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "firefly_site", "worker", "-P", "threads",
-                 "-c", str(self.concurrency), "-n", node, "-l", "WARNING", "--without-gossip",
-                 "--without-mingle", "--without-heartbeat"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "firefly_site",
+                    "worker",
+                    "-P",
+                    "threads",
+                    "-c",
+                    str(self.concurrency),
+                    "-n",
+                    node,
+                    "-l",
+                    "WARNING",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.wait_ready(node.replace("%h", os.uname().nodename))
 

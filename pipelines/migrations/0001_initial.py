@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,173 +15,358 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Pipeline',
+            name="Pipeline",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=100, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('audit_seq', models.PositiveIntegerField(default=0)),
-                ('audit_head', models.CharField(blank=True, max_length=64)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=100, unique=True)),
+                ("description", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("audit_seq", models.PositiveIntegerField(default=0)),
+                ("audit_head", models.CharField(blank=True, max_length=64)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='PipelineVersion',
+            name="PipelineVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('spec', models.JSONField()),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('pipeline', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='versions', to='pipelines.pipeline')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("number", models.PositiveIntegerField()),
+                ("spec", models.JSONField()),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "pipeline",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="versions",
+                        to="pipelines.pipeline",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['pipeline', '-number'],
+                "ordering": ["pipeline", "-number"],
             },
         ),
         migrations.CreateModel(
-            name='Run',
+            name="Run",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('waiting', 'Waiting'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('rejected', 'Rejected'), ('cancelled', 'Cancelled')], default='pending', max_length=16)),
-                ('inputs', models.JSONField(default=dict)),
-                ('output', models.JSONField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('generation', models.PositiveIntegerField(default=1)),
-                ('forked_from_seq', models.PositiveIntegerField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('audit_seq', models.PositiveIntegerField(default=0)),
-                ('audit_head', models.CharField(blank=True, max_length=64)),
-                ('checkpoint_seq', models.PositiveIntegerField(default=0)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('forked_from', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='forks', to='pipelines.run')),
-                ('pipeline_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='pipelines.pipelineversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("waiting", "Waiting"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("rejected", "Rejected"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("inputs", models.JSONField(default=dict)),
+                ("output", models.JSONField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("generation", models.PositiveIntegerField(default=1)),
+                ("forked_from_seq", models.PositiveIntegerField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("audit_seq", models.PositiveIntegerField(default=0)),
+                ("audit_head", models.CharField(blank=True, max_length=64)),
+                ("checkpoint_seq", models.PositiveIntegerField(default=0)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "forked_from",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="forks",
+                        to="pipelines.run",
+                    ),
+                ),
+                (
+                    "pipeline_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="runs",
+                        to="pipelines.pipelineversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='AuditEntry',
+            name="AuditEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.PositiveIntegerField()),
-                ('step_name', models.CharField(blank=True, max_length=100)),
-                ('event', models.CharField(max_length=64)),
-                ('actor_name', models.CharField(default='system', max_length=150)),
-                ('status', models.CharField(blank=True, max_length=16)),
-                ('inputs', models.JSONField(blank=True, null=True)),
-                ('outputs', models.JSONField(blank=True, null=True)),
-                ('latency_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('completed_at', models.DateTimeField(blank=True, null=True)),
-                ('error_message', models.TextField(blank=True)),
-                ('pause_reason', models.TextField(blank=True)),
-                ('data', models.JSONField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('prev_hash', models.CharField(blank=True, max_length=64)),
-                ('hash', models.CharField(max_length=64)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('pipeline', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='pipelines.pipeline')),
-                ('run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='pipelines.run')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("seq", models.PositiveIntegerField()),
+                ("step_name", models.CharField(blank=True, max_length=100)),
+                ("event", models.CharField(max_length=64)),
+                ("actor_name", models.CharField(default="system", max_length=150)),
+                ("status", models.CharField(blank=True, max_length=16)),
+                ("inputs", models.JSONField(blank=True, null=True)),
+                ("outputs", models.JSONField(blank=True, null=True)),
+                ("latency_ms", models.PositiveIntegerField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("completed_at", models.DateTimeField(blank=True, null=True)),
+                ("error_message", models.TextField(blank=True)),
+                ("pause_reason", models.TextField(blank=True)),
+                ("data", models.JSONField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("prev_hash", models.CharField(blank=True, max_length=64)),
+                ("hash", models.CharField(max_length=64)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "pipeline",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="pipelines.pipeline",
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="pipelines.run",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'audit entries',
-                'ordering': ['-created_at', '-id'],
+                "verbose_name_plural": "audit entries",
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='StepRun',
+            name="StepRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('step_name', models.CharField(max_length=100)),
-                ('generation', models.PositiveIntegerField(default=1)),
-                ('attempt', models.PositiveIntegerField(default=1)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('queued', 'Queued'), ('running', 'Running'), ('waiting', 'Waiting'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('rejected', 'Rejected'), ('skipped', 'Skipped'), ('cancelled', 'Cancelled')], default='pending', max_length=16)),
-                ('inputs', models.JSONField(blank=True, null=True)),
-                ('outputs', models.JSONField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('queued_at', models.DateTimeField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('lease_until', models.DateTimeField(blank=True, null=True)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='pipelines.run')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("step_name", models.CharField(max_length=100)),
+                ("generation", models.PositiveIntegerField(default=1)),
+                ("attempt", models.PositiveIntegerField(default=1)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("waiting", "Waiting"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("rejected", "Rejected"),
+                            ("skipped", "Skipped"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("inputs", models.JSONField(blank=True, null=True)),
+                ("outputs", models.JSONField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("queued_at", models.DateTimeField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("lease_until", models.DateTimeField(blank=True, null=True)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="steps",
+                        to="pipelines.run",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['run', 'id'],
+                "ordering": ["run", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Checkpoint',
+            name="Checkpoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.PositiveIntegerField()),
-                ('kind', models.CharField(choices=[('step', 'Step'), ('rollback', 'Rollback'), ('resume', 'Resume'), ('fork', 'Fork')], default='step', max_length=16)),
-                ('step_name', models.CharField(blank=True, max_length=100)),
-                ('generation', models.PositiveIntegerField()),
-                ('status', models.CharField(blank=True, max_length=16)),
-                ('paused', models.BooleanField(default=False)),
-                ('pause_reason', models.TextField(blank=True)),
-                ('data', models.JSONField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='checkpoints', to='pipelines.run')),
-                ('step_run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='pipelines.steprun')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("seq", models.PositiveIntegerField()),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("step", "Step"),
+                            ("rollback", "Rollback"),
+                            ("resume", "Resume"),
+                            ("fork", "Fork"),
+                        ],
+                        default="step",
+                        max_length=16,
+                    ),
+                ),
+                ("step_name", models.CharField(blank=True, max_length=100)),
+                ("generation", models.PositiveIntegerField()),
+                ("status", models.CharField(blank=True, max_length=16)),
+                ("paused", models.BooleanField(default=False)),
+                ("pause_reason", models.TextField(blank=True)),
+                ("data", models.JSONField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="checkpoints",
+                        to="pipelines.run",
+                    ),
+                ),
+                (
+                    "step_run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="pipelines.steprun",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['run', 'seq'],
+                "ordering": ["run", "seq"],
             },
         ),
         migrations.AddConstraint(
-            model_name='pipelineversion',
-            constraint=models.UniqueConstraint(fields=('pipeline', 'number'), name='pipelineversion_unique'),
+            model_name="pipelineversion",
+            constraint=models.UniqueConstraint(
+                fields=("pipeline", "number"), name="pipelineversion_unique"
+            ),
         ),
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['status', '-created_at'], name='run_status_created'),
+            model_name="run",
+            index=models.Index(fields=["status", "-created_at"], name="run_status_created"),
         ),
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['pipeline_version', '-created_at'], name='run_version_created'),
+            model_name="run",
+            index=models.Index(
+                fields=["pipeline_version", "-created_at"], name="run_version_created"
+            ),
         ),
         migrations.AddIndex(
-            model_name='auditentry',
-            index=models.Index(fields=['event', '-created_at'], name='audit_event_created'),
+            model_name="auditentry",
+            index=models.Index(fields=["event", "-created_at"], name="audit_event_created"),
         ),
         migrations.AddIndex(
-            model_name='auditentry',
-            index=models.Index(fields=['pipeline', '-created_at'], name='audit_pipeline_created'),
+            model_name="auditentry",
+            index=models.Index(fields=["pipeline", "-created_at"], name="audit_pipeline_created"),
         ),
         migrations.AddIndex(
-            model_name='auditentry',
-            index=models.Index(fields=['-created_at'], name='audit_created'),
+            model_name="auditentry",
+            index=models.Index(fields=["-created_at"], name="audit_created"),
         ),
         migrations.AddConstraint(
-            model_name='auditentry',
-            constraint=models.UniqueConstraint(condition=models.Q(('run__isnull', False)), fields=('run', 'seq'), name='audit_unique_run_seq'),
+            model_name="auditentry",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("run__isnull", False)),
+                fields=("run", "seq"),
+                name="audit_unique_run_seq",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='auditentry',
-            constraint=models.UniqueConstraint(condition=models.Q(('run__isnull', True)), fields=('pipeline', 'seq'), name='audit_unique_pipeline_seq'),
+            model_name="auditentry",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("run__isnull", True)),
+                fields=("pipeline", "seq"),
+                name="audit_unique_pipeline_seq",
+            ),
         ),
         migrations.AddIndex(
-            model_name='steprun',
-            index=models.Index(condition=models.Q(('status', 'running')), fields=['lease_until'], name='steprun_running_lease'),
+            model_name="steprun",
+            index=models.Index(
+                condition=models.Q(("status", "running")),
+                fields=["lease_until"],
+                name="steprun_running_lease",
+            ),
         ),
         migrations.AddIndex(
-            model_name='steprun',
-            index=models.Index(condition=models.Q(('status', 'queued')), fields=['queued_at'], name='steprun_queued'),
+            model_name="steprun",
+            index=models.Index(
+                condition=models.Q(("status", "queued")),
+                fields=["queued_at"],
+                name="steprun_queued",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='steprun',
-            constraint=models.UniqueConstraint(fields=('run', 'step_name', 'generation', 'attempt'), name='steprun_unique_attempt'),
+            model_name="steprun",
+            constraint=models.UniqueConstraint(
+                fields=("run", "step_name", "generation", "attempt"), name="steprun_unique_attempt"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='checkpoint',
-            constraint=models.UniqueConstraint(fields=('run', 'seq'), name='checkpoint_unique_seq'),
+            model_name="checkpoint",
+            constraint=models.UniqueConstraint(fields=("run", "seq"), name="checkpoint_unique_seq"),
         ),
     ]

@@ -16,7 +16,10 @@ def pick(ctx: StepContext) -> dict[str, Any]:
 
 
 def add(ctx: StepContext) -> dict[str, Any]:
-    return {"total": sum(out.get("value", 0) for out in ctx.upstream.values()) + ctx.config.get("plus", 0)}
+    return {
+        "total": sum(out.get("value", 0) for out in ctx.upstream.values())
+        + ctx.config.get("plus", 0)
+    }
 
 
 def value(ctx: StepContext) -> dict[str, Any]:

@@ -25,8 +25,17 @@ def succeeded_entries(run: Run) -> Counter[str]:
 def test_linear_run_commits_each_step_once_with_checkpoint_and_audit(worker, make_pipeline):
     name = make_pipeline(
         [
-            {"name": "a", "type": "python", "config": {"callable": "tests.pipelines.callables.value"}},
-            {"name": "b", "type": "python", "after": ["a"], "config": {"callable": "tests.pipelines.callables.add", "plus": 10}},
+            {
+                "name": "a",
+                "type": "python",
+                "config": {"callable": "tests.pipelines.callables.value"},
+            },
+            {
+                "name": "b",
+                "type": "python",
+                "after": ["a"],
+                "config": {"callable": "tests.pipelines.callables.add", "plus": 10},
+            },
             {"name": "c", "type": "noop", "after": ["b"]},
         ],
         output=["b"],
@@ -36,16 +45,23 @@ def test_linear_run_commits_each_step_once_with_checkpoint_and_audit(worker, mak
     assert run.status == Run.Status.SUCCEEDED
     assert run.output == {"b": {"total": 15}}
     assert list(run.steps.values_list("step_name", "status")) == [
-        ("a", "succeeded"), ("b", "succeeded"), ("c", "succeeded"),
+        ("a", "succeeded"),
+        ("b", "succeeded"),
+        ("c", "succeeded"),
     ]
     checkpoints = list(Checkpoint.objects.filter(run=run).values_list("seq", "step_name", "status"))
     assert checkpoints == [(1, "a", "succeeded"), (2, "b", "succeeded"), (3, "c", "succeeded")]
-    events = list(AuditEntry.objects.filter(run=run).order_by("seq").values_list("event", "step_name"))
+    events = list(
+        AuditEntry.objects.filter(run=run).order_by("seq").values_list("event", "step_name")
+    )
     assert events == [
         ("run.created", ""),
-        ("step.started", "a"), ("step.succeeded", "a"),
-        ("step.started", "b"), ("step.succeeded", "b"),
-        ("step.started", "c"), ("step.succeeded", "c"),
+        ("step.started", "a"),
+        ("step.succeeded", "a"),
+        ("step.started", "b"),
+        ("step.succeeded", "b"),
+        ("step.started", "c"),
+        ("step.succeeded", "c"),
         ("run.finished", ""),
     ]
 
@@ -74,9 +90,23 @@ def test_diamond_branches_run_in_parallel_and_join_waits(worker, make_pipeline):
 def test_when_condition_skips_the_branch_not_taken(worker, make_pipeline):
     name = make_pipeline(
         [
-            {"name": "pick", "type": "python", "config": {"callable": "tests.pipelines.callables.pick"}},
-            {"name": "prod", "type": "noop", "after": ["pick"], "when": {"step": "pick", "path": "env", "in": ["prod"]}},
-            {"name": "staging", "type": "noop", "after": ["pick"], "when": {"step": "pick", "path": "env", "equals": "staging"}},
+            {
+                "name": "pick",
+                "type": "python",
+                "config": {"callable": "tests.pipelines.callables.pick"},
+            },
+            {
+                "name": "prod",
+                "type": "noop",
+                "after": ["pick"],
+                "when": {"step": "pick", "path": "env", "in": ["prod"]},
+            },
+            {
+                "name": "staging",
+                "type": "noop",
+                "after": ["pick"],
+                "when": {"step": "pick", "path": "env", "equals": "staging"},
+            },
             {"name": "after_staging", "type": "noop", "after": ["staging"]},
             {"name": "done", "type": "noop", "after": ["prod", "staging"]},
         ]
@@ -86,8 +116,11 @@ def test_when_condition_skips_the_branch_not_taken(worker, make_pipeline):
     assert run.status == Run.Status.SUCCEEDED
     statuses = dict(run.steps.values_list("step_name", "status"))
     assert statuses == {
-        "pick": "succeeded", "prod": "succeeded", "staging": "skipped",
-        "after_staging": "skipped", "done": "succeeded",
+        "pick": "succeeded",
+        "prod": "succeeded",
+        "staging": "skipped",
+        "after_staging": "skipped",
+        "done": "succeeded",
     }
     skipped = run.steps.get(step_name="staging")
     assert "condition not met" in skipped.error
@@ -95,7 +128,15 @@ def test_when_condition_skips_the_branch_not_taken(worker, make_pipeline):
 
 def test_retry_succeeds_on_the_second_attempt(worker, make_pipeline):
     name = make_pipeline(
-        [{"name": "flaky", "type": "fail", "config": {"times": 1, "message": "boom"}, "retries": 2, "retry_backoff_s": 0.1}]
+        [
+            {
+                "name": "flaky",
+                "type": "fail",
+                "config": {"times": 1, "message": "boom"},
+                "retries": 2,
+                "retry_backoff_s": 0.1,
+            }
+        ]
     )
     run = wait_finished(services.run_start(pipeline=name, inputs={}))
 
@@ -111,7 +152,12 @@ def test_failure_then_resume_runs_only_what_failed(worker, make_pipeline):
     name = make_pipeline(
         [
             {"name": "first", "type": "python", "config": ECHO},
-            {"name": "flaky", "type": "fail", "after": ["first"], "config": {"times": 1, "message": "not yet"}},
+            {
+                "name": "flaky",
+                "type": "fail",
+                "after": ["first"],
+                "config": {"times": 1, "message": "not yet"},
+            },
             {"name": "last", "type": "noop", "after": ["flaky"]},
         ]
     )
@@ -126,7 +172,8 @@ def test_failure_then_resume_runs_only_what_failed(worker, make_pipeline):
     assert run.status == Run.Status.SUCCEEDED
     assert run.steps.filter(step_name="first").count() == 1
     assert list(run.steps.filter(step_name="flaky").values_list("attempt", "status")) == [
-        (1, "failed"), (2, "succeeded"),
+        (1, "failed"),
+        (2, "succeeded"),
     ]
     assert succeeded_entries(run) == {"first": 1, "flaky": 1, "last": 1}
     assert AuditEntry.objects.filter(run=run, event="run.resumed").count() == 1
@@ -140,14 +187,19 @@ def test_cancel_mid_run_drops_the_late_outcome(worker, make_pipeline):
         ]
     )
     run = services.run_start(pipeline=name, inputs={})
-    wait_for(lambda: run.steps.filter(step_name="slow", status="running").exists(), message="slow to start")
+    wait_for(
+        lambda: run.steps.filter(step_name="slow", status="running").exists(),
+        message="slow to start",
+    )
 
     services.run_cancel(run_id=run.pk)
 
     run.refresh_from_db()
     assert run.status == Run.Status.CANCELLED
     wait_for(
-        lambda: AuditEntry.objects.filter(run=run, event="step.outcome_dropped", step_name="slow").exists(),
+        lambda: AuditEntry.objects.filter(
+            run=run, event="step.outcome_dropped", step_name="slow"
+        ).exists(),
         message="the late outcome to be dropped",
     )
     statuses = dict(run.steps.values_list("step_name", "status"))
@@ -180,7 +232,9 @@ def test_fork_from_a_middle_checkpoint_reruns_only_later_steps(worker, make_pipe
 def test_duplicate_execute_step_message_commits_the_step_once(worker, make_pipeline):
     name = make_pipeline([{"name": "only", "type": "sleep", "config": {"seconds": 0.3}}])
     run = services.run_start(pipeline=name, inputs={})
-    step = wait_for(lambda: run.steps.filter(status__in=["queued", "running"]).first(), message="queued")
+    step = wait_for(
+        lambda: run.steps.filter(status__in=["queued", "running"]).first(), message="queued"
+    )
     for _ in range(3):
         execute_step.delay(step.pk)
 
@@ -192,7 +246,9 @@ def test_duplicate_execute_step_message_commits_the_step_once(worker, make_pipel
     assert run.steps.count() == 1
 
 
-def test_worker_killed_mid_step_recovers_through_the_reaper(transactional_db, worker_process, make_pipeline, settings):
+def test_worker_killed_mid_step_recovers_through_the_reaper(
+    transactional_db, worker_process, make_pipeline, settings
+):
     worker_process.stop()
     short_lease = WorkerProcess("short-lease", env={"FIREFLY_STEP_LEASE_S": "1.5"})
     short_lease.start()
@@ -205,7 +261,10 @@ def test_worker_killed_mid_step_recovers_through_the_reaper(transactional_db, wo
             ]
         )
         run = services.run_start(pipeline=name, inputs={})
-        wait_for(lambda: run.steps.filter(step_name="slow", status="running").exists(), message="slow running")
+        wait_for(
+            lambda: run.steps.filter(step_name="slow", status="running").exists(),
+            message="slow running",
+        )
 
         short_lease.kill()
         short_lease.start()
@@ -222,7 +281,9 @@ def test_worker_killed_mid_step_recovers_through_the_reaper(transactional_db, wo
         worker_process.start()
 
     assert run.status == Run.Status.SUCCEEDED
-    attempts = list(run.steps.filter(step_name="slow").order_by("attempt").values_list("status", "error"))
+    attempts = list(
+        run.steps.filter(step_name="slow").order_by("attempt").values_list("status", "error")
+    )
     assert [status for status, _ in attempts] == ["failed", "succeeded"]
     assert "worker lost" in attempts[0][1]
     assert succeeded_entries(run) == {"before": 1, "slow": 1, "after": 1}

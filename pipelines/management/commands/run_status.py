@@ -22,7 +22,9 @@ class Command(BaseCommand):
             raise CommandError(f"No run {run_id}.") from None
         version = run.pipeline_version
         self.stdout.write(f"run {run.pk}: {version.pipeline.name} v{version.number}  {run.status}")
-        self.stdout.write(f"  generation {run.generation}, created {run.created_at:%Y-%m-%d %H:%M:%S}")
+        self.stdout.write(
+            f"  generation {run.generation}, created {run.created_at:%Y-%m-%d %H:%M:%S}"
+        )
         if run.error:
             self.stdout.write(f"  error: {run.error}")
         for step in selectors.current_steps(run):

@@ -12,12 +12,19 @@ from pipelines.models import Run
 
 
 class Command(BaseCommand):
-    help = "Start a run of a pipeline; with --wait, show its progress and exit 1 unless it succeeds."
+    help = (
+        "Start a run of a pipeline; with --wait, show its progress and exit 1 unless it succeeds."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("pipeline")
         parser.add_argument("--inputs", default="{}", help="the run's inputs as a JSON object")
-        parser.add_argument("--pipeline-version", type=int, dest="pipeline_version", help="a version number (default: the latest)")
+        parser.add_argument(
+            "--pipeline-version",
+            type=int,
+            dest="pipeline_version",
+            help="a version number (default: the latest)",
+        )
         parser.add_argument("--wait", action="store_true", help="follow the run until it ends")
         parser.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
 
@@ -27,7 +34,9 @@ class Command(BaseCommand):
         except json.JSONDecodeError as exc:
             raise CommandError(f"--inputs is not valid JSON: {exc}") from exc
         try:
-            run = services.run_start(pipeline=options["pipeline"], inputs=inputs, version=options["pipeline_version"])
+            run = services.run_start(
+                pipeline=options["pipeline"], inputs=inputs, version=options["pipeline_version"]
+            )
         except FireflyError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(f"run {run.pk} started ({options['pipeline']})")
@@ -41,7 +50,9 @@ class Command(BaseCommand):
                 key = (step.step_name, step.generation, step.attempt, step.status)
                 if key not in seen and step.status != "pending":
                     seen.add(key)
-                    self.stdout.write(f"  {step.step_name:<24} {step.status:<10} attempt {step.attempt}")
+                    self.stdout.write(
+                        f"  {step.step_name:<24} {step.status:<10} attempt {step.attempt}"
+                    )
             if run.is_finished:
                 break
             if time.monotonic() > deadline:

@@ -1,0 +1,551 @@
+"""Benchmark of the execution engine on PostgreSQL + Redis with real Celery workers.
+
+    python bench/engine.py
+
+Reads DATABASE_URL and CELERY_BROKER_URL like the app; when unset it uses a local
+PostgreSQL database `firefly_bench` and Redis db 14 (never the SQLite file). It creates
+the database if needed, migrates it, purges the broker queue, starts its own workers for
+each scenario and stops them at the end, even on error.
+
+Scenarios:
+  LINEAR   200 `noop` steps in a chain: ms per step (1 worker, threads x 8)
+  RAW      a plain Celery chain of 200 no-op tasks on the same broker and worker setup
+  FANOUT   noop -> 50 parallel 0.2 s `sleep` steps -> noop (the `make run` worker setup)
+  SCALING  noop -> 100 parallel 0.2 s `sleep` steps -> noop, 1 vs 2 workers (threads x 10)
+  STORAGE  checkpoint / audit / step row bytes per step of a LINEAR run
+
+Prints a table, then as its last line one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+CELERY = ROOT / ".venv" / "bin" / "celery"
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/firefly_bench"
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/14"
+
+# The worker `make run` starts. It must match the Makefile's worker command.
+WORKER_ARGS_MAKE_RUN = ["--pool", "threads", "--concurrency", "64"]
+WORKER_ARGS_LINEAR = ["--pool", "threads", "--concurrency", "8"]
+WORKER_ARGS_SCALING = ["--pool", "threads", "--concurrency", "10"]
+# Less start-up chatter; none of these change how tasks are consumed.
+WORKER_ARGS_COMMON = [
+    "-l",
+    "warning",
+    "--without-gossip",
+    "--without-mingle",
+    "--without-heartbeat",
+]
+
+LINEAR_STEPS = 200
+LINEAR_WARMUP_STEPS = 20
+RAW_TASKS = 200
+FANOUT_WIDTH = 50
+SCALING_WIDTH = 100
+SLEEP_S = 0.2
+REPEATS = 3
+POLL_S = 0.005
+
+WORKER_READY_TIMEOUT_S = 60
+WORKER_STOP_TIMEOUT_S = 15
+LINEAR_TIMEOUT_S = 120
+RAW_TIMEOUT_S = 60
+FANOUT_TIMEOUT_S = 60
+SCALING_TIMEOUT_S = 120
+
+TARGETS = {
+    "linear_ms_per_step": "<= 2.5 ms/step",
+    "fanout_s": "<= 0.6 s",
+    "fanout_speedup_2_workers": ">= 1.7x",
+    "checkpoint_bytes_per_step": "linear in steps",
+}
+
+
+class BenchError(Exception):
+    """A run failed or timed out, or the set-up did not work."""
+
+
+# --- set-up ---------------------------------------------------------------------------
+
+
+def configure_env() -> tuple[str, str]:
+    """Resolve the database and broker URLs; refuse anything but PostgreSQL and Redis."""
+    database_url = os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
+    broker_url = os.environ.setdefault("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "firefly_site.settings")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    if urlsplit(database_url).scheme not in ("postgres", "postgresql", "pgsql", "psql"):
+        raise BenchError(f"DATABASE_URL must be a PostgreSQL URL, not {database_url!r}.")
+    if urlsplit(broker_url).scheme not in ("redis", "rediss"):
+        raise BenchError(f"CELERY_BROKER_URL must be a Redis URL, not {broker_url!r}.")
+    return database_url, broker_url
+
+
+def ensure_database(database_url: str) -> None:
+    """CREATE DATABASE when it does not exist yet (connecting to the `postgres` db)."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    if not name:
+        raise BenchError(f"DATABASE_URL names no database: {database_url!r}.")
+    maintenance = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+    try:
+        with psycopg.connect(maintenance, autocommit=True, connect_timeout=10) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                print(f"created database {name}")
+    except psycopg.Error as exc:
+        raise BenchError(f"cannot reach PostgreSQL at {maintenance}: {exc}") from exc
+
+
+def migrate() -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BenchError(f"manage.py migrate failed:\n{result.stdout}{result.stderr}")
+
+
+def setup_django() -> None:
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def purge_broker() -> int:
+    from firefly_site.celery import app
+
+    return app.control.purge() or 0
+
+
+# --- workers --------------------------------------------------------------------------
+
+
+class Workers:
+    """Celery worker subprocesses, each in its own process group, logging to a file."""
+
+    def __init__(self, tag: str, count: int, args: list[str], log_dir: Path) -> None:
+        self.tag = tag
+        self.host = socket.gethostname()
+        self.names = [f"bench{os.getpid()}-{tag}-{i}@{self.host}" for i in range(count)]
+        self.args = args
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+
+    def start(self) -> None:
+        env = os.environ.copy()
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        for name in self.names:
+            log = self.log_dir / f"{name.split('@')[0]}.log"
+            self.logs.append(log)
+            command = [str(CELERY), "-A", "firefly_site", "worker", "-n", name]
+            command += WORKER_ARGS_COMMON + self.args
+            with log.open("wb") as out:
+                self.procs.append(
+                    subprocess.Popen(
+                        command,
+                        cwd=ROOT,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+
+    def wait_ready(self, timeout: float = WORKER_READY_TIMEOUT_S) -> None:
+        from firefly_site.celery import app
+
+        deadline = time.monotonic() + timeout
+        waiting = set(self.names)
+        while waiting:
+            for proc, log in zip(self.procs, self.logs, strict=True):
+                if proc.poll() is not None:
+                    raise BenchError(f"worker exited with {proc.returncode}; see {log}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"workers not ready after {timeout:g}s: {sorted(waiting)}")
+            for reply in app.control.ping(destination=sorted(waiting), timeout=0.5):
+                waiting -= set(reply)
+
+    def stop(self) -> None:
+        """SIGTERM each process group (warm shutdown), SIGKILL whatever is left."""
+        for proc in self.procs:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + WORKER_STOP_TIMEOUT_S
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait(timeout=5)
+        for proc in self.procs:
+            # Threads pools have no children, but a group may still hold stragglers.
+            _signal_group(proc, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 30) -> str:
+        chunks = []
+        for log in self.logs:
+            text = log.read_text(errors="replace").splitlines() if log.exists() else []
+            chunks.append(f"--- {log} (last {lines} lines) ---\n" + "\n".join(text[-lines:]))
+        return "\n".join(chunks)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+@contextmanager
+def workers(tag: str, count: int, args: list[str], log_dir: Path) -> Iterator[Workers]:
+    """Started and ready workers for one scenario; stopped afterwards whatever happens."""
+    group = Workers(tag, count, args, log_dir)
+    try:
+        group.start()
+        group.wait_ready()
+        yield group
+    except BenchError as exc:
+        raise BenchError(f"{exc}\n{group.log_tail()}") from exc
+    finally:
+        group.stop()
+
+
+# --- runs -----------------------------------------------------------------------------
+
+
+def linear_spec(name: str, steps: int) -> dict[str, Any]:
+    names = [f"s{i:03d}" for i in range(steps)]
+    return {
+        "name": name,
+        "description": f"bench: {steps} noop steps in a chain",
+        "steps": [
+            {"name": step, "type": "noop", **({"after": [names[i - 1]]} if i else {})}
+            for i, step in enumerate(names)
+        ],
+    }
+
+
+def fanout_spec(name: str, width: int, seconds: float) -> dict[str, Any]:
+    branches = [f"b{i:03d}" for i in range(width)]
+    return {
+        "name": name,
+        "description": f"bench: noop, {width} parallel {seconds:g}s sleeps, noop",
+        "steps": [
+            {"name": "start", "type": "noop"},
+            *(
+                {"name": b, "type": "sleep", "after": ["start"], "config": {"seconds": seconds}}
+                for b in branches
+            ),
+            {"name": "join", "type": "noop", "after": branches},
+        ],
+    }
+
+
+def create_pipeline(spec: dict[str, Any]) -> str:
+    from pipelines import services
+
+    services.pipeline_create(spec=spec)
+    return str(spec["name"])
+
+
+def timed_run(pipeline: str, timeout: float) -> tuple[float, int]:
+    """Start a run and poll it until it succeeds: (seconds from run_start, run id)."""
+    from pipelines import services
+    from pipelines.models import Run
+
+    started = time.perf_counter()
+    run = services.run_start(pipeline=pipeline, inputs={})
+    deadline = started + timeout
+    while True:
+        status, error = Run.objects.filter(pk=run.pk).values_list("status", "error").get()
+        if status == Run.Status.SUCCEEDED:
+            return time.perf_counter() - started, run.pk
+        if status in Run.FINISHED:
+            raise BenchError(f"run {run.pk} of {pipeline} ended {status}: {error}")
+        if time.perf_counter() > deadline:
+            raise BenchError(
+                f"run {run.pk} of {pipeline} still {status} after {timeout:g}s; "
+                f"steps: {step_counts(run.pk)}"
+            )
+        time.sleep(POLL_S)
+
+
+def step_counts(run_id: int) -> dict[str, int]:
+    from django.db.models import Count
+
+    from pipelines.models import StepRun
+
+    rows = StepRun.objects.filter(run_id=run_id).values("status").annotate(n=Count("id"))
+    return {row["status"]: row["n"] for row in rows}
+
+
+def repeat(measure: Callable[[], float], times: int = REPEATS) -> list[float]:
+    return [measure() for _ in range(times)]
+
+
+def row_bytes(table: str, run_id: int) -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT sum(pg_column_size(t.*)) FROM {table} t WHERE run_id = %s", [run_id]
+        )
+        (total,) = cursor.fetchone()
+    return int(total or 0)
+
+
+def storage(run_id: int, steps: int) -> dict[str, float]:
+    return {
+        table: row_bytes(f"pipelines_{table}", run_id) / steps
+        for table in ("checkpoint", "auditentry", "steprun")
+    }
+
+
+# --- scenarios ------------------------------------------------------------------------
+
+
+def bench_linear_and_raw(log_dir: Path) -> dict[str, Any]:
+    """LINEAR, STORAGE and RAW on one worker process, threads x 8."""
+    warmup = create_pipeline(linear_spec("bench-linear-warmup", LINEAR_WARMUP_STEPS))
+    linear = create_pipeline(linear_spec("bench-linear", LINEAR_STEPS))
+    with workers("linear", 1, ["-I", "bench.rawtasks", *WORKER_ARGS_LINEAR], log_dir):
+        _, warmup_run = timed_run(warmup, LINEAR_TIMEOUT_S)
+        run_ids: list[int] = []
+
+        def measure_linear() -> float:
+            seconds, run_id = timed_run(linear, LINEAR_TIMEOUT_S)
+            run_ids.append(run_id)
+            return seconds * 1000 / LINEAR_STEPS
+
+        linear_ms = repeat(measure_linear)
+
+        raw_chain(10)  # warm-up
+        raw_ms = repeat(lambda: raw_chain(RAW_TASKS) * 1000 / RAW_TASKS)
+
+    return {
+        "linear_ms": linear_ms,
+        "raw_ms": raw_ms,
+        "storage": storage(run_ids[-1], LINEAR_STEPS),
+        "storage_short": storage(warmup_run, LINEAR_WARMUP_STEPS),
+    }
+
+
+def raw_chain(length: int) -> float:
+    """Send a chain of `length` no-op tasks; seconds until its last task set its key."""
+    import redis
+    from celery import chain
+
+    from bench.rawtasks import noop
+    from firefly_site.celery import app
+
+    client = redis.Redis.from_url(app.conf.broker_url)
+    key = f"firefly-bench:raw-done:{uuid.uuid4().hex}"
+    signatures = [noop.si() for _ in range(length - 1)] + [noop.si(key)]
+    started = time.perf_counter()
+    chain(*signatures).apply_async()
+    deadline = started + RAW_TIMEOUT_S
+    while not client.exists(key):
+        if time.perf_counter() > deadline:
+            raise BenchError(f"raw chain of {length} tasks did not finish in {RAW_TIMEOUT_S}s")
+        time.sleep(POLL_S)
+    elapsed = time.perf_counter() - started
+    client.delete(key)
+    return elapsed
+
+
+def bench_fanout(log_dir: Path) -> list[float]:
+    """FANOUT with the worker `make run` starts."""
+    warmup = create_pipeline(fanout_spec("bench-fanout-warmup", FANOUT_WIDTH, 0))
+    fanout = create_pipeline(fanout_spec("bench-fanout", FANOUT_WIDTH, SLEEP_S))
+    with workers("fanout", 1, WORKER_ARGS_MAKE_RUN, log_dir):
+        timed_run(warmup, FANOUT_TIMEOUT_S)
+        return repeat(lambda: timed_run(fanout, FANOUT_TIMEOUT_S)[0])
+
+
+def bench_scaling(log_dir: Path) -> dict[int, list[float]]:
+    """SCALING: the same wide pipeline on 1 and on 2 worker processes."""
+    warmup = create_pipeline(fanout_spec("bench-scaling-warmup", SCALING_WIDTH, 0))
+    wide = create_pipeline(fanout_spec("bench-scaling", SCALING_WIDTH, SLEEP_S))
+    times = {}
+    for count in (1, 2):
+        with workers(f"scaling{count}", count, WORKER_ARGS_SCALING, log_dir):
+            timed_run(warmup, SCALING_TIMEOUT_S)
+            times[count] = repeat(lambda: timed_run(wide, SCALING_TIMEOUT_S)[0])
+    return times
+
+
+# --- report ---------------------------------------------------------------------------
+
+
+def summarize(
+    linear: dict[str, Any], fanout: list[float], scaling: dict[int, list[float]]
+) -> dict[str, Any]:
+    med = statistics.median
+    checkpoint = linear["storage"]["checkpoint"]
+    checkpoint_short = linear["storage_short"]["checkpoint"]
+    return {
+        "linear_ms_per_step": round(med(linear["linear_ms"]), 3),
+        "linear_ms_per_step_best": round(min(linear["linear_ms"]), 3),
+        "raw_celery_ms_per_step": round(med(linear["raw_ms"]), 3),
+        "raw_celery_ms_per_step_best": round(min(linear["raw_ms"]), 3),
+        "fanout_s": round(med(fanout), 3),
+        "fanout_s_best": round(min(fanout), 3),
+        "scaling_1_worker_s": round(med(scaling[1]), 3),
+        "scaling_2_workers_s": round(med(scaling[2]), 3),
+        "fanout_speedup_2_workers": round(med(scaling[1]) / med(scaling[2]), 3),
+        "checkpoint_bytes_per_step": round(checkpoint, 1),
+        f"checkpoint_bytes_per_step_{LINEAR_WARMUP_STEPS}_steps": round(checkpoint_short, 1),
+        "checkpoint_linear_in_steps": abs(checkpoint / checkpoint_short - 1) < 0.1,
+        "audit_bytes_per_step": round(linear["storage"]["auditentry"], 1),
+        "steprun_bytes_per_step": round(linear["storage"]["steprun"], 1),
+        "repeats": REPEATS,
+    }
+
+
+def print_table(
+    r: dict[str, Any], linear: dict[str, Any], fanout: list[float], scaling: dict[int, list[float]]
+) -> None:
+    def runs(values: list[float], fmt: str) -> str:
+        return " ".join(format(v, fmt) for v in values)
+
+    def verdict(ok: bool) -> str:
+        return "ok" if ok else "MISSED"
+
+    rows = [
+        ("scenario", "figure (median)", "best", "target", "", "all runs"),
+        (
+            f"LINEAR {LINEAR_STEPS} noop",
+            f"{r['linear_ms_per_step']:.2f} ms/step",
+            f"{r['linear_ms_per_step_best']:.2f}",
+            TARGETS["linear_ms_per_step"],
+            verdict(r["linear_ms_per_step"] <= 2.5),
+            runs(linear["linear_ms"], ".2f"),
+        ),
+        (
+            f"RAW celery chain {RAW_TASKS}",
+            f"{r['raw_celery_ms_per_step']:.2f} ms/task",
+            f"{r['raw_celery_ms_per_step_best']:.2f}",
+            "(floor)",
+            "",
+            runs(linear["raw_ms"], ".2f"),
+        ),
+        (
+            f"FANOUT {FANOUT_WIDTH} x {SLEEP_S:g}s",
+            f"{r['fanout_s']:.3f} s",
+            f"{r['fanout_s_best']:.3f}",
+            TARGETS["fanout_s"],
+            verdict(r["fanout_s"] <= 0.6),
+            runs(fanout, ".3f"),
+        ),
+        (
+            f"SCALING {SCALING_WIDTH} x {SLEEP_S:g}s, 1 worker",
+            f"{r['scaling_1_worker_s']:.3f} s",
+            f"{min(scaling[1]):.3f}",
+            "",
+            "",
+            runs(scaling[1], ".3f"),
+        ),
+        (
+            f"SCALING {SCALING_WIDTH} x {SLEEP_S:g}s, 2 workers",
+            f"{r['scaling_2_workers_s']:.3f} s",
+            f"{min(scaling[2]):.3f}",
+            "",
+            "",
+            runs(scaling[2], ".3f"),
+        ),
+        (
+            "SCALING speedup t1/t2",
+            f"{r['fanout_speedup_2_workers']:.2f}x",
+            "",
+            TARGETS["fanout_speedup_2_workers"],
+            verdict(r["fanout_speedup_2_workers"] >= 1.7),
+            "",
+        ),
+        (
+            f"checkpoint bytes/step ({LINEAR_STEPS} steps)",
+            f"{r['checkpoint_bytes_per_step']:.1f} B",
+            "",
+            TARGETS["checkpoint_bytes_per_step"],
+            verdict(r["checkpoint_linear_in_steps"]),
+            f"{LINEAR_WARMUP_STEPS} steps: "
+            f"{r[f'checkpoint_bytes_per_step_{LINEAR_WARMUP_STEPS}_steps']:.1f} B",
+        ),
+        ("audit entry bytes/step", f"{r['audit_bytes_per_step']:.1f} B", "", "(context)", "", ""),
+        ("step row bytes/step", f"{r['steprun_bytes_per_step']:.1f} B", "", "(context)", "", ""),
+    ]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        print(
+            "  ".join(
+                str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
+            ).rstrip()
+        )
+        if n == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+# --- main -----------------------------------------------------------------------------
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """A SIGTERM unwinds like Ctrl-C, so the workers are stopped on the way out."""
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        database_url, broker_url = configure_env()
+        ensure_database(database_url)
+        migrate()
+        setup_django()
+        from django.conf import settings
+
+        purged = purge_broker()
+        log_dir = Path(tempfile.mkdtemp(prefix="firefly-bench-"))
+        print(f"database {database_url}  broker {broker_url}  DEBUG={settings.DEBUG}")
+        print(f"purged {purged} queued message(s); worker logs in {log_dir}")
+        linear = bench_linear_and_raw(log_dir)
+        fanout = bench_fanout(log_dir)
+        scaling = bench_scaling(log_dir)
+    except BenchError as exc:
+        print(f"bench/engine.py: FAILED: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench/engine.py: interrupted", file=sys.stderr)
+        return 130
+    results = summarize(linear, fanout, scaling)
+    print()
+    print_table(results, linear, fanout, scaling)
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Start the web server, a Celery worker and Celery beat; stop all three on Ctrl-C.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PORT=${PORT:-8000}
+mkdir -p var/log
+
+# Threads suit steps that wait on I/O (HTTP calls, sleeps, people); run CPU-heavy
+# steps on a separate prefork worker (see README). Keep in step with bench/engine.py.
+WORKER_ARGS=${WORKER_ARGS:---pool threads --concurrency 64}
+
+pids=()
+stop() { kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; exit 0; }
+trap stop INT TERM
+
+"$VENV/bin/python" manage.py runserver "127.0.0.1:$PORT" --noreload >var/log/web.log 2>&1 &
+pids+=($!)
+# shellcheck disable=SC2086
+"$VENV/bin/celery" -A firefly_site worker $WORKER_ARGS -l INFO >var/log/worker.log 2>&1 &
+pids+=($!)
+"$VENV/bin/celery" -A firefly_site beat -l INFO >var/log/beat.log 2>&1 &
+pids+=($!)
+
+cat <<MSG
+
+  Firefly is running at http://127.0.0.1:$PORT/
+  Log in as admin / firefly-admin (see 'manage.py load_demo' for every demo user).
+  Database: ${DATABASE_URL:-SQLite (var/firefly.sqlite3)}; broker: ${CELERY_BROKER_URL:-files in var/broker}
+  Logs: var/log/web.log, var/log/worker.log, var/log/beat.log. Stop with Ctrl-C.
+
+MSG
+wait -n "${pids[@]}"
+echo "A Firefly process stopped; see var/log/. Shutting down." >&2
+stop
