@@ -39,8 +39,7 @@ class ReadOnlyInline(admin.TabularInline):
 
 class VersionInline(ReadOnlyInline):
     model = PipelineVersion
-    fields = ["number", "created_at", "created_by"]
-    readonly_fields = fields
+    fields = readonly_fields = ("number", "created_at", "created_by")
 
 
 @admin.register(Pipeline)
@@ -66,8 +65,15 @@ def run_link(run_id: int | None) -> str:
 
 class StepInline(ReadOnlyInline):
     model = StepRun
-    fields = ["step_name", "generation", "attempt", "status", "started_at", "finished_at", "error"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "step_name",
+        "generation",
+        "attempt",
+        "status",
+        "started_at",
+        "finished_at",
+        "error",
+    )
 
 
 @admin.register(Run)
