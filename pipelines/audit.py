@@ -66,8 +66,9 @@ class AuditChain:
     changes; `flush` writes the entries in one INSERT.
     """
 
-    def __init__(self, owner: Run | Pipeline) -> None:
+    def __init__(self, owner: Run | Pipeline, pipeline_id: int) -> None:
         self.owner = owner
+        self.pipeline_id = pipeline_id
         self.entries: list[AuditEntry] = []
 
     def add(
@@ -93,7 +94,7 @@ class AuditChain:
             latency_ms = max(0, int((completed_at - started_at).total_seconds() * 1000))
         entry = AuditEntry(
             run_id=run.pk if run else None,
-            pipeline_id=run.pipeline_version.pipeline_id if run else owner.pk,
+            pipeline_id=self.pipeline_id,
             seq=owner.audit_seq + 1,
             step_name=step_name,
             event=event,

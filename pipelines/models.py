@@ -107,6 +107,9 @@ class Run(models.Model):
     audit_seq = models.PositiveIntegerField(default=0)
     audit_head = models.CharField(max_length=64, blank=True)
     checkpoint_seq = models.PositiveIntegerField(default=0)
+    # Bumped by every transaction that changes the run or its steps: a worker that
+    # still holds the revision it last wrote knows its view of the steps is current.
+    revision = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -20,5 +20,5 @@ def current_steps(run: Run) -> list[StepRun]:
         seen = latest.get(step.step_name)
         if seen is None or (step.generation, step.attempt) > (seen.generation, seen.attempt):
             latest[step.step_name] = step
-    order = version_spec(run.pipeline_version).order
+    order = version_spec(run.pipeline_version_id).order
     return [latest[name] for name in order if name in latest]

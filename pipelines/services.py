@@ -30,15 +30,32 @@ log = logging.getLogger(__name__)
 S = StepRun.Status
 R = Run.Status
 
-_specs: dict[int, PipelineSpec] = {}
+
+@dataclass(frozen=True)
+class VersionInfo:
+    spec: PipelineSpec
+    pipeline_id: int
+    pipeline_name: str
+    number: int
 
 
-def version_spec(version: PipelineVersion) -> PipelineSpec:
-    """The parsed spec of a version; versions are immutable, so each process parses once."""
-    spec = _specs.get(version.pk)
-    if spec is None:
-        spec = _specs[version.pk] = parse_spec(version.spec)
-    return spec
+_versions: dict[int, VersionInfo] = {}
+
+
+def version_info(version_id: int) -> VersionInfo:
+    """A version's parsed spec and names; versions are immutable, so each process reads once."""
+    info = _versions.get(version_id)
+    if info is None:
+        version = PipelineVersion.objects.select_related("pipeline").get(pk=version_id)
+        info = VersionInfo(
+            parse_spec(version.spec), version.pipeline_id, version.pipeline.name, version.number
+        )
+        _versions[version_id] = info
+    return info
+
+
+def version_spec(version_id: int) -> PipelineSpec:
+    return version_info(version_id).spec
 
 
 def _enqueue_advance(run_id: int) -> None:
@@ -80,7 +97,7 @@ def pipeline_create(*, spec: Any, actor: Any = None) -> PipelineVersion:
         spec=spec,
         created_by=actor,
     )
-    chain = AuditChain(pipeline)
+    chain = AuditChain(pipeline, pipeline.pk)
     chain.add("pipeline.version_created", actor=actor, data={"version": version.number})
     chain.flush()
     Pipeline.objects.filter(pk=pipeline.pk).update(
@@ -108,15 +125,20 @@ class RunTxn:
     the step states cannot change underneath it and the audit chain cannot fork.
     """
 
-    def __init__(self, run: Run, actor: Any = None) -> None:
+    def __init__(self, run: Run, actor: Any = None, known: Snapshot | None = None) -> None:
         self.run = run
-        self.spec = version_spec(run.pipeline_version)
+        self.version = version_info(run.pipeline_version_id)
+        self.spec = self.version.spec
         self.actor = actor
         self.now = timezone.now()
-        self.chain = AuditChain(run)
+        self.chain = AuditChain(run, self.version.pipeline_id)
         self.checkpoints: list[Checkpoint] = []
         self.run_fields: dict[str, Any] = {}
         self._states: dict[str, engine.StepState] | None = None
+        if known is not None and known.revision == run.revision:
+            # Nobody changed the run since this worker's last commit: skip re-reading
+            # every step (it keeps a long chain linear instead of quadratic).
+            self._states = known.states
 
     @property
     def states(self) -> dict[str, engine.StepState]:
@@ -157,11 +179,16 @@ class RunTxn:
             setattr(self.run, name, value)
         self.run_fields.update(fields)
 
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.run.revision, self.states)
+
     def flush(self) -> None:
         self.chain.flush()
         if self.checkpoints:
             Checkpoint.objects.bulk_create(self.checkpoints)
+        self.run.revision += 1
         Run.objects.filter(pk=self.run.pk).update(
+            revision=self.run.revision,
             audit_seq=self.run.audit_seq,
             audit_head=self.run.audit_head,
             checkpoint_seq=self.run.checkpoint_seq,
@@ -314,19 +341,23 @@ class RunTxn:
         )
 
 
+@dataclass
+class Snapshot:
+    """A run's step states as of one revision, kept by a worker between its commits."""
+
+    revision: int
+    states: dict[str, engine.StepState]
+
+
 @contextmanager
-def locked_run(run_id: int, actor: Any = None) -> Iterator[RunTxn]:
+def locked_run(run_id: int, actor: Any = None, known: Snapshot | None = None) -> Iterator[RunTxn]:
     """Lock a run for one transaction; its writes are flushed when the block ends."""
     with transaction.atomic():
         try:
-            run = (
-                Run.objects.select_for_update(of=("self",))
-                .select_related("pipeline_version")
-                .get(pk=run_id)
-            )
+            run = Run.objects.select_for_update().get(pk=run_id)
         except Run.DoesNotExist:
             raise NotFound(f"No run {run_id}.") from None
-        txn = RunTxn(run, actor)
+        txn = RunTxn(run, actor, known)
         yield txn
         txn.flush()
 
@@ -343,7 +374,7 @@ def _only_waiting(states: Mapping[str, engine.StepState]) -> bool:
 def run_start(*, pipeline: str, inputs: Any, actor: Any = None, version: int | None = None) -> Run:
     """Validate the inputs, create the run with a pending row per step, and queue it."""
     pipeline_version_ = pipeline_version(pipeline, version)
-    spec = version_spec(pipeline_version_)
+    spec = version_spec(pipeline_version_.pk)
     validate_inputs(spec, inputs)
     run = Run.objects.create(pipeline_version=pipeline_version_, inputs=inputs, created_by=actor)
     _create_steps(run, dict.fromkeys(spec.order))
@@ -477,7 +508,7 @@ def run_fork(*, run_id: int, checkpoint_seq: int, actor: Any = None) -> Run:
         raise NotFound(f"Run {run_id} has no checkpoint {checkpoint_seq}.")
     done = checkpoint_state(checkpoints)
     sources = StepRun.objects.in_bulk(done.values())
-    spec = version_spec(source.pipeline_version)
+    spec = version_spec(source.pipeline_version_id)
     run = Run.objects.create(
         pipeline_version=source.pipeline_version,
         inputs=source.inputs,
@@ -536,7 +567,15 @@ class Outcome:
     finished_at: datetime | None = None
 
 
-def step_begin(*, step_run_id: int) -> StepRun | None:
+@dataclass
+class Started:
+    """A step this worker moved to running, and what it knew of the run at that commit."""
+
+    step: StepRun
+    snapshot: Snapshot
+
+
+def step_begin(*, step_run_id: int) -> Started | None:
     """Move a queued step to running; None when another delivery already took it."""
     row = StepRun.objects.filter(pk=step_run_id).values_list("run_id", "status").first()
     if row is None or row[1] != S.QUEUED:
@@ -547,79 +586,82 @@ def step_begin(*, step_run_id: int) -> StepRun | None:
         name = next((n for n, st in txn.states.items() if st.id == step_run_id), None)
         if name is None or txn.states[name].status != S.QUEUED:
             return None
-        return txn.start_step(name)
+        step = txn.start_step(name)
+    return Started(step, txn.snapshot())
 
 
 def step_execute(*, step_run_id: int) -> None:
     """Run a queued step, commit its outcome, and go on with a lone ready successor."""
-    step = step_begin(step_run_id=step_run_id)
-    while step is not None:
-        outcome = _call_handler(step)
-        step = step_finish(step=step, outcome=outcome)
+    started = step_begin(step_run_id=step_run_id)
+    while started is not None:
+        outcome = _call_handler(started.step)
+        started = step_finish(started=started, outcome=outcome)
 
 
-def step_finish(*, step: StepRun, outcome: Outcome) -> StepRun | None:
+def step_finish(*, started: Started, outcome: Outcome) -> Started | None:
     """Commit a step's outcome with its checkpoint and audit entry.
 
     Returns the next step to run in this worker when exactly one automatic step became
     ready. An outcome that arrives after the step was cancelled, rolled back or given to
     another worker (lease expired) is audited and dropped.
     """
-    spec_step: Any = None
-    with locked_run(step.run.pk) as txn:
-        spec_step = txn.spec.by_name[step.step_name]
-        fields: dict[str, Any] = {"finished_at": outcome.finished_at, "lease_until": None}
-        if outcome.pause is not None:
-            fields = {"lease_until": None}
-            status = S.WAITING
-        elif outcome.error:
-            status = S.FAILED
-            fields["error"] = outcome.error
-        else:
-            status = S.SUCCEEDED
-            fields["outputs"] = outcome.outputs
-        changed = StepRun.objects.filter(pk=step.pk, status=S.RUNNING).update(
-            status=status, **fields
+    with locked_run(started.step.run.pk, known=started.snapshot) as txn:
+        step = _commit_outcome(txn, started.step, outcome)
+    return Started(step, txn.snapshot()) if step else None
+
+
+def _commit_outcome(txn: RunTxn, step: StepRun, outcome: Outcome) -> StepRun | None:
+    spec_step = txn.spec.by_name[step.step_name]
+    fields: dict[str, Any] = {"finished_at": outcome.finished_at, "lease_until": None}
+    if outcome.pause is not None:
+        fields = {"lease_until": None}
+        status = S.WAITING
+    elif outcome.error:
+        status = S.FAILED
+        fields["error"] = outcome.error
+    else:
+        status = S.SUCCEEDED
+        fields["outputs"] = outcome.outputs
+    changed = StepRun.objects.filter(pk=step.pk, status=S.RUNNING).update(status=status, **fields)
+    if not changed or txn.run.is_finished:
+        txn.audit(
+            "step.outcome_dropped",
+            step_name=step.step_name,
+            status=status,
+            outputs=outcome.outputs,
+            error_message=outcome.error,
+            started_at=outcome.started_at,
+            completed_at=outcome.finished_at,
+            data={"reason": "the step was no longer running", "attempt": step.attempt},
         )
-        if not changed or txn.run.is_finished:
-            txn.audit(
-                "step.outcome_dropped",
-                step_name=step.step_name,
-                status=status,
-                outputs=outcome.outputs,
-                error_message=outcome.error,
-                started_at=outcome.started_at,
-                completed_at=outcome.finished_at,
-                data={"reason": "the step was no longer running", "attempt": step.attempt},
-            )
-            return None
-        txn.set_state(step.step_name, step.pk, status, step.generation, step.attempt)
-        common = {
-            "step_name": step.step_name,
-            "status": status,
-            "started_at": outcome.started_at,
-            "completed_at": outcome.finished_at,
-        }
-        if status == S.SUCCEEDED:
-            txn.audit("step.succeeded", outputs=outcome.outputs, **common)
-            txn.checkpoint(
-                Checkpoint.Kind.STEP, step_name=step.step_name, step_run_id=step.pk, status=status
-            )
-            return txn.progress(inline_ok=True)
-        if status == S.WAITING:
-            txn.audit("step.waiting", pause_reason=outcome.pause or "", **common)
-            txn.checkpoint(
-                Checkpoint.Kind.STEP,
-                step_name=step.step_name,
-                step_run_id=step.pk,
-                status=status,
-                paused=True,
-                pause_reason=outcome.pause or "",
-            )
-            for hook in pause_hooks:
-                hook(txn=txn, step_run=StepRun.objects.get(pk=step.pk), reason=outcome.pause)
-            return txn.progress(inline_ok=True)
-        return _step_failed(txn, step, spec_step, outcome, common)
+        return None
+    txn.set_state(step.step_name, step.pk, status, step.generation, step.attempt)
+    common = {
+        "step_name": step.step_name,
+        "status": status,
+        "started_at": outcome.started_at,
+        "completed_at": outcome.finished_at,
+    }
+    if status == S.SUCCEEDED:
+        txn.audit("step.succeeded", outputs=outcome.outputs, **common)
+        txn.checkpoint(
+            Checkpoint.Kind.STEP, step_name=step.step_name, step_run_id=step.pk, status=status
+        )
+        return txn.progress(inline_ok=True)
+    if status == S.WAITING:
+        txn.audit("step.waiting", pause_reason=outcome.pause or "", **common)
+        txn.checkpoint(
+            Checkpoint.Kind.STEP,
+            step_name=step.step_name,
+            step_run_id=step.pk,
+            status=status,
+            paused=True,
+            pause_reason=outcome.pause or "",
+        )
+        for hook in pause_hooks:
+            hook(txn=txn, step_run=StepRun.objects.get(pk=step.pk), reason=outcome.pause)
+        return txn.progress(inline_ok=True)
+    return _step_failed(txn, step, spec_step, outcome, common)
 
 
 def _step_failed(
@@ -659,7 +701,7 @@ pause_hooks: list[Callable[..., None]] = []
 def _call_handler(step: StepRun) -> Outcome:
     """Run the step's handler outside any transaction and capture what happened."""
     run = step.run
-    spec = version_spec(run.pipeline_version)
+    spec = version_spec(run.pipeline_version_id)
     spec_step = spec.by_name[step.step_name]
     extra = _step_extra(step)
     ctx = StepContext(

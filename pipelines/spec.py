@@ -221,7 +221,14 @@ def _schema_errors(
 
 
 def load_text(text: str) -> Any:
-    """Read a spec from JSON or YAML text (JSON is a subset of YAML)."""
+    """Read a spec from JSON or YAML text."""
+    # PyYAML reads YAML 1.1, where JSON is not quite a subset (exponent floats, escaped
+    # surrogate pairs, tabs), so JSON-looking text goes to the JSON parser first.
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass  # flow-style YAML such as {name: x} also starts with a brace
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
