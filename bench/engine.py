@@ -41,7 +41,8 @@ CELERY = ROOT / ".venv" / "bin" / "celery"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/firefly_bench"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/14"
 
-# The worker `make run` starts. It must match the Makefile's worker command.
+# The worker `make run` starts. It must match the Makefile's worker command
+# (`make run` -> scripts/run.sh, WORKER_ARGS default).
 WORKER_ARGS_MAKE_RUN = ["--pool", "threads", "--concurrency", "64"]
 WORKER_ARGS_LINEAR = ["--pool", "threads", "--concurrency", "8"]
 WORKER_ARGS_SCALING = ["--pool", "threads", "--concurrency", "10"]
@@ -118,9 +119,9 @@ def ensure_database(database_url: str) -> None:
         raise BenchError(f"cannot reach PostgreSQL at {maintenance}: {exc}") from exc
 
 
-def migrate() -> None:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+def manage(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
         cwd=ROOT,
         env=os.environ.copy(),
         capture_output=True,
@@ -128,8 +129,19 @@ def migrate() -> None:
         timeout=300,
         check=False,
     )
+
+
+def migrate() -> None:
+    result = manage("migrate", "--noinput", "-v", "0")
     if result.returncode != 0:
         raise BenchError(f"manage.py migrate failed:\n{result.stdout}{result.stderr}")
+    check = manage("makemigrations", "--check", "--dry-run")
+    if check.returncode != 0:
+        print(
+            "warning: the models have changes without a migration; runs may fail:\n"
+            + check.stdout.strip(),
+            file=sys.stderr,
+        )
 
 
 def setup_django() -> None:

@@ -13,12 +13,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import IntegrityError, close_old_connections, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from pipelines import engine, registry
 from pipelines.audit import AuditChain
+from pipelines.batch import Batch
 from pipelines.context import Pause, StepContext
 from pipelines.errors import Conflict, InvalidInput, NotFound
 from pipelines.leases import leases
@@ -125,8 +126,15 @@ class RunTxn:
     the step states cannot change underneath it and the audit chain cannot fork.
     """
 
-    def __init__(self, run: Run, actor: Any = None, known: Snapshot | None = None) -> None:
+    def __init__(
+        self,
+        run: Run,
+        actor: Any = None,
+        known: Snapshot | None = None,
+        expect_revision: int | None = None,
+    ) -> None:
         self.run = run
+        self.expect_revision = expect_revision
         self.version = version_info(run.pipeline_version_id)
         self.spec = self.version.spec
         self.actor = actor
@@ -134,6 +142,8 @@ class RunTxn:
         self.chain = AuditChain(run, self.version.pipeline_id)
         self.checkpoints: list[Checkpoint] = []
         self.run_fields: dict[str, Any] = {}
+        # Step rows' changes, written at flush; merged so that each row is updated once.
+        self.step_updates: dict[int, dict[str, Any]] = {}
         self._states: dict[str, engine.StepState] | None = None
         if known is not None and known.revision == run.revision:
             # Nobody changed the run since this worker's last commit: skip re-reading
@@ -179,29 +189,45 @@ class RunTxn:
             setattr(self.run, name, value)
         self.run_fields.update(fields)
 
-    def snapshot(self) -> Snapshot:
-        return Snapshot(self.run.revision, self.states)
+    def snapshot(self) -> Snapshot | None:
+        return Snapshot(self.run, self._states) if self._states is not None else None
 
     def flush(self) -> None:
-        self.chain.flush()
-        if self.checkpoints:
-            Checkpoint.objects.bulk_create(self.checkpoints)
-        self.run.revision += 1
-        Run.objects.filter(pk=self.run.pk).update(
-            revision=self.run.revision,
-            audit_seq=self.run.audit_seq,
-            audit_head=self.run.audit_head,
-            checkpoint_seq=self.run.checkpoint_seq,
+        """Write everything this transaction changed, in one round trip where possible."""
+        if not (self.chain.entries or self.checkpoints or self.step_updates or self.run_fields):
+            return
+        batch = Batch()
+        # The run row first: in the optimistic case this write takes the run's lock,
+        # so every writer locks the run before its steps.
+        run_changes = {
+            "revision": self.run.revision + 1,
+            "audit_seq": self.run.audit_seq,
+            "audit_head": self.run.audit_head,
+            "checkpoint_seq": self.run.checkpoint_seq,
             **self.run_fields,
-        )
+        }
+        batch.update(Run, self.run.pk, run_changes, expect={"revision": self.run.revision})
+        for step_id, values in self.step_updates.items():
+            batch.update(StepRun, step_id, values)
+        batch.insert(self.chain.entries)
+        batch.insert(self.checkpoints)
+        try:
+            updated = batch.execute()
+        except IntegrityError as exc:  # a concurrent writer took these sequence numbers
+            if self.expect_revision is None:
+                raise
+            raise StaleRun(str(exc)) from exc
+        if not updated:
+            raise StaleRun(f"run {self.run.pk} changed after revision {self.run.revision}")
+        self.run.revision += 1
+        self.chain.entries, self.checkpoints, self.step_updates, self.run_fields = [], [], {}, {}
 
     # --- transitions --------------------------------------------------------------
 
     def set_steps(self, names: list[str], status: str, **fields: Any) -> None:
-        ids = [self.states[name].id for name in names]
-        StepRun.objects.filter(pk__in=ids).update(status=status, **fields)
         for name in names:
             state = self.states[name]
+            self.step_updates.setdefault(state.id, {}).update(status=status, **fields)
             self.set_state(name, state.id, status, state.generation, state.attempt)
 
     def add_attempts(
@@ -234,17 +260,24 @@ class RunTxn:
         ]
         if not ids:
             return {}
-        return dict(StepRun.objects.filter(pk__in=ids).values_list("step_name", "outputs"))
+        found = dict(StepRun.objects.filter(pk__in=ids).values_list("step_name", "outputs"))
+        for name, state in self.states.items():
+            pending = self.step_updates.get(state.id, {})
+            if name in names and "outputs" in pending:
+                found[name] = pending["outputs"]  # written by this transaction, not yet flushed
+        return found
 
-    def progress(self, *, inline_ok: bool = False) -> StepRun | None:
+    def progress(self, *, inline_ok: bool = False, after: str | None = None) -> StepRun | None:
         """Move the run on: skip, queue or open ready steps; finish it when nothing is left.
 
-        With `inline_ok`, when exactly one automatic step is ready it is started here and
-        returned for the calling worker to run at once (no broker round trip).
+        `after` names the step that just succeeded: only its successors can have become
+        ready. With `inline_ok`, when exactly one automatic step is ready it is started
+        here and returned for the calling worker to run at once (no broker round trip).
         """
         spec, states, now = self.spec, self.states, self.now
         when_steps = engine.when_inputs(spec)
-        plan = engine.plan(spec, states, self.outputs(when_steps) if when_steps else {})
+        candidates = spec.successors[after] if after else None
+        plan = engine.plan(spec, states, self.outputs(when_steps) if when_steps else {}, candidates)
         skips = {**engine.blocked_by_failure(spec, states), **plan.skip}
         for name, reason in skips.items():
             self.set_steps([name], S.SKIPPED, finished_at=now, error=reason)
@@ -279,10 +312,14 @@ class RunTxn:
             self.set_run(status=R.RUNNING, **({} if self.run.started_at else {"started_at": now}))
         return inline
 
-    def start_step(self, name: str) -> StepRun:
-        state = self.states[name]
+    def start_step(self, name: str, claimed: engine.StepState | None = None) -> StepRun:
+        """Move a step to running (or record that `claimed` was just moved there)."""
         lease_until = self.now + timedelta(seconds=settings.FIREFLY_STEP_LEASE_S)
-        self.set_steps([name], S.RUNNING, started_at=self.now, lease_until=lease_until)
+        if claimed is None:
+            state = self.states[name]
+            self.set_steps([name], S.RUNNING, started_at=self.now, lease_until=lease_until)
+        else:
+            state = claimed
         self.audit(
             "step.started",
             step_name=name,
@@ -305,6 +342,7 @@ class RunTxn:
         step = self.spec.by_name[name]
         self.set_steps([name], S.WAITING, started_at=self.now)
         step_run = StepRun.objects.get(pk=self.states[name].id)
+        step_run.status, step_run.started_at = S.WAITING, self.now  # flushed with the batch
         kind = registry.get(step.type)
         if kind.on_wait:
             kind.on_wait(txn=self, step_run=step_run, step=step)
@@ -343,21 +381,40 @@ class RunTxn:
 
 @dataclass
 class Snapshot:
-    """A run's step states as of one revision, kept by a worker between its commits."""
+    """The run row and its step states as this worker committed them (one revision)."""
 
-    revision: int
+    run: Run
     states: dict[str, engine.StepState]
+
+    @property
+    def revision(self) -> int:
+        return self.run.revision
+
+
+class StaleRun(Exception):
+    """Someone changed the run since the snapshot a transaction was built on."""
 
 
 @contextmanager
-def locked_run(run_id: int, actor: Any = None, known: Snapshot | None = None) -> Iterator[RunTxn]:
-    """Lock a run for one transaction; its writes are flushed when the block ends."""
+def locked_run(
+    run_id: int, actor: Any = None, known: Snapshot | None = None, optimistic: bool = False
+) -> Iterator[RunTxn]:
+    """Lock a run for one transaction; its writes are flushed when the block ends.
+
+    With `optimistic` and a snapshot, the run row is not read first: the transaction
+    is built on the snapshot, and its first write (the run row's, guarded by
+    `revision`) takes the lock. If the run changed meanwhile, StaleRun is raised and
+    everything is rolled back; the caller retries with the lock taken first.
+    """
     with transaction.atomic():
-        try:
-            run = Run.objects.select_for_update().get(pk=run_id)
-        except Run.DoesNotExist:
-            raise NotFound(f"No run {run_id}.") from None
-        txn = RunTxn(run, actor, known)
+        if optimistic and known is not None:
+            txn = RunTxn(known.run, actor, known, expect_revision=known.revision)
+        else:
+            try:
+                run = Run.objects.select_for_update().get(pk=run_id)
+            except Run.DoesNotExist:
+                raise NotFound(f"No run {run_id}.") from None
+            txn = RunTxn(run, actor, known)
         yield txn
         txn.flush()
 
@@ -572,21 +629,31 @@ class Started:
     """A step this worker moved to running, and what it knew of the run at that commit."""
 
     step: StepRun
-    snapshot: Snapshot
+    snapshot: Snapshot | None
 
 
 def step_begin(*, step_run_id: int) -> Started | None:
     """Move a queued step to running; None when another delivery already took it."""
-    row = StepRun.objects.filter(pk=step_run_id).values_list("run_id", "status").first()
+    row = (
+        StepRun.objects.filter(pk=step_run_id)
+        .values_list("run_id", "status", "step_name", "generation", "attempt")
+        .first()
+    )
     if row is None or row[1] != S.QUEUED:
         return None
-    with locked_run(row[0]) as txn:
-        # Every change to a run's steps holds the run's lock, so this check cannot race:
-        # a duplicate or late message finds the step no longer queued and does nothing.
-        name = next((n for n, st in txn.states.items() if st.id == step_run_id), None)
-        if name is None or txn.states[name].status != S.QUEUED:
+    run_id, _, name, generation, attempt = row
+    with locked_run(run_id) as txn:
+        now = txn.now
+        lease_until = now + timedelta(seconds=settings.FIREFLY_STEP_LEASE_S)
+        # The conditional update is the guard: a duplicate or late message finds the
+        # step no longer queued and changes nothing.
+        claimed = StepRun.objects.filter(pk=step_run_id, status=S.QUEUED).update(
+            status=S.RUNNING, started_at=now, lease_until=lease_until
+        )
+        if not claimed:
             return None
-        step = txn.start_step(name)
+        state = engine.StepState(step_run_id, S.RUNNING, generation, attempt)
+        step = txn.start_step(name, claimed=state)
     return Started(step, txn.snapshot())
 
 
@@ -605,8 +672,13 @@ def step_finish(*, started: Started, outcome: Outcome) -> Started | None:
     ready. An outcome that arrives after the step was cancelled, rolled back or given to
     another worker (lease expired) is audited and dropped.
     """
-    with locked_run(started.step.run.pk, known=started.snapshot) as txn:
-        step = _commit_outcome(txn, started.step, outcome)
+    run_id = started.step.run.pk
+    try:
+        with locked_run(run_id, known=started.snapshot, optimistic=True) as txn:
+            step = _commit_outcome(txn, started.step, outcome)
+    except StaleRun:
+        with locked_run(run_id) as txn:
+            step = _commit_outcome(txn, started.step, outcome)
     return Started(step, txn.snapshot()) if step else None
 
 
@@ -622,8 +694,10 @@ def _commit_outcome(txn: RunTxn, step: StepRun, outcome: Outcome) -> StepRun | N
     else:
         status = S.SUCCEEDED
         fields["outputs"] = outcome.outputs
-    changed = StepRun.objects.filter(pk=step.pk, status=S.RUNNING).update(status=status, **fields)
-    if not changed or txn.run.is_finished:
+    # Under the run lock the states are authoritative: a step cancelled, rolled back or
+    # handed to another worker (lease expired) is no longer this running attempt.
+    current = txn.states.get(step.step_name)
+    if current != (step.pk, S.RUNNING, step.generation, step.attempt) or txn.run.is_finished:
         txn.audit(
             "step.outcome_dropped",
             step_name=step.step_name,
@@ -635,7 +709,7 @@ def _commit_outcome(txn: RunTxn, step: StepRun, outcome: Outcome) -> StepRun | N
             data={"reason": "the step was no longer running", "attempt": step.attempt},
         )
         return None
-    txn.set_state(step.step_name, step.pk, status, step.generation, step.attempt)
+    txn.set_steps([step.step_name], status, **fields)
     common = {
         "step_name": step.step_name,
         "status": status,
@@ -647,7 +721,7 @@ def _commit_outcome(txn: RunTxn, step: StepRun, outcome: Outcome) -> StepRun | N
         txn.checkpoint(
             Checkpoint.Kind.STEP, step_name=step.step_name, step_run_id=step.pk, status=status
         )
-        return txn.progress(inline_ok=True)
+        return txn.progress(inline_ok=True, after=step.step_name)
     if status == S.WAITING:
         txn.audit("step.waiting", pause_reason=outcome.pause or "", **common)
         txn.checkpoint(

@@ -139,6 +139,11 @@ class PipelineSpec:
         return tuple(_toposort(self.steps))
 
     @cached_property
+    def position(self) -> dict[str, int]:
+        """Each step's index in `order`."""
+        return {name: index for index, name in enumerate(self.order)}
+
+    @cached_property
     def terminal(self) -> tuple[str, ...]:
         return tuple(name for name in self.order if not self.successors[name])
 
