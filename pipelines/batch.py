@@ -2,30 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from django.db import connection, models
+
+
+def _column(model: type[models.Model], name: str) -> tuple[models.Field[Any, Any], str]:
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field)
+    return field, connection.ops.quote_name(field.column or name)
 
 
 class Batch:
     """Collects INSERT and UPDATE statements and executes them together.
 
-    A step outcome writes four to six small statements; on PostgreSQL they go out in
-    one psycopg pipeline, so the step costs one network round trip for its writes
-    instead of one per statement. Elsewhere (SQLite) they run one after the other.
-    Nothing is read back: rows that need their new primary key use the ORM instead.
+    A step outcome writes four or five small statements. On PostgreSQL they go out in
+    one psycopg pipeline, so the writes cost one network round trip instead of one per
+    statement; elsewhere (SQLite) they run one after the other. Nothing is read back:
+    rows that need their new primary key are created with the ORM instead.
     """
 
     def __init__(self) -> None:
         self.statements: list[tuple[str, list[Any]]] = []
 
-    def insert(self, rows: list[models.Model]) -> None:
+    def insert(self, rows: Sequence[models.Model]) -> None:
         if not rows:
             return
         meta = rows[0]._meta
         fields = [f for f in meta.concrete_fields if not f.primary_key]
         quote = connection.ops.quote_name
-        columns = ", ".join(quote(f.column) for f in fields)
+        columns = ", ".join(quote(f.column or f.name) for f in fields)
         placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
         params = [
             f.get_db_prep_save(getattr(row, f.attname), connection) for row in rows for f in fields
@@ -43,40 +51,38 @@ class Batch:
         values: dict[str, Any],
         expect: dict[str, Any] | None = None,
     ) -> None:
-        """UPDATE one row by primary key, only if its `expect` columns still hold."""
-        meta = model._meta
-        quote = connection.ops.quote_name
-        fields = [meta.get_field(name) for name in values]
-        assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)  # type: ignore[union-attr]
-        params = [f.get_db_prep_save(values[f.name], connection) for f in fields]  # type: ignore[union-attr]
-        where = [f"{quote(meta.pk.column)} = %s"]
-        params.append(pk)
-        for name, value in (expect or {}).items():
-            where.append(f"{quote(meta.get_field(name).column)} = %s")  # type: ignore[union-attr]
+        """UPDATE one row by primary key, only while its `expect` columns still hold."""
+        assignments, where, params = [], [], []
+        for name, value in values.items():
+            field, column = _column(model, name)
+            assignments.append(f"{column} = %s")
+            params.append(field.get_db_prep_save(value, connection))
+        for name, value in {"pk": pk, **(expect or {})}.items():
+            field, column = _column(model, model._meta.pk.name if name == "pk" else name)
+            where.append(f"{column} = %s")
             params.append(value)
-        sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {' AND '.join(where)}"
+        table = connection.ops.quote_name(model._meta.db_table)
+        sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {' AND '.join(where)}"
         self.statements.append((sql, params))
 
     def execute(self) -> int:
-        """Run the statements in order; returns the row count of the first one."""
+        """Run the statements in order; return the number of rows the first one changed."""
         if not self.statements:
             return 0
         (first_sql, first_params), *rest = self.statements
         self.statements = []
         if connection.vendor == "postgresql":
-            import psycopg
-
             connection.ensure_connection()
             raw = connection.connection
-            # Server-side binding: each statement is sent with its parameters apart,
-            # which the pipeline needs to send them all before reading any result.
+            # Server-side binding sends each statement apart from its parameters, which
+            # lets the pipeline send them all before reading any result.
             with psycopg.Cursor(raw) as first, psycopg.Cursor(raw) as cursor, raw.pipeline():
                 first.execute(first_sql, first_params)
                 for sql, params in rest:
                     cursor.execute(sql, params)
-            return int(first.rowcount)
-        with connection.cursor() as first, connection.cursor() as cursor:
-            first.execute(first_sql, first_params)
+            return first.rowcount
+        with connection.cursor() as first_cursor, connection.cursor() as other:
+            first_cursor.execute(first_sql, first_params)
             for sql, params in rest:
-                cursor.execute(sql, params)
-            return int(first.rowcount)
+                other.execute(sql, params)
+            return first_cursor.rowcount
