@@ -92,6 +92,10 @@ def configure_env() -> tuple[str, str]:
     broker_url = os.environ.setdefault("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "firefly_site.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
+    # Measure what production runs: DEBUG off (Django would otherwise record every query).
+    os.environ.setdefault("DEBUG", "false")
+    os.environ.setdefault("SECRET_KEY", "firefly-bench-secret-key")
+    os.environ.setdefault("FIREFLY_AUDIT_KEY", "firefly-bench-audit-key")
     if urlsplit(database_url).scheme not in ("postgres", "postgresql", "pgsql", "psql"):
         raise BenchError(f"DATABASE_URL must be a PostgreSQL URL, not {database_url!r}.")
     if urlsplit(broker_url).scheme not in ("redis", "rediss"):

@@ -10,10 +10,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -153,13 +154,7 @@ class RunTxn:
     @property
     def states(self) -> dict[str, engine.StepState]:
         if self._states is None:
-            rows = StepRun.objects.filter(run_id=self.run.pk).values_list(
-                "step_name", "id", "status", "generation", "attempt"
-            )
-            self._states = engine.latest(
-                (name, engine.StepState(pk, status, generation, attempt))
-                for name, pk, status, generation, attempt in rows
-            )
+            self._states = _read_states(self.run.pk)
         return self._states
 
     def set_state(
@@ -312,21 +307,11 @@ class RunTxn:
             self.set_run(status=R.RUNNING, **({} if self.run.started_at else {"started_at": now}))
         return inline
 
-    def start_step(self, name: str, claimed: engine.StepState | None = None) -> StepRun:
-        """Move a step to running (or record that `claimed` was just moved there)."""
+    def start_step(self, name: str) -> StepRun:
+        """Move a ready step to running, for this worker to run once this commits."""
         lease_until = self.now + timedelta(seconds=settings.FIREFLY_STEP_LEASE_S)
-        if claimed is None:
-            state = self.states[name]
-            self.set_steps([name], S.RUNNING, started_at=self.now, lease_until=lease_until)
-        else:
-            state = claimed
-        self.audit(
-            "step.started",
-            step_name=name,
-            status=S.RUNNING,
-            started_at=self.now,
-            data={"attempt": state.attempt, "generation": state.generation},
-        )
+        state = self.states[name]
+        self.set_steps([name], S.RUNNING, started_at=self.now, lease_until=lease_until)
         return StepRun(
             id=state.id,
             run=self.run,
@@ -410,13 +395,66 @@ def locked_run(
         if optimistic and known is not None:
             txn = RunTxn(known.run, actor, known, expect_revision=known.revision)
         else:
-            try:
-                run = Run.objects.select_for_update().get(pk=run_id)
-            except Run.DoesNotExist:
-                raise NotFound(f"No run {run_id}.") from None
+            run = _lock_run(run_id)
+            if run is None:
+                raise NotFound(f"No run {run_id}.")
             txn = RunTxn(run, actor, known)
         yield txn
         txn.flush()
+
+
+# Lean reads for the paths every step takes: plain SQL skips the ORM's query building,
+# which costs more than the round trip itself at a few milliseconds per step.
+
+
+def _lock_run(run_id: int) -> Run | None:
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    sql = f"SELECT * FROM {Run._meta.db_table} WHERE id = %s{lock}"
+    return next(iter(Run.objects.raw(sql, [run_id])), None)
+
+
+def _read_states(run_id: int) -> dict[str, engine.StepState]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT step_name, id, status, generation, attempt "
+            f"FROM {StepRun._meta.db_table} WHERE run_id = %s",
+            [run_id],
+        )
+        rows = cursor.fetchall()
+    return engine.latest(
+        (name, engine.StepState(pk, status, generation, attempt))
+        for name, pk, status, generation, attempt in rows
+    )
+
+
+def _claim(step_run_id: int, now: datetime, lease_until: datetime) -> StepRun | None:
+    """queued -> running in one statement; returns the step with its run, or None."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {StepRun._meta.db_table} SET status = %s, started_at = %s, lease_until = %s "
+            "WHERE id = %s AND status = %s RETURNING run_id, step_name, generation, attempt",
+            [S.RUNNING, now, lease_until, step_run_id, S.QUEUED],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    run_id, step_name, generation, attempt = row
+    return StepRun(
+        id=step_run_id,
+        run=_run_for_steps(run_id),
+        step_name=step_name,
+        generation=generation,
+        attempt=attempt,
+        status=S.RUNNING,
+        started_at=now,
+        lease_until=lease_until,
+    )
+
+
+@lru_cache(maxsize=1024)
+def _run_for_steps(run_id: int) -> Run:
+    """What a step handler needs of its run (inputs and version never change)."""
+    return Run.objects.only("pipeline_version_id", "inputs").get(pk=run_id)
 
 
 def _only_waiting(states: Mapping[str, engine.StepState]) -> bool:
@@ -633,28 +671,18 @@ class Started:
 
 
 def step_begin(*, step_run_id: int) -> Started | None:
-    """Move a queued step to running; None when another delivery already took it."""
-    row = (
-        StepRun.objects.filter(pk=step_run_id)
-        .values_list("run_id", "status", "step_name", "generation", "attempt")
-        .first()
-    )
-    if row is None or row[1] != S.QUEUED:
-        return None
-    run_id, _, name, generation, attempt = row
-    with locked_run(run_id) as txn:
-        now = txn.now
-        lease_until = now + timedelta(seconds=settings.FIREFLY_STEP_LEASE_S)
-        # The conditional update is the guard: a duplicate or late message finds the
-        # step no longer queued and changes nothing.
-        claimed = StepRun.objects.filter(pk=step_run_id, status=S.QUEUED).update(
-            status=S.RUNNING, started_at=now, lease_until=lease_until
-        )
-        if not claimed:
-            return None
-        state = engine.StepState(step_run_id, S.RUNNING, generation, attempt)
-        step = txn.start_step(name, claimed=state)
-    return Started(step, txn.snapshot())
+    """Claim a queued step for this worker; None when another delivery already took it.
+
+    The claim is a lease, not an outcome: it takes no run lock, so parallel branches
+    start without queueing behind each other. The attempt's audit entry is written
+    when it ends (its outcome, or `step.lost`) and records when it started.
+    """
+    now = timezone.now()
+    lease_until = now + timedelta(seconds=settings.FIREFLY_STEP_LEASE_S)
+    # The conditional update is the guard: a duplicate or late message finds the step
+    # no longer queued and changes nothing.
+    step = _claim(step_run_id, now, lease_until)
+    return Started(step, None) if step else None
 
 
 def step_execute(*, step_run_id: int) -> None:
