@@ -140,7 +140,8 @@ class StepRun(models.Model):
         SKIPPED = "skipped"
         CANCELLED = "cancelled"
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    # Indexed by the unique (run, step_name, generation, attempt) constraint.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps", db_index=False)
     step_name = models.CharField(max_length=100)
     generation = models.PositiveIntegerField(default=1)
     attempt = models.PositiveIntegerField(default=1)
@@ -197,13 +198,16 @@ class Checkpoint(ImmutableModel):
         RESUME = "resume"
         FORK = "fork"
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="checkpoints")
+    # Indexed by the unique (run, seq) constraint.
+    run = models.ForeignKey(
+        Run, on_delete=models.CASCADE, related_name="checkpoints", db_index=False
+    )
     seq = models.PositiveIntegerField()
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.STEP)
     step_name = models.CharField(max_length=100, blank=True)
     generation = models.PositiveIntegerField()
     step_run = models.ForeignKey(
-        StepRun, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+        StepRun, null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
     )
     status = models.CharField(max_length=16, blank=True)
     paused = models.BooleanField(default=False)
@@ -222,8 +226,13 @@ class Checkpoint(ImmutableModel):
 class AuditEntry(ImmutableModel):
     """One link of a run's (or a pipeline's) tamper-evident audit chain."""
 
-    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    pipeline = models.ForeignKey(Pipeline, on_delete=models.PROTECT, related_name="+")
+    # Both indexed by the constraints and indexes below, led by these columns.
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    pipeline = models.ForeignKey(
+        Pipeline, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     seq = models.PositiveIntegerField()
     step_name = models.CharField(max_length=100, blank=True)
     event = models.CharField(max_length=64)

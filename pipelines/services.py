@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.db.models import Exists, OuterRef, Q
@@ -131,7 +132,7 @@ class RunTxn:
         self,
         run: Run,
         actor: Any = None,
-        known: Snapshot | None = None,
+        states: dict[str, engine.StepState] | None = None,
         expect_revision: int | None = None,
     ) -> None:
         self.run = run
@@ -145,11 +146,7 @@ class RunTxn:
         self.run_fields: dict[str, Any] = {}
         # Step rows' changes, written at flush; merged so that each row is updated once.
         self.step_updates: dict[int, dict[str, Any]] = {}
-        self._states: dict[str, engine.StepState] | None = None
-        if known is not None and known.revision == run.revision:
-            # Nobody changed the run since this worker's last commit: skip re-reading
-            # every step (it keeps a long chain linear instead of quadratic).
-            self._states = known.states
+        self._states = states
 
     @property
     def states(self) -> dict[str, engine.StepState]:
@@ -382,23 +379,25 @@ class StaleRun(Exception):
 
 @contextmanager
 def locked_run(
-    run_id: int, actor: Any = None, known: Snapshot | None = None, optimistic: bool = False
+    run_id: int, actor: Any = None, known: Snapshot | None = None
 ) -> Iterator[RunTxn]:
     """Lock a run for one transaction; its writes are flushed when the block ends.
 
-    With `optimistic` and a snapshot, the run row is not read first: the transaction
-    is built on the snapshot, and its first write (the run row's, guarded by
-    `revision`) takes the lock. If the run changed meanwhile, StaleRun is raised and
-    everything is rolled back; the caller retries with the lock taken first.
+    With a snapshot (`known`) the run row is not read first: the transaction is built
+    on what this worker committed last, and its first write (the run row's, guarded by
+    `revision`) takes the lock. That spares a long chain a read per step, and keeps it
+    linear rather than quadratic in the number of steps. If the run changed
+    meanwhile, StaleRun is raised and everything is rolled back; the caller retries
+    without the snapshot.
     """
     with transaction.atomic():
-        if optimistic and known is not None:
-            txn = RunTxn(known.run, actor, known, expect_revision=known.revision)
+        if known is not None:
+            txn = RunTxn(known.run, actor, known.states, expect_revision=known.revision)
         else:
-            run = _lock_run(run_id)
+            run, states = _lock_run(run_id)
             if run is None:
                 raise NotFound(f"No run {run_id}.")
-            txn = RunTxn(run, actor, known)
+            txn = RunTxn(run, actor, states)
         yield txn
         txn.flush()
 
@@ -407,20 +406,55 @@ def locked_run(
 # which costs more than the round trip itself at a few milliseconds per step.
 
 
-def _lock_run(run_id: int) -> Run | None:
+def _lock_run(run_id: int) -> tuple[Run | None, dict[str, engine.StepState] | None]:
+    """Lock the run row and read its steps' states, in one round trip where possible.
+
+    On PostgreSQL both statements go out in one pipeline: the second runs once the
+    first holds the lock, so it reads the steps as the lock holder sees them.
+    """
+    meta = Run._meta
+    quote = connection.ops.quote_name
+    columns = list(meta.concrete_fields)
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    sql = f"SELECT * FROM {Run._meta.db_table} WHERE id = %s{lock}"
-    return next(iter(Run.objects.raw(sql, [run_id])), None)
+    run_sql = (
+        f"SELECT {', '.join(quote(f.column or f.name) for f in columns)} "
+        f"FROM {quote(meta.db_table)} WHERE id = %s{lock}"
+    )
+    rows: list[Any] | None = None
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            raw = connection.connection
+            with psycopg.Cursor(raw) as first, psycopg.Cursor(raw) as second:
+                with raw.pipeline():
+                    first.execute(run_sql, [run_id])
+                    second.execute(_STATES_SQL, [run_id])
+                row, rows = first.fetchone(), second.fetchall()
+        else:
+            cursor.execute(run_sql, [run_id])
+            row = cursor.fetchone()
+    if row is None:
+        return None, None
+    values = [
+        f.from_db_value(v, None, connection) if hasattr(f, "from_db_value") and v is not None else v
+        for f, v in zip(columns, row, strict=True)
+    ]
+    run = Run.from_db(connection.alias, [f.attname for f in columns], values)
+    return run, _states_from_rows(rows) if rows is not None else _read_states(run_id)
+
+
+_STATES_SQL = (
+    "SELECT step_name, id, status, generation, attempt "
+    f"FROM {StepRun._meta.db_table} WHERE run_id = %s"
+)
 
 
 def _read_states(run_id: int) -> dict[str, engine.StepState]:
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT step_name, id, status, generation, attempt "
-            f"FROM {StepRun._meta.db_table} WHERE run_id = %s",
-            [run_id],
-        )
-        rows = cursor.fetchall()
+        cursor.execute(_STATES_SQL, [run_id])
+        return _states_from_rows(cursor.fetchall())
+
+
+def _states_from_rows(rows: list[Any]) -> dict[str, engine.StepState]:
     return engine.latest(
         (name, engine.StepState(pk, status, generation, attempt))
         for name, pk, status, generation, attempt in rows
@@ -702,7 +736,7 @@ def step_finish(*, started: Started, outcome: Outcome) -> Started | None:
     """
     run_id = started.step.run.pk
     try:
-        with locked_run(run_id, known=started.snapshot, optimistic=True) as txn:
+        with locked_run(run_id, known=started.snapshot) as txn:
             step = _commit_outcome(txn, started.step, outcome)
     except StaleRun:
         with locked_run(run_id) as txn:
