@@ -378,9 +378,7 @@ class StaleRun(Exception):
 
 
 @contextmanager
-def locked_run(
-    run_id: int, actor: Any = None, known: Snapshot | None = None
-) -> Iterator[RunTxn]:
+def locked_run(run_id: int, actor: Any = None, known: Snapshot | None = None) -> Iterator[RunTxn]:
     """Lock a run for one transaction; its writes are flushed when the block ends.
 
     With a snapshot (`known`) the run row is not read first: the transaction is built
@@ -414,32 +412,33 @@ def _lock_run(run_id: int) -> tuple[Run | None, dict[str, engine.StepState] | No
     """
     meta = Run._meta
     quote = connection.ops.quote_name
+    if connection.vendor != "postgresql":
+        # SQLite locks the whole database for the write transaction instead.
+        run = next(
+            iter(Run.objects.raw(f"SELECT * FROM {meta.db_table} WHERE id = %s", [run_id])), None
+        )
+        return (run, _read_states(run_id)) if run else (None, None)
     columns = list(meta.concrete_fields)
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     run_sql = (
         f"SELECT {', '.join(quote(f.column or f.name) for f in columns)} "
-        f"FROM {quote(meta.db_table)} WHERE id = %s{lock}"
+        f"FROM {quote(meta.db_table)} WHERE id = %s FOR UPDATE"
     )
-    rows: list[Any] | None = None
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            raw = connection.connection
-            with psycopg.Cursor(raw) as first, psycopg.Cursor(raw) as second:
-                with raw.pipeline():
-                    first.execute(run_sql, [run_id])
-                    second.execute(_STATES_SQL, [run_id])
-                row, rows = first.fetchone(), second.fetchall()
-        else:
-            cursor.execute(run_sql, [run_id])
-            row = cursor.fetchone()
+    connection.ensure_connection()
+    raw = connection.connection
+    with psycopg.Cursor(raw) as first, psycopg.Cursor(raw) as second:
+        with raw.pipeline():
+            first.execute(run_sql, [run_id])
+            second.execute(_STATES_SQL, [run_id])
+        row, rows = first.fetchone(), second.fetchall()
     if row is None:
         return None, None
+    # psycopg returns timestamps aware; Django reads jsonb as text for JSONField to parse.
     values = [
         f.from_db_value(v, None, connection) if hasattr(f, "from_db_value") and v is not None else v
         for f, v in zip(columns, row, strict=True)
     ]
     run = Run.from_db(connection.alias, [f.attname for f in columns], values)
-    return run, _states_from_rows(rows) if rows is not None else _read_states(run_id)
+    return run, _states_from_rows(rows)
 
 
 _STATES_SQL = (
