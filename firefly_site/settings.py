@@ -153,6 +153,11 @@ FIREFLY_LOST_WORKER_RETRIES = env.int("FIREFLY_LOST_WORKER_RETRIES", default=3)
 FIREFLY_CALLABLE_MODULES = env.list("FIREFLY_CALLABLE_MODULES", default=["pipelines.demo"])
 # `http` steps may only reach these hosts.
 FIREFLY_HTTP_ALLOWED_HOSTS = env.list("FIREFLY_HTTP_ALLOWED_HOSTS", default=[])
+# Audit snapshots (inputs, outputs, data) larger than this many bytes of JSON are
+# replaced by a marker with their size and SHA-256.
+FIREFLY_AUDIT_SNAPSHOT_LIMIT = env.int("FIREFLY_AUDIT_SNAPSHOT_LIMIT", default=64 * 1024)
+# Extra destinations fed after commit: "jsonl:/path/file.jsonl", "logging", "otel".
+FIREFLY_AUDIT_SINKS = env.list("FIREFLY_AUDIT_SINKS", default=[])
 FIREFLY_BASE_URL = env.str("FIREFLY_BASE_URL", default="http://127.0.0.1:8000")
 
 CELERY_BEAT_SCHEDULE = {

@@ -5,19 +5,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
+from pipelines import sinks
 from pipelines.models import AuditEntry, Pipeline, Run
 
-# The fields a hash covers, in a fixed order; `hash` itself is left out.
+# The fields a hash covers; `hash` itself is left out, and so is `seq`: an entry's
+# place in its chain is fixed by `prev_hash`, so a swap or a renumbering shows up as a
+# broken link (reordered, inserted, deleted) rather than as an edit.
 HASHED_FIELDS = (
     "run_id",
     "pipeline_id",
-    "seq",
     "step_name",
     "event",
     "actor_id",
@@ -40,6 +44,26 @@ def _json_default(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def snapshot(value: Any) -> Any:
+    """A JSON value for an entry, replaced by a marker when larger than the limit.
+
+    The marker keeps the original's size and SHA-256, so a copy kept elsewhere can
+    still be matched against the trail.
+    """
+    if value is None:
+        return None
+    encoded = json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
+    limit = settings.FIREFLY_AUDIT_SNAPSHOT_LIMIT
+    if len(encoded) <= limit:
+        return value
+    return {
+        "truncated": True,
+        "size": len(encoded),
+        "sha256": hashlib.sha256(encoded.encode()).hexdigest(),
+        "preview": encoded[: min(limit, 512)],
+    }
 
 
 def canonical(entry: AuditEntry) -> bytes:
@@ -101,14 +125,14 @@ class AuditChain:
             actor_id=actor.pk if actor is not None else None,
             actor_name=actor.get_username() if actor is not None else "system",
             status=status,
-            inputs=inputs,
-            outputs=outputs,
+            inputs=snapshot(inputs),
+            outputs=snapshot(outputs),
             latency_ms=latency_ms,
             started_at=started_at,
             completed_at=completed_at,
             error_message=error_message,
             pause_reason=pause_reason,
-            data=data,
+            data=snapshot(data),
             created_at=now or timezone.now(),
             prev_hash=owner.audit_head,
         )
@@ -121,4 +145,107 @@ class AuditChain:
     def flush(self) -> None:
         if self.entries:
             AuditEntry.objects.bulk_create(self.entries)
+            sinks.publish_after_commit(self.entries)
             self.entries = []
+
+
+# --- verification ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Break:
+    """The first broken link of a chain, and what kind of tampering it shows."""
+
+    kind: str  # edited | deleted | inserted | reordered
+    chain: str
+    seq: int | None
+    entry_id: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.chain} seq {self.seq} (entry {self.entry_id})" if self.seq else self.chain
+        return f"{where}: {self.kind}: {self.message}"
+
+
+def verify_chain(
+    chain: str, entries: Sequence[AuditEntry], head: tuple[int, str] | None = None
+) -> Break | None:
+    """Check one chain (entries in `seq` order) against its links and its owner's head.
+
+    An edited entry no longer matches its hash while its successor still links to it;
+    an inserted one is skipped over by its successor's link (or is a copy of another
+    entry); a deleted one leaves a link to a hash that is no longer there; reordered
+    entries link to entries that exist, but elsewhere in the chain.
+    """
+    index: dict[str, int] = {}
+    for position, entry in enumerate(entries):
+        index.setdefault(entry.hash, position)
+    previous = ""
+    for position, entry in enumerate(entries):
+        following = (
+            entries[position + 1].prev_hash
+            if position + 1 < len(entries)
+            else (head[1] if head else entry.hash)
+        )
+
+        def broken(kind: str, message: str, at: AuditEntry = entry) -> Break:
+            return Break(kind, chain, at.seq, at.pk, message)
+
+        if entry_hash(entry) != entry.hash:
+            if following == previous and following != entry.hash:
+                return broken(
+                    "inserted", "it is not part of the chain: the next entry links past it"
+                )
+            return broken("edited", "its content no longer matches its hash")
+        if index[entry.hash] != position:
+            return broken("inserted", f"it copies seq {entries[index[entry.hash]].seq}")
+        if entry.prev_hash != previous:
+            linked = index.get(entry.prev_hash)
+            if linked is None:
+                return broken("deleted", "the entry it follows is missing")
+            if linked == position - 2:
+                return broken(
+                    "inserted",
+                    "it is not part of the chain: the next entry links past it",
+                    entries[position - 1],
+                )
+            return broken("reordered", f"it follows seq {entries[linked].seq}, not its predecessor")
+        previous = entry.hash
+    if head is not None and head[1] != previous:
+        last = entries[-1] if entries else None
+        if head[1] in index:
+            extra = entries[index[head[1]] + 1]
+            return Break(
+                "inserted", chain, extra.seq, extra.pk, "it was added after the chain's head"
+            )
+        return Break(
+            "deleted",
+            chain,
+            last.seq + 1 if last else 1,
+            None,
+            f"entries up to seq {head[0]} are missing from the end of the chain",
+        )
+    return None
+
+
+def chains(run_id: int | None = None) -> Iterator[tuple[str, list[AuditEntry], tuple[int, str]]]:
+    """Every chain (or one run's), with its owner's head, read one chain at a time."""
+    runs = Run.objects.order_by("pk").values_list("pk", "audit_seq", "audit_head")
+    if run_id is not None:
+        runs = runs.filter(pk=run_id)
+    else:
+        pipelines = Pipeline.objects.order_by("pk").values_list(
+            "pk", "name", "audit_seq", "audit_head"
+        )
+        for pk, name, seq, head in pipelines:
+            entries = AuditEntry.objects.filter(pipeline_id=pk, run__isnull=True).order_by("seq")
+            yield f"pipeline {name}", list(entries), (seq, head)
+    for pk, seq, head in runs.iterator(chunk_size=500):
+        yield f"run {pk}", list(AuditEntry.objects.filter(run_id=pk).order_by("seq")), (seq, head)
+
+
+def export_line(entry: AuditEntry) -> str:
+    """One JSONL line: the hashed fields plus seq and hash, as canonical JSON."""
+    values = json.loads(canonical(entry))
+    values.update(seq=entry.seq, hash=entry.hash, id=entry.pk)
+    return json.dumps(values, sort_keys=True, separators=(",", ":"))

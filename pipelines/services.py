@@ -19,7 +19,7 @@ from django.db import IntegrityError, close_old_connections, connection, transac
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from pipelines import engine, registry
+from pipelines import engine, registry, sinks
 from pipelines.audit import AuditChain
 from pipelines.batch import Batch
 from pipelines.context import Pause, StepContext
@@ -211,6 +211,7 @@ class RunTxn:
             raise StaleRun(str(exc)) from exc
         if not updated:
             raise StaleRun(f"run {self.run.pk} changed after revision {self.run.revision}")
+        sinks.publish_after_commit(self.chain.entries)
         self.run.revision += 1
         self.chain.entries, self.checkpoints, self.step_updates, self.run_fields = [], [], {}, {}
 
@@ -296,12 +297,13 @@ class RunTxn:
         outcome = engine.outcome(spec, states)
         if outcome is not None:
             self.finish(outcome)
-        elif self.run.status != R.WAITING and _only_waiting(states):
-            self.set_run(status=R.WAITING)
-        elif self.run.status not in (R.RUNNING, R.WAITING) or (
-            self.run.status == R.WAITING and not _only_waiting(states)
-        ):
-            self.set_run(status=R.RUNNING, **({} if self.run.started_at else {"started_at": now}))
+            return inline
+        if self.run.started_at is None:
+            self.set_run(started_at=now)
+            self.audit("run.started", status=R.RUNNING)
+        status = R.WAITING if _only_waiting(states) else R.RUNNING
+        if self.run.status != status:
+            self.set_run(status=status)
         return inline
 
     def start_step(self, name: str) -> StepRun:

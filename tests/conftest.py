@@ -15,6 +15,19 @@ from tests.workers import WorkerProcess
 
 
 @pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: Any, django_db_blocker: Any) -> None:
+    """The test database lets the suite TRUNCATE the append-only audit table between tests."""
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            name = connection.ops.quote_name(connection.settings_dict["NAME"])
+            with connection.cursor() as cursor:
+                cursor.execute(f"ALTER DATABASE {name} SET firefly.audit_truncate = 'allow'")
+            connection.close()  # new connections pick the setting up
+
+
+@pytest.fixture(scope="session")
 def worker_process(django_db_setup: Any, django_db_blocker: Any) -> Iterator[WorkerProcess]:
     """One worker process for the session, on the test database and the test broker."""
     app.control.purge()

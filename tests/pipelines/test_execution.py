@@ -56,6 +56,7 @@ def test_linear_run_commits_each_step_once_with_checkpoint_and_audit(worker, mak
     )
     assert events == [
         ("run.created", ""),
+        ("run.started", ""),
         ("step.succeeded", "a"),
         ("step.succeeded", "b"),
         ("step.succeeded", "c"),

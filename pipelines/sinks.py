@@ -1,0 +1,203 @@
+"""Extra audit destinations, fed after commit (FIREFLY_AUDIT_SINKS)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+
+# audit imports this module: import the module rather than names from it, so that
+# either one may be loaded first.
+from pipelines import audit
+from pipelines.models import AuditEntry
+
+if TYPE_CHECKING:
+    from opentelemetry._logs import LoggerProvider
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+log = logging.getLogger(__name__)
+audit_log = logging.getLogger("firefly.audit")
+
+# Failed batches per sink (by its FIREFLY_AUDIT_SINKS value), for health checks and tests.
+failures: Counter[str] = Counter()
+_failures_lock = threading.Lock()
+
+
+class Sink(Protocol):
+    name: str
+
+    def write(self, entries: Sequence[AuditEntry]) -> None: ...
+
+
+def record(entry: AuditEntry) -> dict[str, Any]:
+    """The entry's hashed fields plus `seq` and `hash`, timestamps in UTC ISO 8601.
+
+    Built from the same canonical JSON as the hash, so a consumer can check an entry
+    against its HMAC without the database.
+    """
+    values: dict[str, Any] = json.loads(audit.canonical(entry))
+    values.update(seq=entry.seq, hash=entry.hash)
+    return values
+
+
+def _message(entry: AuditEntry) -> str:
+    owner = f"run={entry.run_id}" if entry.run_id else f"pipeline={entry.pipeline_id}"
+    step = f" step={entry.step_name}" if entry.step_name else ""
+    return f"audit {owner} seq={entry.seq} {entry.event}{step}"
+
+
+class JsonlSink:
+    """Appends one canonical JSON object per entry to a file."""
+
+    def __init__(self, name: str, path: str) -> None:
+        self.name = name
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def write(self, entries: Sequence[AuditEntry]) -> None:
+        data = "".join(
+            json.dumps(record(entry), sort_keys=True, separators=(",", ":")) + "\n"
+            for entry in entries
+        ).encode()
+        # Opened per batch so that a rotated file is picked up; one write of the whole
+        # batch in append mode keeps lines whole between processes, and the lock keeps
+        # them whole between threads of one process.
+        with self._lock, self.path.open("ab") as out:
+            out.write(data)
+
+
+class LoggingSink:
+    """One INFO record per entry on the "firefly.audit" logger, fields in `audit`."""
+
+    name = "logging"
+
+    def write(self, entries: Sequence[AuditEntry]) -> None:
+        for entry in entries:
+            audit_log.info(_message(entry), extra={"audit": record(entry)})
+
+
+class OtelSink:
+    """One OpenTelemetry log record per entry."""
+
+    name = "otel"
+
+    def __init__(self, provider: LoggerProvider | None = None) -> None:
+        try:
+            from opentelemetry import _logs
+        except ImportError as exc:
+            raise ImportError(
+                "The 'otel' audit sink needs OpenTelemetry: pip install firefly[otel]"
+            ) from exc
+        self._logs = _logs
+        # The global provider is a proxy until the application sets one, so taking it
+        # now still reaches a provider configured later.
+        self.logger = (provider or _logs.get_logger_provider()).get_logger("firefly.audit")
+
+    def write(self, entries: Sequence[AuditEntry]) -> None:
+        for entry in entries:
+            attributes: dict[str, str | int] = {
+                "firefly.pipeline_id": entry.pipeline_id,
+                "firefly.seq": entry.seq,
+                "firefly.event": entry.event,
+                "firefly.step": entry.step_name,
+                "firefly.actor": entry.actor_name,
+                "firefly.status": entry.status,
+                "firefly.hash": entry.hash,
+            }
+            # OpenTelemetry attributes cannot be null; a pipeline's entries have no run.
+            if entry.run_id is not None:
+                attributes["firefly.run_id"] = entry.run_id
+            self.logger.emit(
+                self._logs.LogRecord(
+                    timestamp=(entry.created_at - EPOCH) // timedelta(microseconds=1) * 1000,
+                    severity_number=self._logs.SeverityNumber.INFO,
+                    severity_text="INFO",
+                    body=_message(entry),
+                    attributes=attributes,
+                )
+            )
+
+
+def _no_argument(factory: Callable[[], Sink]) -> Callable[[str, str], Sink]:
+    def build(value: str, argument: str) -> Sink:
+        if argument:
+            raise ImproperlyConfigured(f"FIREFLY_AUDIT_SINKS: {value!r} takes no argument.")
+        return factory()
+
+    return build
+
+
+def _jsonl(value: str, path: str) -> Sink:
+    if not path:
+        raise ImproperlyConfigured(
+            f"FIREFLY_AUDIT_SINKS: {value!r} needs a file, as in 'jsonl:/var/log/audit.jsonl'."
+        )
+    return JsonlSink(value, path)
+
+
+# Sink kind -> factory(setting value, text after the first ":").
+FACTORIES: dict[str, Callable[[str, str], Sink]] = {
+    "jsonl": _jsonl,
+    "logging": _no_argument(LoggingSink),
+    "otel": _no_argument(OtelSink),
+}
+
+
+@functools.lru_cache(maxsize=8)
+def resolve(values: tuple[str, ...]) -> tuple[Sink, ...]:
+    """The sinks for a FIREFLY_AUDIT_SINKS value, built once per distinct value."""
+    built = []
+    for raw in values:
+        value = raw.strip()
+        if not value:
+            continue
+        kind, _, argument = value.partition(":")
+        factory = FACTORIES.get(kind)
+        if factory is None:
+            known = ", ".join(sorted(FACTORIES))
+            raise ImproperlyConfigured(
+                f"FIREFLY_AUDIT_SINKS: unknown sink {value!r} (known kinds: {known})."
+            )
+        built.append(factory(value, argument))
+    return tuple(built)
+
+
+def publish(sinks: Sequence[Sink], entries: Sequence[AuditEntry]) -> None:
+    """Write the entries to each sink; a failing sink is logged and counted, never raised."""
+    for sink in sinks:
+        try:
+            sink.write(entries)
+        except Exception:
+            with _failures_lock:
+                failures[sink.name] += 1
+            first = entries[0]
+            log.exception(
+                "audit sink %s failed: run=%s pipeline=%s seqs=%s",
+                sink.name,
+                first.run_id,
+                first.pipeline_id,
+                [entry.seq for entry in entries],
+            )
+
+
+def publish_after_commit(entries: list[AuditEntry]) -> None:
+    """Hand the entries to the configured sinks once the transaction commits."""
+    if not settings.FIREFLY_AUDIT_SINKS or not entries:
+        return
+    # Resolved now, inside the transaction, so that a misconfiguration fails the write
+    # loudly instead of being swallowed after commit.
+    sinks = resolve(tuple(settings.FIREFLY_AUDIT_SINKS))
+    # A copy: the caller reuses its list for the next batch.
+    batch = list(entries)
+    transaction.on_commit(lambda: publish(sinks, batch), robust=True)
