@@ -339,15 +339,94 @@ class RunTxn:
             paused=True,
         )
 
+    def cancel_active(self, names: list[str]) -> list[str]:
+        """Cancel those of `names` that are queued, running or waiting; returns them."""
+        active = [name for name in names if self.states[name].status in engine.ACTIVE]
+        waiting = [self.states[name].id for name in active if self.states[name].status == S.WAITING]
+        if active:
+            self.set_steps(active, S.CANCELLED, finished_at=self.now, lease_until=None)
+        if waiting:
+            for hook in cancel_hooks:
+                hook(txn=self, step_run_ids=waiting)
+        return active
+
+    def resolve_waiting(
+        self, name: str, *, status: str, outputs: Any = None, error: str = ""
+    ) -> None:
+        """A person decided a waiting step: it succeeds (and the run moves on) or is rejected."""
+        state = self.states[name]
+        if state.status != S.WAITING:
+            raise Conflict(f"Step {name!r} is {state.status}, not waiting.")
+        self.set_steps([name], status, outputs=outputs, error=error, finished_at=self.now)
+        self.audit(
+            f"step.{status}",
+            step_name=name,
+            status=status,
+            outputs=outputs,
+            error_message=error,
+            completed_at=self.now,
+        )
+        self.checkpoint(Checkpoint.Kind.STEP, step_name=name, step_run_id=state.id, status=status)
+        if status == S.REJECTED:
+            self.finish(
+                R.REJECTED, error=f"step {name!r} was rejected" + (f": {error}" if error else "")
+            )
+        else:
+            self.progress(after=name)
+
+    def rollback(self, to_step: str, *, comment: str = "", origin: str = "") -> list[str]:
+        """Reset `to_step` and everything below it in a new generation; returns the reset steps."""
+        run, spec = self.run, self.spec
+        if run.status not in (R.RUNNING, R.WAITING, R.FAILED):
+            raise Conflict(f"Run {run.pk} is {run.status}; it cannot be rolled back.")
+        if to_step not in spec.by_name:
+            raise InvalidInput(
+                f"Unknown step {to_step!r}.",
+                details=[{"field": "to_step", "message": f"unknown step {to_step!r}"}],
+            )
+        if self.states[to_step].status != S.SUCCEEDED:
+            raise InvalidInput(
+                f"Step {to_step!r} has not completed; a run rolls back only to a completed step.",
+                details=[{"field": "to_step", "message": "not a completed step"}],
+            )
+        reset = sorted(engine.rollback_set(spec, to_step), key=spec.order.index)
+        cancelled = self.cancel_active(reset)
+        generation = run.generation + 1
+        self.set_run(generation=generation, status=R.RUNNING, error="", finished_at=None)
+        rollback = {
+            "to_step": to_step,
+            "comment": comment,
+            "by": self.actor.get_username() if self.actor else "system",
+            "from_step": origin,
+        }
+        self.add_attempts(
+            reset, status=S.PENDING, generation=generation, inputs={"rollback": rollback}
+        )
+        self.checkpoint(
+            Checkpoint.Kind.ROLLBACK, step_name=to_step, data={"reset": reset, "comment": comment}
+        )
+        self.audit(
+            "run.rolled_back",
+            step_name=to_step,
+            status=R.RUNNING,
+            data={
+                "reset": reset,
+                "cancelled": cancelled,
+                "generation": generation,
+                "comment": comment,
+                "from_step": origin,
+            },
+        )
+        self.progress()
+        return reset
+
     def finish(self, status: str, error: str = "") -> None:
         output = None
         if status == R.SUCCEEDED:
             names = set(self.spec.output or self.spec.terminal)
             output = self.outputs(names)
-        if status == R.CANCELLED or status == R.FAILED:
-            active = [name for name, st in self.states.items() if st.status in engine.ACTIVE]
-            if active:
-                self.set_steps(active, S.CANCELLED, finished_at=self.now, lease_until=None)
+        if status in (R.CANCELLED, R.FAILED, R.REJECTED):
+            self.cancel_active(list(self.states))
         if status == R.CANCELLED:
             pending = [name for name, st in self.states.items() if st.status == S.PENDING]
             if pending:
@@ -580,49 +659,7 @@ def run_rollback(
 ) -> Run:
     """Reset `to_step` and everything downstream in a new generation and run from there."""
     with locked_run(run_id, actor) as txn:
-        run, spec = txn.run, txn.spec
-        if run.status not in (R.RUNNING, R.WAITING, R.FAILED):
-            raise Conflict(f"Run {run_id} is {run.status}; it cannot be rolled back.")
-        if to_step not in spec.by_name:
-            raise InvalidInput(
-                f"Unknown step {to_step!r}.",
-                details=[{"field": "to_step", "message": f"unknown step {to_step!r}"}],
-            )
-        if txn.states[to_step].status != S.SUCCEEDED:
-            raise InvalidInput(
-                f"Step {to_step!r} has not completed; a run rolls back only to a completed step.",
-                details=[{"field": "to_step", "message": "not a completed step"}],
-            )
-        reset = sorted(engine.rollback_set(spec, to_step), key=spec.order.index)
-        active = [name for name in reset if txn.states[name].status in engine.ACTIVE]
-        if active:
-            txn.set_steps(active, S.CANCELLED, finished_at=txn.now, lease_until=None)
-        generation = run.generation + 1
-        txn.set_run(generation=generation, status=R.RUNNING, error="", finished_at=None)
-        rollback = {
-            "to_step": to_step,
-            "comment": comment,
-            "by": actor.get_username() if actor else "system",
-            "from_step": origin,
-        }
-        txn.add_attempts(
-            reset, status=S.PENDING, generation=generation, inputs={"rollback": rollback}
-        )
-        txn.checkpoint(
-            Checkpoint.Kind.ROLLBACK, step_name=to_step, data={"reset": reset, "comment": comment}
-        )
-        txn.audit(
-            "run.rolled_back",
-            step_name=to_step,
-            status=R.RUNNING,
-            data={
-                "reset": reset,
-                "cancelled": active,
-                "generation": generation,
-                "comment": comment,
-            },
-        )
-        txn.progress()
+        txn.rollback(to_step, comment=comment, origin=origin)
     return txn.run
 
 
@@ -831,8 +868,10 @@ def _step_failed(
     return txn.progress(inline_ok=True)
 
 
-# Called in the transaction that pauses a step (the approvals app opens a task there).
+# Called in the transaction that pauses a step (the approvals app opens a task there),
+# and in the one that cancels waiting steps (the approvals app cancels their tasks).
 pause_hooks: list[Callable[..., None]] = []
+cancel_hooks: list[Callable[..., None]] = []
 
 
 def _call_handler(step: StepRun) -> Outcome:

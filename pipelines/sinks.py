@@ -198,6 +198,6 @@ def publish_after_commit(entries: list[AuditEntry]) -> None:
     # Resolved now, inside the transaction, so that a misconfiguration fails the write
     # loudly instead of being swallowed after commit.
     sinks = resolve(tuple(settings.FIREFLY_AUDIT_SINKS))
-    # A copy: the caller reuses its list for the next batch.
+    # A copy, so the callback sees this batch whatever the caller later does with its list.
     batch = list(entries)
     transaction.on_commit(lambda: publish(sinks, batch), robust=True)
