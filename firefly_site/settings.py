@@ -101,6 +101,9 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 
 LOGIN_URL = "/admin/login/"
 
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="firefly@localhost")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -163,6 +166,10 @@ FIREFLY_BASE_URL = env.str("FIREFLY_BASE_URL", default="http://127.0.0.1:8000")
 CELERY_BEAT_SCHEDULE = {
     "firefly-reaper": {
         "task": "pipelines.tasks.reap",
+        "schedule": FIREFLY_REAPER_INTERVAL_S,
+    },
+    "firefly-task-deadlines": {
+        "task": "approvals.tasks.expire_overdue",
         "schedule": FIREFLY_REAPER_INTERVAL_S,
     },
 }

@@ -1,0 +1,112 @@
+"""Human tasks and the decisions people make on them."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+from django.utils import timezone
+
+from pipelines.models import Run, StepRun
+
+
+class HumanTask(models.Model):
+    class Kind(models.TextChoices):
+        APPROVAL = "approval"
+        INPUT = "input"
+        CHOICE = "choice"
+        PAUSE = "pause"
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        COMPLETED = "completed"
+        REJECTED = "rejected"
+        EXPIRED = "expired"
+        CANCELLED = "cancelled"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tasks")
+    # The waiting attempt this task decides; one task per attempt.
+    step_run = models.OneToOneField(StepRun, on_delete=models.CASCADE, related_name="task")
+    step_name = models.CharField(max_length=100)
+    generation = models.PositiveIntegerField()
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    assignee_role = models.ForeignKey(
+        Group, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    instructions = models.TextField(blank=True)
+    # What the reviewer sees: the run inputs and upstream outputs the step asked to show.
+    context = models.JSONField(default=dict, blank=True)
+    form_schema = models.JSONField(null=True, blank=True)
+    options = models.JSONField(null=True, blank=True)
+    quorum = models.PositiveSmallIntegerField(default=1)
+    allow_self_approval = models.BooleanField(default=False)
+    due_at = models.DateTimeField(null=True, blank=True)
+    on_timeout = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "due_at"], name="task_status_due"),
+            models.Index(fields=["assignee", "status"], name="task_assignee_status"),
+            models.Index(fields=["assignee_role", "status"], name="task_role_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} task {self.pk} ({self.step_name})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == self.Status.OPEN
+
+    @property
+    def is_overdue(self) -> bool:
+        return self.is_open and self.due_at is not None and self.due_at < timezone.now()
+
+
+class Decision(models.Model):
+    class Action(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+        ROLLBACK = "rollback"
+        SUBMIT = "submit"
+        CHOOSE = "choose"
+        EXPIRE = "expire"
+        ESCALATE = "escalate"
+
+    task = models.ForeignKey(HumanTask, on_delete=models.CASCADE, related_name="decisions")
+    # Empty for the deadline's own decisions (expire, escalate, approve/reject on timeout).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    action = models.CharField(max_length=16, choices=Action.choices)
+    comment = models.TextField(blank=True)
+    data = models.JSONField(null=True, blank=True)
+    rollback_to = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["task", "created_at", "id"]
+        constraints = [
+            # One vote per person per task.
+            models.UniqueConstraint(
+                fields=["task", "user"],
+                name="decision_one_per_user",
+                condition=models.Q(user__isnull=False),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} on task {self.task_id}"

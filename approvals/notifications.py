@@ -1,0 +1,80 @@
+"""Telling people about tasks: after commit, to every registered listener."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
+from django.db import transaction
+
+from approvals.models import HumanTask
+
+log = logging.getLogger(__name__)
+
+# Called with (event, task) after the transaction that caused the event commits.
+# Events: task.opened, task.escalated, task.decided, task.expired. Email is one
+# listener; others (webhooks) register here too.
+Listener = Callable[[str, HumanTask], None]
+listeners: list[Listener] = []
+
+
+def notify_after_commit(event: str, task: HumanTask) -> None:
+    task_id = task.pk
+    transaction.on_commit(lambda: notify(event, task_id))
+
+
+def notify(event: str, task_id: int) -> None:
+    task = (
+        HumanTask.objects.select_related("assignee", "assignee_role", "run")
+        .filter(pk=task_id)
+        .first()
+    )
+    if task is None:
+        return
+    for listener in listeners:
+        try:
+            listener(event, task)
+        except Exception:
+            # A failing notification must not undo or block the decision it reports.
+            log.exception("notifying %s of task %s failed in %r", event, task_id, listener)
+
+
+def task_url(task: HumanTask) -> str:
+    return f"{settings.FIREFLY_BASE_URL.rstrip('/')}/tasks/{task.pk}/"
+
+
+def recipients(task: HumanTask) -> list[str]:
+    if task.assignee is not None:
+        people = [task.assignee]
+    elif task.assignee_role is not None:
+        people = list(get_user_model().objects.filter(groups=task.assignee_role, is_active=True))
+    else:
+        people = []
+    return sorted({person.email for person in people if person.email})
+
+
+def email_assignees(event: str, task: HumanTask) -> None:
+    """Email the assignee (or the role's members) when a task opens or is escalated."""
+    if event not in ("task.opened", "task.escalated"):
+        return
+    to = recipients(task)
+    if not to:
+        return
+    verb = "needs you" if event == "task.opened" else "was escalated to you"
+    subject = f"[Firefly] {task.get_kind_display()} {verb}: {task.step_name} (run {task.run_id})"
+    lines = [
+        f"Run {task.run_id}, step {task.step_name}: a {task.get_kind_display().lower()} {verb}.",
+        "",
+        task.instructions,
+        "",
+        f"Open it: {task_url(task)}",
+    ]
+    if task.due_at:
+        lines.append(f"Due: {task.due_at:%Y-%m-%d %H:%M} UTC")
+    send_mail(subject, "\n".join(lines), settings.DEFAULT_FROM_EMAIL, to)
+
+
+listeners.append(email_assignees)

@@ -1,0 +1,113 @@
+"""The interactive step types (approval, input, choice) and the Pause hook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from approvals.models import HumanTask
+from pipelines import registry
+from pipelines import services as pipeline_services
+from pipelines.models import StepRun
+from pipelines.spec import StepSpec
+
+COMMON: dict[str, Any] = {
+    "assignee": {"type": "string", "minLength": 1},
+    "assignee_role": {"type": "string", "minLength": 1},
+    "timeout_hours": {"type": "number", "exclusiveMinimum": 0},
+    "on_timeout": {"type": "string", "pattern": "^(reject|approve|escalate:.+)$"},
+    "allow_self_approval": {"type": "boolean"},
+    "instructions": {"type": "string"},
+    "context": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "inputs": {
+                "oneOf": [{"type": "boolean"}, {"type": "array", "items": {"type": "string"}}]
+            },
+            "upstream": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+}
+
+
+def _schema(required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": required or [],
+        "additionalProperties": False,
+        "properties": {**COMMON, **extra},
+    }
+
+
+def _needs_someone(config: dict[str, Any]) -> list[str]:
+    if not (config.get("assignee") or config.get("assignee_role")):
+        return ["set assignee (a username) or assignee_role (a group), or both"]
+    return []
+
+
+def _opener(kind: str) -> Any:
+    def on_wait(*, txn: pipeline_services.RunTxn, step_run: StepRun, step: StepSpec) -> None:
+        from approvals.services import task_open
+
+        task_open(txn=txn, step_run=step_run, kind=kind, config=dict(step.config))
+
+    return on_wait
+
+
+def on_pause(*, txn: pipeline_services.RunTxn, step_run: StepRun, reason: str | None) -> None:
+    """A python step returned Pause: open an ad-hoc approval carrying its reason."""
+    from approvals.services import task_open
+
+    config = dict(txn.spec.by_name[step_run.step_name].config)
+    task_open(
+        txn=txn, step_run=step_run, kind=HumanTask.Kind.PAUSE, config=config, reason=reason or ""
+    )
+
+
+def on_cancel(*, txn: pipeline_services.RunTxn, step_run_ids: list[int]) -> None:
+    from approvals.services import tasks_cancel
+
+    tasks_cancel(txn=txn, step_run_ids=step_run_ids)
+
+
+def register() -> None:
+    registry.register(
+        registry.StepType(
+            name="approval",
+            config_schema=_schema(quorum={"type": "integer", "minimum": 1, "maximum": 100}),
+            interactive=True,
+            on_wait=_opener(HumanTask.Kind.APPROVAL),
+            check=_needs_someone,
+            description="People approve (quorum of N), reject, or roll the run back.",
+        )
+    )
+    registry.register(
+        registry.StepType(
+            name="input",
+            config_schema=_schema(["form_schema"], form_schema={"type": "object"}),
+            interactive=True,
+            on_wait=_opener(HumanTask.Kind.INPUT),
+            check=_needs_someone,
+            description="A person fills a form described by a JSON Schema.",
+        )
+    )
+    registry.register(
+        registry.StepType(
+            name="choice",
+            config_schema=_schema(
+                ["options"],
+                options={
+                    "type": "array",
+                    "minItems": 1,
+                    "uniqueItems": True,
+                    "items": {"type": "string"},
+                },
+            ),
+            interactive=True,
+            on_wait=_opener(HumanTask.Kind.CHOICE),
+            check=_needs_someone,
+            description="A person picks one of `options`; later steps branch on it with `when`.",
+        )
+    )
+    pipeline_services.pause_hooks.append(on_pause)
+    pipeline_services.cancel_hooks.append(on_cancel)
