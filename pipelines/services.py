@@ -391,6 +391,10 @@ class RunTxn:
             )
         reset = sorted(engine.rollback_set(spec, to_step), key=spec.order.index)
         cancelled = self.cancel_active(reset)
+        # Rows that never ran are superseded by the new generation's: close them too.
+        superseded = [name for name in reset if self.states[name].status == S.PENDING]
+        if superseded:
+            self.set_steps(superseded, S.CANCELLED, finished_at=self.now)
         generation = run.generation + 1
         self.set_run(generation=generation, status=R.RUNNING, error="", finished_at=None)
         rollback = {

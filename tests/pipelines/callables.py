@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.context import StepContext
+from pipelines.context import Pause, StepContext
 
 
 def echo(ctx: StepContext) -> dict[str, Any]:
@@ -24,3 +24,7 @@ def add(ctx: StepContext) -> dict[str, Any]:
 
 def value(ctx: StepContext) -> dict[str, Any]:
     return {"value": ctx.inputs.get("value", 1)}
+
+
+def pause(ctx: StepContext) -> Pause:
+    return Pause(reason="numbers look odd")
