@@ -25,7 +25,7 @@ pids+=($!)
 cat <<MSG
 
   Firefly is running at http://127.0.0.1:$PORT/
-  Log in as admin / firefly-admin (see 'manage.py load_demo' for every demo user).
+  Demo logins are listed above; admin / firefly-admin is a superuser.
   Database: ${DATABASE_URL:-SQLite (var/firefly.sqlite3)}; broker: ${CELERY_BROKER_URL:-files in var/broker}
   Logs: var/log/web.log, var/log/worker.log, var/log/beat.log. Stop with Ctrl-C.
 

@@ -36,3 +36,26 @@ def count_words(ctx: StepContext) -> dict[str, Any]:
 def summarize(ctx: StepContext) -> dict[str, Any]:
     """Join the outputs of every upstream step into one summary."""
     return {"parts": sorted(ctx.upstream), "summary": dict(ctx.upstream)}
+
+
+def draft(ctx: StepContext) -> dict[str, Any]:
+    """Draft an article from the run's topic; a roll back brings the reviewer's comment."""
+    note = ctx.extra.get("rollback", {}).get("comment", "")
+    topic = ctx.inputs.get("topic", "Firefly")
+    return {"title": f"All about {topic}", "body": f"A first draft about {topic}.", "note": note}
+
+
+def submit_expense(ctx: StepContext) -> dict[str, Any]:
+    """Record the expense claim."""
+    return {"amount": ctx.inputs["amount"], "reason": ctx.inputs.get("reason", "")}
+
+
+def pay(ctx: StepContext) -> dict[str, Any]:
+    """Pretend to pay the approved expense once (the idempotency key guards re-runs)."""
+    return {"paid": ctx.upstream["submit"]["amount"], "payment_id": ctx.idempotency_key}
+
+
+def publish(ctx: StepContext) -> dict[str, Any]:
+    """Pretend to publish the edited article on the chosen channel."""
+    edited = ctx.upstream.get("edit", {}).get("data", {})
+    return {"published": edited.get("title"), "channel": ctx.config.get("channel", "blog")}
