@@ -76,7 +76,13 @@ class Batch:
             raw = connection.connection
             # Server-side binding sends each statement apart from its parameters, which
             # lets the pipeline send them all before reading any result.
-            with psycopg.Cursor(raw) as first, psycopg.Cursor(raw) as cursor, raw.pipeline():
+            # wrap_database_errors turns psycopg's errors into Django's, as the ORM does.
+            with (
+                connection.wrap_database_errors,
+                psycopg.Cursor(raw) as first,
+                psycopg.Cursor(raw) as cursor,
+                raw.pipeline(),
+            ):
                 first.execute(first_sql, first_params)
                 for sql, params in rest:
                     cursor.execute(sql, params)

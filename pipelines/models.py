@@ -272,6 +272,12 @@ class AuditEntry(ImmutableModel):
             models.Index(fields=["event", "-created_at"], name="audit_event_created"),
             models.Index(fields=["pipeline", "-created_at"], name="audit_pipeline_created"),
             models.Index(fields=["-created_at"], name="audit_created"),
+            # For the admin's filters and search (pipelines/admin.py): each filter column
+            # leads an index, which serves the filtered page in created_at order and the
+            # loose index scan that lists the filter's choices.
+            models.Index(fields=["status", "-created_at"], name="audit_status_created"),
+            models.Index(fields=["actor_name", "-created_at"], name="audit_actor_created"),
+            models.Index(fields=["step_name", "-created_at"], name="audit_step_created"),
         ]
 
     def __str__(self) -> str:

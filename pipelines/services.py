@@ -510,7 +510,11 @@ def _lock_run(run_id: int) -> tuple[Run | None, dict[str, engine.StepState] | No
     )
     connection.ensure_connection()
     raw = connection.connection
-    with psycopg.Cursor(raw) as first, psycopg.Cursor(raw) as second:
+    with (
+        connection.wrap_database_errors,
+        psycopg.Cursor(raw) as first,
+        psycopg.Cursor(raw) as second,
+    ):
         with raw.pipeline():
             first.execute(run_sql, [run_id])
             second.execute(_STATES_SQL, [run_id])

@@ -292,3 +292,63 @@ def test_worker_killed_mid_step_recovers_through_the_reaper(
     assert succeeded_entries(run) == {"before": 1, "slow": 1, "after": 1}
     assert AuditEntry.objects.filter(run=run, event="step.lost").count() == 1
     assert StepRun.objects.filter(run=run).count() == 4
+
+
+def test_a_step_over_its_timeout_fails(worker, make_pipeline):
+    name = make_pipeline(
+        [{"name": "slow", "type": "sleep", "config": {"seconds": 5}, "timeout_s": 0.3}]
+    )
+    run = wait_finished(services.run_start(pipeline=name, inputs={}))
+    assert run.status == Run.Status.FAILED
+    step = run.steps.get()
+    assert "timed out after 0.3s" in step.error
+    assert (step.finished_at - step.started_at).total_seconds() < 2
+
+
+def test_on_failure_continue_and_skip_downstream(worker, make_pipeline):
+    name = make_pipeline(
+        [
+            {"name": "tolerated", "type": "fail", "on_failure": "continue"},
+            {"name": "after_tolerated", "type": "noop", "after": ["tolerated"]},
+            {"name": "broken", "type": "fail", "on_failure": "skip_downstream"},
+            {"name": "after_broken", "type": "noop", "after": ["broken"]},
+            {"name": "independent", "type": "noop"},
+        ]
+    )
+    run = wait_finished(services.run_start(pipeline=name, inputs={}))
+    statuses = dict(run.steps.values_list("step_name", "status"))
+    assert statuses == {
+        "tolerated": "failed",
+        "after_tolerated": "succeeded",
+        "broken": "failed",
+        "after_broken": "skipped",
+        "independent": "succeeded",
+    }
+    # A skip_downstream failure still fails the run (it can be resumed); continue does not.
+    assert run.status == Run.Status.FAILED
+
+
+def test_the_reaper_resends_lost_messages_and_advances_stalled_runs(
+    worker, make_pipeline, monkeypatch, settings
+):
+    name = make_pipeline(
+        [{"name": "a", "type": "noop"}, {"name": "b", "type": "noop", "after": ["a"]}]
+    )
+    sent = services._enqueue_steps
+    # The broker "loses" every message: the run is created and its first step queued,
+    # but nothing reaches a worker.
+    monkeypatch.setattr(services, "_enqueue_advance", lambda run_id: None)
+    monkeypatch.setattr(services, "_enqueue_steps", lambda ids, countdown=0: None)
+    stalled = services.run_start(pipeline=name, inputs={})
+    queued = services.run_start(pipeline=name, inputs={})
+    services.run_advance(run_id=queued.pk)
+    assert queued.steps.get(step_name="a").status == "queued"
+    monkeypatch.setattr(services, "_enqueue_steps", sent)
+    settings.FIREFLY_REQUEUE_AFTER_S = 0
+
+    report = services.reap()
+
+    assert report.resent == 1
+    assert report.advanced >= 1
+    assert wait_finished(stalled).status == Run.Status.SUCCEEDED
+    assert wait_finished(queued).status == Run.Status.SUCCEEDED
