@@ -1,10 +1,10 @@
-"""Top-level URL configuration."""
+"""Top-level URL configuration: pages, the REST API under /api/v1/, admin."""
 
 from django.contrib import admin
-from django.urls import path
-from django.views.generic import RedirectView
+from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("api/", include("firefly_site.api_urls")),
+    path("", include("firefly_site.web_urls")),
 ]

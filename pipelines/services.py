@@ -19,7 +19,7 @@ from django.db import IntegrityError, close_old_connections, connection, transac
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from pipelines import engine, registry, sinks
+from pipelines import engine, events, registry, sinks
 from pipelines.audit import AuditChain
 from pipelines.batch import Batch
 from pipelines.context import Pause, StepContext
@@ -436,6 +436,17 @@ class RunTxn:
             if pending:
                 self.set_steps(pending, S.CANCELLED, finished_at=self.now)
         self.set_run(status=status, finished_at=self.now, output=output, error=error)
+        payload = {
+            "run": self.run.pk,
+            "pipeline": self.version.pipeline_name,
+            "version": self.version.number,
+            "status": status,
+            "error": error,
+            "output": output,
+        }
+        events.emit_after_commit("run.finished", payload)
+        if status == R.FAILED:
+            events.emit_after_commit("run.failed", payload)
         self.audit(
             "run.finished",
             status=status,
