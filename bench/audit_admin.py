@@ -20,7 +20,6 @@ import os
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -28,9 +27,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.engine import BenchError, ensure_database, migrate, setup_django  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/firefly_bench_audit"
 
@@ -51,13 +54,6 @@ TARGET_P95_MS = 300.0
 ADMIN = "/admin/pipelines/auditentry/"
 
 
-class BenchError(Exception):
-    """The set-up failed or a page did not render as expected."""
-
-
-# --- set-up ---------------------------------------------------------------------------
-
-
 def configure_env() -> str:
     """Resolve the database URL; refuse anything but PostgreSQL."""
     database_url = os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
@@ -71,47 +67,6 @@ def configure_env() -> str:
     if urlsplit(database_url).scheme not in ("postgres", "postgresql", "pgsql", "psql"):
         raise BenchError(f"DATABASE_URL must be a PostgreSQL URL, not {database_url!r}.")
     return database_url
-
-
-def ensure_database(database_url: str) -> None:
-    """CREATE DATABASE when it does not exist yet (connecting to the `postgres` db)."""
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(database_url)
-    name = parts.path.lstrip("/")
-    if not name:
-        raise BenchError(f"DATABASE_URL names no database: {database_url!r}.")
-    maintenance = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
-    try:
-        with psycopg.connect(maintenance, autocommit=True, connect_timeout=10) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-            if not exists:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-                print(f"created database {name}")
-    except psycopg.Error as exc:
-        raise BenchError(f"cannot reach PostgreSQL at {maintenance}: {exc}") from exc
-
-
-def migrate() -> None:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise BenchError(f"manage.py migrate failed:\n{result.stdout}{result.stderr}")
-
-
-def setup_django() -> None:
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
 
 
 # --- seed -----------------------------------------------------------------------------
