@@ -32,6 +32,7 @@ lint: install
 
 test: install
 	bash scripts/services.sh $(TEST_DATABASE_URL) $(TEST_BROKER_URL)
+	bash scripts/browser.sh
 	$(MAKE) --no-print-directory lint
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(VENV)/bin/pytest
 

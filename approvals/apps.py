@@ -11,3 +11,4 @@ class ApprovalsConfig(AppConfig):
         from approvals import steps
 
         steps.register()
+        import approvals.webhooks  # noqa: F401  (importing it registers the webhook listeners)

@@ -1,7 +1,38 @@
 """REST API routes (v1), the OpenAPI schema and its browsable docs."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from approvals import api as tasks
+from pipelines import api
+
+v1 = [
+    path("pipelines/", api.PipelineList.as_view(), name="pipelines"),
+    path("pipelines/<slug:name>/", api.PipelineDetail.as_view(), name="pipeline"),
+    path("pipelines/<slug:name>/runs/", api.RunStart.as_view(), name="run-start"),
+    path("runs/", api.RunList.as_view(), name="runs"),
+    path("runs/<int:pk>/", api.RunDetail.as_view(), name="run"),
+    path("runs/<int:pk>/cancel/", api.RunCancel.as_view(), name="run-cancel"),
+    path("runs/<int:pk>/resume/", api.RunResume.as_view(), name="run-resume"),
+    path("runs/<int:pk>/fork/", api.RunFork.as_view(), name="run-fork"),
+    path("runs/<int:pk>/checkpoints/", api.RunCheckpoints.as_view(), name="run-checkpoints"),
+    path("runs/<int:pk>/audit/", api.RunAudit.as_view(), name="run-audit"),
+    path("tasks/", tasks.TaskList.as_view(), name="tasks"),
+    path("tasks/<int:pk>/", tasks.TaskDetail.as_view(), name="task"),
+    path("tasks/<int:pk>/approve/", tasks.TaskApprove.as_view(), name="task-approve"),
+    path("tasks/<int:pk>/reject/", tasks.TaskReject.as_view(), name="task-reject"),
+    path("tasks/<int:pk>/rollback/", tasks.TaskRollback.as_view(), name="task-rollback"),
+    path("tasks/<int:pk>/complete/", tasks.TaskComplete.as_view(), name="task-complete"),
+    path("tasks/<int:pk>/claim/", tasks.TaskClaim.as_view(), name="task-claim"),
+    path("tasks/<int:pk>/unclaim/", tasks.TaskUnclaim.as_view(), name="task-unclaim"),
+    path("audit/", api.AuditList.as_view(), name="audit"),
+]
 
 urlpatterns = [
     path("v1/webhooks/", include("pipelines.webhook_urls")),
+    path("v1/", include((v1, "api"), namespace="api")),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Last: any other path under /api/ gets a JSON 404 in the API's error shape.
+    re_path(r"^.*$", api.NoSuchEndpoint.as_view()),
 ]

@@ -179,3 +179,56 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": FIREFLY_REAPER_INTERVAL_S,
     },
 }
+
+# --- Webhooks -------------------------------------------------------------------------
+# Outbound webhooks may only reach these hosts (checked when a webhook is saved and again
+# before every delivery), so a webhook cannot be aimed at internal addresses.
+FIREFLY_WEBHOOK_ALLOWED_HOSTS = env.list("FIREFLY_WEBHOOK_ALLOWED_HOSTS", default=[])
+# Seconds to wait for a receiver; a slow one costs a delivery task, never a run.
+FIREFLY_WEBHOOK_TIMEOUT_S = env.float("FIREFLY_WEBHOOK_TIMEOUT_S", default=5.0)
+# Attempts per delivery (network errors and 5xx are retried), and the first retry's delay,
+# doubled after each attempt.
+FIREFLY_WEBHOOK_MAX_ATTEMPTS = env.int("FIREFLY_WEBHOOK_MAX_ATTEMPTS", default=5)
+FIREFLY_WEBHOOK_BACKOFF_S = env.float("FIREFLY_WEBHOOK_BACKOFF_S", default=10.0)
+
+# --- REST API -------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    # Token first: its WWW-Authenticate header makes an anonymous request a 401, not a 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON only: request bodies hold nested objects (inputs, specs, form data).
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "EXCEPTION_HANDLER": "firefly_site.api_errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Firefly API",
+    "DESCRIPTION": (
+        "Pipelines of steps that stop at human gates. Errors are "
+        '`{"error": {"code", "message", "details"}}`.'
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "pipelines.models.Run.Status",
+        "StepStatusEnum": "pipelines.models.StepRun.Status",
+        "CheckpointKindEnum": "pipelines.models.Checkpoint.Kind",
+        "TaskStatusEnum": "approvals.models.HumanTask.Status",
+        "TaskKindEnum": "approvals.models.HumanTask.Kind",
+        "DecisionActionEnum": "approvals.models.Decision.Action",
+    },
+}

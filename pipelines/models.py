@@ -110,9 +110,19 @@ class Run(models.Model):
     # Bumped by every transaction that changes the run or its steps: a worker that
     # still holds the revision it last wrote knows its view of the steps is current.
     revision = models.PositiveIntegerField(default=0)
+    # The client's `Idempotency-Key` (API): a retried start returns the first run.
+    idempotency_key = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            # Concurrent duplicates of one start collide here; the loser returns the winner.
+            models.UniqueConstraint(
+                fields=["created_by", "idempotency_key"],
+                name="run_unique_idempotency_key",
+                condition=~models.Q(idempotency_key=""),
+            )
+        ]
         indexes = [
             models.Index(fields=["status", "-created_at"], name="run_status_created"),
             models.Index(fields=["pipeline_version", "-created_at"], name="run_version_created"),

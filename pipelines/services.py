@@ -599,12 +599,40 @@ def _only_waiting(states: Mapping[str, engine.StepState]) -> bool:
 
 
 @transaction.atomic
-def run_start(*, pipeline: str, inputs: Any, actor: Any = None, version: int | None = None) -> Run:
-    """Validate the inputs, create the run with a pending row per step, and queue it."""
+def run_start(
+    *,
+    pipeline: str,
+    inputs: Any,
+    actor: Any = None,
+    version: int | None = None,
+    idempotency_key: str = "",
+) -> Run:
+    """Validate the inputs, create the run with a pending row per step, and queue it.
+
+    With an `idempotency_key`, a run the same actor already started with that key is
+    returned instead of starting another.
+    """
+    if idempotency_key:
+        first = Run.objects.filter(created_by=actor, idempotency_key=idempotency_key).first()
+        if first is not None:
+            return first
     pipeline_version_ = pipeline_version(pipeline, version)
     spec = version_spec(pipeline_version_.pk)
     validate_inputs(spec, inputs)
-    run = Run.objects.create(pipeline_version=pipeline_version_, inputs=inputs, created_by=actor)
+    try:
+        # A savepoint: a concurrent start with the same key waits on the unique index
+        # until the other commits, then fails here and returns the other's run.
+        with transaction.atomic():
+            run = Run.objects.create(
+                pipeline_version=pipeline_version_,
+                inputs=inputs,
+                created_by=actor,
+                idempotency_key=idempotency_key,
+            )
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        return Run.objects.get(created_by=actor, idempotency_key=idempotency_key)
     _create_steps(run, dict.fromkeys(spec.order))
     txn = RunTxn(run, actor)
     txn.audit(

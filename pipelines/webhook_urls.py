@@ -1,5 +1,9 @@
 """REST routes for outbound webhook subscriptions (admin only)."""
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-urlpatterns: list[URLPattern] = []
+from approvals.webhooks_api import WebhookListCreate
+
+urlpatterns: list[URLPattern] = [
+    path("", WebhookListCreate.as_view(), name="api-webhooks"),
+]

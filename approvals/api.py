@@ -1,0 +1,201 @@
+"""REST API for human tasks: list, read, and decide them through the approvals services."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import django_filters
+from django.db.models import Q, QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import generics, serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from approvals import services
+from approvals.models import Decision, HumanTask
+from firefly_site.api_errors import AUTH_ERRORS, CONFLICT, INVALID, NOT_FOUND
+from pipelines.api import CleanJSONField, Page, validated
+
+# --- serializers ------------------------------------------------------------------------
+
+
+class TaskSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    run = serializers.IntegerField(source="run_id")
+    pipeline = serializers.CharField(source="run.pipeline_version.pipeline.name")
+    step_name = serializers.CharField()
+    generation = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=HumanTask.Kind.choices)
+    status = serializers.ChoiceField(choices=HumanTask.Status.choices)
+    assignee = serializers.CharField(source="assignee.username", allow_null=True)
+    role = serializers.CharField(source="assignee_role.name", allow_null=True)
+    claimed_by = serializers.CharField(source="claimed_by.username", allow_null=True)
+    claimed_at = serializers.DateTimeField(allow_null=True)
+    instructions = serializers.CharField(allow_blank=True)
+    quorum = serializers.IntegerField()
+    allow_self_approval = serializers.BooleanField()
+    due_at = serializers.DateTimeField(allow_null=True)
+    on_timeout = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    decided_at = serializers.DateTimeField(allow_null=True)
+    decided_by = serializers.CharField(source="decided_by.username", allow_null=True)
+
+
+class DecisionSerializer(serializers.Serializer):
+    user = serializers.CharField(source="user.username", allow_null=True)
+    action = serializers.ChoiceField(choices=Decision.Action.choices)
+    comment = serializers.CharField(allow_blank=True)
+    data = serializers.JSONField(allow_null=True)
+    rollback_to = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+
+
+class TaskDetailSerializer(TaskSerializer):
+    context = serializers.JSONField(help_text="Run inputs and upstream outputs shown to people.")
+    form_schema = serializers.JSONField(allow_null=True)
+    options = serializers.ListField(child=serializers.CharField(), allow_null=True)
+    decisions = serializers.SerializerMethodField()
+    can_act = serializers.SerializerMethodField(help_text="Whether you may decide this task.")
+    rollback_targets = serializers.SerializerMethodField(
+        help_text="Steps you may roll the run back to (open tasks only)."
+    )
+
+    @extend_schema_field(DecisionSerializer(many=True))
+    def get_decisions(self, task: HumanTask) -> Any:
+        decisions = task.decisions.select_related("user").order_by("created_at", "id")
+        return DecisionSerializer(decisions, many=True).data
+
+    def get_can_act(self, task: HumanTask) -> bool:
+        return services.can_act(self.context["request"].user, task)
+
+    def get_rollback_targets(self, task: HumanTask) -> list[str]:
+        return services.rollback_targets(task) if task.is_open else []
+
+
+class CommentSerializer(serializers.Serializer):
+    comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class RejectSerializer(serializers.Serializer):
+    comment = serializers.CharField(allow_blank=True, help_text="Why; required by the service.")
+
+
+class RollbackSerializer(serializers.Serializer):
+    to_step = serializers.CharField(max_length=100, help_text="A completed upstream step.")
+    comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class CompleteSerializer(serializers.Serializer):
+    data = CleanJSONField(
+        required=False, help_text="Form data for an input task (matches its form_schema)."
+    )
+    choice = serializers.CharField(required=False, help_text="One of a choice task's options.")
+
+
+# --- filters ----------------------------------------------------------------------------
+
+
+class TaskFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=HumanTask.Status.choices)
+    run = django_filters.NumberFilter(field_name="run_id", help_text="A run id.")
+    mine = django_filters.BooleanFilter(
+        method="filter_mine",
+        help_text="true: tasks for you or one of your roles (superusers: all).",
+    )
+
+    class Meta:
+        model = HumanTask
+        fields = ["status", "run", "mine"]
+
+    def filter_mine(
+        self, queryset: QuerySet[HumanTask], name: str, value: bool
+    ) -> QuerySet[HumanTask]:
+        if not value:
+            return queryset
+        user = self.request.user
+        if user.is_superuser:  # like can_act: superusers may act on every task
+            return queryset
+        return queryset.filter(Q(assignee=user) | Q(assignee_role__in=user.groups.values("pk")))
+
+
+# --- views ------------------------------------------------------------------------------
+
+
+def _tasks() -> QuerySet[HumanTask]:
+    return HumanTask.objects.select_related(
+        "run__pipeline_version__pipeline", "assignee", "assignee_role", "claimed_by", "decided_by"
+    ).order_by("-created_at", "-id")
+
+
+class TaskList(generics.ListAPIView):
+    serializer_class = TaskSerializer
+    pagination_class = Page
+    filterset_class = TaskFilter
+
+    def get_queryset(self) -> QuerySet[HumanTask]:
+        return _tasks()
+
+    @extend_schema(
+        summary="Human tasks, newest first",
+        responses={200: TaskSerializer(many=True), **INVALID, **AUTH_ERRORS, **NOT_FOUND},
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+def _detail(request: Request, task_id: int) -> Response:
+    task = get_object_or_404(_tasks(), pk=task_id)
+    return Response(TaskDetailSerializer(task, context={"request": request}).data)
+
+
+class TaskDetail(APIView):
+    @extend_schema(
+        summary="A task with its context and decisions",
+        responses={200: TaskDetailSerializer, **AUTH_ERRORS, **NOT_FOUND},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        return _detail(request, pk)
+
+
+DECIDE_ERRORS = {**INVALID, **AUTH_ERRORS, **NOT_FOUND, **CONFLICT}
+
+
+def _action(
+    summary: str,
+    body: type[serializers.Serializer] | None,
+    call: Callable[..., HumanTask],
+) -> type[APIView]:
+    """A POST endpoint that validates `body` and calls one service with its fields."""
+
+    class TaskAction(APIView):
+        @extend_schema(
+            summary=summary,
+            request=body,
+            responses={200: TaskDetailSerializer, **DECIDE_ERRORS},
+        )
+        def post(self, request: Request, pk: int) -> Response:
+            fields = validated(body, request) if body is not None else {}
+            call(task_id=pk, user=request.user, **fields)
+            return _detail(request, pk)
+
+    TaskAction.__name__ = TaskAction.__qualname__ = f"Task{summary.split()[0]}"
+    return TaskAction
+
+
+TaskApprove = _action(
+    "Approve a task (one vote toward its quorum)", CommentSerializer, services.task_approve
+)
+TaskReject = _action("Reject a task: the run ends rejected", RejectSerializer, services.task_reject)
+TaskRollback = _action(
+    "Roll the run back to a completed upstream step", RollbackSerializer, services.task_rollback
+)
+TaskComplete = _action(
+    "Complete an input task (data) or a choice task (choice)",
+    CompleteSerializer,
+    services.task_complete,
+)
+TaskClaim = _action("Claim a task for yourself", None, services.task_claim)
+TaskUnclaim = _action("Unclaim a task: give it back to its role", None, services.task_unclaim)

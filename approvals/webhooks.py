@@ -1,0 +1,236 @@
+"""Outbound webhooks: subscriptions, one delivery row per event, signed HTTP attempts."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from functools import partial
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+
+from approvals import notifications
+from approvals.models import (
+    HumanTask,
+    Webhook,
+    WebhookDelivery,
+    new_webhook_secret,
+    validate_webhook_events,
+    validate_webhook_url,
+)
+from pipelines import events
+
+log = logging.getLogger(__name__)
+
+# Longest wait between two attempts, whatever the attempt number.
+MAX_BACKOFF_S = 3600.0
+
+
+@transaction.atomic
+def webhook_create(
+    *,
+    url: str,
+    events: list[str],
+    secret: str = "",
+    active: bool = True,
+    actor: Any = None,
+) -> Webhook:
+    validate_webhook_url(url)
+    validate_webhook_events(events)
+    return Webhook.objects.create(
+        url=url,
+        events=list(dict.fromkeys(events)),
+        secret=secret or new_webhook_secret(),
+        active=active,
+        created_by=actor,
+    )
+
+
+# --- events -> deliveries -------------------------------------------------------------
+
+
+def task_data(task: HumanTask) -> dict[str, Any]:
+    return {
+        "id": task.pk,
+        "run": task.run_id,
+        "step": task.step_name,
+        "generation": task.generation,
+        "kind": task.kind,
+        "status": task.status,
+        "assignee": task.assignee.get_username() if task.assignee else None,
+        "assignee_role": task.assignee_role.name if task.assignee_role else None,
+        "due_at": task.due_at,
+        "created_at": task.created_at,
+        "decided_at": task.decided_at,
+        "decided_by": task.decided_by.get_username() if task.decided_by else None,
+        "url": notifications.task_url(task),
+    }
+
+
+def deliveries_create(*, event: str, data: dict[str, Any]) -> list[int]:
+    """One pending delivery per active webhook subscribed to `event`; sent after commit."""
+    # Round-trip through JSON now, so every attempt sends exactly what the event said.
+    payload = json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+    hooks = [h for h in Webhook.objects.filter(active=True) if event in h.events]
+    with transaction.atomic():
+        made = WebhookDelivery.objects.bulk_create(
+            WebhookDelivery(webhook=hook, event=event, payload=payload) for hook in hooks
+        )
+        ids = [d.pk for d in made]
+        for delivery_id in ids:
+            # After commit: a worker must find the row it is handed.
+            transaction.on_commit(partial(enqueue, delivery_id))
+    return ids
+
+
+def enqueue(delivery_id: int) -> None:
+    from approvals.tasks import deliver_webhook
+
+    deliver_webhook.delay(delivery_id)
+
+
+def on_task_event(event: str, task: HumanTask) -> None:
+    deliveries_create(event=event, data=task_data(task))
+
+
+def on_run_event(event: str, payload: dict[str, Any]) -> None:
+    deliveries_create(event=event, data=payload)
+
+
+def register() -> None:
+    if on_task_event not in notifications.listeners:
+        notifications.listeners.append(on_task_event)
+    if on_run_event not in events.listeners:
+        events.listeners.append(on_run_event)
+
+
+# Importing this module (approvals.apps.ready does) subscribes webhooks to both streams.
+register()
+
+
+# --- sending --------------------------------------------------------------------------
+
+
+def body_of(delivery: WebhookDelivery) -> str:
+    envelope = {
+        "id": str(delivery.event_id),
+        "type": delivery.event,
+        "created_at": delivery.created_at.isoformat(),
+        "data": delivery.payload,
+    }
+    return json.dumps(envelope, separators=(",", ":"), sort_keys=True)
+
+
+def sign(secret: str, timestamp: int, body: str) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256)
+    return f"sha256={mac.hexdigest()}"
+
+
+def backoff(attempt: int) -> float:
+    return float(min(settings.FIREFLY_WEBHOOK_BACKOFF_S * 2 ** (attempt - 1), MAX_BACKOFF_S))
+
+
+def delivery_attempt(*, delivery_id: int) -> float | None:
+    """Make one attempt; return the seconds to wait before the next, or None when done."""
+    delivery = WebhookDelivery.objects.select_related("webhook").filter(pk=delivery_id).first()
+    if delivery is None or delivery.status != WebhookDelivery.Status.PENDING:
+        return None
+    # Claim the attempt number; a duplicate message racing us for the same attempt
+    # loses here and stops, so one attempt is never counted twice.
+    attempt = delivery.attempts + 1
+    claimed = WebhookDelivery.objects.filter(
+        pk=delivery.pk, status=WebhookDelivery.Status.PENDING, attempts=delivery.attempts
+    ).update(attempts=attempt)
+    if not claimed:
+        return None
+    webhook = delivery.webhook
+    refusal = ""
+    if not webhook.active:
+        refusal = "webhook is inactive"
+    else:
+        try:
+            # Again at send time: the allow-list may have shrunk since the webhook was saved.
+            validate_webhook_url(webhook.url)
+        except ValidationError as exc:
+            refusal = "; ".join(exc.messages)
+    if refusal:
+        _record(delivery, status=WebhookDelivery.Status.FAILED, error=refusal)
+        return None
+
+    body = body_of(delivery)
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Firefly-Webhooks/1",
+        "Firefly-Event": delivery.event,
+        "Firefly-Delivery": str(delivery.event_id),
+        "Firefly-Timestamp": str(timestamp),
+        "Firefly-Signature": sign(webhook.secret, timestamp, body),
+    }
+    code: int | None = None
+    error = ""
+    started = time.monotonic()
+    try:
+        # No redirects: one could lead off the allow-list.
+        response = requests.post(
+            webhook.url,
+            data=body.encode(),
+            headers=headers,
+            timeout=settings.FIREFLY_WEBHOOK_TIMEOUT_S,
+            allow_redirects=False,
+        )
+        code = response.status_code
+    except requests.RequestException as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    latency_ms = round((time.monotonic() - started) * 1000)
+
+    if code is not None and 200 <= code < 300:
+        _record(
+            delivery,
+            status=WebhookDelivery.Status.DELIVERED,
+            code=code,
+            latency_ms=latency_ms,
+            delivered_at=timezone.now(),
+        )
+        return None
+    retryable = code is None or code >= 500 or code == 429
+    if code is not None:
+        error = f"HTTP {code}"
+    done = not retryable or attempt >= settings.FIREFLY_WEBHOOK_MAX_ATTEMPTS
+    status = WebhookDelivery.Status.FAILED if done else WebhookDelivery.Status.PENDING
+    log.warning(
+        "webhook %s delivery %s (%s) attempt %s: %s",
+        webhook.pk,
+        delivery.pk,
+        delivery.event,
+        attempt,
+        error,
+    )
+    _record(delivery, status=status, code=code, latency_ms=latency_ms, error=error)
+    return None if done else backoff(attempt)
+
+
+def _record(
+    delivery: WebhookDelivery,
+    *,
+    status: str,
+    code: int | None = None,
+    latency_ms: int | None = None,
+    error: str = "",
+    delivered_at: Any = None,
+) -> None:
+    WebhookDelivery.objects.filter(pk=delivery.pk, status=WebhookDelivery.Status.PENDING).update(
+        status=status,
+        response_code=code,
+        latency_ms=latency_ms,
+        last_error=error[:2000],
+        delivered_at=delivered_at,
+    )

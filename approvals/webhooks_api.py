@@ -1,0 +1,55 @@
+"""REST API for outbound webhook subscriptions: list and create (staff only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, permissions, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from approvals import webhooks
+from approvals.models import WEBHOOK_EVENTS, Webhook
+
+
+class WebhookSerializer(serializers.ModelSerializer):
+    events = serializers.ListField(
+        child=serializers.ChoiceField(choices=WEBHOOK_EVENTS), allow_empty=False
+    )
+    secret = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        max_length=128,
+        help_text="Signs deliveries; generated when left out. Shown only in the create response.",
+    )
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Webhook
+        fields = ("id", "url", "events", "secret", "active", "created_at", "created_by")
+        read_only_fields = ("id", "created_at", "created_by")
+
+
+class WebhookCreatedSerializer(WebhookSerializer):
+    secret = serializers.CharField(read_only=True, help_text="Keep it: it is not shown again.")
+
+
+class WebhookListCreate(generics.ListCreateAPIView):
+    """Outbound webhook subscriptions. Staff only."""
+
+    permission_classes = (permissions.IsAdminUser,)
+    serializer_class = WebhookSerializer
+    queryset = Webhook.objects.select_related("created_by").order_by("-created_at", "-id")
+
+    @extend_schema(request=WebhookSerializer, responses={201: WebhookCreatedSerializer})
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = WebhookSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            webhook = webhooks.webhook_create(**serializer.validated_data, actor=request.user)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"url": exc.messages}) from exc
+        return Response(WebhookCreatedSerializer(webhook).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,425 @@
+"""Outbound webhooks delivered to a real HTTP server on 127.0.0.1: signing, retries, limits."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from approvals import services, webhooks
+from approvals.admin import WebhookForm
+from approvals.models import HumanTask, Webhook, WebhookDelivery, validate_webhook_url
+from approvals.tasks import deliver_webhook
+from pipelines import services as pipelines
+from pipelines.models import Run
+from tests.approvals.conftest import drive, open_task
+from tests.conftest import wait_finished, wait_for
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 answering with `answers` in turn (the last one repeats)."""
+
+    def __init__(self, answers: list[int], delay: float = 0.0) -> None:
+        self.answers = answers
+        self.delay = delay
+        self.received: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                receiver.received.append({"headers": dict(self.headers), "body": body})
+                time.sleep(receiver.delay)
+                answer = receiver.answers[min(len(receiver.received), len(receiver.answers)) - 1]
+                self.send_response(answer)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receive() -> Iterator[Any]:
+    made: list[Receiver] = []
+
+    def make(answers: list[int] | None = None, delay: float = 0.0) -> Receiver:
+        made.append(Receiver(answers or [200], delay))
+        return made[-1]
+
+    yield make
+    for receiver in made:
+        receiver.close()
+
+
+@pytest.fixture
+def hook_settings(settings: Any) -> Any:
+    settings.FIREFLY_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+    settings.FIREFLY_WEBHOOK_TIMEOUT_S = 0.5
+    settings.FIREFLY_WEBHOOK_MAX_ATTEMPTS = 5
+    return settings
+
+
+class Offline:
+    def __init__(self, capture: Any) -> None:
+        self.capture = capture
+        self.queued: list[int] = []
+
+    def __call__(self) -> Any:
+        """A block whose after-commit callbacks run when it ends, as after a real commit."""
+        return self.capture(execute=True)
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any) -> Offline:
+    """After-commit callbacks run, but nothing reaches the broker; collects delivery ids."""
+    done = Offline(django_capture_on_commit_callbacks)
+    monkeypatch.setattr(pipelines, "_enqueue_advance", lambda run_id: None)
+    monkeypatch.setattr(pipelines, "_enqueue_steps", lambda ids, countdown=0: None)
+    monkeypatch.setattr(webhooks, "enqueue", done.queued.append)
+    return done
+
+
+def gated_run(users: dict[str, Any], offline: Offline, name: str = "hooked", **review: Any) -> Run:
+    """A run waiting for review (the task.opened event committed)."""
+    pipelines.pipeline_create(
+        spec={
+            "name": name,
+            "steps": [
+                {"name": "build", "type": "noop"},
+                {
+                    "name": "review",
+                    "type": "approval",
+                    "after": ["build"],
+                    "config": {"assignee_role": "reviewers", **review},
+                },
+            ],
+        }
+    )
+    with offline():
+        run = pipelines.run_start(pipeline=name, inputs={}, actor=users["starter"])
+        return drive(run)
+
+
+def approve_and_finish(run: Run, users: dict[str, Any], offline: Offline) -> Run:
+    with offline():
+        services.task_approve(task_id=open_task(run).pk, user=users["r1"])
+        return drive(run)
+
+
+def verify(secret: str, headers: dict[str, str], body: str, tolerance: int = 300) -> bool:
+    """What a receiver does (the README shows the same)."""
+    timestamp = headers["Firefly-Timestamp"]
+    expected = hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256)
+    fresh = abs(time.time() - int(timestamp)) <= tolerance
+    return fresh and hmac.compare_digest(
+        f"sha256={expected.hexdigest()}", headers["Firefly-Signature"]
+    )
+
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_task_event_is_delivered_signed(hook_settings, receive, users, offline):
+    receiver = receive([200])
+    hook = webhooks.webhook_create(url=receiver.url, events=["task.opened"], actor=users["boss"])
+    assert len(hook.secret) >= 32
+
+    run = gated_run(users, offline)
+    [delivery_id] = offline.queued
+    deliver_webhook.apply(args=[delivery_id])
+
+    [request] = receiver.received
+    assert verify(hook.secret, request["headers"], request["body"])
+    assert not verify("another-secret", request["headers"], request["body"])
+    body = json.loads(request["body"])
+    delivery = WebhookDelivery.objects.get(pk=delivery_id)
+    assert body["id"] == str(delivery.event_id)
+    assert body["type"] == "task.opened"
+    assert body["data"]["run"] == run.pk
+    assert body["data"]["step"] == "review"
+    assert body["data"]["assignee_role"] == "reviewers"
+    assert delivery.status == WebhookDelivery.Status.DELIVERED
+    assert (delivery.attempts, delivery.response_code) == (1, 200)
+    assert delivery.latency_ms is not None
+    assert delivery.delivered_at is not None
+
+
+def test_a_500_is_retried_and_the_log_shows_both_attempts(hook_settings, receive, users, offline):
+    receiver = receive([500, 200])
+    webhooks.webhook_create(url=receiver.url, events=["task.opened"])
+    gated_run(users, offline)
+    [delivery_id] = offline.queued
+
+    # apply() runs the task's retries in this process, without the countdown.
+    deliver_webhook.apply(args=[delivery_id])
+
+    delivery = WebhookDelivery.objects.get(pk=delivery_id)
+    assert delivery.status == WebhookDelivery.Status.DELIVERED
+    assert (delivery.attempts, delivery.response_code) == (2, 200)
+    first, second = (json.loads(r["body"]) for r in receiver.received)
+    assert first["id"] == second["id"] == str(delivery.event_id)
+
+
+def test_retries_stop_after_the_last_attempt(hook_settings, receive, users, offline):
+    hook_settings.FIREFLY_WEBHOOK_MAX_ATTEMPTS = 3
+    receiver = receive([503])
+    webhooks.webhook_create(url=receiver.url, events=["task.opened"])
+    gated_run(users, offline)
+    [delivery_id] = offline.queued
+
+    deliver_webhook.apply(args=[delivery_id])
+
+    delivery = WebhookDelivery.objects.get(pk=delivery_id)
+    assert len(receiver.received) == 3
+    assert delivery.status == WebhookDelivery.Status.FAILED
+    assert (delivery.attempts, delivery.response_code, delivery.last_error) == (3, 503, "HTTP 503")
+
+
+def test_a_4xx_is_not_retried(hook_settings, receive, users, offline):
+    receiver = receive([404])
+    webhooks.webhook_create(url=receiver.url, events=["task.opened"])
+    gated_run(users, offline)
+    deliver_webhook.apply(args=[offline.queued[0]])
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.response_code) == ("failed", 1, 404)
+
+
+def test_the_backoff_doubles(hook_settings):
+    hook_settings.FIREFLY_WEBHOOK_BACKOFF_S = 10
+    assert [webhooks.backoff(n) for n in (1, 2, 3, 4)] == [10, 20, 40, 80]
+    assert webhooks.backoff(30) == webhooks.MAX_BACKOFF_S
+
+
+def test_a_hanging_receiver_times_out_and_the_run_does_not_wait(
+    hook_settings, receive, users, offline
+):
+    receiver = receive([200], delay=3)
+    webhooks.webhook_create(url=receiver.url, events=["run.finished", "task.opened"])
+    run = gated_run(users, offline)
+    run = approve_and_finish(run, users, offline)
+
+    # The run is done; its deliveries are only queued.
+    assert run.status == Run.Status.SUCCEEDED
+    assert len(offline.queued) == 2
+    assert set(WebhookDelivery.objects.values_list("status", "attempts")) == {("pending", 0)}
+
+    finished = WebhookDelivery.objects.get(event="run.finished")
+    assert finished.payload["status"] == "succeeded"
+    started = time.monotonic()
+    countdown = webhooks.delivery_attempt(delivery_id=finished.pk)
+    assert time.monotonic() - started < 2
+    finished.refresh_from_db()
+    assert finished.status == WebhookDelivery.Status.PENDING  # to be retried
+    assert finished.attempts == 1
+    assert "Timeout" in finished.last_error
+    assert countdown == webhooks.backoff(1)
+
+
+def test_a_failed_run_sends_run_failed(hook_settings, receive, users, offline):
+    receiver = receive([200])
+    webhooks.webhook_create(url=receiver.url, events=["run.failed"])
+    pipelines.pipeline_create(
+        spec={"name": "broken", "steps": [{"name": "f", "type": "fail", "config": {}}]}
+    )
+    with offline():
+        run = drive(pipelines.run_start(pipeline="broken", inputs={}))
+    assert run.status == Run.Status.FAILED
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.event, delivery.payload["run"]) == ("run.failed", run.pk)
+    deliver_webhook.apply(args=[delivery.pk])
+    assert json.loads(receiver.received[0]["body"])["data"]["status"] == "failed"
+
+
+def test_webhooks_get_only_the_events_they_subscribe_to(hook_settings, receive, users, offline):
+    url = receive().url
+    runs_only = webhooks.webhook_create(url=url, events=["run.finished"])
+    tasks_only = webhooks.webhook_create(url=url, events=["task.opened", "task.decided"])
+    inactive = webhooks.webhook_create(url=url, events=["task.opened"], active=False)
+
+    run = gated_run(users, offline)
+    assert list(runs_only.deliveries.values_list("event", flat=True)) == []
+    assert list(tasks_only.deliveries.values_list("event", flat=True)) == ["task.opened"]
+
+    approve_and_finish(run, users, offline)
+    assert list(runs_only.deliveries.values_list("event", flat=True)) == ["run.finished"]
+    assert sorted(tasks_only.deliveries.values_list("event", flat=True)) == [
+        "task.decided",
+        "task.opened",
+    ]
+    assert not inactive.deliveries.exists()
+
+
+def test_deadlines_send_task_expired_and_escalated(hook_settings, receive, users, offline):
+    hook = webhooks.webhook_create(
+        url=receive().url, events=["task.expired", "task.escalated", "run.finished"]
+    )
+    users["boss"].groups.create(name="managers")
+    expiring = gated_run(users, offline, "expiring", timeout_hours=1)
+    escalating = gated_run(
+        users, offline, "escalating", timeout_hours=1, on_timeout="escalate:managers"
+    )
+    HumanTask.objects.update(due_at=timezone.now() - timedelta(minutes=1))
+
+    with offline():
+        services.expire_overdue()
+
+    sent = {(d.event, d.payload.get("run")): d.payload for d in hook.deliveries.all()}
+    assert sent[("task.expired", expiring.pk)]["status"] == "expired"
+    assert sent[("task.escalated", escalating.pk)]["assignee_role"] == "managers"
+    assert sent[("run.finished", expiring.pk)]["status"] == "rejected"
+    assert len(sent) == 3
+
+
+def test_hosts_off_the_allow_list_are_refused_at_creation(hook_settings):
+    with pytest.raises(ValidationError, match="not in FIREFLY_WEBHOOK_ALLOWED_HOSTS"):
+        webhooks.webhook_create(url="http://169.254.169.254/latest", events=["run.finished"])
+    with pytest.raises(ValidationError, match="http"):
+        validate_webhook_url("file:///etc/passwd")
+    form = WebhookForm(data={"url": "http://internal.example/", "events": ["run.finished"]})
+    assert not form.is_valid()
+    assert "FIREFLY_WEBHOOK_ALLOWED_HOSTS" in str(form.errors["url"])
+    assert not Webhook.objects.exists()
+
+
+def test_the_allow_list_is_checked_again_at_delivery(hook_settings, receive, users, offline):
+    receiver = receive([200])
+    webhooks.webhook_create(url=receiver.url, events=["task.opened"])
+    gated_run(users, offline)
+    hook_settings.FIREFLY_WEBHOOK_ALLOWED_HOSTS = []
+
+    deliver_webhook.apply(args=[offline.queued[0]])
+
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == WebhookDelivery.Status.FAILED
+    assert "not in FIREFLY_WEBHOOK_ALLOWED_HOSTS" in delivery.last_error
+    assert receiver.received == []
+
+
+def test_a_delivered_event_is_not_sent_again(hook_settings, receive, users, offline):
+    receiver = receive([200])
+    webhooks.webhook_create(url=receiver.url, events=["task.opened"])
+    gated_run(users, offline)
+    deliver_webhook.apply(args=[offline.queued[0]])
+    deliver_webhook.apply(args=[offline.queued[0]])  # a redelivered message
+    assert len(receiver.received) == 1
+    assert WebhookDelivery.objects.get().attempts == 1
+
+
+# --- API ------------------------------------------------------------------------------
+
+
+def test_the_api_is_for_staff_only(hook_settings, users):
+    client = APIClient()
+    body = {"url": "http://127.0.0.1:9/hook", "events": ["run.finished"]}
+    assert client.post("/api/v1/webhooks/", body, format="json").status_code in (401, 403)
+    client.force_authenticate(users["r1"])
+    assert client.post("/api/v1/webhooks/", body, format="json").status_code == 403
+    assert client.get("/api/v1/webhooks/").status_code == 403
+    assert not Webhook.objects.exists()
+
+
+def test_staff_create_a_webhook_and_see_its_secret_once(hook_settings, users):
+    client = APIClient()
+    client.force_authenticate(users["boss"])
+    body = {"url": "http://127.0.0.1:9/hook", "events": ["run.finished", "task.opened"]}
+
+    created = client.post("/api/v1/webhooks/", body, format="json")
+
+    assert created.status_code == 201, created.content
+    hook = Webhook.objects.get()
+    assert created.json()["secret"] == hook.secret
+    assert created.json()["created_by"] == "boss"
+    assert hook.events == ["run.finished", "task.opened"]
+    listed = client.get("/api/v1/webhooks/").json()
+    rows = listed["results"] if isinstance(listed, dict) else listed
+    assert [row["id"] for row in rows] == [hook.pk]
+    assert "secret" not in rows[0]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"url": "http://10.0.0.1/hook", "events": ["run.finished"]}, "url"),
+        ({"url": "http://127.0.0.1:9/hook", "events": ["run.exploded"]}, "events"),
+        ({"url": "http://127.0.0.1:9/hook", "events": []}, "events"),
+        ({"url": "not a url", "events": ["run.finished"]}, "url"),
+    ],
+)
+def test_bad_webhooks_are_a_400(hook_settings, users, body, field):
+    client = APIClient()
+    client.force_authenticate(users["boss"])
+    response = client.post("/api/v1/webhooks/", body, format="json")
+    assert response.status_code == 400
+    assert field in json.dumps(response.json())
+    assert not Webhook.objects.exists()
+
+
+# --- end to end -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def hook_worker(worker: Any) -> Iterator[Any]:
+    """The session worker, restarted with the webhook settings (it reads them at start)."""
+    original = dict(worker.env)
+    worker.stop()
+    worker.env = {
+        **original,
+        "FIREFLY_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+        "FIREFLY_WEBHOOK_TIMEOUT_S": "1",
+        "FIREFLY_WEBHOOK_BACKOFF_S": "600",
+    }
+    worker.start()
+    yield worker
+    worker.stop()
+    worker.env = original
+    worker.start()
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_dead_endpoint_never_slows_a_real_run(hook_settings, receive, hook_worker):
+    hanging = receive([200], delay=8)
+    webhooks.webhook_create(url=hanging.url, events=["run.finished"])
+    pipelines.pipeline_create(
+        spec={
+            "name": "quick",
+            "steps": [{"name": "a", "type": "noop"}, {"name": "b", "type": "noop", "after": ["a"]}],
+        }
+    )
+
+    started = time.monotonic()
+    run = wait_finished(pipelines.run_start(pipeline="quick", inputs={}))
+    assert run.status == Run.Status.SUCCEEDED
+    assert time.monotonic() - started < 5
+
+    delivery = wait_for(
+        lambda: WebhookDelivery.objects.filter(attempts=1, last_error__contains="Timeout").first(),
+        timeout=10,
+        message="the first attempt to time out",
+    )
+    assert delivery.status == WebhookDelivery.Status.PENDING  # a retry is scheduled
+    assert delivery.payload["status"] == "succeeded"
+    assert len(hanging.received) == 1
