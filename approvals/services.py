@@ -17,7 +17,7 @@ from approvals.models import Decision, HumanTask
 from pipelines import engine
 from pipelines.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from pipelines.models import StepRun
-from pipelines.services import RunTxn, locked_run
+from pipelines.services import RunTxn, locked_run, step_states, version_spec
 
 log = logging.getLogger(__name__)
 
@@ -260,9 +260,10 @@ def task_reject(*, task_id: int, user: Any, comment: str) -> HumanTask:
 
 
 def rollback_targets(task: HumanTask) -> list[str]:
-    """Steps a reviewer may roll the run back to from this task."""
-    with locked_run(task.run_id) as txn:
-        return engine.rollback_targets(txn.spec, task.step_name, txn.states)
+    """Steps a reviewer may roll the run back to from this task (a read: no lock)."""
+    run = task.run
+    spec = version_spec(run.pipeline_version_id)
+    return engine.rollback_targets(spec, task.step_name, step_states(run.pk))
 
 
 def task_rollback(*, task_id: int, user: Any, to_step: str, comment: str = "") -> HumanTask:

@@ -547,6 +547,11 @@ _STATES_SQL = (
 )
 
 
+def step_states(run_id: int) -> dict[str, engine.StepState]:
+    """Each step's current attempt, as the engine sees it (a plain read, no lock)."""
+    return _read_states(run_id)
+
+
 def _read_states(run_id: int) -> dict[str, engine.StepState]:
     with connection.cursor() as cursor:
         cursor.execute(_STATES_SQL, [run_id])
