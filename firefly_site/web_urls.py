@@ -2,10 +2,23 @@
 
 from django.contrib.auth import views as auth_views
 from django.urls import path
-from django.views.generic import RedirectView
+
+from approvals import views as approvals
+from pipelines import views as pipelines
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
+    path("", approvals.inbox, name="home"),
+    path("inbox/count/", approvals.inbox_count, name="inbox-count"),
+    path("tasks/<int:task_id>/", approvals.task_detail, name="task"),
+    path("tasks/<int:task_id>/<slug:action>/", approvals.task_action, name="task-action"),
+    path("runs/", pipelines.runs_list, name="runs"),
+    path("runs/<int:run_id>/", pipelines.run_detail, name="run"),
+    path("runs/<int:run_id>/cancel/", pipelines.run_cancel, name="run-cancel"),
+    path("runs/<int:run_id>/resume/", pipelines.run_resume, name="run-resume"),
+    path("runs/<int:run_id>/fork/", pipelines.run_fork, name="run-fork"),
+    path("pipelines/", pipelines.pipelines_list, name="pipelines"),
+    path("pipelines/<slug:name>/", pipelines.pipeline_detail, name="pipeline"),
+    path("pipelines/<slug:name>/start/", pipelines.pipeline_start, name="pipeline-start"),
 ]

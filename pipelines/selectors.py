@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Count, Exists, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
-from pipelines.models import Run, StepRun
+from pipelines.models import AuditEntry, Checkpoint, Pipeline, PipelineVersion, Run, StepRun
 from pipelines.services import version_spec
 
 
@@ -22,3 +23,93 @@ def current_steps(run: Run) -> list[StepRun]:
             latest[step.step_name] = step
     order = version_spec(run.pipeline_version_id).order
     return [latest[name] for name in order if name in latest]
+
+
+# --- pages ----------------------------------------------------------------------------
+
+DONE_STATUSES = (StepRun.Status.SUCCEEDED, StepRun.Status.SKIPPED)
+
+
+def runs_list(*, status: str = "", pipeline: str = "") -> QuerySet[Run]:
+    """Runs newest first with `steps_total` and `steps_done` computed by the database.
+
+    A step counts as done when its latest attempt (highest id) succeeded or was skipped,
+    so a roll back lowers the progress again.
+    """
+    newer = StepRun.objects.filter(
+        run=OuterRef("run"), step_name=OuterRef("step_name"), pk__gt=OuterRef("pk")
+    )
+    done = (
+        StepRun.objects.filter(run=OuterRef("pk"), status__in=DONE_STATUSES)
+        .exclude(Exists(newer))
+        .order_by()
+        .values("run")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    total = (
+        StepRun.objects.filter(run=OuterRef("pk"))
+        .order_by()
+        .values("run")
+        .annotate(n=Count("step_name", distinct=True))
+        .values("n")
+    )
+    runs = (
+        Run.objects.select_related("pipeline_version__pipeline", "created_by")
+        .defer("inputs", "output", "pipeline_version__spec")
+        .annotate(
+            steps_done=Coalesce(Subquery(done, output_field=IntegerField()), 0),
+            steps_total=Coalesce(Subquery(total, output_field=IntegerField()), 0),
+        )
+        .order_by("-created_at", "-id")
+    )
+    if status:
+        runs = runs.filter(status=status)
+    if pipeline:
+        runs = runs.filter(pipeline_version__pipeline__name=pipeline)
+    return runs
+
+
+def run_detail(run_id: int) -> Run | None:
+    return (
+        Run.objects.select_related("pipeline_version__pipeline", "created_by", "forked_from")
+        .filter(pk=run_id)
+        .first()
+    )
+
+
+def run_checkpoints(run: Run) -> QuerySet[Checkpoint]:
+    return Checkpoint.objects.filter(run=run).order_by("-seq")
+
+
+def run_audit(run: Run) -> QuerySet[AuditEntry]:
+    """The run's audit trail, newest first (served by the unique (run, seq) index)."""
+    return (
+        AuditEntry.objects.filter(run=run)
+        .defer("inputs", "outputs", "prev_hash", "hash")
+        .order_by("-seq")
+    )
+
+
+def pipelines_list() -> QuerySet[Pipeline]:
+    latest = PipelineVersion.objects.filter(pipeline=OuterRef("pk")).order_by("-number")
+    return Pipeline.objects.annotate(
+        latest_version=Subquery(latest.values("number")[:1]),
+        run_count=Subquery(
+            Run.objects.filter(pipeline_version__pipeline=OuterRef("pk"))
+            .order_by()
+            .values("pipeline_version__pipeline")
+            .annotate(n=Count("pk"))
+            .values("n"),
+            output_field=IntegerField(),
+        ),
+    ).order_by("name")
+
+
+def pipeline_versions(pipeline: Pipeline) -> QuerySet[PipelineVersion]:
+    return (
+        PipelineVersion.objects.filter(pipeline=pipeline)
+        .select_related("created_by")
+        .defer("spec")
+        .order_by("-number")
+    )

@@ -1,0 +1,61 @@
+"""Read queries for the reviewer pages: the inbox and one task with its history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import F, Q, QuerySet
+
+from approvals.models import Decision, HumanTask
+
+
+def _mine(user: Any) -> Q:
+    if user.is_superuser:
+        return Q()
+    # The groups subquery keeps "assigned to me or to one of my roles" one SQL statement.
+    return Q(assignee=user) | Q(assignee_role__in=user.groups.values("pk"))
+
+
+def inbox_tasks(
+    user: Any, *, pipeline: str = "", kind: str = "", sort: str = "due"
+) -> QuerySet[HumanTask]:
+    """Open tasks the user may act on (superusers: all), ready to list without more queries."""
+    tasks = (
+        HumanTask.objects.filter(_mine(user), status=HumanTask.Status.OPEN)
+        .select_related(
+            "run__pipeline_version__pipeline", "claimed_by", "assignee", "assignee_role"
+        )
+        .defer(
+            "context", "form_schema", "run__inputs", "run__output", "run__pipeline_version__spec"
+        )
+    )
+    if pipeline:
+        tasks = tasks.filter(run__pipeline_version__pipeline__name=pipeline)
+    if kind:
+        tasks = tasks.filter(kind=kind)
+    if sort == "new":
+        return tasks.order_by("-created_at", "-id")
+    return tasks.order_by(F("due_at").asc(nulls_last=True), "created_at", "id")
+
+
+def open_task_count(user: Any) -> int:
+    return HumanTask.objects.filter(_mine(user), status=HumanTask.Status.OPEN).count()
+
+
+def task_detail(task_id: int) -> HumanTask | None:
+    return (
+        HumanTask.objects.select_related(
+            "run__pipeline_version__pipeline",
+            "run__created_by",
+            "assignee",
+            "assignee_role",
+            "claimed_by",
+            "decided_by",
+        )
+        .filter(pk=task_id)
+        .first()
+    )
+
+
+def task_decisions(task: HumanTask) -> QuerySet[Decision]:
+    return task.decisions.select_related("user").order_by("created_at", "id")

@@ -1,0 +1,164 @@
+"""Reviewer pages: the inbox and a task with its decision forms."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from approvals import selectors, services
+from approvals.models import HumanTask
+from pipelines import dag
+from pipelines.errors import FireflyError
+from pipelines.models import Pipeline
+from pipelines.services import version_spec
+from pipelines.views import field_errors, is_htmx, parse_schema_form, schema_fields, step_states
+
+
+@login_required
+def inbox(request: HttpRequest) -> HttpResponse:
+    pipeline = request.GET.get("pipeline", "")
+    kind = request.GET.get("kind", "")
+    sort = request.GET.get("sort", "due")
+    tasks = list(selectors.inbox_tasks(request.user, pipeline=pipeline, kind=kind, sort=sort)[:200])
+    context = {
+        "tasks": tasks,
+        "pipeline": pipeline,
+        "kind": kind,
+        "sort": sort,
+        "kinds": HumanTask.Kind.values,
+        "pipelines": Pipeline.objects.values_list("name", flat=True),
+        "query": request.GET.urlencode(),
+    }
+    template = "partials/inbox_table.html" if is_htmx(request) else "approvals/inbox.html"
+    return render(request, template, context)
+
+
+@login_required
+def inbox_count(request: HttpRequest) -> HttpResponse:
+    count = selectors.open_task_count(request.user)
+    return HttpResponse(str(count) if count else "", content_type="text/plain")
+
+
+def _task_or_404(task_id: int) -> HumanTask:
+    task = selectors.task_detail(task_id)
+    if task is None:
+        raise Http404(f"No task {task_id}.")
+    return task
+
+
+def _panel_context(
+    request: HttpRequest,
+    task: HumanTask,
+    *,
+    errors: dict[str, list[str]] | None = None,
+    posted: Any = None,
+    message: str = "",
+    level: str = "error",
+) -> dict[str, Any]:
+    may_act = task.is_open and services.can_act(request.user, task)
+    targets: list[str] = []
+    if may_act and task.kind in (HumanTask.Kind.APPROVAL, HumanTask.Kind.PAUSE):
+        targets = services.rollback_targets(task)
+    errors = errors or {}
+    return {
+        "task": task,
+        "may_act": may_act,
+        "targets": targets,
+        "fields": schema_fields(task.form_schema, posted, errors)
+        if task.kind == HumanTask.Kind.INPUT
+        else [],
+        "errors": errors,
+        "posted": posted or {},
+        "message": message,
+        "level": level,
+        "decisions": list(selectors.task_decisions(task)),
+    }
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+@login_required
+def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
+    task = _task_or_404(task_id)
+    if is_htmx(request) and request.GET.get("part") == "panel":
+        return render(request, "partials/task_panel.html", _panel_context(request, task))
+    spec = version_spec(task.run.pipeline_version_id)
+    context = task.context or {}
+    upstream = context.get("upstream") or {}
+    page = _panel_context(request, task)
+    page.update(
+        run=task.run,
+        inputs_json=_pretty(context.get("inputs", {})),
+        upstream_json=[(name, _pretty(value)) for name, value in sorted(upstream.items())],
+        svg=dag.render_svg(spec, step_states(task.run), highlight=task.step_name),
+    )
+    return render(request, "approvals/task.html", page)
+
+
+ACTIONS = ("approve", "reject", "rollback", "complete", "claim", "unclaim")
+
+
+@require_POST
+@login_required
+def task_action(request: HttpRequest, task_id: int, action: str) -> HttpResponse:
+    """Apply one decision through its service; a refusal is shown where the form was."""
+    if action not in ACTIONS:
+        raise Http404(f"No action {action!r}.")
+    task = _task_or_404(task_id)
+    user, comment = request.user, request.POST.get("comment", "")
+    posted: Any = None
+    try:
+        if action == "approve":
+            services.task_approve(task_id=task.pk, user=user, comment=comment)
+            done = "Approved."
+        elif action == "reject":
+            services.task_reject(task_id=task.pk, user=user, comment=comment)
+            done = "Rejected: the run ends."
+        elif action == "rollback":
+            to_step = request.POST.get("to_step", "")
+            services.task_rollback(task_id=task.pk, user=user, to_step=to_step, comment=comment)
+            done = f"Rolled back to {to_step}."
+        elif action == "complete" and task.kind == HumanTask.Kind.CHOICE:
+            choice = request.POST.get("choice", "")
+            services.task_complete(task_id=task.pk, user=user, choice=choice)
+            done = f"Chose {choice}."
+        elif action == "complete":
+            posted = request.POST
+            data = parse_schema_form(task.form_schema, request.POST)
+            services.task_complete(task_id=task.pk, user=user, data=data)
+            done = "Submitted."
+        elif action == "claim":
+            services.task_claim(task_id=task.pk, user=user)
+            done = "Claimed: the others of the role leave it to you."
+        else:
+            services.task_unclaim(task_id=task.pk, user=user)
+            done = "Released to the role."
+    except FireflyError as exc:
+        task = _task_or_404(task_id)
+        if is_htmx(request):
+            context = _panel_context(
+                request, task, errors=field_errors(exc), posted=posted, message=exc.message
+            )
+            return render(request, "partials/task_panel.html", context, status=exc.http_status)
+        messages.error(request, exc.message)
+        if exc.http_status == 403:
+            back = reverse("task", args=[task.pk])
+            return render(request, "403.html", {"text": exc.message, "back": back}, status=403)
+        return redirect("task", task_id=task.pk)
+    task = _task_or_404(task_id)
+    if is_htmx(request):
+        context = _panel_context(request, task, message=done, level="success")
+        response = render(request, "partials/task_panel.html", context)
+        response["HX-Trigger"] = "task-decided"
+        return response
+    messages.success(request, done)
+    return redirect("task", task_id=task.pk)

@@ -1,0 +1,332 @@
+"""Operator pages: runs, one run, pipelines and the start-run form."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from pipelines import dag, selectors, services
+from pipelines.errors import FireflyError, PermissionDenied
+from pipelines.models import Pipeline, Run
+
+RUNS_PER_PAGE = 25
+AUDIT_PER_PAGE = 20
+
+# --- shared helpers (the approvals pages use them too) ---------------------------------
+
+
+def is_htmx(request: HttpRequest) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def field_errors(exc: FireflyError) -> dict[str, list[str]]:
+    """InvalidInput.details as {field: [messages]}; "" holds errors about the whole form."""
+    found: dict[str, list[str]] = {}
+    if isinstance(exc.details, list):
+        for item in exc.details:
+            if isinstance(item, Mapping):
+                found.setdefault(str(item.get("field") or ""), []).append(
+                    str(item.get("message", ""))
+                )
+    return found
+
+
+@dataclass
+class SchemaField:
+    name: str
+    label: str
+    widget: str  # text, integer, number, checkbox, select, date, textarea
+    required: bool
+    help: str = ""
+    options: list[str] = field(default_factory=list)
+    value: Any = None
+    errors: list[str] = field(default_factory=list)
+
+
+def schema_fields(
+    schema: Mapping[str, Any] | None,
+    values: Mapping[str, Any] | None = None,
+    errors: Mapping[str, list[str]] | None = None,
+) -> list[SchemaField]:
+    """Form fields for the top-level properties of a JSON Schema object."""
+    schema = schema or {}
+    values = values or {}
+    errors = errors or {}
+    required = set(schema.get("required", []))
+    fields = []
+    for name, prop in (schema.get("properties") or {}).items():
+        prop = prop if isinstance(prop, Mapping) else {}
+        kind = prop.get("type")
+        if "enum" in prop:
+            widget = "select"
+        elif kind == "boolean":
+            widget = "checkbox"
+        elif kind in ("integer", "number"):
+            widget = kind
+        elif prop.get("format") == "date":
+            widget = "date"
+        elif kind == "string" and (prop.get("maxLength") or 0) > 200:
+            widget = "textarea"
+        else:
+            widget = "text"
+        value = values.get(name, prop.get("default"))
+        fields.append(
+            SchemaField(
+                name=name,
+                label=str(prop.get("title") or name.replace("_", " ").capitalize()),
+                widget=widget,
+                required=name in required,
+                help=str(prop.get("description", "")),
+                options=[str(o) for o in prop.get("enum", [])],
+                value="" if value is None else value,
+                errors=list(errors.get(name, [])),
+            )
+        )
+    return fields
+
+
+def parse_schema_form(schema: Mapping[str, Any] | None, post: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn posted strings into JSON values; the service's schema check reports what is wrong.
+
+    An unparsable number is passed on as its text so the error names the field.
+    """
+    schema = schema or {}
+    data: dict[str, Any] = {}
+    for name, prop in (schema.get("properties") or {}).items():
+        prop = prop if isinstance(prop, Mapping) else {}
+        kind = prop.get("type")
+        if kind == "boolean" and "enum" not in prop:
+            data[name] = post.get(name) in ("on", "true", "1")
+            continue
+        raw = post.get(name)
+        if raw is None or raw == "":
+            continue
+        if "enum" in prop:
+            data[name] = next((o for o in prop["enum"] if str(o) == raw), raw)
+        elif kind == "integer":
+            try:
+                data[name] = int(raw)
+            except ValueError:
+                data[name] = raw
+        elif kind == "number":
+            try:
+                number = float(raw)
+                data[name] = int(number) if number.is_integer() and "." not in raw else number
+            except ValueError:
+                data[name] = raw
+        else:
+            data[name] = raw
+    return data
+
+
+def step_states(run: Run) -> dict[str, dag.StepState]:
+    return {
+        step.step_name: dag.StepState(step.status, step.generation, step.attempt)
+        for step in selectors.current_steps(run)
+    }
+
+
+def _may_operate(user: Any, run: Run) -> bool:
+    """Cancel and resume: staff, superusers, and whoever started the run."""
+    return bool(user.is_staff or user.is_superuser or run.created_by_id == user.pk)
+
+
+# --- runs -----------------------------------------------------------------------------
+
+
+@login_required
+def runs_list(request: HttpRequest) -> HttpResponse:
+    status = request.GET.get("status", "")
+    pipeline = request.GET.get("pipeline", "")
+    page = Paginator(selectors.runs_list(status=status, pipeline=pipeline), RUNS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    runs = list(page.object_list)
+    context = {
+        "page": page,
+        "runs": runs,
+        "status": status,
+        "pipeline": pipeline,
+        "statuses": Run.Status.values,
+        "pipelines": Pipeline.objects.values_list("name", flat=True),
+        "live": any(not run.is_finished for run in runs),
+        "query": request.GET.urlencode(),
+    }
+    template = "partials/runs_table.html" if is_htmx(request) else "pipelines/runs.html"
+    return render(request, template, context)
+
+
+def _run_or_404(run_id: int) -> Run:
+    run = selectors.run_detail(run_id)
+    if run is None:
+        raise Http404(f"No run {run_id}.")
+    return run
+
+
+def _run_live_context(request: HttpRequest, run: Run) -> dict[str, Any]:
+    spec = services.version_spec(run.pipeline_version_id)
+    steps = selectors.current_steps(run)
+    states = {s.step_name: dag.StepState(s.status, s.generation, s.attempt) for s in steps}
+    done = sum(1 for s in steps if s.status in selectors.DONE_STATUSES)
+    may_operate = _may_operate(request.user, run)
+    return {
+        "run": run,
+        "spec": spec,
+        "steps": steps,
+        "svg": dag.render_svg(spec, states),
+        "done": done,
+        "total": len(spec.order),
+        "can_cancel": may_operate and not run.is_finished,
+        "can_resume": may_operate and run.status == Run.Status.FAILED,
+        "live": not run.is_finished,
+    }
+
+
+@login_required
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run_or_404(run_id)
+    context = _run_live_context(request, run)
+    if is_htmx(request) and request.GET.get("part") == "live":
+        return render(request, "partials/run_live.html", context)
+    if is_htmx(request) and request.GET.get("part") == "audit":
+        return render(request, "partials/run_audit.html", _audit_context(request, run))
+    context.update(_audit_context(request, run))
+    context["checkpoints"] = list(selectors.run_checkpoints(run)[:200])
+    return render(request, "pipelines/run.html", context)
+
+
+def _audit_context(request: HttpRequest, run: Run) -> dict[str, Any]:
+    # The page count comes from the run's own sequence counter, not a COUNT(*).
+    paginator = Paginator(selectors.run_audit(run), AUDIT_PER_PAGE)
+    paginator.count = run.audit_seq
+    page = paginator.get_page(request.GET.get("audit_page"))
+    return {"audit_page": page, "run": run}
+
+
+def _refused(request: HttpRequest, exc: FireflyError, back: str) -> HttpResponse:
+    """A refusal: inline message (htmx) or flash message and redirect (plain post)."""
+    if is_htmx(request):
+        response = render(request, "partials/message.html", {"level": "error", "text": exc.message})
+        response.status_code = exc.http_status
+        return response
+    messages.error(request, exc.message)
+    if exc.http_status == 403:
+        response = render(request, "403.html", {"text": exc.message, "back": back})
+        response.status_code = 403
+        return response
+    return redirect(back)
+
+
+@require_POST
+@login_required
+def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run_or_404(run_id)
+    back = reverse("run", args=[run.pk])
+    try:
+        if not _may_operate(request.user, run):
+            raise PermissionDenied("Only staff or the person who started a run may cancel it.")
+        services.run_cancel(run_id=run.pk, actor=request.user)
+    except FireflyError as exc:
+        return _refused(request, exc, back)
+    messages.success(request, f"Run {run.pk} cancelled.")
+    return redirect(back)
+
+
+@require_POST
+@login_required
+def run_resume(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run_or_404(run_id)
+    back = reverse("run", args=[run.pk])
+    try:
+        if not _may_operate(request.user, run):
+            raise PermissionDenied("Only staff or the person who started a run may resume it.")
+        services.run_resume(run_id=run.pk, actor=request.user)
+    except FireflyError as exc:
+        return _refused(request, exc, back)
+    messages.success(request, f"Run {run.pk} resumed from its last checkpoint.")
+    return redirect(back)
+
+
+@require_POST
+@login_required
+def run_fork(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run_or_404(run_id)
+    back = reverse("run", args=[run.pk])
+    try:
+        seq = int(request.POST.get("checkpoint", ""))
+    except ValueError:
+        messages.error(request, "Choose a checkpoint to fork from.")
+        return redirect(back)
+    try:
+        new = services.run_fork(run_id=run.pk, checkpoint_seq=seq, actor=request.user)
+    except FireflyError as exc:
+        return _refused(request, exc, back)
+    messages.success(request, f"Run {new.pk} forked from run {run.pk} at checkpoint {seq}.")
+    return redirect("run", run_id=new.pk)
+
+
+# --- pipelines ------------------------------------------------------------------------
+
+
+@login_required
+def pipelines_list(request: HttpRequest) -> HttpResponse:
+    return render(
+        request, "pipelines/pipelines.html", {"pipelines": list(selectors.pipelines_list())}
+    )
+
+
+def _pipeline_context(name: str) -> dict[str, Any]:
+    pipeline = Pipeline.objects.filter(name=name).first()
+    if pipeline is None:
+        raise Http404(f"No pipeline {name!r}.")
+    version = services.pipeline_version(name)
+    spec = services.version_spec(version.pk)
+    return {
+        "pipeline": pipeline,
+        "version": version,
+        "spec": spec,
+        "svg": dag.render_svg(spec),
+        "versions": list(selectors.pipeline_versions(pipeline)[:50]),
+        "recent_runs": list(selectors.runs_list(pipeline=name)[:10]),
+    }
+
+
+@login_required
+def pipeline_detail(request: HttpRequest, name: str) -> HttpResponse:
+    context = _pipeline_context(name)
+    context["fields"] = schema_fields(context["spec"].input_schema)
+    return render(request, "pipelines/pipeline.html", context)
+
+
+@require_POST
+@login_required
+def pipeline_start(request: HttpRequest, name: str) -> HttpResponse:
+    context = _pipeline_context(name)
+    schema = context["spec"].input_schema
+    inputs = parse_schema_form(schema, request.POST)
+    try:
+        run = services.run_start(pipeline=name, inputs=inputs, actor=request.user)
+    except FireflyError as exc:
+        errors = field_errors(exc)
+        context.update(
+            fields=schema_fields(schema, request.POST, errors),
+            form_error=exc.message if not any(errors.values()) or "" in errors else "",
+        )
+        template = "partials/start_form.html" if is_htmx(request) else "pipelines/pipeline.html"
+        return render(request, template, context, status=exc.http_status)
+    messages.success(request, f"Run {run.pk} of {name} started.")
+    url = reverse("run", args=[run.pk])
+    if is_htmx(request):
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = url
+        return response
+    return redirect(url)
