@@ -99,3 +99,120 @@ def test_two_reviewers_decide_at_once_and_the_second_sees_who_won(
     expect(second.locator("#task-panel [role=alert]")).to_contain_text("already decided by r1 at")
     task.refresh_from_db()
     assert task.status == HumanTask.Status.COMPLETED
+
+
+def test_reject_needs_a_reason_then_ends_the_run(worker, users, page_for, live_server):
+    run = gated_run(
+        users, "browser-reject", {"type": "approval", "config": {"assignee_role": "reviewers"}}
+    )
+    task = HumanTask.objects.get(run=run)
+    page = page_for(users["r3"])
+    page.goto(f"{live_server.url}/tasks/{task.pk}/")
+    reject = page.locator("form.decision", has=page.get_by_role("button", name="Reject"))
+    reason = reject.locator("textarea[name=comment]")
+
+    posted = []
+    page.on("request", lambda r: posted.append(r.url) if "/reject/" in r.url else None)
+
+    # An empty reason: the browser's `required` check stops the submit (no request goes out)
+    # and puts the focus on the field, which reports itself invalid.
+    reject.get_by_role("button", name="Reject").click()
+    expect(reason).to_be_focused()
+    expect(reject.locator("textarea[name=comment]:invalid")).to_be_visible()
+    assert reason.evaluate("el => el.validity.valueMissing") is True
+    assert reason.evaluate("el => el.validationMessage")
+    assert reject.evaluate("form => form.checkValidity()") is False
+    expect(page.locator("#task-panel .field-error")).to_have_count(0)
+
+    # Blanks pass `required` but not the server: the field error comes back in the panel.
+    reason.fill("   ")
+    reject.get_by_role("button", name="Reject").click()
+    expect(page.locator("#task-panel [role=alert]")).to_contain_text("Say why you reject.")
+    expect(page.locator("#task-panel .field-error")).to_have_text("required")
+    assert len(posted) == 1, posted  # only the blank reason was posted, not the empty one
+    task.refresh_from_db()
+    assert task.status == HumanTask.Status.OPEN
+
+    page.locator(
+        "#task-panel form.decision", has=page.get_by_role("button", name="Reject")
+    ).locator("textarea[name=comment]").fill("the changelog is wrong")
+    page.get_by_role("button", name="Reject").click()
+    expect(page.locator("#task-panel [role=alert]")).to_have_text("Rejected: the run ends.")
+    expect(page.locator("#task-panel")).to_contain_text("Rejected by r3")
+    expect(page.locator("#task-panel .history")).to_contain_text("the changelog is wrong")
+
+    page.get_by_role("link", name="Follow the run →").click()
+    expect(page).to_have_url(f"{live_server.url}/runs/{run.pk}/")
+    expect(page.locator(".run-status .pill").first).to_have_text("rejected", timeout=20_000)
+    task.refresh_from_db()
+    assert task.status == HumanTask.Status.REJECTED
+
+
+def test_roll_back_then_approve_the_new_generation(worker, users, page_for, live_server):
+    services.pipeline_create(
+        spec={
+            "name": "browser-rollback",
+            "steps": [
+                {"name": "build", "type": "noop"},
+                {"name": "draft", "type": "noop", "after": ["build"]},
+                {
+                    "name": "review",
+                    "type": "approval",
+                    "after": ["draft"],
+                    "config": {"assignee_role": "reviewers"},
+                },
+                {"name": "ship", "type": "sleep", "after": ["review"], "config": {"seconds": 1}},
+            ],
+        }
+    )
+    run = services.run_start(pipeline="browser-rollback", inputs={}, actor=users["starter"])
+    first = wait_for(
+        lambda: HumanTask.objects.filter(run=run, status="open").first(), message="the task"
+    )
+    page = page_for(users["r1"])
+    page.goto(f"{live_server.url}/tasks/{first.pk}/")
+
+    page.get_by_text("Roll back…").click()
+    rollback = page.locator("#task-panel details.decision form")
+    expect(rollback).to_be_visible()
+    rollback.locator("select[name=to_step]").select_option("build")
+    rollback.locator("textarea[name=comment]").fill("rebuild with the fix")
+    rollback.get_by_role("button", name="Roll back").click()
+    panel = page.locator("#task-panel")
+    expect(panel.locator("[role=alert]")).to_have_text("Rolled back to build.")
+    expect(panel).to_contain_text("Cancelled by r1")
+    expect(panel.locator(".history")).to_contain_text("rollback")
+    expect(panel.locator(".history code")).to_have_text("build")
+    expect(panel.locator(".history")).to_contain_text("rebuild with the fix")
+
+    # The inbox is open before the new task exists; it polls and shows it by itself.
+    page.goto(f"{live_server.url}/")
+    second = wait_for(
+        lambda: HumanTask.objects.filter(run=run, status="open").first(), message="the new task"
+    )
+    assert second.pk != first.pk
+    assert second.generation == 2
+    expect(page.locator(f"#inbox a[href='/tasks/{second.pk}/']").first).to_be_visible(
+        timeout=20_000
+    )
+    expect(page.locator(f"#inbox a[href='/tasks/{first.pk}/']")).to_have_count(0)
+
+    # Watch the run in a second tab, opened before the approval: no reload there.
+    watcher = page.context.new_page()
+    watcher.goto(f"{live_server.url}/runs/{run.pk}/")
+    expect(watcher.locator(".run-status")).to_contain_text("generation 2")
+    expect(watcher.locator(".run-status .pill").first).not_to_have_text("succeeded")
+
+    page.locator(f"#inbox a.button[href='/tasks/{second.pk}/']").click()
+    expect(page).to_have_url(f"{live_server.url}/tasks/{second.pk}/")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.locator("#task-panel")).to_contain_text("Completed by r1")
+
+    expect(watcher.locator(".run-status .pill").first).to_have_text("succeeded", timeout=20_000)
+    expect(watcher.locator(".run-status")).to_contain_text("generation 2")
+    rows = watcher.locator("#run-live table.grid tbody tr")
+    expect(rows).to_have_count(4)
+    for step in ("build", "draft", "review", "ship"):
+        row = rows.filter(has=watcher.locator("code", has_text=re.compile(rf"^{step}$")))
+        expect(row.locator("td").nth(1)).to_have_text("succeeded")
+        expect(row.locator("td").nth(2)).to_have_text("2")  # the Generation column
