@@ -125,6 +125,8 @@ class Run(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "-created_at"], name="run_status_created"),
+            # The runs list's order: the newest page is an index scan that stops early.
+            models.Index(fields=["-created_at", "-id"], name="run_created"),
             models.Index(fields=["pipeline_version", "-created_at"], name="run_version_created"),
         ]
 

@@ -428,10 +428,23 @@ def _many_runs(users: dict[str, Any], count: int) -> None:
 def test_inbox_queries_do_not_grow(client, users, django_assert_max_num_queries, rows):
     _many_runs(users, rows)
     client.force_login(users["r1"])
-    # session, user, tasks (one join), pipeline names for the filter.
-    with django_assert_max_num_queries(4):
+    # session, user, page count, tasks (one join), pipeline names for the filter.
+    with django_assert_max_num_queries(5):
         response = client.get("/")
     assert response.content.decode().count('class="button small"') == rows
+
+
+def test_the_inbox_is_paginated(client, users, monkeypatch):
+    from approvals import views
+
+    monkeypatch.setattr(views, "INBOX_PAGE_SIZE", 2)
+    _many_runs(users, 3)
+    client.force_login(users["r1"])
+    first = client.get("/").content.decode()
+    assert first.count('class="button small"') == 2
+    assert "page 1 of 2" in first
+    second = client.get("/?page=2").content.decode()
+    assert second.count('class="button small"') == 1
 
 
 @pytest.mark.parametrize("rows", [1, 20])

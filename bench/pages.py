@@ -1,0 +1,677 @@
+"""Benchmark of the reviewer and operator pages on a database of realistic size.
+
+    python bench/pages.py
+
+Reads DATABASE_URL like the app; when unset it uses the local PostgreSQL database
+`firefly_bench_audit` of bench/audit_admin.py (never the SQLite file), so its 1,000,000
+audit entries are reused, and seeded with its function when missing. On top of them it
+seeds, once, 10,000 open approval tasks: 10 pipelines `bench-pages-NN` whose approval
+step `review` (assignee_role `reviewers`) comes after 1 to 46 `noop` steps; each task
+has its waiting run, its step rows, checkpoints and an HMAC-chained audit trail (a run
+of the longest pipeline has 50 entries); a third of the tasks are overdue, a third due
+later, a third have no deadline. All with COPY, in one transaction.
+
+Then a reviewer (a member of `reviewers`, neither staff nor superuser) is logged in with
+Django's test client (DEBUG off) and every page and htmx partial is requested 3 times
+to warm up, once inside CaptureQueriesContext to count queries, then 30 times timed. A
+small variant of each page (a 1-step run, a 5-task pipeline) is counted as well: the
+same number of queries on both shows the count does not grow with the data.
+
+Prints a table, then as its last line one JSON object with the figures. Exits 1 when
+the bench cannot run, 3 when a page misses the target (p95 <= 200 ms, queries
+independent of the data size).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.audit_admin import AUDIT_COLUMNS, configure_env, prepare  # noqa: E402
+from bench.engine import BenchError, ensure_database, migrate, setup_django  # noqa: E402
+
+TASKS = 10_000
+PIPELINES = 10
+PREFIX = "bench-pages"
+SMALL_PIPELINE_TASKS = 5  # pipeline 00 (1 step before the gate): the small variants
+MAX_STEPS = 46  # noop steps before the gate in the longest pipeline: 50 audit entries
+ROLE = "reviewers"
+REVIEWER = "bench-reviewer"
+STARTERS = 6
+DAYS = 14
+SEED = 20240611
+CHUNK = 1000  # runs per COPY batch
+
+REPEATS = 30
+WARMUP = 3
+TARGET_P95_MS = 200.0
+
+RUN_COLUMNS = (
+    "id",
+    "pipeline_version_id",
+    "status",
+    "inputs",
+    "error",
+    "generation",
+    "created_at",
+    "started_at",
+    "audit_seq",
+    "audit_head",
+    "checkpoint_seq",
+    "revision",
+    "created_by_id",
+    "idempotency_key",
+)
+STEP_COLUMNS = (
+    "id",
+    "run_id",
+    "step_name",
+    "generation",
+    "attempt",
+    "status",
+    "inputs",
+    "outputs",
+    "error",
+    "queued_at",
+    "started_at",
+    "finished_at",
+)
+CHECKPOINT_COLUMNS = (
+    "run_id",
+    "seq",
+    "kind",
+    "step_name",
+    "generation",
+    "step_run_id",
+    "status",
+    "paused",
+    "pause_reason",
+    "data",
+    "created_at",
+)
+TASK_COLUMNS = (
+    "run_id",
+    "step_run_id",
+    "step_name",
+    "generation",
+    "kind",
+    "status",
+    "assignee_role_id",
+    "instructions",
+    "context",
+    "quorum",
+    "allow_self_approval",
+    "due_at",
+    "on_timeout",
+    "created_at",
+)
+
+
+# --- seed -----------------------------------------------------------------------------
+
+
+def steps_before_gate(index: int) -> int:
+    """1, 6, 11, ... 46 noop steps before the gate of pipeline `index`."""
+    return 1 + round((MAX_STEPS - 1) * index / (PIPELINES - 1))
+
+
+def pipeline_spec(index: int) -> dict[str, Any]:
+    names = [f"s{i:02d}" for i in range(steps_before_gate(index))]
+    steps: list[dict[str, Any]] = [
+        {"name": name, "type": "noop", **({"after": [names[i - 1]]} if i else {})}
+        for i, name in enumerate(names)
+    ]
+    steps.append(
+        {
+            "name": "review",
+            "type": "approval",
+            "after": [names[-1]],
+            "config": {"assignee_role": ROLE, "instructions": "Check the extracted fields."},
+        }
+    )
+    steps.append({"name": "publish", "type": "noop", "after": ["review"]})
+    return {
+        "name": f"{PREFIX}-{index:02d}",
+        "description": f"bench/pages.py: {len(names)} noop steps, an approval, a noop",
+        "steps": steps,
+    }
+
+
+def reviewer() -> Any:
+    """The bench's reviewer: a member of the role, neither staff nor superuser."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    group, _ = Group.objects.get_or_create(name=ROLE)
+    user, _ = get_user_model().objects.get_or_create(username=REVIEWER)
+    if user.is_staff or user.is_superuser:
+        raise BenchError(f"user {REVIEWER!r} must be neither staff nor superuser")
+    user.groups.add(group)
+    return user
+
+
+def open_tasks() -> int:
+    from approvals.models import HumanTask
+
+    return HumanTask.objects.filter(
+        status=HumanTask.Status.OPEN,
+        assignee_role__name=ROLE,
+        run__pipeline_version__pipeline__name__startswith=f"{PREFIX}-",
+    ).count()
+
+
+def reserve(cursor: Any, table: str, count: int) -> list[int]:
+    cursor.execute(
+        f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, %s)",
+        [count],
+    )
+    return [row[0] for row in cursor.fetchall()]
+
+
+def seed_tasks() -> float:
+    """10 pipelines, 10,000 waiting runs with their steps, checkpoints, audit trails and
+    open tasks, in one transaction (COPY; triggers off as in bench/audit_admin.py)."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.db import connection, transaction
+
+    from pipelines import services
+
+    started = time.perf_counter()
+    rng = random.Random(SEED)
+    now = datetime.now(UTC).replace(microsecond=0)
+    role = Group.objects.get(name=ROLE)
+    User = get_user_model()
+    with transaction.atomic(), connection.cursor() as cursor:
+        versions = []
+        for i in range(PIPELINES):
+            version = services.pipeline_create(spec=pipeline_spec(i))
+            noops = [s["name"] for s in version.spec["steps"] if s["type"] == "noop"][:-1]
+            versions.append(
+                SimpleNamespace(
+                    pk=version.pk,
+                    number=version.number,
+                    pipeline_id=version.pipeline_id,
+                    name=version.pipeline.name,
+                    noops=noops,
+                )
+            )
+        starters = [
+            (u.pk, u.get_username())
+            for u in (
+                User.objects.get_or_create(username=f"bench-starter{i}")[0] for i in range(STARTERS)
+            )
+        ]
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        # Pipeline 00 gets a handful of tasks (the small variants); the rest share the others.
+        plan = [0] * SMALL_PIPELINE_TASKS + [
+            1 + n % (PIPELINES - 1) for n in range(TASKS - SMALL_PIPELINE_TASKS)
+        ]
+        run_ids = reserve(cursor, "pipelines_run", TASKS)
+        raw = cursor.cursor  # the psycopg cursor under Django's wrapper
+        copies = {
+            "run": f"COPY pipelines_run ({', '.join(RUN_COLUMNS)}) FROM STDIN",
+            "step": f"COPY pipelines_steprun ({', '.join(STEP_COLUMNS)}) FROM STDIN",
+            "checkpoint": f"COPY pipelines_checkpoint ({', '.join(CHECKPOINT_COLUMNS)}) FROM STDIN",
+            "audit": f"COPY pipelines_auditentry ({', '.join(AUDIT_COLUMNS)}) FROM STDIN",
+            "task": f"COPY approvals_humantask ({', '.join(TASK_COLUMNS)}) FROM STDIN",
+        }
+        for chunk in range(0, TASKS, CHUNK):
+            indexes = range(chunk, min(chunk + CHUNK, TASKS))
+            step_count = sum(steps_before_gate(plan[n]) + 2 for n in indexes)
+            step_ids = iter(reserve(cursor, "pipelines_steprun", step_count))
+            rows: dict[str, list[tuple[Any, ...]]] = {name: [] for name in copies}
+            for n in indexes:
+                seed_run(rng, now, run_ids[n], versions[plan[n]], role, starters, step_ids, rows)
+            for name in ("run", "step", "checkpoint", "audit", "task"):
+                with raw.copy(copies[name]) as copy:
+                    for row in rows[name]:
+                        copy.write_row(row)
+            print(f"  seeded {indexes.stop:,} tasks ({time.perf_counter() - started:.0f} s)")
+    return time.perf_counter() - started
+
+
+def seed_run(
+    rng: random.Random,
+    now: datetime,
+    run_id: int,
+    version: Any,
+    role: Any,
+    starters: list[tuple[int, str]],
+    step_ids: Any,
+    rows: dict[str, list[tuple[Any, ...]]],
+) -> None:
+    """The rows of one run waiting at `review`: as the engine would have left them."""
+    from pipelines.audit import entry_hash
+
+    pipeline_id, pipeline_name, noops = version.pipeline_id, version.name, version.noops
+    starter = rng.choice(starters) if rng.random() < 0.7 else None
+    inputs = {"document": f"doc-{run_id}.pdf", "priority": rng.randint(1, 5)}
+    created = now - timedelta(seconds=rng.uniform(600, DAYS * 86400))
+    clock = created
+    seq, head = 0, ""
+
+    def audit(event: str, **values: Any) -> None:
+        nonlocal seq, head
+        seq += 1
+        actor = values.pop("actor", None)
+        entry: dict[str, Any] = {
+            "run_id": run_id,
+            "pipeline_id": pipeline_id,
+            "seq": seq,
+            "step_name": "",
+            "actor_id": actor[0] if actor else None,
+            "actor_name": actor[1] if actor else "system",
+            "status": "",
+            "inputs": None,
+            "outputs": None,
+            "latency_ms": None,
+            "started_at": None,
+            "completed_at": None,
+            "error_message": "",
+            "pause_reason": "",
+            "data": None,
+            **values,
+            "event": event,
+            "created_at": clock,
+            "prev_hash": head,
+        }
+        head = entry["hash"] = entry_hash(SimpleNamespace(**entry))  # type: ignore[arg-type]
+        for column in ("inputs", "outputs", "data"):
+            if entry[column] is not None:
+                entry[column] = json.dumps(entry[column])
+        rows["audit"].append(tuple(entry[c] for c in AUDIT_COLUMNS))
+
+    checkpoints: list[tuple[str, int, str, bool]] = []
+    audit(
+        "run.created",
+        status="pending",
+        actor=starter,
+        inputs=inputs,
+        data={"pipeline": pipeline_name, "version": version.number},
+    )
+    clock += timedelta(milliseconds=rng.randint(5, 50))
+    audit("run.started", status="running", actor=starter)
+    outputs: dict[str, Any] = {}
+    for index, name in enumerate(noops):
+        step_id = next(step_ids)
+        queued = clock
+        begun = clock + timedelta(milliseconds=rng.randint(1, 20))
+        clock = begun + timedelta(milliseconds=rng.randint(1, 300))
+        outputs = {"index": index, "ok": True}
+        rows["step"].append(
+            (
+                step_id,
+                run_id,
+                name,
+                1,
+                1,
+                "succeeded",
+                None,
+                json.dumps(outputs),
+                "",
+                queued,
+                begun,
+                clock,
+            )
+        )
+        audit(
+            "step.succeeded",
+            step_name=name,
+            status="succeeded",
+            outputs=outputs,
+            latency_ms=int((clock - begun).total_seconds() * 1000),
+            started_at=begun,
+            completed_at=clock,
+        )
+        checkpoints.append((name, step_id, "succeeded", False))
+    gate_id = next(step_ids)
+    clock += timedelta(milliseconds=rng.randint(1, 20))
+    rows["step"].append(
+        (gate_id, run_id, "review", 1, 1, "waiting", None, None, "", clock, clock, None)
+    )
+    rows["step"].append(
+        (next(step_ids), run_id, "publish", 1, 1, "pending", None, None, "", None, None, None)
+    )
+    audit("step.waiting", step_name="review", status="waiting", started_at=clock)
+    checkpoints.append(("review", gate_id, "waiting", True))
+    audit(
+        "task.opened",
+        step_name="review",
+        status="open",
+        data={"kind": "approval", "assignee": None, "role": ROLE},
+    )
+    for cp_seq, (name, step_id, status, paused) in enumerate(checkpoints, 1):
+        rows["checkpoint"].append(
+            (run_id, cp_seq, "step", name, 1, step_id, status, paused, "", None, clock)
+        )
+    rows["run"].append(
+        (
+            run_id,
+            version.pk,
+            "waiting",
+            json.dumps(inputs),
+            "",
+            1,
+            created,
+            created,
+            seq,
+            head,
+            len(checkpoints),
+            len(checkpoints) + 1,
+            starter[0] if starter else None,
+            "",
+        )
+    )
+    due = rng.random()
+    due_at = (
+        None
+        if due < 1 / 3
+        else clock + timedelta(hours=rng.uniform(-72, -1) if due < 2 / 3 else rng.uniform(1, 72))
+    )
+    context = {"inputs": inputs, "upstream": {noops[-1]: outputs}}
+    rows["task"].append(
+        (
+            run_id,
+            gate_id,
+            "review",
+            1,
+            "approval",
+            "open",
+            role.pk,
+            "Check the extracted fields.",
+            json.dumps(context),
+            1,
+            False,
+            due_at,
+            "reject" if due_at else "",
+            clock,
+        )
+    )
+
+
+def prepare_tasks() -> float | None:
+    """Seed the tasks unless present; VACUUM ANALYZE the tables the pages read."""
+    from django.db import connection
+
+    reviewer()
+    present = open_tasks()
+    seconds = None
+    if present >= TASKS:
+        print(f"reusing the seed: {present:,} open tasks")
+    else:
+        if present:
+            raise BenchError(
+                f"{present:,} open {PREFIX} tasks, not {TASKS:,}: drop the database to reseed"
+            )
+        print(f"seeding {TASKS:,} open tasks with COPY ...")
+        seconds = seed_tasks()
+        print(f"seeded in {seconds:.1f} s; {open_tasks():,} open tasks")
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        for table in (
+            "pipelines_run",
+            "pipelines_steprun",
+            "pipelines_checkpoint",
+            "pipelines_auditentry",
+            "approvals_humantask",
+            "pipelines_pipeline",
+            "pipelines_pipelineversion",
+        ):
+            cursor.execute(f"VACUUM ANALYZE {table}")
+    print(f"VACUUM ANALYZE in {time.perf_counter() - started:.1f} s")
+    return seconds
+
+
+# --- timing ---------------------------------------------------------------------------
+
+
+def task_of(pipeline: str, offset: int = 0) -> tuple[int, int]:
+    """(task id, run id) of an open bench task of `pipeline`."""
+    from approvals.models import HumanTask
+
+    return (
+        HumanTask.objects.filter(
+            status=HumanTask.Status.OPEN, run__pipeline_version__pipeline__name=pipeline
+        )
+        .order_by("id")
+        .values_list("pk", "run_id")[offset]
+    )
+
+
+def pages() -> dict[str, dict[str, Any]]:
+    """Each page: its URL, whether htmx asks for it, and its small variant's URL."""
+    from pipelines.models import Run
+
+    big = f"{PREFIX}-{PIPELINES - 1:02d}"
+    small = f"{PREFIX}-00"
+    task, task_run = task_of(big)
+    _, run = task_of(big, 1)
+    small_task, small_run = task_of(small)
+    audit_seq = Run.objects.values_list("audit_seq", flat=True).get(pk=run)
+    if audit_seq < 40:
+        raise BenchError(f"run {run} has {audit_seq} audit entries, expected about 50")
+    return {
+        "inbox": {"url": "/", "small": f"/?pipeline={small}"},
+        "inbox_table": {"url": "/", "small": f"/?pipeline={small}", "htmx": True},
+        "inbox_count": {"url": "/inbox/count/", "htmx": True},
+        "task": {"url": f"/tasks/{task}/", "small": f"/tasks/{small_task}/"},
+        "task_panel": {
+            "url": f"/tasks/{task}/?part=panel",
+            "small": f"/tasks/{small_task}/?part=panel",
+            "htmx": True,
+        },
+        "runs": {"url": "/runs/", "small": f"/runs/?pipeline={small}"},
+        "runs_table": {"url": "/runs/", "small": f"/runs/?pipeline={small}", "htmx": True},
+        "run": {"url": f"/runs/{run}/", "small": f"/runs/{small_run}/"},
+        "run_live": {
+            "url": f"/runs/{run}/?part=live",
+            "small": f"/runs/{small_run}/?part=live",
+            "htmx": True,
+        },
+        "run_audit": {
+            "url": f"/runs/{run}/?part=audit&audit_page=2",
+            "small": f"/runs/{small_run}/?part=audit&audit_page=1",
+            "htmx": True,
+        },
+        "_task_run": {"url": f"/runs/{task_run}/"},  # not timed: the task's run exists
+    }
+
+
+CHECKS: dict[str, tuple[bytes, int]] = {
+    # page: (marker, how many times it must appear at least)
+    "inbox": (b'class="button small" href="/tasks/', 200),
+    "inbox_table": (b'class="button small" href="/tasks/', 200),
+    "task": (b">Approve</button>", 1),
+    "task_panel": (b">Approve</button>", 1),
+    "runs": (b'<progress max="', 25),
+    "runs_table": (b'<progress max="', 25),
+    "run": (b'<td class="muted">', 20),
+    "run_live": (b"<svg", 1),
+    "run_audit": (b'<td class="muted">', 20),
+}
+
+
+def fetch(client: Any, url: str, htmx: bool) -> bytes:
+    headers = {"HX-Request": "true"} if htmx else {}
+    response = client.get(url, headers=headers)
+    if response.status_code != 200:
+        raise BenchError(f"GET {url} answered {response.status_code}, not 200")
+    return bytes(response.content)
+
+
+def count_queries(client: Any, url: str, htmx: bool) -> tuple[int, float, list[str]]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        fetch(client, url, htmx)
+    # Read now: the next request's request_started signal empties the query log.
+    queries = captured.captured_queries
+    return len(queries), sum(float(q["time"]) for q in queries) * 1000, [q["sql"] for q in queries]
+
+
+def time_pages(urls: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    from django.test import Client
+
+    client = Client()
+    client.force_login(reviewer())
+    fetch(client, urls.pop("_task_run")["url"], False)
+    results = {}
+    for name, page in urls.items():
+        url, htmx = page["url"], page.get("htmx", False)
+        for _ in range(WARMUP):
+            content = fetch(client, url, htmx)
+        marker, least = CHECKS.get(name, (b"", 0))
+        if content.count(marker) < least:
+            raise BenchError(f"GET {url}: {marker!r} {content.count(marker)} times, not {least}")
+        queries, sql_ms, sql = count_queries(client, url, htmx)
+        small_queries = queries
+        if "small" in page:
+            fetch(client, page["small"], htmx)
+            small_queries = count_queries(client, page["small"], htmx)[0]
+        times = []
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            fetch(client, url, htmx)
+            times.append((time.perf_counter() - started) * 1000)
+        times.sort()
+        results[name] = {
+            "url": url + (" (htmx)" if htmx else ""),
+            "p50_ms": round(statistics.median(times), 1),
+            "p95_ms": round(times[max(0, int(len(times) * 0.95 + 0.5) - 1)], 1),
+            "max_ms": round(times[-1], 1),
+            "queries": queries,
+            "queries_small": small_queries,
+            "sql_ms": round(sql_ms, 1),
+            "bytes": len(content),
+            "sql": sql,
+        }
+    return results
+
+
+def explain_slowest(results: dict[str, dict[str, Any]], pages_missed: list[str]) -> None:
+    """EXPLAIN ANALYZE the three slowest queries of each page that missed its target."""
+    from django.db import connection
+
+    for name in pages_missed:
+        print(f"\n--- {name}: EXPLAIN ANALYZE of its queries ---")
+        with connection.cursor() as cursor:
+            timed = []
+            for sql in results[name]["sql"]:
+                if not sql.lstrip().upper().startswith("SELECT"):
+                    continue
+                cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}")
+                plan = [row[0] for row in cursor.fetchall()]
+                ms = float(plan[-1].split(":")[1].split()[0])
+                timed.append((ms, sql, plan))
+            for ms, sql, plan in sorted(timed, reverse=True)[:3]:
+                print(f"{ms:.1f} ms  {sql[:300]}")
+                print("\n".join(f"    {line}" for line in plan[:25]))
+
+
+# --- report ---------------------------------------------------------------------------
+
+
+def missed(r: dict[str, Any]) -> list[str]:
+    why = []
+    if r["p95_ms"] > TARGET_P95_MS:
+        why.append("p95")
+    if r["queries"] != r["queries_small"]:
+        why.append("queries grow")
+    return why
+
+
+def print_table(results: dict[str, dict[str, Any]]) -> None:
+    head = ("page", "p50 ms", "p95 ms", "max ms", "queries", "small", "SQL ms", "KiB", "", "url")
+    rows = [head]
+    for name, r in results.items():
+        rows.append(
+            (
+                name,
+                f"{r['p50_ms']:.1f}",
+                f"{r['p95_ms']:.1f}",
+                f"{r['max_ms']:.1f}",
+                str(r["queries"]),
+                str(r["queries_small"]),
+                f"{r['sql_ms']:.1f}",
+                f"{r['bytes'] / 1024:.0f}",
+                "MISSED: " + ", ".join(missed(r)) if missed(r) else "ok",
+                r["url"],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    for n, row in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        database_url = configure_env()
+        ensure_database(database_url)
+        migrate()
+        setup_django()
+        from django.conf import settings
+        from django.db import DatabaseError, connection
+
+        print(f"database {database_url}  DEBUG={settings.DEBUG}")
+        try:
+            entries, _ = prepare(database_url)
+            seed_s = prepare_tasks()
+            results = time_pages(pages())
+            failed = [name for name, r in results.items() if missed(r)]
+            if failed:
+                explain_slowest(results, [n for n in failed if "p95" in missed(results[n])])
+        except DatabaseError as exc:
+            raise BenchError(f"database error: {exc}") from exc
+        finally:
+            connection.close()
+    except BenchError as exc:
+        print(f"bench/pages.py: FAILED: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench/pages.py: interrupted", file=sys.stderr)
+        return 130
+    print()
+    print(
+        f"{entries:,} audit entries, {TASKS:,} open tasks; reviewer {REVIEWER!r} "
+        f"(role {ROLE!r}); {REPEATS} timed requests per page after {WARMUP}"
+    )
+    print_table(results)
+    summary = {
+        "entries": entries,
+        "open_tasks": TASKS,
+        "seed_s": round(seed_s, 1) if seed_s is not None else None,
+        "repeats": REPEATS,
+        "target_p95_ms": TARGET_P95_MS,
+        "pages": {
+            name: {k: r[k] for k in ("p50_ms", "p95_ms", "queries")} for name, r in results.items()
+        },
+        "worst_p95_ms": max(r["p95_ms"] for r in results.values()),
+        "missed": {name: missed(r) for name, r in results.items() if missed(r)},
+    }
+    print(json.dumps(summary))
+    return 3 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
