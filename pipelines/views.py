@@ -226,34 +226,31 @@ def _refused(request: HttpRequest, exc: FireflyError, back: str) -> HttpResponse
     return redirect(back)
 
 
-@require_POST
-@login_required
-def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+def _operate(request: HttpRequest, run_id: int, verb: str, act: Any, done: str) -> HttpResponse:
+    """Cancel or resume: only staff or the run's starter, through the service."""
     run = _run_or_404(run_id)
     back = reverse("run", args=[run.pk])
     try:
         if not _may_operate(request.user, run):
-            raise PermissionDenied("Only staff or the person who started a run may cancel it.")
-        services.run_cancel(run_id=run.pk, actor=request.user)
+            raise PermissionDenied(f"Only staff or the person who started a run may {verb} it.")
+        act(run_id=run.pk, actor=request.user)
     except FireflyError as exc:
         return _refused(request, exc, back)
-    messages.success(request, f"Run {run.pk} cancelled.")
+    messages.success(request, done.format(run=run.pk))
     return redirect(back)
+
+
+@require_POST
+@login_required
+def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+    return _operate(request, run_id, "cancel", services.run_cancel, "Run {run} cancelled.")
 
 
 @require_POST
 @login_required
 def run_resume(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _run_or_404(run_id)
-    back = reverse("run", args=[run.pk])
-    try:
-        if not _may_operate(request.user, run):
-            raise PermissionDenied("Only staff or the person who started a run may resume it.")
-        services.run_resume(run_id=run.pk, actor=request.user)
-    except FireflyError as exc:
-        return _refused(request, exc, back)
-    messages.success(request, f"Run {run.pk} resumed from its last checkpoint.")
-    return redirect(back)
+    done = "Run {run} resumed from its last checkpoint."
+    return _operate(request, run_id, "resume", services.run_resume, done)
 
 
 @require_POST
