@@ -41,9 +41,10 @@ CELERY = ROOT / ".venv" / "bin" / "celery"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/firefly_bench"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/14"
 
-# The worker `make run` starts. It must match the Makefile's worker command
-# (`make run` -> scripts/run.sh, WORKER_ARGS default).
-WORKER_ARGS_MAKE_RUN = ["--pool", "threads", "--concurrency", "64"]
+# The workers `make run` starts. They must match scripts/run.sh (WORKERS and
+# WORKER_ARGS defaults): two processes of 32 threads.
+WORKERS_MAKE_RUN = 2
+WORKER_ARGS_MAKE_RUN = ["--pool", "threads", "--concurrency", "32"]
 WORKER_ARGS_LINEAR = ["--pool", "threads", "--concurrency", "8"]
 WORKER_ARGS_SCALING = ["--pool", "threads", "--concurrency", "10"]
 # Less start-up chatter; none of these change how tasks are consumed.
@@ -409,7 +410,7 @@ def bench_fanout(log_dir: Path) -> list[float]:
     """FANOUT with the worker `make run` starts."""
     warmup = create_pipeline(fanout_spec("bench-fanout-warmup", FANOUT_WIDTH, 0))
     fanout = create_pipeline(fanout_spec("bench-fanout", FANOUT_WIDTH, SLEEP_S))
-    with workers("fanout", 1, WORKER_ARGS_MAKE_RUN, log_dir):
+    with workers("fanout", WORKERS_MAKE_RUN, WORKER_ARGS_MAKE_RUN, log_dir):
         timed_run(warmup, FANOUT_TIMEOUT_S)
         return repeat(lambda: timed_run(fanout, FANOUT_TIMEOUT_S)[0])
 
