@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import django_filters
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers
@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from approvals import services
+from approvals import selectors, services
 from approvals.models import Decision, HumanTask
 from firefly_site.api_errors import AUTH_ERRORS, CONFLICT, INVALID, NOT_FOUND
 from pipelines.api import CleanJSONField, Page, validated
@@ -115,10 +115,7 @@ class TaskFilter(django_filters.FilterSet):
     ) -> QuerySet[HumanTask]:
         if not value:
             return queryset
-        user = self.request.user
-        if user.is_superuser:  # like can_act: superusers may act on every task
-            return queryset
-        return queryset.filter(Q(assignee=user) | Q(assignee_role__in=user.groups.values("pk")))
+        return queryset.filter(selectors.for_user(self.request.user))
 
 
 # --- views ------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from django.db.models import F, Q, QuerySet
 from approvals.models import Decision, HumanTask
 
 
-def _mine(user: Any) -> Q:
+def for_user(user: Any) -> Q:
+    """Tasks for this user: assigned to them or one of their roles (superusers: all)."""
     if user.is_superuser:
         return Q()
     # The groups subquery keeps "assigned to me or to one of my roles" one SQL statement.
@@ -21,7 +22,7 @@ def inbox_tasks(
 ) -> QuerySet[HumanTask]:
     """Open tasks the user may act on (superusers: all), ready to list without more queries."""
     tasks = (
-        HumanTask.objects.filter(_mine(user), status=HumanTask.Status.OPEN)
+        HumanTask.objects.filter(for_user(user), status=HumanTask.Status.OPEN)
         .select_related(
             "run__pipeline_version__pipeline", "claimed_by", "assignee", "assignee_role"
         )
@@ -39,7 +40,7 @@ def inbox_tasks(
 
 
 def open_task_count(user: Any) -> int:
-    return HumanTask.objects.filter(_mine(user), status=HumanTask.Status.OPEN).count()
+    return HumanTask.objects.filter(for_user(user), status=HumanTask.Status.OPEN).count()
 
 
 def task_detail(task_id: int) -> HumanTask | None:
