@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from approvals import selectors, services
-from approvals.models import HumanTask
+from approvals.models import Decision, HumanTask
 from pipelines import dag
 from pipelines.errors import FireflyError
 from pipelines.models import Pipeline
@@ -76,8 +76,13 @@ def _panel_context(
     if may_act and task.kind in (HumanTask.Kind.APPROVAL, HumanTask.Kind.PAUSE):
         targets = services.rollback_targets(task)
     errors = errors or {}
+    decisions = list(selectors.task_decisions(task))
+    approvals = [d for d in decisions if d.action == Decision.Action.APPROVE]
     return {
         "task": task,
+        # One vote per person: who approved already waits for the rest of the quorum.
+        "voted": any(d.user_id == request.user.pk for d in approvals),
+        "votes": len(approvals),
         "may_act": may_act,
         "targets": targets,
         "fields": schema_fields(task.form_schema, posted, errors)
@@ -87,7 +92,7 @@ def _panel_context(
         "posted": posted or {},
         "message": message,
         "level": level,
-        "decisions": list(selectors.task_decisions(task)),
+        "decisions": decisions,
     }
 
 

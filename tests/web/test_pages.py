@@ -474,3 +474,16 @@ def test_dag_svg_has_every_step_of_a_big_pipeline(client, users):
     client.force_login(users["r1"])
     page = client.get(reverse("pipeline", args=["big"])).content.decode()
     assert all(f"step-{index}" in page for index in range(35))
+
+
+def test_who_approved_waits_for_the_quorum_without_an_approve_button(client, users):
+    run = waiting_run(users["starter"], quorum=2)
+    task = open_task(run)
+    client.force_login(users["r1"])
+    client.post(f"/tasks/{task.pk}/approve/", {"comment": ""}, HTTP_HX_REQUEST="true")
+
+    page = client.get(f"/tasks/{task.pk}/").content.decode()
+    assert "You approved. Waiting for 2 approvals in all (1 so far)." in page
+    assert ">Approve</button>" not in page
+    client.force_login(users["r2"])
+    assert ">Approve</button>" in client.get(f"/tasks/{task.pk}/").content.decode()
