@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -11,6 +12,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 
 from approvals.models import HumanTask
+from pipelines import events
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,9 @@ def notify_after_commit(event: str, task: HumanTask) -> None:
 
 def notify(event: str, task_id: int) -> None:
     task = (
-        HumanTask.objects.select_related("assignee", "assignee_role", "run")
+        HumanTask.objects.select_related(
+            "assignee", "assignee_role", "decided_by", "run__pipeline_version__pipeline"
+        )
         .filter(pk=task_id)
         .first()
     )
@@ -40,6 +44,27 @@ def notify(event: str, task_id: int) -> None:
         except Exception:
             # A failing notification must not undo or block the decision it reports.
             log.exception("notifying %s of task %s failed in %r", event, task_id, listener)
+    # The same stream as the engine's events: hooks and webhooks subscribe there.
+    events.emit(event, task_payload(task))
+
+
+def task_payload(task: HumanTask) -> dict[str, Any]:
+    return {
+        "id": task.pk,
+        "run": task.run_id,
+        "pipeline": task.run.pipeline_version.pipeline.name,
+        "step": task.step_name,
+        "generation": task.generation,
+        "kind": task.kind,
+        "status": task.status,
+        "assignee": task.assignee.get_username() if task.assignee else None,
+        "assignee_role": task.assignee_role.name if task.assignee_role else None,
+        "due_at": task.due_at,
+        "created_at": task.created_at,
+        "decided_at": task.decided_at,
+        "decided_by": task.decided_by.get_username() if task.decided_by else None,
+        "url": task_url(task),
+    }
 
 
 def task_url(task: HumanTask) -> str:

@@ -17,9 +17,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
-from approvals import notifications
 from approvals.models import (
-    HumanTask,
+    WEBHOOK_EVENTS,
     Webhook,
     WebhookDelivery,
     new_webhook_secret,
@@ -57,24 +56,6 @@ def webhook_create(
 # --- events -> deliveries -------------------------------------------------------------
 
 
-def task_data(task: HumanTask) -> dict[str, Any]:
-    return {
-        "id": task.pk,
-        "run": task.run_id,
-        "step": task.step_name,
-        "generation": task.generation,
-        "kind": task.kind,
-        "status": task.status,
-        "assignee": task.assignee.get_username() if task.assignee else None,
-        "assignee_role": task.assignee_role.name if task.assignee_role else None,
-        "due_at": task.due_at,
-        "created_at": task.created_at,
-        "decided_at": task.decided_at,
-        "decided_by": task.decided_by.get_username() if task.decided_by else None,
-        "url": notifications.task_url(task),
-    }
-
-
 def deliveries_create(*, event: str, data: dict[str, Any]) -> list[int]:
     """One pending delivery per active webhook subscribed to `event`; sent after commit."""
     # Round-trip through JSON now, so every attempt sends exactly what the event said.
@@ -97,19 +78,17 @@ def enqueue(delivery_id: int) -> None:
     deliver_webhook.delay(delivery_id)
 
 
-def on_task_event(event: str, task: HumanTask) -> None:
-    deliveries_create(event=event, data=task_data(task))
-
-
-def on_run_event(event: str, payload: dict[str, Any]) -> None:
+def on_event(event: str, payload: dict[str, Any]) -> None:
     deliveries_create(event=event, data=payload)
 
 
+_hook: events.Hook | None = None
+
+
 def register() -> None:
-    if on_task_event not in notifications.listeners:
-        notifications.listeners.append(on_task_event)
-    if on_run_event not in events.listeners:
-        events.listeners.append(on_run_event)
+    global _hook
+    if _hook is None:
+        _hook = events.register(on_event, events=WEBHOOK_EVENTS)
 
 
 # Importing this module (approvals.apps.ready does) subscribes webhooks to both streams.

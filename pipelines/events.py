@@ -1,30 +1,81 @@
-"""In-process event stream: listeners called after commit with (event, payload)."""
+"""In-process event hooks: callables run after commit with (event, payload)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
 
 log = logging.getLogger(__name__)
 
-# Events: run.finished (payload has its status; run.failed is sent as well for failed
-# runs). Webhooks and other integrations register here.
+# Events: step.started, step.succeeded, step.failed, step.waiting, run.finished (its
+# payload has the status), run.failed, and the approvals app's task.opened,
+# task.decided, task.expired, task.escalated. Payloads carry `run` and `pipeline`.
+EVENTS = (
+    "step.started",
+    "step.succeeded",
+    "step.failed",
+    "step.waiting",
+    "run.finished",
+    "run.failed",
+    "task.opened",
+    "task.decided",
+    "task.expired",
+    "task.escalated",
+)
+
 Listener = Callable[[str, dict[str, Any]], None]
-listeners: list[Listener] = []
+
+
+@dataclass(frozen=True)
+class Hook:
+    listener: Listener
+    events: frozenset[str] | None  # None: every event
+    pipeline: str | None  # None: every pipeline
+
+    def wants(self, event: str, payload: dict[str, Any]) -> bool:
+        return (self.events is None or event in self.events) and (
+            self.pipeline is None or self.pipeline == payload.get("pipeline")
+        )
+
+
+hooks: list[Hook] = []
+
+
+def register(
+    listener: Listener, *, events: Iterable[str] | None = None, pipeline: str | None = None
+) -> Hook:
+    """Call `listener(event, payload)` after commit for these events (of one pipeline)."""
+    wanted = frozenset(events) if events is not None else None
+    unknown = sorted((wanted or set()) - set(EVENTS))
+    if unknown:
+        raise ValueError(f"unknown events {unknown}; known: {', '.join(EVENTS)}")
+    hook = Hook(listener, wanted, pipeline)
+    hooks.append(hook)
+    return hook
+
+
+def unregister(hook: Hook) -> None:
+    if hook in hooks:
+        hooks.remove(hook)
 
 
 def emit_after_commit(event: str, payload: dict[str, Any]) -> None:
-    if listeners:
+    # On the path of every step: nothing is scheduled when no hook wants the event.
+    if any(hook.wants(event, payload) for hook in hooks):
         transaction.on_commit(lambda: emit(event, payload))
 
 
 def emit(event: str, payload: dict[str, Any]) -> None:
-    for listener in listeners:
+    for hook in list(hooks):
+        if not hook.wants(event, payload):
+            continue
         try:
-            listener(event, payload)
+            hook.listener(event, payload)
         except Exception:
-            # A listener's failure is its own: it never affects the run that emitted.
-            log.exception("listener %r failed on %s %s", listener, event, payload.get("run"))
+            # A hook's failure is its own: it never affects the run that emitted.
+            run = payload.get("run")
+            log.exception("event hook %r failed on %s of run %s", hook.listener, event, run)

@@ -44,6 +44,9 @@ class VersionInfo:
 
 _versions: dict[int, VersionInfo] = {}
 
+# Audit events that event hooks hear of too (see pipelines.events).
+STEP_EVENTS = frozenset({"step.succeeded", "step.failed", "step.waiting"})
+
 
 def version_info(version_id: int) -> VersionInfo:
     """A version's parsed spec and names; versions are immutable, so each process reads once."""
@@ -162,6 +165,20 @@ class RunTxn:
     def audit(self, event: str, **fields: Any) -> None:
         fields.setdefault("actor", self.actor)
         self.chain.add(event, now=self.now, **fields)
+        if event in STEP_EVENTS:
+            # Event hooks hear of a step's outcome from its audit entry, after commit.
+            self.emit(
+                event,
+                step=fields.get("step_name", ""),
+                status=fields.get("status", ""),
+                outputs=fields.get("outputs"),
+                error=fields.get("error_message", ""),
+            )
+
+    def emit(self, event: str, **payload: Any) -> None:
+        events.emit_after_commit(
+            event, {"run": self.run.pk, "pipeline": self.version.pipeline_name, **payload}
+        )
 
     def checkpoint(self, kind: str, **fields: Any) -> None:
         self.run.checkpoint_seq += 1
@@ -311,6 +328,7 @@ class RunTxn:
         lease_until = self.now + timedelta(seconds=settings.FIREFLY_STEP_LEASE_S)
         state = self.states[name]
         self.set_steps([name], S.RUNNING, started_at=self.now, lease_until=lease_until)
+        self.emit("step.started", step=name, status=S.RUNNING, attempt=state.attempt)
         return StepRun(
             id=state.id,
             run=self.run,
@@ -806,7 +824,14 @@ def step_begin(*, step_run_id: int) -> Started | None:
     # The conditional update is the guard: a duplicate or late message finds the step
     # no longer queued and changes nothing.
     step = _claim(step_run_id, now, lease_until)
-    return Started(step, None) if step else None
+    if step is None:
+        return None
+    pipeline = version_info(step.run.pipeline_version_id).pipeline_name
+    payload = {"run": step.run.pk, "pipeline": pipeline, "step": step.step_name}
+    events.emit_after_commit(
+        "step.started", {**payload, "status": S.RUNNING, "attempt": step.attempt}
+    )
+    return Started(step, None)
 
 
 def step_execute(*, step_run_id: int) -> None:

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from pipelines import services
 from pipelines.models import Run
-from tests.approvals.conftest import drive, users  # noqa: F401
+from tests.approvals.conftest import drive
 
 GATED = {
     "name": "gated",
@@ -60,7 +60,7 @@ def gated(db: Any) -> str:
 
 
 @pytest.fixture
-def waiting_run(users: dict[str, Any], gated: str) -> Callable[..., Run]:  # noqa: F811
+def waiting_run(users: dict[str, Any], gated: str) -> Callable[..., Run]:
     """A run of `gated` started by `starter`, driven in-process to its review task."""
 
     def make(**inputs: Any) -> Run:

@@ -9,8 +9,6 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.approvals.conftest import users  # noqa: F401
-
 CHROMIUM = os.environ.get("FIREFLY_CHROMIUM", "/usr/bin/chromium")
 # Playwright runs its own event loop in this thread; Django's async-safety check would
 # refuse the ORM calls the tests make between browser steps.

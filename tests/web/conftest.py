@@ -8,7 +8,7 @@ import pytest
 
 from pipelines import services
 from pipelines.models import Run
-from tests.approvals.conftest import drive, users  # noqa: F401
+from tests.approvals.conftest import drive
 
 
 def gate_pipeline(name: str = "gated", kind: str = "approval", **config: Any) -> str:
