@@ -151,8 +151,11 @@ def runs_list(request: HttpRequest) -> HttpResponse:
         request.GET.get("page")
     )
     runs = list(page.object_list)
+    filters = request.GET.copy()
+    filters.pop("page", None)
     context = {
         "page": page,
+        "filters": filters.urlencode(),
         "runs": runs,
         "status": status,
         "pipeline": pipeline,

@@ -487,3 +487,15 @@ def test_who_approved_waits_for_the_quorum_without_an_approve_button(client, use
     assert ">Approve</button>" not in page
     client.force_login(users["r2"])
     assert ">Approve</button>" in client.get(f"/tasks/{task.pk}/").content.decode()
+
+
+def test_the_runs_list_pages_keep_their_filters(client, users, monkeypatch):
+    from pipelines import views
+
+    monkeypatch.setattr(views, "RUNS_PER_PAGE", 1)
+    waiting_run(users["starter"])
+    services.run_start(pipeline="gated", inputs={"version": "2"}, actor=users["starter"])
+    client.force_login(users["r1"])
+    page = client.get("/runs/?pipeline=gated").content.decode()
+    assert "page 1 of 2" in page
+    assert 'href="?pipeline=gated&page=2">Older →</a>' in page
