@@ -112,6 +112,19 @@ class Run(models.Model):
     revision = models.PositiveIntegerField(default=0)
     # The client's `Idempotency-Key` (API): a retried start returns the first run.
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
+    # A run started by another run's handoff (its envelope is `handoff`).
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    # Shared by every span of the run and by its children's (pipelines/tracing.py).
+    trace_id = models.CharField(max_length=32, blank=True)
+    # While the spec's on_finish runs: the outcome its steps reached (the run is still
+    # `running`), the lease of the worker running it, and how many attempts it took.
+    finishing = models.CharField(max_length=16, blank=True)
+    finish_lease_until = models.DateTimeField(null=True, blank=True)
+    finish_attempts = models.PositiveIntegerField(default=0)
+    # What on_finish recorded with `harness.finalize(...)`.
+    disposition = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -136,6 +149,10 @@ class Run(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @property
+    def is_finishing(self) -> bool:
+        return bool(self.finishing) and not self.is_finished
 
 
 class StepRun(models.Model):
@@ -294,3 +311,50 @@ class AuditEntry(ImmutableModel):
 
     def __str__(self) -> str:
         return f"{self.event} #{self.seq}"
+
+
+class HandoffEnvelope(models.Model):
+    """Work one run handed to a run of another pipeline (a `handoff` step or on_finish)."""
+
+    origin_run = models.ForeignKey(
+        Run, on_delete=models.CASCADE, related_name="envelopes", db_index=False
+    )
+    # Empty when on_finish handed it off.
+    origin_step = models.CharField(max_length=100, blank=True)
+    origin_step_run = models.ForeignKey(
+        StepRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Unique per origin run: a retried or redelivered handoff finds its envelope.
+    key = models.CharField(max_length=200)
+    target_pipeline = models.CharField(max_length=100)
+    payload = models.JSONField(default=dict)
+    # The origin step waits for the child run to finish.
+    wait = models.BooleanField(default=False)
+    child_run = models.OneToOneField(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="handoff"
+    )
+    queued_at = models.DateTimeField(default=timezone.now)
+    # When the child run started work on it.
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    # Settled: by `acknowledge_handoff`, or by the waiting step when the child finished.
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decision = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["origin_run", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["origin_run", "key"], name="handoff_unique_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"handoff {self.pk} to {self.target_pipeline}"
+
+    @property
+    def status(self) -> str:
+        if self.acknowledged_at:
+            return "acknowledged"
+        return "accepted" if self.accepted_at else "queued"
+
