@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.models import F, Q, QuerySet
 
-from approvals.models import Decision, HumanTask
+from approvals.models import Decision, HumanTask, WebhookDelivery
 
 
 def for_user(user: Any) -> Q:
@@ -60,3 +60,22 @@ def task_detail(task_id: int) -> HumanTask | None:
 
 def task_decisions(task: HumanTask) -> QuerySet[Decision]:
     return task.decisions.select_related("user").order_by("created_at", "id")
+
+
+def run_open_tasks(run_id: int) -> list[dict[str, Any]]:
+    """A run's open tasks, for its unsettled work (pipelines.lifecycle)."""
+    rows = HumanTask.objects.filter(run_id=run_id, status=HumanTask.Status.OPEN).values(
+        "id", "step_name", "kind", "due_at"
+    )
+    return [
+        {"id": r["id"], "step": r["step_name"], "kind": r["kind"], "due_at": r["due_at"]}
+        for r in rows
+    ]
+
+
+def run_pending_deliveries(run_id: int) -> list[dict[str, Any]]:
+    """Webhook deliveries about a run still waiting to be sent."""
+    rows = WebhookDelivery.objects.filter(
+        status=WebhookDelivery.Status.PENDING, payload__run=run_id
+    ).values("id", "event", "webhook_id", "attempts")
+    return [dict(row) for row in rows]

@@ -168,6 +168,13 @@ FIREFLY_AUDIT_SNAPSHOT_LIMIT = env.int("FIREFLY_AUDIT_SNAPSHOT_LIMIT", default=6
 # Extra destinations fed after commit: "jsonl:/path/file.jsonl", "logging", "otel".
 FIREFLY_AUDIT_SINKS = env.list("FIREFLY_AUDIT_SINKS", default=[])
 FIREFLY_BASE_URL = env.str("FIREFLY_BASE_URL", default="http://127.0.0.1:8000")
+# A spec's on_finish callable fails the run when it runs longer than this (0: no limit,
+# and it runs in the worker's own thread); after this many attempts lost with their
+# worker the run fails too.
+FIREFLY_ON_FINISH_TIMEOUT_S = env.float("FIREFLY_ON_FINISH_TIMEOUT_S", default=300.0)
+FIREFLY_ON_FINISH_ATTEMPTS = env.int("FIREFLY_ON_FINISH_ATTEMPTS", default=3)
+# OpenTelemetry spans per run and per step attempt (needs the `otel` extra).
+FIREFLY_TRACING = env.bool("FIREFLY_TRACING", default=False)
 
 CELERY_BEAT_SCHEDULE = {
     "firefly-reaper": {

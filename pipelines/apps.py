@@ -8,4 +8,7 @@ class PipelinesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from pipelines import registry  # noqa: F401  (registers the built-in step types)
+        # Importing the registry registers the built-in step types.
+        from pipelines import lifecycle, registry, services  # noqa: F401
+
+        services.cancel_hooks.append(lifecycle.cancel_waiting_children)

@@ -357,4 +357,3 @@ class HandoffEnvelope(models.Model):
         if self.acknowledged_at:
             return "acknowledged"
         return "accepted" if self.accepted_at else "queued"
-

@@ -12,9 +12,9 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from django.conf import settings
 
-from pipelines.context import Pause, StepContext
+from pipelines.context import Handoff, Pause, StepContext
 
-Handler = Callable[[StepContext], "dict[str, Any] | Pause"]
+Handler = Callable[[StepContext], "dict[str, Any] | Pause | Handoff"]
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def names() -> list[str]:
 # --- python ---------------------------------------------------------------------------
 
 
-def resolve_callable(path: str) -> Callable[[StepContext], Any]:
+def resolve_callable(path: str) -> Callable[..., Any]:
     """Import `pkg.mod.func`, refusing modules outside FIREFLY_CALLABLE_MODULES."""
     allowed = settings.FIREFLY_CALLABLE_MODULES
     if not any(path == m or path.startswith(m + ".") for m in allowed):
@@ -116,16 +116,16 @@ def _check_python(config: dict[str, Any]) -> list[str]:
     },
     check=_check_python,
 )
-def run_python(ctx: StepContext) -> dict[str, Any] | Pause:
-    """Call a Python function with the step context; it returns a dict or a Pause."""
+def run_python(ctx: StepContext) -> dict[str, Any] | Pause | Handoff:
+    """Call a Python function with the step context; it returns a dict, Pause or Handoff."""
     result = resolve_callable(ctx.config["callable"])(ctx)
     if result is None:
         return {}
-    if isinstance(result, Pause | dict):
+    if isinstance(result, Pause | Handoff | dict):
         return result
     raise TypeError(
         f"{ctx.config['callable']} returned {type(result).__name__}; "
-        "a step returns a dict or Pause."
+        "a step returns a dict, Pause or Handoff."
     )
 
 
@@ -235,3 +235,34 @@ def run_fail(ctx: StepContext) -> dict[str, Any]:
     if times is None or ctx.attempt <= times:
         raise StepFailure(ctx.config.get("message", "step failed on purpose"))
     return {"attempt": ctx.attempt}
+
+
+@step_type(
+    "handoff",
+    config_schema={
+        "type": "object",
+        "required": ["pipeline"],
+        "properties": {
+            "pipeline": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,99}$"},
+            "payload": {"type": "object"},
+            "payload_from": {"type": "string"},
+            "wait": {"type": "boolean"},
+        },
+        "additionalProperties": False,
+    },
+)
+def run_handoff(ctx: StepContext) -> Handoff:
+    """Start a run of `pipeline`; its inputs are `payload_from`'s outputs updated by `payload`.
+
+    With `wait: true` the step waits for that run and ends as it did.
+    """
+    payload: dict[str, Any] = {}
+    source = ctx.config.get("payload_from")
+    if source:
+        if source not in ctx.upstream:
+            raise ValueError(
+                f"payload_from: {source!r} is not a direct upstream step that succeeded"
+            )
+        payload.update(ctx.upstream[source] or {})
+    payload.update(ctx.config.get("payload", {}))
+    return Handoff(ctx.config["pipeline"], payload, wait=ctx.config.get("wait", False))

@@ -19,13 +19,13 @@ from django.db import IntegrityError, close_old_connections, connection, transac
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from pipelines import engine, events, registry, sinks
+from pipelines import engine, events, registry, sinks, tracing
 from pipelines.audit import AuditChain
 from pipelines.batch import Batch
-from pipelines.context import Pause, StepContext
+from pipelines.context import Handoff, Pause, StepContext
 from pipelines.errors import Conflict, InvalidInput, NotFound
 from pipelines.leases import leases
-from pipelines.models import Checkpoint, Pipeline, PipelineVersion, Run, StepRun
+from pipelines.models import Checkpoint, HandoffEnvelope, Pipeline, PipelineVersion, Run, StepRun
 from pipelines.spec import PipelineSpec, parse_spec, validate_inputs
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,12 @@ def _enqueue_advance(run_id: int) -> None:
     from pipelines.tasks import advance_run
 
     transaction.on_commit(lambda: advance_run.delay(run_id))
+
+
+def _enqueue_finish(run_id: int) -> None:
+    from pipelines.tasks import finish_run
+
+    transaction.on_commit(lambda: finish_run.delay(run_id))
 
 
 def _enqueue_steps(ids: list[int], countdown: float = 0) -> None:
@@ -284,6 +290,8 @@ class RunTxn:
         ready. With `inline_ok`, when exactly one automatic step is ready it is started
         here and returned for the calling worker to run at once (no broker round trip).
         """
+        if self.run.is_finishing:
+            return None  # the steps are done; on_finish ends the run
         spec, states, now = self.spec, self.states, self.now
         when_steps = engine.when_inputs(spec)
         candidates = spec.successors[after] if after else None
@@ -318,6 +326,7 @@ class RunTxn:
         if self.run.started_at is None:
             self.set_run(started_at=now)
             self.audit("run.started", status=R.RUNNING)
+            self.accept_handoff()
         status = R.WAITING if _only_waiting(states) else R.RUNNING
         if self.run.status != status:
             self.set_run(status=status)
@@ -392,11 +401,20 @@ class RunTxn:
         else:
             self.progress(after=name)
 
+    def accept_handoff(self) -> None:
+        """This run, started by a handoff, took the work: its envelope is accepted."""
+        if self.run.parent_id:
+            HandoffEnvelope.objects.filter(child_run_id=self.run.pk, accepted_at=None).update(
+                accepted_at=self.now
+            )
+
     def rollback(self, to_step: str, *, comment: str = "", origin: str = "") -> list[str]:
         """Reset `to_step` and everything below it in a new generation; returns the reset steps."""
         run, spec = self.run, self.spec
         if run.status not in (R.RUNNING, R.WAITING, R.FAILED):
             raise Conflict(f"Run {run.pk} is {run.status}; it cannot be rolled back.")
+        if run.is_finishing:
+            raise Conflict(f"Run {run.pk} is finishing (on_finish is running); no roll back now.")
         if to_step not in spec.by_name:
             raise InvalidInput(
                 f"Unknown step {to_step!r}.",
@@ -442,7 +460,25 @@ class RunTxn:
         self.progress()
         return reset
 
+    def fail_waiting(self, name: str, error: str) -> None:
+        """A waiting step failed (its child run did): retries and on_failure apply."""
+        state = self.states[name]
+        if state.status != S.WAITING:
+            raise Conflict(f"Step {name!r} is {state.status}, not waiting.")
+        self.set_steps([name], S.FAILED, error=error, finished_at=self.now)
+        step = StepRun(
+            id=state.id,
+            run=self.run,
+            step_name=name,
+            generation=state.generation,
+            attempt=state.attempt,
+        )
+        common = {"step_name": name, "status": S.FAILED, "completed_at": self.now}
+        outcome = Outcome(error=error, finished_at=self.now)
+        _step_failed(self, step, self.spec.by_name[name], outcome, common, inline_ok=False)
+
     def finish(self, status: str, error: str = "") -> None:
+        """The steps are done: run the spec's on_finish first (unless cancelled), then close."""
         output = None
         if status == R.SUCCEEDED:
             names = set(self.spec.output or self.spec.terminal)
@@ -453,7 +489,47 @@ class RunTxn:
             pending = [name for name, st in self.states.items() if st.status == S.PENDING]
             if pending:
                 self.set_steps(pending, S.CANCELLED, finished_at=self.now)
-        self.set_run(status=status, finished_at=self.now, output=output, error=error)
+        if self.spec.on_finish and status != R.CANCELLED and not self.run.is_finishing:
+            # The run stays running until on_finish (pipelines/lifecycle.py) has run.
+            self.set_run(
+                status=R.RUNNING,
+                finishing=status,
+                output=output,
+                error=error,
+                finish_lease_until=None,
+                disposition=None,
+            )
+            self.audit(
+                "run.finishing",
+                status=R.RUNNING,
+                outputs=output,
+                error_message=error,
+                data={"outcome": status, "on_finish": self.spec.on_finish},
+            )
+            _enqueue_finish(self.run.pk)
+            return
+        self.close(status, output=output, error=error)
+
+    def close(self, status: str, *, output: Any, error: str = "") -> None:
+        """End the run for good: its final status, output and audit entry."""
+        self.set_run(
+            status=status,
+            finished_at=self.now,
+            output=output,
+            error=error,
+            finishing="",
+            finish_lease_until=None,
+        )
+        if self.run.parent_id:
+            # A parent step may be waiting for this run; it is told once this commits.
+            self.accept_handoff()
+            child_id = self.run.pk
+            from pipelines.tasks import settle_handoff
+
+            transaction.on_commit(lambda: settle_handoff.delay(child_id))
+        if tracing.enabled():
+            run, pipeline = self.run, self.version.pipeline_name
+            transaction.on_commit(lambda: tracing.record_run(run, pipeline))
         payload = {
             "run": self.run.pk,
             "pipeline": self.version.pipeline_name,
@@ -610,7 +686,7 @@ def _claim(step_run_id: int, now: datetime, lease_until: datetime) -> StepRun | 
 @lru_cache(maxsize=1024)
 def _run_for_steps(run_id: int) -> Run:
     """What a step handler needs of its run (inputs and version never change)."""
-    return Run.objects.only("pipeline_version_id", "inputs").get(pk=run_id)
+    return Run.objects.only("pipeline_version_id", "inputs", "trace_id").get(pk=run_id)
 
 
 def _only_waiting(states: Mapping[str, engine.StepState]) -> bool:
@@ -629,11 +705,12 @@ def run_start(
     actor: Any = None,
     version: int | None = None,
     idempotency_key: str = "",
+    parent: Run | None = None,
 ) -> Run:
     """Validate the inputs, create the run with a pending row per step, and queue it.
 
     With an `idempotency_key`, a run the same actor already started with that key is
-    returned instead of starting another.
+    returned instead of starting another. A `parent` run (a handoff) shares its trace.
     """
     if idempotency_key:
         first = Run.objects.filter(created_by=actor, idempotency_key=idempotency_key).first()
@@ -651,6 +728,8 @@ def run_start(
                 inputs=inputs,
                 created_by=actor,
                 idempotency_key=idempotency_key,
+                parent=parent,
+                trace_id=parent.trace_id if parent and parent.trace_id else tracing.new_trace_id(),
             )
     except IntegrityError:
         if not idempotency_key:
@@ -662,7 +741,11 @@ def run_start(
         "run.created",
         status=R.PENDING,
         inputs=inputs,
-        data={"pipeline": pipeline_version_.pipeline.name, "version": pipeline_version_.number},
+        data={
+            "pipeline": pipeline_version_.pipeline.name,
+            "version": pipeline_version_.number,
+            **({"parent_run": parent.pk} if parent else {}),
+        },
     )
     txn.flush()
     _enqueue_advance(run.pk)
@@ -752,6 +835,7 @@ def run_fork(*, run_id: int, checkpoint_seq: int, actor: Any = None) -> Run:
         created_by=actor,
         forked_from=source,
         forked_from_seq=checkpoint_seq,
+        trace_id=tracing.new_trace_id(),
     )
     _create_steps(
         run, {name: sources.get(done[name]) if name in done else None for name in spec.order}
@@ -802,6 +886,12 @@ class Outcome:
     pause: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # A step that hands work to another pipeline (opened when this outcome commits).
+    handoff: Handoff | None = None
+    # The child run a waiting step waits for (no human task is opened for it).
+    waits_for: int | None = None
+    # The attempt's span ids, when tracing is on (kept on its audit entry).
+    trace: dict[str, str] | None = None
 
 
 @dataclass
@@ -861,6 +951,25 @@ def step_finish(*, started: Started, outcome: Outcome) -> Started | None:
 
 def _commit_outcome(txn: RunTxn, step: StepRun, outcome: Outcome) -> StepRun | None:
     spec_step = txn.spec.by_name[step.step_name]
+    # Under the run lock the states are authoritative: a step cancelled, rolled back or
+    # handed to another worker (lease expired) is no longer this running attempt.
+    current = txn.states.get(step.step_name)
+    if current != (step.pk, S.RUNNING, step.generation, step.attempt) or txn.run.is_finished:
+        txn.audit(
+            "step.outcome_dropped",
+            step_name=step.step_name,
+            status=_outcome_status(outcome),
+            outputs=outcome.outputs,
+            error_message=outcome.error,
+            started_at=outcome.started_at,
+            completed_at=outcome.finished_at,
+            data={"reason": "the step was no longer running", "attempt": step.attempt},
+        )
+        return None
+    if outcome.handoff is not None:
+        from pipelines import lifecycle
+
+        outcome = lifecycle.open_step_handoff(txn, step, outcome)
     fields: dict[str, Any] = {"finished_at": outcome.finished_at, "lease_until": None}
     if outcome.pause is not None:
         fields = {"lease_until": None}
@@ -871,28 +980,15 @@ def _commit_outcome(txn: RunTxn, step: StepRun, outcome: Outcome) -> StepRun | N
     else:
         status = S.SUCCEEDED
         fields["outputs"] = outcome.outputs
-    # Under the run lock the states are authoritative: a step cancelled, rolled back or
-    # handed to another worker (lease expired) is no longer this running attempt.
-    current = txn.states.get(step.step_name)
-    if current != (step.pk, S.RUNNING, step.generation, step.attempt) or txn.run.is_finished:
-        txn.audit(
-            "step.outcome_dropped",
-            step_name=step.step_name,
-            status=status,
-            outputs=outcome.outputs,
-            error_message=outcome.error,
-            started_at=outcome.started_at,
-            completed_at=outcome.finished_at,
-            data={"reason": "the step was no longer running", "attempt": step.attempt},
-        )
-        return None
     txn.set_steps([step.step_name], status, **fields)
-    common = {
+    common: dict[str, Any] = {
         "step_name": step.step_name,
         "status": status,
         "started_at": outcome.started_at,
         "completed_at": outcome.finished_at,
     }
+    if outcome.trace:
+        common["data"] = dict(outcome.trace)
     if status == S.SUCCEEDED:
         txn.audit("step.succeeded", outputs=outcome.outputs, **common)
         txn.checkpoint(
@@ -909,21 +1005,35 @@ def _commit_outcome(txn: RunTxn, step: StepRun, outcome: Outcome) -> StepRun | N
             paused=True,
             pause_reason=outcome.pause or "",
         )
-        for hook in pause_hooks:
-            hook(txn=txn, step_run=StepRun.objects.get(pk=step.pk), reason=outcome.pause)
+        if outcome.waits_for is None:  # a Pause: people decide, in a human task
+            for hook in pause_hooks:
+                hook(txn=txn, step_run=StepRun.objects.get(pk=step.pk), reason=outcome.pause)
         return txn.progress(inline_ok=True)
     return _step_failed(txn, step, spec_step, outcome, common)
 
 
+def _outcome_status(outcome: Outcome) -> str:
+    if outcome.pause is not None:
+        return S.WAITING
+    return S.FAILED if outcome.error else S.SUCCEEDED
+
+
 def _step_failed(
-    txn: RunTxn, step: StepRun, spec_step: Any, outcome: Outcome, common: dict[str, Any]
+    txn: RunTxn,
+    step: StepRun,
+    spec_step: Any,
+    outcome: Outcome,
+    common: dict[str, Any],
+    inline_ok: bool = True,
 ) -> StepRun | None:
+    common = {**common}
+    data = {**(common.pop("data", None) or {}), "attempt": step.attempt}
     if step.attempt <= spec_step.retries and step.generation == txn.run.generation:
         delay = spec_step.backoff_s(step.attempt)
         txn.audit(
             "step.failed",
             error_message=outcome.error,
-            data={"retry_in_s": delay, "attempt": step.attempt},
+            data={**data, "retry_in_s": delay},
             **common,
         )
         (retry,) = txn.add_attempts(
@@ -934,7 +1044,7 @@ def _step_failed(
         )
         _enqueue_steps([retry.pk], countdown=delay)
         return None
-    txn.audit("step.failed", error_message=outcome.error, data={"attempt": step.attempt}, **common)
+    txn.audit("step.failed", error_message=outcome.error, data=data, **common)
     txn.checkpoint(
         Checkpoint.Kind.STEP, step_name=step.step_name, step_run_id=step.pk, status=S.FAILED
     )
@@ -942,7 +1052,7 @@ def _step_failed(
         reason = outcome.error.splitlines()[-1] if outcome.error else "no error message"
         txn.finish(R.FAILED, error=f"step {step.step_name!r} failed: {reason}")
         return None
-    return txn.progress(inline_ok=True)
+    return txn.progress(inline_ok=inline_ok)
 
 
 # Called in the transaction that pauses a step (the approvals app opens a task there),
@@ -968,24 +1078,36 @@ def _call_handler(step: StepRun) -> Outcome:
         idempotency_key=f"run-{run.pk}-{step.step_name}-gen-{step.generation}",
         logger=logging.getLogger(f"firefly.step.{spec.name}.{step.step_name}"),
         extra=extra,
+        step_run_id=step.pk,
     )
     handler = registry.get(spec_step.type).handler
     assert handler is not None
     started = step.started_at or timezone.now()
-    leases.hold(step.pk, ctx.cancelled)
+    if tracing.enabled():
+        with tracing.step_span(step, spec.name, run.trace_id) as span:
+            outcome = _run_handler(handler, ctx, spec_step.timeout_s, started)
+            span.finish(outcome.error)
+            outcome.trace = span.ids
+        return outcome
+    return _run_handler(handler, ctx, spec_step.timeout_s, started)
+
+
+def _run_handler(
+    handler: registry.Handler, ctx: StepContext, timeout_s: float | None, started: datetime
+) -> Outcome:
+    leases.hold(ctx.step_run_id, ctx.cancelled)
     try:
-        if spec_step.timeout_s:
-            result = _call_with_timeout(handler, ctx, spec_step.timeout_s)
-        else:
-            result = handler(ctx)
+        result = _call_with_timeout(handler, ctx, timeout_s) if timeout_s else handler(ctx)
     except Exception as exc:
-        log.info("step %s of run %s failed: %s", step.step_name, run.pk, exc)
+        log.info("step %s of run %s failed: %s", ctx.step_name, ctx.run_id, exc)
         error = "".join(traceback.format_exception_only(exc)).strip()
         return Outcome(error=error, started_at=started, finished_at=timezone.now())
     finally:
-        leases.release(step.pk)
+        leases.release(ctx.step_run_id)
     if isinstance(result, Pause):
         return Outcome(pause=result.reason, started_at=started, finished_at=timezone.now())
+    if isinstance(result, Handoff):
+        return Outcome(handoff=result, started_at=started, finished_at=timezone.now())
     return Outcome(outputs=result, started_at=started, finished_at=timezone.now())
 
 
@@ -993,7 +1115,7 @@ class StepTimeout(Exception):
     pass
 
 
-def _call_with_timeout(handler: registry.Handler, ctx: StepContext, timeout_s: float) -> Any:
+def _call_with_timeout(handler: Callable[[Any], Any], ctx: Any, timeout_s: float) -> Any:
     # Python cannot kill a thread: on timeout the step fails and the handler is told
     # through ctx.cancelled; whatever it returns later is ignored.
     def call() -> Any:
@@ -1057,6 +1179,8 @@ class ReapReport:
     lost: int = 0
     resent: int = 0
     advanced: int = 0
+    finishing: int = 0
+    settled: int = 0
 
 
 def reap() -> ReapReport:
@@ -1085,13 +1209,35 @@ def reap() -> ReapReport:
     busy = StepRun.objects.filter(run=OuterRef("pk"), status__in=[S.QUEUED, S.RUNNING])
     stalled = (
         Run.objects.filter(Q(status=R.RUNNING) | Q(status=R.PENDING, created_at__lt=stale_queue))
-        .filter(~Exists(busy))
+        .filter(~Exists(busy), finishing="")
         .values_list("pk", flat=True)
     )
     for run_id in stalled:
         run_advance(run_id=run_id)
         report.advanced += 1
-    if report.lost or report.resent:
+
+    # on_finish whose message was lost or whose worker died (its lease expired). A
+    # duplicate message is harmless: only one worker can hold the finish lease.
+    finishing = (
+        Run.objects.filter(status=R.RUNNING)
+        .exclude(finishing="")
+        .filter(Q(finish_lease_until__isnull=True) | Q(finish_lease_until__lt=now))
+        .values_list("pk", flat=True)
+    )
+    for run_id in finishing:
+        with transaction.atomic():
+            _enqueue_finish(run_id)
+        report.finishing += 1
+
+    # Waiting handoff steps whose child run finished but were not told (message lost).
+    from pipelines import lifecycle
+
+    done_children = HandoffEnvelope.objects.filter(
+        wait=True, acknowledged_at__isnull=True, child_run__status__in=Run.FINISHED
+    ).values_list("child_run_id", flat=True)
+    for child_run_id in done_children:
+        report.settled += lifecycle.handoff_settle(child_run_id=child_run_id)
+    if report.lost or report.resent or report.settled:
         log.warning("reaper: %s", report)
     return report
 

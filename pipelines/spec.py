@@ -28,7 +28,7 @@ SPEC_SCHEMA: dict[str, Any] = {
         "description": {"type": "string"},
         "input_schema": {"type": "object"},
         "output": {"type": "array", "items": _NAME},
-        "on_finish": {"type": "string"},
+        "on_finish": {"type": "string", "minLength": 3},
         "steps": {"type": "array", "minItems": 1},
     },
 }
@@ -322,6 +322,21 @@ def parse_spec(data: Any) -> PipelineSpec:
                     "message": f"{step.when.step!r} is not upstream of {step.name!r}",
                 }
             )
+    for step in steps:
+        source = step.config.get("payload_from") if step.type == "handoff" else None
+        if source and source not in step.after:
+            errors.append(
+                {
+                    "step": step.name,
+                    "field": "config.payload_from",
+                    "message": f"{source!r} is not in the step's `after`",
+                }
+            )
+    if spec.on_finish:
+        try:
+            registry.resolve_callable(spec.on_finish)
+        except ValueError as exc:
+            errors.append({"step": None, "field": "on_finish", "message": str(exc)})
     for name in spec.output:
         if name not in spec.by_name:
             errors.append({"step": None, "field": "output", "message": f"unknown step {name!r}"})

@@ -23,3 +23,17 @@ def execute_step(step_run_id: int) -> None:
 @shared_task(name="pipelines.tasks.reap")
 def reap() -> None:
     services.reap()
+
+
+@shared_task(name="pipelines.tasks.finish_run")
+def finish_run(run_id: int) -> None:
+    from pipelines import lifecycle
+
+    lifecycle.run_finalize(run_id=run_id)
+
+
+@shared_task(name="pipelines.tasks.settle_handoff")
+def settle_handoff(child_run_id: int) -> None:
+    from pipelines import lifecycle
+
+    lifecycle.handoff_settle(child_run_id=child_run_id)

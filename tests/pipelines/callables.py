@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pipelines.context import Pause, StepContext
@@ -28,3 +29,36 @@ def value(ctx: StepContext) -> dict[str, Any]:
 
 def pause(ctx: StepContext) -> Pause:
     return Pause(reason="numbers look odd")
+
+
+def double(ctx: StepContext) -> dict[str, Any]:
+    return {"doubled": ctx.inputs["value"] * 2}
+
+
+# --- on_finish callables: (harness, value) -> new output or None ----------------------
+
+
+def total(harness: Any, value: dict[str, Any] | None) -> dict[str, Any]:
+    """Sum the terminal steps' values, note it in the audit trail, and record a disposition."""
+    result = {"total": sum(out.get("value", 0) for out in (value or {}).values())}
+    harness.emit_audit("summed", result)
+    harness.finalize({"status": harness.status, "unsettled": harness.unsettled().summary})
+    return result
+
+
+def slow_finalize(harness: Any, value: Any) -> None:
+    time.sleep(0.5)
+    harness.emit_audit("settled", {"attempt": harness.attempt})
+    harness.finalize({"attempt": harness.attempt})
+
+
+def explode(harness: Any, value: Any) -> None:
+    raise ValueError("the ledger is closed")
+
+
+def hand_over(harness: Any, value: Any) -> dict[str, Any]:
+    envelope = harness.handoff_to("lifecycle-child", {"value": 21})
+    harness.finalize(
+        {"unsettled": harness.unsettled().summary, "counts": harness.unsettled().counts}
+    )
+    return {"handed": envelope.pk, "child": envelope.child_run_id}
