@@ -7,9 +7,10 @@ from celery import shared_task
 from pipelines import services
 
 
-# Redelivery is safe for all three: advance_run recomputes from the locked run,
-# execute_step moves its step out of `queued` under the run lock (a duplicate finds
-# it taken and returns), and the reaper's recoveries are conditional updates.
+# Redelivery is safe for all of them: advance_run recomputes from the locked run,
+# execute_step moves its step out of `queued` with a conditional update (a duplicate
+# finds it taken and returns), finish_run needs the run's finish lease, settle_handoff
+# checks that the step still waits, and the reaper's recoveries are conditional.
 @shared_task(name="pipelines.tasks.advance_run")
 def advance_run(run_id: int) -> None:
     services.run_advance(run_id=run_id)
