@@ -59,3 +59,18 @@ def publish(ctx: StepContext) -> dict[str, Any]:
     """Pretend to publish the edited article on the chosen channel."""
     edited = ctx.upstream.get("edit", {}).get("data", {})
     return {"published": edited.get("title"), "channel": ctx.config.get("channel", "blog")}
+
+
+def release_notes(ctx: StepContext) -> dict[str, Any]:
+    """Write the notes of a version; they go to the deploy pipeline as its inputs."""
+    version = ctx.inputs["version"]
+    return {"version": version, "notes": f"Firefly {version}: fixes and improvements."}
+
+
+def record_rollout(harness: Any, value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """on_finish of `rollout`: note what is still open and record the disposition."""
+    loose = harness.unsettled()
+    harness.finalize({"status": harness.status, "unsettled": loose.summary})
+    if value is None:
+        return None
+    return {"deployed": value["ship"].get("deploy", {}).get("deployed")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from pipelines import lifecycle, services
 from pipelines.audit import chains, verify_chain
 from pipelines.errors import Conflict, InvalidInput, NotFound, SpecError
 from pipelines.models import AuditEntry, HandoffEnvelope, Run, StepRun
+from pipelines.spec import load_text
 from tests.approvals.conftest import drive, open_task
 from tests.conftest import wait_finished, wait_for
 
@@ -436,3 +438,24 @@ def test_on_finish_hands_off_and_sees_it_unsettled(db, make_pipeline):
     assert envelope.origin_step == ""
     assert envelope.child_run.parent_id == run.pk
     assert chain_intact(run)
+
+
+def test_the_rollout_demo_waits_for_its_deploy_run(db, users):
+    for name in ("deploy", "rollout"):
+        services.pipeline_create(spec=load_text(Path(f"pipelines/demo/{name}.yaml").read_text()))
+    run = drive(
+        services.run_start(pipeline="rollout", inputs={"version": "2.0"}, actor=users["starter"])
+    )
+    child = drive(Run.objects.get(parent=run))
+    assert child.inputs["version"] == "2.0"
+    for reviewer in ("r1", "r2"):
+        approvals.task_approve(task_id=open_task(child).pk, user=users[reviewer])
+    drive(child)
+    services.reap()  # stands in for the settle message: the parent's step ends as the child did
+    run.refresh_from_db()
+    lifecycle.run_finalize(run_id=run.pk)
+    run.refresh_from_db()
+
+    assert run.status == R.SUCCEEDED
+    assert run.output == {"deployed": "2.0"}
+    assert run.disposition == {"status": "succeeded", "unsettled": "no unsettled work"}
