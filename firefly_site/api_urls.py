@@ -17,6 +17,12 @@ v1 = [
     path("runs/<int:pk>/fork/", api.RunFork.as_view(), name="run-fork"),
     path("runs/<int:pk>/checkpoints/", api.RunCheckpoints.as_view(), name="run-checkpoints"),
     path("runs/<int:pk>/audit/", api.RunAudit.as_view(), name="run-audit"),
+    path("handoffs/<int:pk>/", api.HandoffDetail.as_view(), name="handoff"),
+    path(
+        "handoffs/<int:pk>/acknowledge/",
+        api.HandoffAcknowledge.as_view(),
+        name="handoff-acknowledge",
+    ),
     path("tasks/", tasks.TaskList.as_view(), name="tasks"),
     path("tasks/<int:pk>/", tasks.TaskDetail.as_view(), name="task"),
     path("tasks/<int:pk>/approve/", tasks.TaskApprove.as_view(), name="task-approve"),

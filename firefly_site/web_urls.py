@@ -18,6 +18,11 @@ urlpatterns = [
     path("runs/<int:run_id>/cancel/", pipelines.run_cancel, name="run-cancel"),
     path("runs/<int:run_id>/resume/", pipelines.run_resume, name="run-resume"),
     path("runs/<int:run_id>/fork/", pipelines.run_fork, name="run-fork"),
+    path(
+        "handoffs/<int:envelope_id>/acknowledge/",
+        pipelines.handoff_acknowledge,
+        name="handoff-acknowledge",
+    ),
     path("pipelines/", pipelines.pipelines_list, name="pipelines"),
     path("pipelines/<slug:name>/", pipelines.pipeline_detail, name="pipeline"),
     path("pipelines/<slug:name>/start/", pipelines.pipeline_start, name="pipeline-start"),

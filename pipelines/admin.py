@@ -1,4 +1,4 @@
-"""Django admin: pipelines and versions, runs with their steps, checkpoints and audit trail."""
+"""Django admin: pipelines, runs with their steps and handoffs, checkpoints and audit trail."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from pipelines.audit import entry_hash
 from pipelines.models import (
     AuditEntry,
     Checkpoint,
+    HandoffEnvelope,
     ImmutableQuerySet,
     Pipeline,
     PipelineVersion,
@@ -97,6 +98,48 @@ class StepInline(ReadOnlyInline):
     )
 
 
+def handoff_link(envelope_id: int | None) -> str:
+    if envelope_id is None:
+        return "-"
+    url = reverse("admin:pipelines_handoffenvelope_change", args=[envelope_id])
+    return format_html('<a href="{}">handoff {}</a>', url, envelope_id)
+
+
+class ChildRunInline(ReadOnlyInline):
+    model = Run
+    fk_name = "parent"
+    verbose_name = "child run"
+    fields = readonly_fields = ("pipeline_version", "status", "created_at", "finished_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
+        return super().get_queryset(request).select_related("pipeline_version__pipeline")
+
+
+class EnvelopeInline(ReadOnlyInline):
+    model = HandoffEnvelope
+    fk_name = "origin_run"
+    verbose_name = "handoff"
+    fields = readonly_fields = (
+        "origin_step",
+        "target_pipeline",
+        "child_run_link",
+        "wait",
+        "status",
+        "queued_at",
+        "accepted_at",
+        "acknowledged_at",
+        "acknowledged_by",
+        "decision",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[HandoffEnvelope]:
+        return super().get_queryset(request).select_related("acknowledged_by")
+
+    @admin.display(description="child run")
+    def child_run_link(self, obj: HandoffEnvelope) -> str:
+        return run_link(obj.child_run_id)
+
+
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdmin):
     list_display = ["id", "pipeline_version", "status", "created_by", "created_at", "finished_at"]
@@ -105,7 +148,85 @@ class RunAdmin(ReadOnlyAdmin):
     search_fields = ["=id"]
     date_hierarchy = "created_at"
     show_full_result_count = False
-    inlines = [StepInline]
+    readonly_fields = ["handed_off_by", "is_finishing"]
+    inlines = [StepInline, ChildRunInline, EnvelopeInline]
+
+    @admin.display(description="handed off by")
+    def handed_off_by(self, obj: Run) -> str:
+        if obj.parent_id is None:
+            return "-"
+        envelope = HandoffEnvelope.objects.filter(child_run=obj).values_list("pk", flat=True)
+        return format_html("{} ({})", run_link(obj.parent_id), handoff_link(envelope.first()))
+
+    @admin.display(description="on_finish running", boolean=True)
+    def is_finishing(self, obj: Run) -> bool:
+        return obj.is_finishing
+
+
+class HandoffStatusFilter(admin.SimpleListFilter):
+    """The envelope's status, which the model derives from its timestamps."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(status, status) for status in ("queued", "accepted", "acknowledged")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "queued":
+            return queryset.filter(accepted_at__isnull=True, acknowledged_at__isnull=True)
+        if self.value() == "accepted":
+            return queryset.filter(accepted_at__isnull=False, acknowledged_at__isnull=True)
+        if self.value() == "acknowledged":
+            return queryset.filter(acknowledged_at__isnull=False)
+        return queryset
+
+
+@admin.register(HandoffEnvelope)
+class HandoffEnvelopeAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "origin_run_link",
+        "origin_step",
+        "target_pipeline",
+        "child_run_link",
+        "wait",
+        "status",
+        "queued_at",
+        "accepted_at",
+        "acknowledged_at",
+        "acknowledged_by",
+    ]
+    list_filter = [HandoffStatusFilter, "wait"]
+    list_select_related = ["acknowledged_by"]
+    search_fields = ["target_pipeline", "=origin_run__id"]
+    search_help_text = "A target pipeline, or an origin run id."
+    show_full_result_count = False
+    readonly_fields = (
+        "origin_run_link",
+        "origin_step",
+        "origin_step_run",
+        "key",
+        "target_pipeline",
+        "payload",
+        "wait",
+        "child_run_link",
+        "status",
+        "queued_at",
+        "accepted_at",
+        "acknowledged_at",
+        "acknowledged_by",
+        "decision",
+    )
+    fields = readonly_fields
+
+    @admin.display(description="origin run", ordering="origin_run_id")
+    def origin_run_link(self, obj: HandoffEnvelope) -> str:
+        return run_link(obj.origin_run_id)
+
+    @admin.display(description="child run", ordering="child_run_id")
+    def child_run_link(self, obj: HandoffEnvelope) -> str:
+        return run_link(obj.child_run_id)
 
 
 @admin.register(StepRun)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
-from django.db.models import Max, QuerySet
+from django.db.models import Max, Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import (
@@ -21,10 +21,20 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from firefly_site.api_errors import AUTH_ERRORS, CONFLICT, INVALID, NOT_FOUND
-from pipelines import selectors, services
-from pipelines.models import AuditEntry, Checkpoint, Pipeline, PipelineVersion, Run, StepRun
+from firefly_site.api_errors import AUTH_ERRORS, CONFLICT, INVALID, NOT_FOUND, error_response
+from pipelines import lifecycle, selectors, services
+from pipelines.errors import PermissionDenied
+from pipelines.models import (
+    AuditEntry,
+    Checkpoint,
+    HandoffEnvelope,
+    Pipeline,
+    PipelineVersion,
+    Run,
+    StepRun,
+)
 from pipelines.spec import load_text
+from pipelines.views import may_operate
 
 # --- pagination -------------------------------------------------------------------------
 
@@ -162,12 +172,83 @@ class StepSerializer(serializers.Serializer):
     latency_ms = serializers.IntegerField(allow_null=True)
 
 
+class RunLinkSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    pipeline = serializers.CharField(source="pipeline_version.pipeline.name")
+    status = serializers.ChoiceField(choices=Run.Status.choices)
+
+
+HANDOFF_STATUSES = ("queued", "accepted", "acknowledged")
+
+
+class HandoffSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    origin_run = serializers.IntegerField(
+        source="origin_run_id", help_text="The run that handed off."
+    )
+    origin_step = serializers.CharField(
+        allow_blank=True, help_text="The step that handed off; blank when on_finish did."
+    )
+    target_pipeline = serializers.CharField(help_text="The pipeline whose run takes the work.")
+    payload = CleanObjectField(help_text="The child run's inputs.")
+    wait = serializers.BooleanField(help_text="Whether the origin step waits for the child run.")
+    child_run = serializers.IntegerField(
+        source="child_run_id", allow_null=True, help_text="The run started for it, once started."
+    )
+    status = serializers.ChoiceField(
+        choices=HANDOFF_STATUSES,
+        help_text="accepted: the child run started; acknowledged: settled.",
+    )
+    queued_at = serializers.DateTimeField()
+    accepted_at = serializers.DateTimeField(allow_null=True)
+    acknowledged_at = serializers.DateTimeField(allow_null=True)
+    acknowledged_by = serializers.CharField(
+        source="acknowledged_by.username",
+        allow_null=True,
+        help_text="Null when nobody did, or when the waiting step settled it.",
+    )
+    decision = serializers.JSONField(allow_null=True, help_text="A string or a JSON object.")
+
+
 class RunDetailSerializer(RunSerializer):
     steps = serializers.SerializerMethodField(help_text="The latest attempt of each step.")
+    parent_run = serializers.IntegerField(
+        source="parent_id", allow_null=True, help_text="The run whose handoff started this one."
+    )
+    children = RunLinkSerializer(many=True, help_text="Runs this run's handoffs started.")
+    envelopes = HandoffSerializer(many=True, help_text="Work this run handed off, in order.")
+    disposition = serializers.JSONField(
+        allow_null=True, help_text="What the pipeline's on_finish recorded."
+    )
+    finishing = serializers.BooleanField(
+        source="is_finishing", help_text="Whether on_finish is running (the run is not over)."
+    )
+    trace_id = serializers.CharField(allow_blank=True)
 
     @extend_schema_field(StepSerializer(many=True))
     def get_steps(self, run: Run) -> Any:
         return StepSerializer(selectors.current_steps(run), many=True).data
+
+
+@extend_schema_field(
+    {
+        "oneOf": [{"type": "string"}, {"type": "object", "additionalProperties": True}],
+        "description": "How the handoff was settled: text, or a JSON object.",
+    }
+)
+class DecisionField(CleanJSONField):
+    """A string or a JSON object; whether it says enough is the service's rule."""
+
+    default_error_messages = {"not_decision": "Expected a string or a JSON object."}
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str | dict):
+            self.fail("not_decision")
+        return super().to_internal_value(data)
+
+
+class AcknowledgeSerializer(serializers.Serializer):
+    decision = DecisionField()
 
 
 class RunStartSerializer(serializers.Serializer):
@@ -376,17 +457,33 @@ class RunList(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
+def _handoffs() -> QuerySet[HandoffEnvelope]:
+    return HandoffEnvelope.objects.select_related("acknowledged_by").order_by("id")
+
+
+def _run_details() -> QuerySet[Run]:
+    """Runs with their children and envelopes: one query each, however many there are."""
+    children = (
+        Run.objects.select_related("pipeline_version__pipeline")
+        .only("pk", "status", "parent", "pipeline_version__pipeline__name")
+        .order_by("id")
+    )
+    return _runs().prefetch_related(
+        Prefetch("children", queryset=children), Prefetch("envelopes", queryset=_handoffs())
+    )
+
+
 class RunDetail(APIView):
     @extend_schema(
-        summary="A run with the latest attempt of each step",
+        summary="A run with the latest attempt of each step, its children and handoffs",
         responses={200: RunDetailSerializer, **AUTH_ERRORS, **NOT_FOUND},
     )
     def get(self, request: Request, pk: int) -> Response:
-        return Response(RunDetailSerializer(get_object_or_404(_runs(), pk=pk)).data)
+        return Response(RunDetailSerializer(get_object_or_404(_run_details(), pk=pk)).data)
 
 
 def _run_detail(run: Run) -> dict[str, Any]:
-    return dict(RunDetailSerializer(_runs().get(pk=run.pk)).data)
+    return dict(RunDetailSerializer(_run_details().get(pk=run.pk)).data)
 
 
 class RunCancel(APIView):
@@ -423,6 +520,40 @@ class RunFork(APIView):
             status=status.HTTP_201_CREATED,
             headers={"Location": f"/api/v1/runs/{run.pk}/"},
         )
+
+
+class HandoffDetail(APIView):
+    @extend_schema(
+        summary="A handoff envelope: work a run handed to a run of another pipeline",
+        responses={200: HandoffSerializer, **AUTH_ERRORS, **NOT_FOUND},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(HandoffSerializer(get_object_or_404(_handoffs(), pk=pk)).data)
+
+
+class HandoffAcknowledge(APIView):
+    @extend_schema(
+        summary="Acknowledge a handoff: record how it was settled (staff or the run's starter)",
+        request=AcknowledgeSerializer,
+        responses={
+            200: HandoffSerializer,
+            **INVALID,
+            **AUTH_ERRORS,
+            **NOT_FOUND,
+            409: error_response("The handoff was already acknowledged."),
+        },
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        envelope = get_object_or_404(HandoffEnvelope.objects.select_related("origin_run"), pk=pk)
+        if not may_operate(request.user, envelope.origin_run):
+            raise PermissionDenied(
+                "Only staff or the person who started a run may acknowledge its handoffs."
+            )
+        data = validated(AcknowledgeSerializer, request)
+        lifecycle.acknowledge_handoff(
+            envelope_id=envelope.pk, decision=data["decision"], actor=request.user
+        )
+        return Response(HandoffSerializer(_handoffs().get(pk=envelope.pk)).data)
 
 
 class RunCheckpoints(generics.ListAPIView):

@@ -255,10 +255,10 @@ def _acknowledge(
 
 def acknowledge_handoff(*, envelope_id: int, decision: Any, actor: Any = None) -> HandoffEnvelope:
     """Record how a handoff was settled; it leaves the origin run's unsettled work."""
-    if not (isinstance(decision, str) and decision.strip()) and not isinstance(decision, dict):
+    if not decision or not isinstance(decision, str | dict) or not str(decision).strip():
         raise InvalidInput(
-            "A decision is a non-empty string or a JSON object.",
-            details=[{"field": "decision", "message": "a non-empty string or a JSON object"}],
+            "A decision is a non-empty string or a non-empty JSON object.",
+            details=[{"field": "decision", "message": "a non-empty string or JSON object"}],
         )
     found = HandoffEnvelope.objects.filter(pk=envelope_id)
     origin_run_id = found.values_list("origin_run_id", flat=True).first()

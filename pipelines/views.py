@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,9 +15,9 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from pipelines import dag, selectors, services
+from pipelines import dag, lifecycle, selectors, services
 from pipelines.errors import FireflyError, PermissionDenied
-from pipelines.models import Pipeline, Run
+from pipelines.models import HandoffEnvelope, Pipeline, Run
 
 RUNS_PER_PAGE = 25
 AUDIT_PER_PAGE = 20
@@ -135,8 +136,11 @@ def step_states(run: Run) -> dict[str, dag.StepState]:
     }
 
 
-def _may_operate(user: Any, run: Run) -> bool:
-    """Cancel and resume: staff, superusers, and whoever started the run."""
+def may_operate(user: Any, run: Run) -> bool:
+    """Cancel, resume and acknowledge handoffs: staff, superusers, whoever started the run.
+
+    The API applies the same rule to acknowledging a handoff.
+    """
     return bool(user.is_staff or user.is_superuser or run.created_by_id == user.pk)
 
 
@@ -180,7 +184,7 @@ def _run_live_context(request: HttpRequest, run: Run) -> dict[str, Any]:
     steps = selectors.current_steps(run)
     states = {s.step_name: dag.StepState(s.status, s.generation, s.attempt) for s in steps}
     done = sum(1 for s in steps if s.status in selectors.DONE_STATUSES)
-    may_operate = _may_operate(request.user, run)
+    allowed = may_operate(request.user, run)
     return {
         "run": run,
         "spec": spec,
@@ -188,21 +192,95 @@ def _run_live_context(request: HttpRequest, run: Run) -> dict[str, Any]:
         "svg": dag.render_svg(spec, states),
         "done": done,
         "total": len(spec.order),
-        "can_cancel": may_operate and not run.is_finished,
-        "can_resume": may_operate and run.status == Run.Status.FAILED,
+        "can_cancel": allowed and not run.is_finished,
+        "can_resume": allowed and run.status == Run.Status.FAILED,
+        "disposition": _shown(run.disposition),
         "live": not run.is_finished,
+    }
+
+
+def _shown(value: Any) -> str:
+    """A JSON value for a page: text as it is, anything else indented."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+@dataclass
+class EnvelopeRow:
+    envelope: HandoffEnvelope
+    payload: str
+    decision: str
+    errors: list[str] = field(default_factory=list)
+    posted: str = ""
+
+
+def _handoffs_context(
+    request: HttpRequest,
+    run: Run,
+    *,
+    message: str = "",
+    level: str = "error",
+    failed: int | None = None,
+    errors: list[str] | None = None,
+    posted: str = "",
+) -> dict[str, Any]:
+    """The run's place among handoffs: where it came from, its children and its envelopes.
+
+    At most three queries (the envelope it came from, children, envelopes), however many
+    there are. `failed` is the envelope whose Acknowledge form was refused, shown again
+    with `errors` and `posted`.
+    """
+    came_from = None
+    if run.parent_id is not None:
+        came_from = (
+            HandoffEnvelope.objects.filter(child_run=run)
+            .only("pk", "origin_run_id", "origin_step")
+            .first()
+        )
+    children = list(
+        Run.objects.filter(parent=run)
+        .select_related("pipeline_version__pipeline")
+        .only("pk", "status", "parent", "pipeline_version__pipeline__name")
+        .order_by("id")
+    )
+    rows = [
+        EnvelopeRow(
+            envelope=envelope,
+            payload=_shown(envelope.payload),
+            decision=_shown(envelope.decision),
+            errors=list(errors or []) if envelope.pk == failed else [],
+            posted=posted if envelope.pk == failed else "",
+        )
+        for envelope in HandoffEnvelope.objects.filter(origin_run=run)
+        .select_related("acknowledged_by")
+        .order_by("id")
+    ]
+    return {
+        "run": run,
+        "came_from": came_from,
+        "children": children,
+        "envelopes": rows,
+        "may_acknowledge": may_operate(request.user, run),
+        "handoff_message": message,
+        "handoff_level": level,
+        # Children move on after their parent finished: keep following them.
+        "handoffs_live": not run.is_finished or any(not c.is_finished for c in children),
     }
 
 
 @login_required
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(run_id)
+    if is_htmx(request) and request.GET.get("part") == "handoffs":
+        return render(request, "partials/run_handoffs.html", _handoffs_context(request, run))
     context = _run_live_context(request, run)
     if is_htmx(request) and request.GET.get("part") == "live":
         return render(request, "partials/run_live.html", context)
     if is_htmx(request) and request.GET.get("part") == "audit":
         return render(request, "partials/run_audit.html", _audit_context(request, run))
     context.update(_audit_context(request, run))
+    context.update(_handoffs_context(request, run))
     context["checkpoints"] = list(selectors.run_checkpoints(run)[:200])
     return render(request, "pipelines/run.html", context)
 
@@ -234,7 +312,7 @@ def _operate(request: HttpRequest, run_id: int, verb: str, act: Any, done: str) 
     run = _run_or_404(run_id)
     back = reverse("run", args=[run.pk])
     try:
-        if not _may_operate(request.user, run):
+        if not may_operate(request.user, run):
             raise PermissionDenied(f"Only staff or the person who started a run may {verb} it.")
         act(run_id=run.pk, actor=request.user)
     except FireflyError as exc:
@@ -254,6 +332,48 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
 def run_resume(request: HttpRequest, run_id: int) -> HttpResponse:
     done = "Run {run} resumed from its last checkpoint."
     return _operate(request, run_id, "resume", services.run_resume, done)
+
+
+@require_POST
+@login_required
+def handoff_acknowledge(request: HttpRequest, envelope_id: int) -> HttpResponse:
+    """Settle a handoff of a run: the same people who may cancel the run."""
+    run_id = (
+        HandoffEnvelope.objects.filter(pk=envelope_id)
+        .values_list("origin_run_id", flat=True)
+        .first()
+    )
+    if run_id is None:
+        raise Http404(f"No handoff {envelope_id}.")
+    run = _run_or_404(run_id)
+    back = reverse("run", args=[run.pk]) + f"#handoff-{envelope_id}"
+    decision = request.POST.get("decision", "").strip()
+    try:
+        if not may_operate(request.user, run):
+            raise PermissionDenied(
+                "Only staff or the person who started a run may acknowledge its handoffs."
+            )
+        lifecycle.acknowledge_handoff(
+            envelope_id=envelope_id, decision=decision, actor=request.user
+        )
+    except FireflyError as exc:
+        if not is_htmx(request):
+            return _refused(request, exc, back)
+        context = _handoffs_context(
+            request,
+            run,
+            message=exc.message,
+            failed=envelope_id,
+            errors=field_errors(exc).get("decision", []),
+            posted=decision,
+        )
+        return render(request, "partials/run_handoffs.html", context, status=exc.http_status)
+    done = f"Handoff {envelope_id} acknowledged."
+    if is_htmx(request):
+        context = _handoffs_context(request, run, message=done, level="success")
+        return render(request, "partials/run_handoffs.html", context)
+    messages.success(request, done)
+    return redirect(back)
 
 
 @require_POST
