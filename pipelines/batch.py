@@ -6,7 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from django.db import connection, models
+from django.db import DataError, connection, models
+
+
+class Stale(Exception):
+    """An UPDATE's `expect` columns no longer held: the row changed meanwhile."""
 
 
 def _column(model: type[models.Model], name: str) -> tuple[models.Field[Any, Any], str]:
@@ -51,7 +55,12 @@ class Batch:
         values: dict[str, Any],
         expect: dict[str, Any] | None = None,
     ) -> None:
-        """UPDATE one row by primary key, only while its `expect` columns still hold."""
+        """UPDATE one row by primary key, only while its `expect` columns still hold.
+
+        On PostgreSQL an UPDATE with `expect` that finds no such row fails (raising
+        Stale) and so aborts the transaction: the statements sent after it in the same
+        pipeline, a COMMIT included, cannot take effect.
+        """
         assignments, where, params = [], [], []
         for name, value in values.items():
             field, column = _column(model, name)
@@ -63,10 +72,17 @@ class Batch:
             params.append(value)
         table = connection.ops.quote_name(model._meta.db_table)
         sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {' AND '.join(where)}"
+        if expect and connection.vendor == "postgresql":
+            # Dividing by the number of rows changed: zero rows is an error, not a result.
+            sql = f"WITH changed AS ({sql} RETURNING 1) SELECT 1 / count(*) FROM changed"
         self.statements.append((sql, params))
 
-    def execute(self) -> int:
-        """Run the statements in order; return the number of rows the first one changed."""
+    def execute(self, *, commit: bool = False) -> int:
+        """Run the statements in order; return the number of rows the first one changed.
+
+        With `commit` (PostgreSQL only) a COMMIT ends the same pipeline: the writes and
+        the commit cost one round trip, and the caller's commit finds nothing left to do.
+        """
         if not self.statements:
             return 0
         (first_sql, first_params), *rest = self.statements
@@ -77,15 +93,22 @@ class Batch:
             # Server-side binding sends each statement apart from its parameters, which
             # lets the pipeline send them all before reading any result.
             # wrap_database_errors turns psycopg's errors into Django's, as the ORM does.
-            with (
-                connection.wrap_database_errors,
-                psycopg.Cursor(raw) as first,
-                psycopg.Cursor(raw) as cursor,
-                raw.pipeline(),
-            ):
-                first.execute(first_sql, first_params)
-                for sql, params in rest:
-                    cursor.execute(sql, params)
+            try:
+                with (
+                    connection.wrap_database_errors,
+                    psycopg.Cursor(raw) as first,
+                    psycopg.Cursor(raw) as cursor,
+                    raw.pipeline(),
+                ):
+                    first.execute(first_sql, first_params)
+                    for sql, params in rest:
+                        cursor.execute(sql, params)
+                    if commit:
+                        cursor.execute("COMMIT")
+            except DataError as exc:
+                if isinstance(exc.__cause__, psycopg.errors.DivisionByZero):
+                    raise Stale from exc
+                raise
             return first.rowcount
         with connection.cursor() as first_cursor, connection.cursor() as other:
             first_cursor.execute(first_sql, first_params)

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from pipelines import engine, events, registry, sinks, tracing
 from pipelines.audit import AuditChain
-from pipelines.batch import Batch
+from pipelines.batch import Batch, Stale
 from pipelines.context import Handoff, Pause, StepContext
 from pipelines.errors import Conflict, InvalidInput, NotFound
 from pipelines.leases import leases
@@ -207,8 +207,11 @@ class RunTxn:
     def snapshot(self) -> Snapshot | None:
         return Snapshot(self.run, self._states) if self._states is not None else None
 
-    def flush(self) -> None:
-        """Write everything this transaction changed, in one round trip where possible."""
+    def flush(self, *, commit: bool = False) -> None:
+        """Write everything this transaction changed, in one round trip where possible.
+
+        With `commit` the same round trip commits the transaction (see `locked_run`).
+        """
         if not (self.chain.entries or self.checkpoints or self.step_updates or self.run_fields):
             return
         batch = Batch()
@@ -226,14 +229,17 @@ class RunTxn:
             batch.update(StepRun, step_id, values)
         batch.insert(self.chain.entries)
         batch.insert(self.checkpoints)
+        stale = f"run {self.run.pk} changed after revision {self.run.revision}"
         try:
-            updated = batch.execute()
+            updated = batch.execute(commit=commit)
+        except Stale as exc:
+            raise StaleRun(stale) from exc
         except IntegrityError as exc:  # a concurrent writer took these sequence numbers
             if self.expect_revision is None:
                 raise
             raise StaleRun(str(exc)) from exc
         if not updated:
-            raise StaleRun(f"run {self.run.pk} changed after revision {self.run.revision}")
+            raise StaleRun(stale)
         sinks.publish_after_commit(self.chain.entries)
         self.run.revision += 1
         self.chain.entries, self.checkpoints, self.step_updates, self.run_fields = [], [], {}, {}
@@ -587,7 +593,13 @@ def locked_run(run_id: int, actor: Any = None, known: Snapshot | None = None) ->
                 raise NotFound(f"No run {run_id}.")
             txn = RunTxn(run, actor, states)
         yield txn
-        txn.flush()
+        # When this block is the whole transaction, its last round trip commits it too:
+        # the commit as this block ends then has nothing left to send.
+        txn.flush(
+            commit=connection.vendor == "postgresql"
+            and len(connection.atomic_blocks) == 1
+            and not connection.needs_rollback
+        )
 
 
 # Lean reads for the paths every step takes: plain SQL skips the ORM's query building,

@@ -146,8 +146,8 @@ def test_a_failure_inside_the_transaction_leaves_neither_change_nor_entry(monkey
     before = events(run)
     original = services.RunTxn.flush
 
-    def flush_then_fail(self: services.RunTxn) -> None:
-        original(self)
+    def flush_then_fail(self: services.RunTxn, commit: bool = False) -> None:
+        original(self)  # the writes, but not the commit
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(services.RunTxn, "flush", flush_then_fail)

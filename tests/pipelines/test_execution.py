@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from pipelines import services
+from pipelines.audit import chains, verify_chain
 from pipelines.models import AuditEntry, Checkpoint, Run, StepRun
 from pipelines.tasks import execute_step
 from tests.conftest import wait_finished, wait_for
@@ -208,6 +209,35 @@ def test_cancel_mid_run_drops_the_late_outcome(worker, make_pipeline):
     statuses = dict(run.steps.values_list("step_name", "status"))
     assert statuses == {"slow": "cancelled", "never": "cancelled"}
     assert not AuditEntry.objects.filter(run=run, event="step.succeeded").exists()
+
+
+def test_a_chained_steps_outcome_built_on_a_stale_run_commits_nothing(worker, make_pipeline):
+    # `slow` runs in the worker that committed `first`, on that commit's snapshot of the
+    # run. The cancel changes the run meanwhile: the outcome's first write finds another
+    # revision, and everything sent with it (its commit included) must not take effect.
+    name = make_pipeline(
+        [
+            {"name": "first", "type": "noop"},
+            {"name": "slow", "type": "sleep", "after": ["first"], "config": {"seconds": 1.0}},
+            {"name": "never", "type": "noop", "after": ["slow"]},
+        ]
+    )
+    run = services.run_start(pipeline=name, inputs={})
+    wait_for(
+        lambda: run.steps.filter(step_name="slow", status="running").exists(),
+        message="slow to start",
+    )
+    services.run_cancel(run_id=run.pk)
+    wait_for(
+        lambda: AuditEntry.objects.filter(run=run, event="step.outcome_dropped").exists(),
+        message="the late outcome to be dropped",
+    )
+
+    statuses = dict(run.steps.values_list("step_name", "status"))
+    assert statuses == {"first": "succeeded", "slow": "cancelled", "never": "cancelled"}
+    assert succeeded_entries(run) == {"first": 1}
+    assert not run.checkpoints.filter(step_name="slow").exists()
+    assert all(verify_chain(*found) is None for found in chains(run.pk))
 
 
 def test_fork_from_a_middle_checkpoint_reruns_only_later_steps(worker, make_pipeline):
