@@ -17,7 +17,9 @@ def advance_run(run_id: int) -> None:
 
 
 @shared_task(name="pipelines.tasks.execute_step")
-def execute_step(step_run_id: int) -> None:
+def execute_step(step_run_id: int, more: list[int] | None = None) -> None:
+    if more:  # the rest of a fan-out: sent on first, so that it never waits for this step
+        services.send_steps(more)
     services.step_execute(step_run_id=step_run_id)
 
 

@@ -91,6 +91,31 @@ def test_diamond_branches_run_in_parallel_and_join_waits(worker, make_pipeline):
     assert set(join.outputs["upstream"]) == {"left", "right"}
 
 
+def test_a_wide_fan_out_runs_and_commits_every_branch_once(worker, make_pipeline):
+    # Twelve ready steps are sent as a tree of messages, and outcomes that finish
+    # together are committed together: each branch still runs and commits once.
+    branches = [f"b{i:02d}" for i in range(12)]
+    name = make_pipeline(
+        [
+            {"name": "start", "type": "noop"},
+            *(
+                {"name": b, "type": "sleep", "after": ["start"], "config": {"seconds": 0.3}}
+                for b in branches
+            ),
+            {"name": "join", "type": "python", "after": branches, "config": ECHO},
+        ]
+    )
+    run = wait_finished(services.run_start(pipeline=name, inputs={}))
+
+    assert run.status == Run.Status.SUCCEEDED
+    assert succeeded_entries(run) == dict.fromkeys(["start", *branches, "join"], 1)
+    assert run.steps.count() == 14
+    assert run.checkpoints.count() == 14
+    assert set(run.steps.get(step_name="join").outputs["upstream"]) == set(branches)
+    assert not AuditEntry.objects.filter(run=run, event="step.outcome_dropped").exists()
+    assert all(verify_chain(*found) is None for found in chains(run.pk))
+
+
 def test_when_condition_skips_the_branch_not_taken(worker, make_pipeline):
     name = make_pipeline(
         [
