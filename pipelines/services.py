@@ -78,29 +78,14 @@ def _enqueue_finish(run_id: int) -> None:
 
 
 def _enqueue_steps(ids: list[int], countdown: float = 0) -> None:
-    if ids:
-        transaction.on_commit(lambda: send_steps(ids, countdown=countdown))
-
-
-# Many ready steps are sent as a tree rather than one by one from the committing
-# worker: it sends at most this many messages, each carrying a share of the other ids
-# for its receiver to send on before it runs its own step. Sending a Celery message
-# costs about a millisecond of Python, under a GIL that the receivers of the first
-# messages already compete for; spread over the receivers, 50 steps start in a few
-# rounds instead of 50 turns of one thread.
-SEND_BRANCHES = 4
-
-
-def send_steps(ids: list[int], countdown: float = 0) -> None:
     from pipelines.tasks import execute_step
 
-    size, extra = divmod(len(ids), SEND_BRANCHES)
-    start = 0
-    for branch in range(min(len(ids), SEND_BRANCHES)):
-        share = ids[start : start + size + (branch < extra)]
-        start += len(share)
-        more = {"more": share[1:]} if len(share) > 1 else None
-        execute_step.apply_async((share[0],), more, countdown=countdown)
+    def send() -> None:
+        for step_run_id in ids:
+            execute_step.apply_async((step_run_id,), countdown=countdown)
+
+    if ids:
+        transaction.on_commit(send)
 
 
 # --- pipelines ------------------------------------------------------------------------

@@ -17,9 +17,7 @@ def advance_run(run_id: int) -> None:
 
 
 @shared_task(name="pipelines.tasks.execute_step")
-def execute_step(step_run_id: int, more: list[int] | None = None) -> None:
-    if more:  # the rest of a fan-out: sent on first, so that it never waits for this step
-        services.send_steps(more)
+def execute_step(step_run_id: int) -> None:
     services.step_execute(step_run_id=step_run_id)
 
 

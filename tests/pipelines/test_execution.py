@@ -92,8 +92,8 @@ def test_diamond_branches_run_in_parallel_and_join_waits(worker, make_pipeline):
 
 
 def test_a_wide_fan_out_runs_and_commits_every_branch_once(worker, make_pipeline):
-    # Twelve ready steps are sent as a tree of messages, and outcomes that finish
-    # together are committed together: each branch still runs and commits once.
+    # Outcomes of branches that finish together are committed together (one worker
+    # process, eight threads): each branch still runs and commits exactly once.
     branches = [f"b{i:02d}" for i in range(12)]
     name = make_pipeline(
         [
