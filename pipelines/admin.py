@@ -78,11 +78,15 @@ class PipelineVersionAdmin(ReadOnlyAdmin):
     list_select_related = ["pipeline", "created_by"]
 
 
-def run_link(run_id: int | None) -> str:
-    if run_id is None:
+def _change_link(model: str, label: str, pk: int | None) -> str:
+    if pk is None:
         return "-"
-    url = reverse("admin:pipelines_run_change", args=[run_id])
-    return format_html('<a href="{}">run {}</a>', url, run_id)
+    url = reverse(f"admin:pipelines_{model}_change", args=[pk])
+    return format_html('<a href="{}">{} {}</a>', url, label, pk)
+
+
+def run_link(run_id: int | None) -> str:
+    return _change_link("run", "run", run_id)
 
 
 class StepInline(ReadOnlyInline):
@@ -99,10 +103,7 @@ class StepInline(ReadOnlyInline):
 
 
 def handoff_link(envelope_id: int | None) -> str:
-    if envelope_id is None:
-        return "-"
-    url = reverse("admin:pipelines_handoffenvelope_change", args=[envelope_id])
-    return format_html('<a href="{}">handoff {}</a>', url, envelope_id)
+    return _change_link("handoffenvelope", "handoff", envelope_id)
 
 
 class ChildRunInline(ReadOnlyInline):

@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group
 
 from firefly_site.celery import app
 from pipelines import services
-from pipelines.models import Run
+from pipelines.models import HandoffEnvelope, Run
 from tests.workers import WorkerProcess
 
 
@@ -92,3 +92,33 @@ def users(db: Any, django_user_model: Any) -> dict[str, Any]:
     for name in ("r1", "r2", "r3"):
         made[name].groups.add(reviewers)
     return made
+
+
+@pytest.fixture
+def hand_off(
+    make_pipeline: Callable[..., str], users: dict[str, Any]
+) -> Callable[..., HandoffEnvelope]:
+    """Envelopes to show: from `origin` to a run of a one-step pipeline, its child.
+
+    For the page, API and admin tests; the engine opens envelopes in pipelines.lifecycle.
+    """
+    target = make_pipeline([{"name": "intake", "type": "noop"}], name="intake")
+
+    def make(origin: Run, *, started: bool = True, **fields: Any) -> HandoffEnvelope:
+        child = None
+        if started:
+            child = services.run_start(
+                pipeline=target, inputs={}, actor=users["starter"], parent=origin
+            )
+        count = HandoffEnvelope.objects.filter(origin_run=origin).count()
+        fields.setdefault("origin_step", "review")
+        return HandoffEnvelope.objects.create(
+            origin_run=origin,
+            key=f"handoff-{count + 1}",
+            target_pipeline=target,
+            child_run=child,
+            accepted_at=child.created_at if child else None,
+            **fields,
+        )
+
+    return make

@@ -2,47 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from pipelines import services
-from pipelines.models import AuditEntry, HandoffEnvelope, Run
+from pipelines.models import AuditEntry, Run
 from tests.api.conftest import error_of
 
 pytestmark = pytest.mark.django_db
 
 V1 = "/api/v1"
-
-
-@pytest.fixture
-def hand_off(
-    make_pipeline: Callable[..., str], users: dict[str, Any]
-) -> Callable[..., HandoffEnvelope]:
-    """An envelope from `origin` to a run of a one-step pipeline, that run as its child."""
-    target = make_pipeline([{"name": "intake", "type": "noop"}], name="intake")
-
-    def make(origin: Run, *, started: bool = True, **fields: Any) -> HandoffEnvelope:
-        child = None
-        if started:
-            child = services.run_start(
-                pipeline=target, inputs={}, actor=users["starter"], parent=origin
-            )
-        count = HandoffEnvelope.objects.filter(origin_run=origin).count()
-        fields.setdefault("origin_step", "review")
-        return HandoffEnvelope.objects.create(
-            origin_run=origin,
-            key=f"handoff-{count + 1}",
-            target_pipeline=target,
-            child_run=child,
-            accepted_at=child.created_at if child else None,
-            **fields,
-        )
-
-    return make
 
 
 def acknowledged_entries(run: Run) -> int:

@@ -2,45 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.urls import reverse
 
-from pipelines import services
 from pipelines.models import AuditEntry, HandoffEnvelope, Run
 from tests.web.conftest import waiting_run
 
 pytestmark = pytest.mark.django_db
 
 HX = {"HTTP_HX_REQUEST": "true"}
-
-
-@pytest.fixture
-def hand_off(
-    make_pipeline: Callable[..., str], users: dict[str, Any]
-) -> Callable[..., HandoffEnvelope]:
-    """An envelope from `origin` to a run of a one-step pipeline, that run as its child."""
-    target = make_pipeline([{"name": "intake", "type": "noop"}], name="intake")
-
-    def make(origin: Run, *, started: bool = True, **fields: Any) -> HandoffEnvelope:
-        child = None
-        if started:
-            child = services.run_start(
-                pipeline=target, inputs={}, actor=users["starter"], parent=origin
-            )
-        count = HandoffEnvelope.objects.filter(origin_run=origin).count()
-        fields.setdefault("origin_step", "review")
-        return HandoffEnvelope.objects.create(
-            origin_run=origin,
-            key=f"handoff-{count + 1}",
-            target_pipeline=target,
-            child_run=child,
-            **fields,
-        )
-
-    return make
 
 
 def page(client: Any, run: Run | int, part: str = "") -> str:
