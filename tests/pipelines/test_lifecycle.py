@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
 from approvals import services as approvals
@@ -459,3 +461,27 @@ def test_the_rollout_demo_waits_for_its_deploy_run(db, users):
     assert run.status == R.SUCCEEDED
     assert run.output == {"deployed": "2.0"}
     assert run.disposition == {"status": "succeeded", "unsettled": "no unsettled work"}
+
+
+def test_run_status_shows_handoffs_and_the_disposition(db, make_pipeline):
+    make_pipeline(CHILD, name="lifecycle-child")
+    name = make_pipeline(VALUES, on_finish="tests.pipelines.callables.hand_over")
+    run = drive(services.run_start(pipeline=name, inputs={}))
+    out = StringIO()
+    call_command("run_status", str(run.pk), stdout=out)
+    assert "finishing: on_finish runs (the steps succeeded)" in out.getvalue()
+
+    run = finish_in_process(run)
+    envelope = HandoffEnvelope.objects.get(origin_run=run)
+    out = StringIO()
+    call_command("run_status", str(run.pk), stdout=out)
+    text = out.getvalue()
+    assert (
+        f"handoff {envelope.pk} from on_finish to lifecycle-child: "
+        f"run {envelope.child_run_id}, queued" in text
+    )
+    assert "disposition: {" in text
+    assert '"unsettled": "1 unacknowledged handoff"' in text
+    out = StringIO()
+    call_command("run_status", str(envelope.child_run_id), stdout=out)
+    assert f"handed off by run {run.pk}" in out.getvalue()

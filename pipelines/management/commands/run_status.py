@@ -1,4 +1,4 @@
-"""`manage.py run_status RUN_ID`: print a run and its steps."""
+"""`manage.py run_status RUN_ID`: print a run, its steps and its handoffs."""
 
 import json
 from typing import Any
@@ -6,11 +6,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pipelines import selectors
-from pipelines.models import Run
+from pipelines.models import HandoffEnvelope, Run
 
 
 class Command(BaseCommand):
-    help = "Print a run, its steps (latest attempt each) and its output."
+    help = "Print a run, its steps (latest attempt each), its handoffs and its output."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("run_id", type=int)
@@ -25,8 +25,12 @@ class Command(BaseCommand):
         self.stdout.write(
             f"  generation {run.generation}, created {run.created_at:%Y-%m-%d %H:%M:%S}"
         )
+        if run.is_finishing:
+            self.stdout.write(f"  finishing: on_finish runs (the steps {run.finishing})")
         if run.error:
             self.stdout.write(f"  error: {run.error}")
+        if run.parent_id:
+            self.stdout.write(f"  handed off by run {run.parent_id}")
         for step in selectors.current_steps(run):
             latency = f"{step.latency_ms} ms" if step.latency_ms is not None else ""
             self.stdout.write(
@@ -34,5 +38,14 @@ class Command(BaseCommand):
                 f"attempt {step.attempt} {latency}"
                 + (f"  {step.error.splitlines()[-1]}" if step.error else "")
             )
+        for envelope in HandoffEnvelope.objects.filter(origin_run=run).order_by("id"):
+            origin = f"step {envelope.origin_step}" if envelope.origin_step else "on_finish"
+            self.stdout.write(
+                f"  handoff {envelope.pk} from {origin} to {envelope.target_pipeline}: "
+                f"run {envelope.child_run_id}, {envelope.status}"
+                + (f" ({json.dumps(envelope.decision)})" if envelope.decision else "")
+            )
+        if run.disposition is not None:
+            self.stdout.write(f"  disposition: {json.dumps(run.disposition)}")
         if run.output is not None:
             self.stdout.write(json.dumps(run.output, indent=2))
