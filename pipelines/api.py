@@ -486,23 +486,32 @@ def _run_detail(run: Run) -> dict[str, Any]:
     return dict(RunDetailSerializer(_run_details().get(pk=run.pk)).data)
 
 
+def _check_may_operate(request: Request, run_id: int, verb: str) -> None:
+    """Cancel and resume: the same people as on the run page (404 for no such run)."""
+    run = get_object_or_404(Run.objects.only("pk", "created_by"), pk=run_id)
+    if not may_operate(request.user, run):
+        raise PermissionDenied(f"Only staff or the person who started a run may {verb} it.")
+
+
 class RunCancel(APIView):
     @extend_schema(
-        summary="Cancel a run",
+        summary="Cancel a run (staff or the run's starter)",
         request=None,
         responses={200: RunDetailSerializer, **AUTH_ERRORS, **NOT_FOUND, **CONFLICT},
     )
     def post(self, request: Request, pk: int) -> Response:
+        _check_may_operate(request, pk, "cancel")
         return Response(_run_detail(services.run_cancel(run_id=pk, actor=request.user)))
 
 
 class RunResume(APIView):
     @extend_schema(
-        summary="Resume a failed run from its last checkpoint",
+        summary="Resume a failed run from its last checkpoint (staff or the run's starter)",
         request=None,
         responses={200: RunDetailSerializer, **AUTH_ERRORS, **NOT_FOUND, **CONFLICT},
     )
     def post(self, request: Request, pk: int) -> Response:
+        _check_may_operate(request, pk, "resume")
         return Response(_run_detail(services.run_resume(run_id=pk, actor=request.user)))
 
 

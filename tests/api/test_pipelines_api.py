@@ -307,6 +307,18 @@ def test_cancel_a_run_then_cancelling_again_is_409(client_for, users, waiting_ru
     error_of(api.post(f"{V1}/runs/999999/cancel/"), 404)
 
 
+def test_only_staff_or_the_starter_may_cancel_or_resume(client_for, users, waiting_run):
+    run = waiting_run()
+    for verb in ("cancel", "resume"):
+        error = error_of(client_for(users["outsider"]).post(f"{V1}/runs/{run.pk}/{verb}/"), 403)
+        assert error["message"] == f"Only staff or the person who started a run may {verb} it."
+    run.refresh_from_db()
+    assert run.status == Run.Status.WAITING
+    response = client_for(users["boss"]).post(f"{V1}/runs/{run.pk}/cancel/")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+
+
 def test_resume_a_running_run_is_409_and_a_failed_one_resumes(client_for, users, waiting_run):
     api = client_for(users["starter"])
     error = error_of(api.post(f"{V1}/runs/{waiting_run().pk}/resume/"), 409, "conflict")
