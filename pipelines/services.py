@@ -504,6 +504,7 @@ class RunTxn:
                 output=output,
                 error=error,
                 finish_lease_until=None,
+                finish_attempts=0,
                 disposition=None,
             )
             self.audit(

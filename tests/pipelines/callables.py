@@ -62,3 +62,11 @@ def hand_over(harness: Any, value: Any) -> dict[str, Any]:
         {"unsettled": harness.unsettled().summary, "counts": harness.unsettled().counts}
     )
     return {"handed": envelope.pk, "child": envelope.child_run_id}
+
+
+def fails_once(harness: Any, value: Any) -> dict[str, Any]:
+    from pipelines.models import AuditEntry
+
+    if not AuditEntry.objects.filter(run_id=harness.run_id, event="run.on_finish_failed"):
+        raise RuntimeError("the archive is down")
+    return {"archived": True}

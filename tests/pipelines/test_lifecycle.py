@@ -485,3 +485,20 @@ def test_run_status_shows_handoffs_and_the_disposition(db, make_pipeline):
     out = StringIO()
     call_command("run_status", str(envelope.child_run_id), stdout=out)
     assert f"handed off by run {run.pk}" in out.getvalue()
+
+
+def test_a_run_failed_by_on_finish_resumes_into_on_finish_again(db, make_pipeline):
+    name = make_pipeline(VALUES, on_finish="tests.pipelines.callables.fails_once")
+    run = finish_in_process(services.run_start(pipeline=name, inputs={}))
+    assert run.status == R.FAILED
+    assert run.error == "on_finish failed: RuntimeError: the archive is down"
+
+    services.run_resume(run_id=run.pk)
+    run = finish_in_process(run)
+
+    assert run.status == R.SUCCEEDED
+    assert run.output == {"archived": True}
+    assert run.finish_attempts == 1
+    assert events_of(run).count("run.on_finish_started") == 2
+    # The steps kept their work: each ran once.
+    assert StepRun.objects.filter(run=run).count() == 2
