@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import django_filters
+from django.core.exceptions import ValidationError
 from django.db.models import Max, Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -315,11 +317,31 @@ class RunFilter(django_filters.FilterSet):
         fields = ["status", "pipeline"]
 
 
+class UtcDateTimeField(django_filters.fields.IsoDateTimeField):
+    """An ISO 8601 time, turned into UTC: PostgreSQL refuses offsets beyond ±15:59, which
+    ISO 8601 (and Python) allow."""
+
+    def to_python(self, value: Any) -> Any:
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return parsed.astimezone(datetime.UTC)
+        except OverflowError:
+            raise ValidationError(
+                "Enter a time between the years 1 and 9999 in UTC.", code="invalid"
+            ) from None
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
+
+
 class AuditFilter(django_filters.FilterSet):
     run = django_filters.NumberFilter(field_name="run_id", help_text="A run id.")
     event = django_filters.CharFilter(help_text="An event such as task.approved.")
     actor = django_filters.CharFilter(field_name="actor_name", help_text="A username or system.")
-    since = django_filters.IsoDateTimeFilter(
+    since = UtcDateTimeFilter(
         field_name="created_at", lookup_expr="gte", help_text="Entries at or after this time."
     )
 
