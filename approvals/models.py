@@ -197,11 +197,15 @@ class WebhookDelivery(models.Model):
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    # When the next attempt is due (or the current one should have ended): a pending
+    # delivery long past it lost its message, and the sweep sends it again.
+    next_attempt_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["status", "created_at"], name="delivery_status_created"),
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_status_next"),
             models.Index(fields=["webhook", "-created_at"], name="delivery_webhook_created"),
         ]
 

@@ -27,3 +27,9 @@ def deliver_webhook(self: Task, delivery_id: int) -> None:
     countdown = webhooks.delivery_attempt(delivery_id=delivery_id)
     if countdown is not None:
         raise self.retry(countdown=countdown)
+
+
+# Safe to run twice: each delivery is sent again by a conditional update, once.
+@shared_task(name="approvals.tasks.sweep_webhooks")
+def sweep_webhooks() -> int:
+    return webhooks.deliveries_sweep()

@@ -7,6 +7,7 @@ import hmac
 import json
 import logging
 import time
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -125,9 +126,10 @@ def delivery_attempt(*, delivery_id: int) -> float | None:
     # Claim the attempt number; a duplicate message racing us for the same attempt
     # loses here and stops, so one attempt is never counted twice.
     attempt = delivery.attempts + 1
+    in_flight = timedelta(seconds=settings.FIREFLY_WEBHOOK_TIMEOUT_S)
     claimed = WebhookDelivery.objects.filter(
         pk=delivery.pk, status=WebhookDelivery.Status.PENDING, attempts=delivery.attempts
-    ).update(attempts=attempt)
+    ).update(attempts=attempt, next_attempt_at=timezone.now() + in_flight)
     if not claimed:
         return None
     webhook = delivery.webhook
@@ -193,8 +195,10 @@ def delivery_attempt(*, delivery_id: int) -> float | None:
         attempt,
         error,
     )
-    _record(delivery, status=status, code=code, latency_ms=latency_ms, error=error)
-    return None if done else backoff(attempt)
+    wait = None if done else backoff(attempt)
+    next_at = timezone.now() + timedelta(seconds=wait or 0)
+    _record(delivery, status=status, code=code, latency_ms=latency_ms, error=error, next_at=next_at)
+    return wait
 
 
 def _record(
@@ -205,6 +209,7 @@ def _record(
     latency_ms: int | None = None,
     error: str = "",
     delivered_at: Any = None,
+    next_at: Any = None,
 ) -> None:
     WebhookDelivery.objects.filter(pk=delivery.pk, status=WebhookDelivery.Status.PENDING).update(
         status=status,
@@ -212,4 +217,30 @@ def _record(
         latency_ms=latency_ms,
         last_error=error[:2000],
         delivered_at=delivered_at,
+        **({"next_attempt_at": next_at} if next_at else {}),
     )
+
+
+def deliveries_sweep() -> int:
+    """Send again the pending deliveries whose message was lost; returns how many.
+
+    A delivery's next attempt is due at `next_attempt_at`; one still pending
+    FIREFLY_REQUEUE_AFTER_S later was never picked up. Each is sent once per sweep that
+    finds it (the conditional update), and a repeat is harmless: an attempt is claimed
+    by its number, and the receiver can drop an event id it already has.
+    """
+    now = timezone.now()
+    overdue = now - timedelta(seconds=settings.FIREFLY_REQUEUE_AFTER_S)
+    pending = WebhookDelivery.objects.filter(
+        status=WebhookDelivery.Status.PENDING, next_attempt_at__lt=overdue
+    )
+    sent = 0
+    for delivery_id, due in pending.values_list("pk", "next_attempt_at"):
+        if WebhookDelivery.objects.filter(
+            pk=delivery_id, status=WebhookDelivery.Status.PENDING, next_attempt_at=due
+        ).update(next_attempt_at=now):
+            enqueue(delivery_id)
+            sent += 1
+    if sent:
+        log.warning("webhooks: sent %s pending deliveries again (their messages were lost)", sent)
+    return sent

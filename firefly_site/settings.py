@@ -185,6 +185,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "approvals.tasks.expire_overdue",
         "schedule": FIREFLY_REAPER_INTERVAL_S,
     },
+    "firefly-webhook-sweep": {
+        "task": "approvals.tasks.sweep_webhooks",
+        "schedule": FIREFLY_REAPER_INTERVAL_S,
+    },
 }
 
 # --- Webhooks -------------------------------------------------------------------------

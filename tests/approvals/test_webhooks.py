@@ -328,6 +328,41 @@ def test_a_delivered_event_is_not_sent_again(hook_settings, receive, users, offl
     assert WebhookDelivery.objects.get().attempts == 1
 
 
+def test_the_sweep_sends_again_a_delivery_whose_message_was_lost(
+    hook_settings, receive, users, offline
+):
+    receiver = receive([503, 200])
+    webhooks.webhook_create(url=receiver.url, events=["task.opened"])
+    gated_run(users, offline)
+    [delivery_id] = offline.queued  # this message never reaches a worker
+    assert webhooks.deliveries_sweep() == 0  # not overdue yet
+
+    def overdue(delivery_id: int) -> None:  # FIREFLY_REQUEUE_AFTER_S (120 s) went by
+        WebhookDelivery.objects.filter(pk=delivery_id).update(
+            next_attempt_at=timezone.now() - timedelta(seconds=121)
+        )
+
+    overdue(delivery_id)
+    assert webhooks.deliveries_sweep() == 1
+    assert offline.queued == [delivery_id, delivery_id]
+    assert webhooks.deliveries_sweep() == 0  # once per overdue time, not every pass
+
+    # The resent message's attempt fails: its retry is due after the backoff, so the
+    # sweep leaves it alone until that message is overdue too.
+    assert webhooks.delivery_attempt(delivery_id=delivery_id) == webhooks.backoff(1)
+    delivery = WebhookDelivery.objects.get(pk=delivery_id)
+    assert delivery.next_attempt_at > timezone.now()
+    assert webhooks.deliveries_sweep() == 0
+
+    overdue(delivery_id)
+    assert webhooks.deliveries_sweep() == 1
+    assert webhooks.delivery_attempt(delivery_id=delivery_id) is None
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == (WebhookDelivery.Status.DELIVERED, 2)
+    assert webhooks.deliveries_sweep() == 0  # delivered: never again
+    assert len(receiver.received) == 2
+
+
 # --- API ------------------------------------------------------------------------------
 
 
