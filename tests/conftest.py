@@ -104,18 +104,20 @@ def hand_off(
     """
     target = make_pipeline([{"name": "intake", "type": "noop"}], name="intake")
 
-    def make(origin: Run, *, started: bool = True, **fields: Any) -> HandoffEnvelope:
+    def make(
+        origin: Run, *, to: str = target, started: bool = True, **fields: Any
+    ) -> HandoffEnvelope:
         child = None
         if started:
             child = services.run_start(
-                pipeline=target, inputs={}, actor=users["starter"], parent=origin
+                pipeline=to, inputs={}, actor=users["starter"], parent=origin
             )
         count = HandoffEnvelope.objects.filter(origin_run=origin).count()
         fields.setdefault("origin_step", "review")
         return HandoffEnvelope.objects.create(
             origin_run=origin,
             key=f"handoff-{count + 1}",
-            target_pipeline=target,
+            target_pipeline=to,
             child_run=child,
             accepted_at=child.created_at if child else None,
             **fields,

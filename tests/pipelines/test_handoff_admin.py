@@ -8,7 +8,6 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
-from django.utils import timezone
 
 from pipelines import lifecycle, services
 from pipelines.models import HandoffEnvelope, Run
@@ -38,24 +37,10 @@ def origin(make_pipeline: Any) -> Run:
     return services.run_start(pipeline=name, inputs={})
 
 
-def hand_off(origin: Run, target: str, *, started: bool = True, **fields: Any) -> HandoffEnvelope:
-    child = services.run_start(pipeline=target, inputs={}, parent=origin) if started else None
-    count = HandoffEnvelope.objects.filter(origin_run=origin).count()
-    return HandoffEnvelope.objects.create(
-        origin_run=origin,
-        origin_step="a",
-        key=f"handoff-{count + 1}",
-        target_pipeline=target,
-        child_run=child,
-        accepted_at=timezone.now() if started else None,
-        **fields,
-    )
-
-
-def test_envelopes_list_filter_and_search(admin_client: Any, origin: Run) -> None:
-    accepted = hand_off(origin, "intake", payload={"ticket": 7}, wait=True)
-    queued = hand_off(origin, "billing", started=False)
-    settled = hand_off(origin, "billing")
+def test_envelopes_list_filter_and_search(admin_client: Any, origin: Run, hand_off: Any) -> None:
+    accepted = hand_off(origin, to="intake", payload={"ticket": 7}, wait=True)
+    queued = hand_off(origin, to="billing", started=False)
+    settled = hand_off(origin, to="billing")
     lifecycle.acknowledge_handoff(envelope_id=settled.pk, decision="paid")
 
     listing = admin_client.get(CHANGELIST)
@@ -81,8 +66,8 @@ def test_envelopes_list_filter_and_search(admin_client: Any, origin: Run) -> Non
     assert rows(by_origin.content) == 3
 
 
-def test_an_envelope_is_read_only(admin_client: Any, origin: Run) -> None:
-    envelope = hand_off(origin, "intake", payload={"ticket": 7})
+def test_an_envelope_is_read_only(admin_client: Any, origin: Run, hand_off: Any) -> None:
+    envelope = hand_off(origin, to="intake", payload={"ticket": 7})
     before = HandoffEnvelope.objects.values().get(pk=envelope.pk)
 
     page = admin_client.get(envelope_url(envelope))
@@ -100,8 +85,10 @@ def test_an_envelope_is_read_only(admin_client: Any, origin: Run) -> None:
     assert HandoffEnvelope.objects.values().get(pk=envelope.pk) == before
 
 
-def test_a_run_shows_its_children_envelopes_and_lifecycle(admin_client: Any, origin: Run) -> None:
-    envelope = hand_off(origin, "intake")
+def test_a_run_shows_its_children_envelopes_and_lifecycle(
+    admin_client: Any, origin: Run, hand_off: Any
+) -> None:
+    envelope = hand_off(origin, to="intake")
     Run.objects.filter(pk=origin.pk).update(
         status=Run.Status.RUNNING, finishing="succeeded", disposition={"filed": "INC-7"}
     )
@@ -123,7 +110,7 @@ def test_a_run_shows_its_children_envelopes_and_lifecycle(admin_client: Any, ori
 
 
 def test_a_run_page_costs_the_same_with_many_children(
-    admin_client: Any, origin: Run, make_pipeline: Any
+    admin_client: Any, origin: Run, hand_off: Any
 ) -> None:
     def queries(run: Run) -> int:
         admin_client.get(run_url(run.pk))
@@ -133,8 +120,8 @@ def test_a_run_page_costs_the_same_with_many_children(
         return len(captured.captured_queries)
 
     other = services.run_start(pipeline="origin", inputs={})
-    hand_off(origin, "intake")
+    hand_off(origin, to="intake")
     for _ in range(5):
-        hand_off(other, "intake")
+        hand_off(other, to="intake")
 
     assert queries(other) == queries(origin)
