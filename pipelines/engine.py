@@ -55,9 +55,9 @@ def _satisfied(spec: PipelineSpec, name: str, status: str) -> bool:
     return status == FAILED and spec.by_name[name].on_failure == "continue"
 
 
-def when_inputs(spec: PipelineSpec) -> set[str]:
+def when_inputs(spec: PipelineSpec) -> frozenset[str]:
     """Steps whose outputs some `when` condition reads."""
-    return {step.when.step for step in spec.steps if step.when}
+    return spec.when_inputs
 
 
 def plan(
@@ -114,8 +114,9 @@ def plan(
 def blocked_by_failure(spec: PipelineSpec, states: Mapping[str, StepState]) -> dict[str, str]:
     """Pending steps downstream of a `skip_downstream` failure, with the reason."""
     skips: dict[str, str] = {}
-    for name, state in states.items():
-        if state.status == FAILED and spec.by_name[name].on_failure == "skip_downstream":
+    for name in spec.skipping_downstream:  # usually none: then this costs nothing
+        state = states.get(name)
+        if state is not None and state.status == FAILED:
             for below in spec.descendants(name):
                 if states[below].status == PENDING:
                     skips.setdefault(below, f"upstream step {name!r} failed")

@@ -6,6 +6,7 @@ import logging
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
@@ -275,7 +276,7 @@ class RunTxn:
             self.set_state(row.step_name, row.pk, status, generation, row.attempt)
         return rows
 
-    def outputs(self, names: set[str]) -> dict[str, Any]:
+    def outputs(self, names: AbstractSet[str]) -> dict[str, Any]:
         ids = [
             state.id
             for name, state in self.states.items()
@@ -326,7 +327,9 @@ class RunTxn:
             self.set_steps(automatic, S.QUEUED, queued_at=now)
             _enqueue_steps([states[name].id for name in automatic])
 
-        outcome = engine.outcome(spec, states)
+        # With a step just queued or started, the run is neither over nor only waiting:
+        # a long chain then skips the two scans of every step below.
+        outcome = None if automatic else engine.outcome(spec, states)
         if outcome is not None:
             self.finish(outcome)
             return inline
@@ -334,7 +337,7 @@ class RunTxn:
             self.set_run(started_at=now)
             self.audit("run.started", status=R.RUNNING)
             self.accept_handoff()
-        status = R.WAITING if _only_waiting(states) else R.RUNNING
+        status = R.WAITING if not automatic and _only_waiting(states) else R.RUNNING
         if self.run.status != status:
             self.set_run(status=status)
         return inline

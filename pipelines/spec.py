@@ -134,6 +134,16 @@ class PipelineSpec:
         return {name: tuple(names) for name, names in found.items()}
 
     @cached_property
+    def when_inputs(self) -> frozenset[str]:
+        """Steps whose outputs some `when` condition reads."""
+        return frozenset(step.when.step for step in self.steps if step.when)
+
+    @cached_property
+    def skipping_downstream(self) -> tuple[str, ...]:
+        """Steps whose failure skips everything below them (`on_failure: skip_downstream`)."""
+        return tuple(step.name for step in self.steps if step.on_failure == "skip_downstream")
+
+    @cached_property
     def order(self) -> tuple[str, ...]:
         """Step names in a topological order (upstream before downstream)."""
         return tuple(_toposort(self.steps))
