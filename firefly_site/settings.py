@@ -127,6 +127,8 @@ if CELERY_BROKER_URL.startswith("filesystem"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR),
         "data_folder_out": str(BROKER_DIR),
+        # Exchange bindings; kombu's default is `control/` in the working directory.
+        "control_folder": str(BROKER_DIR / "control"),
     }
 else:
     # An unacknowledged message comes back after this long. It must outlast the
