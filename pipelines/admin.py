@@ -134,7 +134,7 @@ class EnvelopeInline(ReadOnlyInline):
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[HandoffEnvelope]:
-        return super().get_queryset(request).select_related("acknowledged_by")
+        return super().get_queryset(request).select_related("acknowledged_by", "child_run")
 
     @admin.display(description="child run")
     def child_run_link(self, obj: HandoffEnvelope) -> str:
@@ -174,10 +174,11 @@ class HandoffStatusFilter(admin.SimpleListFilter):
         return [(status, status) for status in ("queued", "accepted", "acknowledged")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        open_ = queryset.filter(acknowledged_at__isnull=True)
         if self.value() == "queued":
-            return queryset.filter(accepted_at__isnull=True, acknowledged_at__isnull=True)
+            return open_.filter(child_run__started_at__isnull=True)
         if self.value() == "accepted":
-            return queryset.filter(accepted_at__isnull=False, acknowledged_at__isnull=True)
+            return open_.filter(child_run__started_at__isnull=False)
         if self.value() == "acknowledged":
             return queryset.filter(acknowledged_at__isnull=False)
         return queryset
@@ -199,7 +200,7 @@ class HandoffEnvelopeAdmin(ReadOnlyAdmin):
         "acknowledged_by",
     ]
     list_filter = [HandoffStatusFilter, "wait"]
-    list_select_related = ["acknowledged_by"]
+    list_select_related = ["acknowledged_by", "child_run"]
     search_fields = ["target_pipeline", "=origin_run__id"]
     search_help_text = "A target pipeline, or an origin run id."
     show_full_result_count = False

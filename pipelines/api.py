@@ -36,7 +36,6 @@ from pipelines.models import (
     StepRun,
 )
 from pipelines.spec import load_text
-from pipelines.views import may_operate
 
 # --- pagination -------------------------------------------------------------------------
 
@@ -480,7 +479,7 @@ class RunList(generics.ListAPIView):
 
 
 def _handoffs() -> QuerySet[HandoffEnvelope]:
-    return HandoffEnvelope.objects.select_related("acknowledged_by").order_by("id")
+    return HandoffEnvelope.objects.select_related("acknowledged_by", "child_run").order_by("id")
 
 
 def _run_details() -> QuerySet[Run]:
@@ -511,7 +510,7 @@ def _run_detail(run: Run) -> dict[str, Any]:
 def _check_may_operate(request: Request, run_id: int, verb: str) -> None:
     """Cancel and resume: the same people as on the run page (404 for no such run)."""
     run = get_object_or_404(Run.objects.only("pk", "created_by"), pk=run_id)
-    if not may_operate(request.user, run):
+    if not selectors.may_operate(request.user, run):
         raise PermissionDenied(f"Only staff or the person who started a run may {verb} it.")
 
 
@@ -576,7 +575,7 @@ class HandoffAcknowledge(APIView):
     )
     def post(self, request: Request, pk: int) -> Response:
         envelope = get_object_or_404(HandoffEnvelope.objects.select_related("origin_run"), pk=pk)
-        if not may_operate(request.user, envelope.origin_run):
+        if not selectors.may_operate(request.user, envelope.origin_run):
             raise PermissionDenied(
                 "Only staff or the person who started a run may acknowledge its handoffs."
             )

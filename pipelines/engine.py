@@ -55,11 +55,6 @@ def _satisfied(spec: PipelineSpec, name: str, status: str) -> bool:
     return status == FAILED and spec.by_name[name].on_failure == "continue"
 
 
-def when_inputs(spec: PipelineSpec) -> frozenset[str]:
-    """Steps whose outputs some `when` condition reads."""
-    return spec.when_inputs
-
-
 def plan(
     spec: PipelineSpec,
     states: Mapping[str, StepState],

@@ -88,7 +88,7 @@ def _open_envelopes(run_id: int) -> list[dict[str, Any]]:
         }
         for envelope in HandoffEnvelope.objects.filter(
             origin_run_id=run_id, acknowledged_at__isnull=True
-        )
+        ).select_related("child_run")
     ]
 
 

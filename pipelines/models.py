@@ -334,8 +334,6 @@ class HandoffEnvelope(models.Model):
         Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="handoff"
     )
     queued_at = models.DateTimeField(default=timezone.now)
-    # When the child run started work on it.
-    accepted_at = models.DateTimeField(null=True, blank=True)
     # Settled: by `acknowledge_handoff`, or by the waiting step when the child finished.
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     acknowledged_by = models.ForeignKey(
@@ -351,6 +349,11 @@ class HandoffEnvelope(models.Model):
 
     def __str__(self) -> str:
         return f"handoff {self.pk} to {self.target_pipeline}"
+
+    @property
+    def accepted_at(self) -> Any:
+        """When the child run started work on it (load `child_run` with the envelope)."""
+        return self.child_run.started_at if self.child_run_id and self.child_run else None
 
     @property
     def status(self) -> str:

@@ -301,7 +301,7 @@ class RunTxn:
         if self.run.is_finishing:
             return None  # the steps are done; on_finish ends the run
         spec, states, now = self.spec, self.states, self.now
-        when_steps = engine.when_inputs(spec)
+        when_steps = spec.when_inputs
         candidates = spec.successors[after] if after else None
         plan = engine.plan(spec, states, self.outputs(when_steps) if when_steps else {}, candidates)
         skips = {**engine.blocked_by_failure(spec, states), **plan.skip}
@@ -336,7 +336,6 @@ class RunTxn:
         if self.run.started_at is None:
             self.set_run(started_at=now)
             self.audit("run.started", status=R.RUNNING)
-            self.accept_handoff()
         status = R.WAITING if not automatic and _only_waiting(states) else R.RUNNING
         if self.run.status != status:
             self.set_run(status=status)
@@ -410,13 +409,6 @@ class RunTxn:
             )
         else:
             self.progress(after=name)
-
-    def accept_handoff(self) -> None:
-        """This run, started by a handoff, took the work: its envelope is accepted."""
-        if self.run.parent_id:
-            HandoffEnvelope.objects.filter(child_run_id=self.run.pk, accepted_at=None).update(
-                accepted_at=self.now
-            )
 
     def rollback(self, to_step: str, *, comment: str = "", origin: str = "") -> list[str]:
         """Reset `to_step` and everything below it in a new generation; returns the reset steps."""
@@ -533,7 +525,6 @@ class RunTxn:
         )
         if self.run.parent_id:
             # A parent step may be waiting for this run; it is told once this commits.
-            self.accept_handoff()
             child_id = self.run.pk
             from pipelines.tasks import settle_handoff
 

@@ -136,14 +136,6 @@ def step_states(run: Run) -> dict[str, dag.StepState]:
     }
 
 
-def may_operate(user: Any, run: Run) -> bool:
-    """Cancel, resume and acknowledge handoffs: staff, superusers, whoever started the run.
-
-    The API applies the same rule to acknowledging a handoff.
-    """
-    return bool(user.is_staff or user.is_superuser or run.created_by_id == user.pk)
-
-
 # --- runs -----------------------------------------------------------------------------
 
 
@@ -184,7 +176,7 @@ def _run_live_context(request: HttpRequest, run: Run) -> dict[str, Any]:
     steps = selectors.current_steps(run)
     states = {s.step_name: dag.StepState(s.status, s.generation, s.attempt) for s in steps}
     done = sum(1 for s in steps if s.status in selectors.DONE_STATUSES)
-    allowed = may_operate(request.user, run)
+    allowed = selectors.may_operate(request.user, run)
     return {
         "run": run,
         "spec": spec,
@@ -253,7 +245,7 @@ def _handoffs_context(
             posted=posted if envelope.pk == failed else "",
         )
         for envelope in HandoffEnvelope.objects.filter(origin_run=run)
-        .select_related("acknowledged_by")
+        .select_related("acknowledged_by", "child_run")
         .order_by("id")
     ]
     return {
@@ -261,7 +253,7 @@ def _handoffs_context(
         "came_from": came_from,
         "children": children,
         "envelopes": rows,
-        "may_acknowledge": may_operate(request.user, run),
+        "may_acknowledge": selectors.may_operate(request.user, run),
         "handoff_message": message,
         "handoff_level": level,
         # Children move on after their parent finished: keep following them.
@@ -312,7 +304,7 @@ def _operate(request: HttpRequest, run_id: int, verb: str, act: Any, done: str) 
     run = _run_or_404(run_id)
     back = reverse("run", args=[run.pk])
     try:
-        if not may_operate(request.user, run):
+        if not selectors.may_operate(request.user, run):
             raise PermissionDenied(f"Only staff or the person who started a run may {verb} it.")
         act(run_id=run.pk, actor=request.user)
     except FireflyError as exc:
@@ -349,7 +341,7 @@ def handoff_acknowledge(request: HttpRequest, envelope_id: int) -> HttpResponse:
     back = reverse("run", args=[run.pk]) + f"#handoff-{envelope_id}"
     decision = request.POST.get("decision", "").strip()
     try:
-        if not may_operate(request.user, run):
+        if not selectors.may_operate(request.user, run):
             raise PermissionDenied(
                 "Only staff or the person who started a run may acknowledge its handoffs."
             )

@@ -112,6 +112,8 @@ def hand_off(
             child = services.run_start(
                 pipeline=to, inputs={}, actor=users["starter"], parent=origin
             )
+            # As if a worker had picked it up: the envelope counts as accepted.
+            Run.objects.filter(pk=child.pk).update(started_at=child.created_at)
         count = HandoffEnvelope.objects.filter(origin_run=origin).count()
         fields.setdefault("origin_step", "review")
         return HandoffEnvelope.objects.create(
@@ -119,7 +121,6 @@ def hand_off(
             key=f"handoff-{count + 1}",
             target_pipeline=to,
             child_run=child,
-            accepted_at=child.created_at if child else None,
             **fields,
         )
 

@@ -54,7 +54,6 @@ class Migration(migrations.Migration):
                 ('payload', models.JSONField(default=dict)),
                 ('wait', models.BooleanField(default=False)),
                 ('queued_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('accepted_at', models.DateTimeField(blank=True, null=True)),
                 ('acknowledged_at', models.DateTimeField(blank=True, null=True)),
                 ('decision', models.JSONField(blank=True, null=True)),
                 ('acknowledged_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),

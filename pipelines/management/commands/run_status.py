@@ -38,7 +38,8 @@ class Command(BaseCommand):
                 f"attempt {step.attempt} {latency}"
                 + (f"  {step.error.splitlines()[-1]}" if step.error else "")
             )
-        for envelope in HandoffEnvelope.objects.filter(origin_run=run).order_by("id"):
+        envelopes = HandoffEnvelope.objects.filter(origin_run=run).select_related("child_run")
+        for envelope in envelopes.order_by("id"):
             origin = f"step {envelope.origin_step}" if envelope.origin_step else "on_finish"
             self.stdout.write(
                 f"  handoff {envelope.pk} from {origin} to {envelope.target_pipeline}: "
