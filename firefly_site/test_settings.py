@@ -10,3 +10,6 @@ from firefly_site.settings import *  # noqa: F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 FIREFLY_CALLABLE_MODULES = ["pipelines.demo", "tests"]
+# The suite's worker processes consume this queue; tests without a worker send theirs
+# elsewhere (tests/conftest.py), so they never race a worker for their own steps.
+CELERY_TASK_DEFAULT_QUEUE = "firefly-tests"

@@ -28,6 +28,31 @@ def django_db_setup(django_db_setup: Any, django_db_blocker: Any) -> None:
             connection.close()  # new connections pick the setting up
 
 
+# Where a test without a worker sends its messages: no worker consumes this queue.
+UNCONSUMED_QUEUE = "firefly-tests-unconsumed"
+
+
+@pytest.fixture(autouse=True)
+def messages_reach_a_worker_only_in_its_tests(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test without the `worker` fixture drives its runs in its own process.
+
+    The session's worker stays up between the tests that use it; were a test without
+    it to send its messages to the worker's queue, the worker would take that test's
+    steps from under it (and run them with settings the test did not set).
+    """
+    if "worker" in request.fixturenames:
+        yield
+        return
+    consumed = app.conf.task_default_queue
+    app.conf.task_default_queue = UNCONSUMED_QUEUE
+    try:
+        yield
+    finally:
+        app.conf.task_default_queue = consumed
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_purge(UNCONSUMED_QUEUE)
+
+
 @pytest.fixture(scope="session")
 def worker_process(django_db_setup: Any, django_db_blocker: Any) -> Iterator[WorkerProcess]:
     """One worker process for the session, on the test database and the test broker."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
@@ -304,10 +305,8 @@ def test_duplicate_execute_step_message_commits_the_step_once(worker, make_pipel
     assert run.steps.count() == 1
 
 
-def test_worker_killed_mid_step_recovers_through_the_reaper(
-    transactional_db, worker_process, make_pipeline, settings
-):
-    worker_process.stop()
+def test_worker_killed_mid_step_recovers_through_the_reaper(worker, make_pipeline, settings):
+    worker.stop()
     short_lease = WorkerProcess("short-lease", env={"FIREFLY_STEP_LEASE_S": "1.5"})
     short_lease.start()
     try:
@@ -336,7 +335,7 @@ def test_worker_killed_mid_step_recovers_through_the_reaper(
         wait_for(recovered, timeout=30, message="the run to recover")
     finally:
         short_lease.stop()
-        worker_process.start()
+        worker.start()
 
     assert run.status == Run.Status.SUCCEEDED
     attempts = list(
@@ -407,3 +406,16 @@ def test_the_reaper_resends_lost_messages_and_advances_stalled_runs(
     assert report.advanced >= 1
     assert wait_finished(stalled).status == Run.Status.SUCCEEDED
     assert wait_finished(queued).status == Run.Status.SUCCEEDED
+
+
+def test_a_test_without_the_worker_fixture_keeps_its_steps(
+    transactional_db, worker_process, make_pipeline
+):
+    """The session's worker is up, but this test's messages go where it does not listen."""
+    assert worker_process.process is not None
+    assert worker_process.process.poll() is None  # up
+    run = services.run_start(pipeline=make_pipeline([{"name": "only", "type": "noop"}]), inputs={})
+    time.sleep(1)
+    run.refresh_from_db()
+    assert run.status == Run.Status.PENDING
+    assert list(run.steps.values_list("status", flat=True)) == [StepRun.Status.PENDING]
