@@ -59,9 +59,11 @@ def webhook_create(
 
 def deliveries_create(*, event: str, data: dict[str, Any]) -> list[int]:
     """One pending delivery per active webhook subscribed to `event`; sent after commit."""
+    hooks = [h for h in Webhook.objects.filter(active=True) if event in h.events]
+    if not hooks:
+        return []
     # Round-trip through JSON now, so every attempt sends exactly what the event said.
     payload = json.loads(json.dumps(data, cls=DjangoJSONEncoder))
-    hooks = [h for h in Webhook.objects.filter(active=True) if event in h.events]
     with transaction.atomic():
         made = WebhookDelivery.objects.bulk_create(
             WebhookDelivery(webhook=hook, event=event, payload=payload) for hook in hooks
