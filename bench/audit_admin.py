@@ -18,22 +18,28 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import statistics
 import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.engine import BenchError, ensure_database, migrate, setup_django  # noqa: E402
+from bench.common import (  # noqa: E402
+    BenchError,
+    configure_env,
+    database_errors,
+    main,
+    print_columns,
+    setup,
+    time_ms,
+)
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/firefly_bench_audit"
 
@@ -54,44 +60,14 @@ TARGET_P95_MS = 300.0
 ADMIN = "/admin/pipelines/auditentry/"
 
 
-def configure_env() -> str:
-    """Resolve the database URL; refuse anything but PostgreSQL."""
-    database_url = os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "firefly_site.settings")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    # Measure what production runs: DEBUG off (Django would otherwise record every query).
-    os.environ.setdefault("DEBUG", "false")
-    os.environ.setdefault("SECRET_KEY", "firefly-bench-secret-key")
-    os.environ.setdefault("FIREFLY_AUDIT_KEY", "firefly-bench-audit-key")
+def configure_admin_env() -> str:
+    """The common environment, plus the host names Django's test client uses."""
     os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
-    if urlsplit(database_url).scheme not in ("postgres", "postgresql", "pgsql", "psql"):
-        raise BenchError(f"DATABASE_URL must be a PostgreSQL URL, not {database_url!r}.")
-    return database_url
+    return configure_env(DEFAULT_DATABASE_URL)
 
 
 # --- seed -----------------------------------------------------------------------------
 
-AUDIT_COLUMNS = (
-    "run_id",
-    "pipeline_id",
-    "seq",
-    "step_name",
-    "event",
-    "actor_id",
-    "actor_name",
-    "status",
-    "inputs",
-    "outputs",
-    "latency_ms",
-    "started_at",
-    "completed_at",
-    "error_message",
-    "pause_reason",
-    "data",
-    "created_at",
-    "prev_hash",
-    "hash",
-)
 RUN_COLUMNS = (
     "id",
     "pipeline_version_id",
@@ -107,7 +83,18 @@ RUN_COLUMNS = (
     "checkpoint_seq",
     "revision",
     "created_by_id",
+    "idempotency_key",
+    "finish_attempts",
+    "finishing",
+    "trace_id",
 )
+
+
+def audit_columns() -> tuple[str, ...]:
+    """The audit entry columns COPY fills: the fields the hash covers, `seq` and `hash`."""
+    from pipelines.audit import HASHED_FIELDS
+
+    return (*HASHED_FIELDS, "seq", "hash")
 
 
 def run_entries(
@@ -245,7 +232,8 @@ def seed(database_url: str) -> float:
             [RUNS],
         )
         run_ids = [row[0] for row in cursor.fetchall()]
-        copy_audit = f"COPY pipelines_auditentry ({', '.join(AUDIT_COLUMNS)}) FROM STDIN"
+        columns = audit_columns()
+        copy_audit = f"COPY pipelines_auditentry ({', '.join(columns)}) FROM STDIN"
         copy_run = f"COPY pipelines_run ({', '.join(RUN_COLUMNS)}) FROM STDIN"
         raw = cursor.cursor  # the psycopg cursor under Django's wrapper
         for chunk in range(0, RUNS, RUNS_PER_COPY):
@@ -269,7 +257,7 @@ def seed(database_url: str) -> float:
                     for column in ("inputs", "outputs", "data"):
                         if entry[column] is not None:
                             entry[column] = json.dumps(entry[column])
-                    audit_rows.append(tuple(entry[c] for c in AUDIT_COLUMNS))
+                    audit_rows.append(tuple(entry[c] for c in columns))
                     if entry["event"] == "run.finished":
                         status = entry["status"]
                 run_rows.append(
@@ -288,6 +276,10 @@ def seed(database_url: str) -> float:
                         0,
                         1,
                         None,
+                        "",
+                        0,
+                        "",
+                        "",
                     )
                 )
             with raw.copy(copy_run) as copy:
@@ -388,17 +380,9 @@ def time_views(urls: dict[str, str]) -> dict[str, dict[str, Any]]:
         # Read now: the next request's request_started signal empties the query log.
         queries = len(captured.captured_queries)
         sql_ms = sum(float(q["time"]) for q in captured.captured_queries) * 1000
-        times = []
-        for _ in range(REPEATS):
-            started = time.perf_counter()
-            fetch(client, url)
-            times.append((time.perf_counter() - started) * 1000)
-        times.sort()
         results[name] = {
             "url": url,
-            "p50_ms": round(statistics.median(times), 1),
-            "p95_ms": round(times[max(0, int(len(times) * 0.95 + 0.5) - 1)], 1),
-            "max_ms": round(times[-1], 1),
+            **time_ms(partial(fetch, client, url), REPEATS),
             "queries": queries,
             "rows": rows_shown(content),
             "sql_ms": round(sql_ms, 1),
@@ -426,41 +410,19 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
                 r["url"],
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for n, row in enumerate(rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-        if n == 0:
-            print("  ".join("-" * width for width in widths))
+    print_columns(rows)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+# --- main -----------------------------------------------------------------------------
 
 
-def main() -> int:
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        database_url = configure_env()
-        ensure_database(database_url)
-        migrate()
-        setup_django()
-        from django.conf import settings
-        from django.db import DatabaseError, connection
-
-        print(f"database {database_url}  DEBUG={settings.DEBUG}")
-        try:
-            entries, seed_s = prepare(database_url)
-            results = time_views(views())
-        except DatabaseError as exc:
-            raise BenchError(f"database error: {exc}") from exc
-        finally:
-            connection.close()
-    except BenchError as exc:
-        print(f"bench/audit_admin.py: FAILED: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench/audit_admin.py: interrupted", file=sys.stderr)
-        return 130
+def run_bench() -> int:
+    """Set up, seed if needed, time the views, print the table and the JSON line."""
+    database_url = configure_admin_env()
+    setup(database_url)
+    with database_errors():
+        entries, seed_s = prepare(database_url)
+        results = time_views(views())
     print()
     print(f"{entries:,} audit entries; {REPEATS} timed requests per view after {WARMUP}")
     print_table(results)
@@ -479,4 +441,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("bench/audit_admin.py", run_bench))

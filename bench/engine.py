@@ -33,9 +33,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import (  # noqa: E402
+    BenchError,
+    configure_broker,
+    configure_env,
+    main,
+    print_columns,
+    setup,
+)
+
 CELERY = ROOT / ".venv" / "bin" / "celery"
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/firefly_bench"
@@ -80,80 +91,7 @@ TARGETS = {
 }
 
 
-class BenchError(Exception):
-    """A run failed or timed out, or the set-up did not work."""
-
-
 # --- set-up ---------------------------------------------------------------------------
-
-
-def configure_env() -> tuple[str, str]:
-    """Resolve the database and broker URLs; refuse anything but PostgreSQL and Redis."""
-    database_url = os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
-    broker_url = os.environ.setdefault("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "firefly_site.settings")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    # Measure what production runs: DEBUG off (Django would otherwise record every query).
-    os.environ.setdefault("DEBUG", "false")
-    os.environ.setdefault("SECRET_KEY", "firefly-bench-secret-key")
-    os.environ.setdefault("FIREFLY_AUDIT_KEY", "firefly-bench-audit-key")
-    if urlsplit(database_url).scheme not in ("postgres", "postgresql", "pgsql", "psql"):
-        raise BenchError(f"DATABASE_URL must be a PostgreSQL URL, not {database_url!r}.")
-    if urlsplit(broker_url).scheme not in ("redis", "rediss"):
-        raise BenchError(f"CELERY_BROKER_URL must be a Redis URL, not {broker_url!r}.")
-    return database_url, broker_url
-
-
-def ensure_database(database_url: str) -> None:
-    """CREATE DATABASE when it does not exist yet (connecting to the `postgres` db)."""
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(database_url)
-    name = parts.path.lstrip("/")
-    if not name:
-        raise BenchError(f"DATABASE_URL names no database: {database_url!r}.")
-    maintenance = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
-    try:
-        with psycopg.connect(maintenance, autocommit=True, connect_timeout=10) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-            if not exists:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-                print(f"created database {name}")
-    except psycopg.Error as exc:
-        raise BenchError(f"cannot reach PostgreSQL at {maintenance}: {exc}") from exc
-
-
-def manage(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
-def migrate() -> None:
-    result = manage("migrate", "--noinput", "-v", "0")
-    if result.returncode != 0:
-        raise BenchError(f"manage.py migrate failed:\n{result.stdout}{result.stderr}")
-    check = manage("makemigrations", "--check", "--dry-run")
-    if check.returncode != 0:
-        print(
-            "warning: the models have changes without a migration; runs may fail:\n"
-            + check.stdout.strip(),
-            file=sys.stderr,
-        )
-
-
-def setup_django() -> None:
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
 
 
 def purge_broker() -> int:
@@ -526,47 +464,23 @@ def print_table(
         ("audit entry bytes/step", f"{r['audit_bytes_per_step']:.1f} B", "", "(context)", "", ""),
         ("step row bytes/step", f"{r['steprun_bytes_per_step']:.1f} B", "", "(context)", "", ""),
     ]
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    for n, row in enumerate(rows):
-        print(
-            "  ".join(
-                str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
-            ).rstrip()
-        )
-        if n == 0:
-            print("  ".join("-" * width for width in widths))
+    print_columns(rows)
 
 
 # --- main -----------------------------------------------------------------------------
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    """A SIGTERM unwinds like Ctrl-C, so the workers are stopped on the way out."""
-    raise KeyboardInterrupt
-
-
-def main() -> int:
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        database_url, broker_url = configure_env()
-        ensure_database(database_url)
-        migrate()
-        setup_django()
-        from django.conf import settings
-
-        purged = purge_broker()
-        log_dir = Path(tempfile.mkdtemp(prefix="firefly-bench-"))
-        print(f"database {database_url}  broker {broker_url}  DEBUG={settings.DEBUG}")
-        print(f"purged {purged} queued message(s); worker logs in {log_dir}")
-        linear = bench_linear_and_raw(log_dir)
-        fanout = bench_fanout(log_dir)
-        scaling = bench_scaling(log_dir)
-    except BenchError as exc:
-        print(f"bench/engine.py: FAILED: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench/engine.py: interrupted", file=sys.stderr)
-        return 130
+def run_bench() -> int:
+    """Set up, run the scenarios, print the table and the JSON line."""
+    database_url = configure_env(DEFAULT_DATABASE_URL)
+    broker_url = configure_broker(DEFAULT_BROKER_URL)
+    setup(database_url, broker_url)
+    purged = purge_broker()
+    log_dir = Path(tempfile.mkdtemp(prefix="firefly-bench-"))
+    print(f"purged {purged} queued message(s); worker logs in {log_dir}")
+    linear = bench_linear_and_raw(log_dir)
+    fanout = bench_fanout(log_dir)
+    scaling = bench_scaling(log_dir)
     results = summarize(linear, fanout, scaling)
     print()
     print_table(results, linear, fanout, scaling)
@@ -575,4 +489,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("bench/engine.py", run_bench))

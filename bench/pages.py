@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import json
 import random
-import signal
-import statistics
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -39,8 +38,20 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.audit_admin import AUDIT_COLUMNS, configure_env, prepare  # noqa: E402
-from bench.engine import BenchError, ensure_database, migrate, setup_django  # noqa: E402
+from bench.audit_admin import (  # noqa: E402
+    RUN_COLUMNS,
+    audit_columns,
+    configure_admin_env,
+    prepare,
+)
+from bench.common import (  # noqa: E402
+    BenchError,
+    database_errors,
+    main,
+    print_columns,
+    setup,
+    time_ms,
+)
 
 TASKS = 10_000
 PIPELINES = 10
@@ -58,22 +69,6 @@ REPEATS = 30
 WARMUP = 3
 TARGET_P95_MS = 200.0
 
-RUN_COLUMNS = (
-    "id",
-    "pipeline_version_id",
-    "status",
-    "inputs",
-    "error",
-    "generation",
-    "created_at",
-    "started_at",
-    "audit_seq",
-    "audit_head",
-    "checkpoint_seq",
-    "revision",
-    "created_by_id",
-    "idempotency_key",
-)
 STEP_COLUMNS = (
     "id",
     "run_id",
@@ -225,7 +220,7 @@ def seed_tasks() -> float:
             "run": f"COPY pipelines_run ({', '.join(RUN_COLUMNS)}) FROM STDIN",
             "step": f"COPY pipelines_steprun ({', '.join(STEP_COLUMNS)}) FROM STDIN",
             "checkpoint": f"COPY pipelines_checkpoint ({', '.join(CHECKPOINT_COLUMNS)}) FROM STDIN",
-            "audit": f"COPY pipelines_auditentry ({', '.join(AUDIT_COLUMNS)}) FROM STDIN",
+            "audit": f"COPY pipelines_auditentry ({', '.join(audit_columns())}) FROM STDIN",
             "task": f"COPY approvals_humantask ({', '.join(TASK_COLUMNS)}) FROM STDIN",
         }
         for chunk in range(0, TASKS, CHUNK):
@@ -257,6 +252,7 @@ def seed_run(
     from pipelines.audit import entry_hash
 
     pipeline_id, pipeline_name, noops = version.pipeline_id, version.name, version.noops
+    columns = audit_columns()
     starter = rng.choice(starters) if rng.random() < 0.7 else None
     inputs = {"document": f"doc-{run_id}.pdf", "priority": rng.randint(1, 5)}
     created = now - timedelta(seconds=rng.uniform(600, DAYS * 86400))
@@ -292,7 +288,7 @@ def seed_run(
         for column in ("inputs", "outputs", "data"):
             if entry[column] is not None:
                 entry[column] = json.dumps(entry[column])
-        rows["audit"].append(tuple(entry[c] for c in AUDIT_COLUMNS))
+        rows["audit"].append(tuple(entry[c] for c in columns))
 
     checkpoints: list[tuple[str, int, str, bool]] = []
     audit(
@@ -367,11 +363,15 @@ def seed_run(
             1,
             created,
             created,
+            None,
             seq,
             head,
             len(checkpoints),
             len(checkpoints) + 1,
             starter[0] if starter else None,
+            "",
+            0,
+            "",
             "",
         )
     )
@@ -542,17 +542,9 @@ def time_pages(urls: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if "small" in page:
             fetch(client, page["small"], htmx)
             small_queries = count_queries(client, page["small"], htmx)[0]
-        times = []
-        for _ in range(REPEATS):
-            started = time.perf_counter()
-            fetch(client, url, htmx)
-            times.append((time.perf_counter() - started) * 1000)
-        times.sort()
         results[name] = {
             "url": url + (" (htmx)" if htmx else ""),
-            "p50_ms": round(statistics.median(times), 1),
-            "p95_ms": round(times[max(0, int(len(times) * 0.95 + 0.5) - 1)], 1),
-            "max_ms": round(times[-1], 1),
+            **time_ms(partial(fetch, client, url, htmx), REPEATS),
             "queries": queries,
             "queries_small": small_queries,
             "sql_ms": round(sql_ms, 1),
@@ -612,45 +604,23 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
                 r["url"],
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    for n, row in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
+    print_columns(rows)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+# --- main -----------------------------------------------------------------------------
 
 
-def main() -> int:
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        database_url = configure_env()
-        ensure_database(database_url)
-        migrate()
-        setup_django()
-        from django.conf import settings
-        from django.db import DatabaseError, connection
-
-        print(f"database {database_url}  DEBUG={settings.DEBUG}")
-        try:
-            entries, _ = prepare(database_url)
-            seed_s = prepare_tasks()
-            results = time_pages(pages())
-            failed = [name for name, r in results.items() if missed(r)]
-            if failed:
-                explain_slowest(results, [n for n in failed if "p95" in missed(results[n])])
-        except DatabaseError as exc:
-            raise BenchError(f"database error: {exc}") from exc
-        finally:
-            connection.close()
-    except BenchError as exc:
-        print(f"bench/pages.py: FAILED: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench/pages.py: interrupted", file=sys.stderr)
-        return 130
+def run_bench() -> int:
+    """Set up, seed if needed, time the pages, print the table and the JSON line."""
+    database_url = configure_admin_env()
+    setup(database_url)
+    with database_errors():
+        entries, _ = prepare(database_url)
+        seed_s = prepare_tasks()
+        results = time_pages(pages())
+        failed = [name for name, r in results.items() if missed(r)]
+        if failed:
+            explain_slowest(results, [n for n in failed if "p95" in missed(results[n])])
     print()
     print(
         f"{entries:,} audit entries, {TASKS:,} open tasks; reviewer {REVIEWER!r} "
@@ -674,4 +644,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("bench/pages.py", run_bench))
