@@ -28,7 +28,7 @@ from pipelines.context import Handoff, Pause, StepContext
 from pipelines.errors import Conflict, InvalidInput, NotFound
 from pipelines.leases import leases
 from pipelines.models import Checkpoint, HandoffEnvelope, Pipeline, PipelineVersion, Run, StepRun
-from pipelines.spec import PipelineSpec, parse_spec, validate_inputs
+from pipelines.spec import PipelineSpec, StepSpec, parse_spec, validate_inputs
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +78,19 @@ def _enqueue_finish(run_id: int) -> None:
     transaction.on_commit(lambda: finish_run.delay(run_id))
 
 
-def _enqueue_steps(ids: list[int], countdown: float = 0) -> None:
+def _enqueue_steps(steps: list[tuple[int, str]], countdown: float = 0) -> None:
+    """Send `execute_step` for each (step run id, queue) once this transaction commits.
+
+    The queue is the step's `queue` field ("": Celery's default queue).
+    """
     from pipelines.tasks import execute_step
 
     def send() -> None:
-        for step_run_id in ids:
-            execute_step.apply_async((step_run_id,), countdown=countdown)
+        for step_run_id, queue in steps:
+            route: dict[str, Any] = {"queue": queue} if queue else {}
+            execute_step.apply_async((step_run_id,), countdown=countdown, **route)
 
-    if ids:
+    if steps:
         transaction.on_commit(send)
 
 
@@ -291,12 +296,15 @@ class RunTxn:
                 found[name] = pending["outputs"]  # written by this transaction, not yet flushed
         return found
 
-    def progress(self, *, inline_ok: bool = False, after: str | None = None) -> StepRun | None:
+    def progress(
+        self, *, inline_from: StepSpec | None = None, after: str | None = None
+    ) -> StepRun | None:
         """Move the run on: skip, queue or open ready steps; finish it when nothing is left.
 
         `after` names the step that just succeeded: only its successors can have become
-        ready. With `inline_ok`, when exactly one automatic step is ready it is started
-        here and returned for the calling worker to run at once (no broker round trip).
+        ready. `inline_from` is the step the calling worker just ran: when exactly one
+        automatic step is ready, and it goes to the same queue, it is started here and
+        returned for that worker to run at once (no broker round trip).
         """
         if self.run.is_finishing:
             return None  # the steps are done; on_finish ends the run
@@ -321,11 +329,15 @@ class RunTxn:
                 self.wait_for_person(name)
 
         inline = None
-        if inline_ok and len(automatic) == 1:
+        if (
+            inline_from is not None
+            and len(automatic) == 1
+            and spec.by_name[automatic[0]].queue == inline_from.queue
+        ):
             inline = self.start_step(automatic[0])
         elif automatic:
             self.set_steps(automatic, S.QUEUED, queued_at=now)
-            _enqueue_steps([states[name].id for name in automatic])
+            _enqueue_steps([(states[name].id, spec.by_name[name].queue) for name in automatic])
 
         # With a step just queued or started, the run is neither over nor only waiting:
         # a long chain then skips the two scans of every step below.
@@ -477,7 +489,7 @@ class RunTxn:
         )
         common = {"step_name": name, "status": S.FAILED, "completed_at": self.now}
         outcome = Outcome(error=error, finished_at=self.now)
-        _step_failed(self, step, self.spec.by_name[name], outcome, common, inline_ok=False)
+        _step_failed(self, step, self.spec.by_name[name], outcome, common, inline=False)
 
     def finish(self, status: str, error: str = "") -> None:
         """The steps are done: run the spec's on_finish first (unless cancelled), then close."""
@@ -1073,7 +1085,7 @@ def _commit_outcome(txn: RunTxn, step: StepRun, outcome: Outcome) -> StepRun | N
         txn.checkpoint(
             Checkpoint.Kind.STEP, step_name=step.step_name, step_run_id=step.pk, status=status
         )
-        return txn.progress(inline_ok=True, after=step.step_name)
+        return txn.progress(inline_from=spec_step, after=step.step_name)
     if status == S.WAITING:
         txn.audit("step.waiting", pause_reason=outcome.pause or "", **common)
         txn.checkpoint(
@@ -1087,7 +1099,7 @@ def _commit_outcome(txn: RunTxn, step: StepRun, outcome: Outcome) -> StepRun | N
         if outcome.waits_for is None:  # a Pause: people decide, in a human task
             for hook in pause_hooks:
                 hook(txn=txn, step_run=StepRun.objects.get(pk=step.pk), reason=outcome.pause)
-        return txn.progress(inline_ok=True)
+        return txn.progress(inline_from=spec_step)
     return _step_failed(txn, step, spec_step, outcome, common)
 
 
@@ -1100,10 +1112,10 @@ def _outcome_status(outcome: Outcome) -> str:
 def _step_failed(
     txn: RunTxn,
     step: StepRun,
-    spec_step: Any,
+    spec_step: StepSpec,
     outcome: Outcome,
     common: dict[str, Any],
-    inline_ok: bool = True,
+    inline: bool = True,
 ) -> StepRun | None:
     common = {**common}
     data = {**(common.pop("data", None) or {}), "attempt": step.attempt}
@@ -1121,7 +1133,7 @@ def _step_failed(
             generation=step.generation,
             queued_at=txn.now + timedelta(seconds=delay),
         )
-        _enqueue_steps([retry.pk], countdown=delay)
+        _enqueue_steps([(retry.pk, spec_step.queue)], countdown=delay)
         return None
     txn.audit("step.failed", error_message=outcome.error, data=data, **common)
     txn.checkpoint(
@@ -1131,7 +1143,7 @@ def _step_failed(
         reason = outcome.error.splitlines()[-1] if outcome.error else "no error message"
         txn.finish(R.FAILED, error=f"step {step.step_name!r} failed: {reason}")
         return None
-    return txn.progress(inline_ok=inline_ok)
+    return txn.progress(inline_from=spec_step if inline else None)
 
 
 # Called in the transaction that pauses a step (the approvals app opens a task there),
@@ -1273,16 +1285,14 @@ def reap() -> ReapReport:
         report.lost += _recover_lost_step(run_id, step_run_id)
 
     stale_queue = now - timedelta(seconds=settings.FIREFLY_REQUEUE_AFTER_S)
-    lost_messages = list(
-        StepRun.objects.filter(status=S.QUEUED, queued_at__lt=stale_queue).values_list(
-            "pk", flat=True
-        )
+    lost_messages = StepRun.objects.filter(status=S.QUEUED, queued_at__lt=stale_queue).values_list(
+        "pk", "run__pipeline_version_id", "step_name"
     )
-    for step_run_id in lost_messages:
+    for step_run_id, version_id, name in lost_messages:
         # Re-sending is safe: a duplicate finds the step no longer queued.
         if StepRun.objects.filter(pk=step_run_id, status=S.QUEUED).update(queued_at=now):
             with transaction.atomic():
-                _enqueue_steps([step_run_id])
+                _enqueue_steps([(step_run_id, version_spec(version_id).by_name[name].queue)])
             report.resent += 1
 
     busy = StepRun.objects.filter(run=OuterRef("pk"), status__in=[S.QUEUED, S.RUNNING])
@@ -1352,7 +1362,7 @@ def _recover_lost_step(run_id: int, step_run_id: int) -> int:
             (retry,) = txn.add_attempts(
                 [name], status=S.QUEUED, generation=state.generation, queued_at=now
             )
-            _enqueue_steps([retry.pk])
+            _enqueue_steps([(retry.pk, spec_step.queue)])
         else:
             txn.checkpoint(
                 Checkpoint.Kind.STEP, step_name=name, step_run_id=step_run_id, status=S.FAILED

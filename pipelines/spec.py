@@ -46,6 +46,8 @@ STEP_SCHEMA: dict[str, Any] = {
         "retry_backoff_s": {"type": "number", "minimum": 0, "maximum": 86400},
         "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
         "on_failure": {"enum": list(ON_FAILURE)},
+        # The Celery queue its execute_step messages go to (default: the default queue).
+        "queue": {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$"},
         "when": {
             "type": "object",
             "required": ["step"],
@@ -102,6 +104,7 @@ class StepSpec:
     timeout_s: float | None = None
     on_failure: str = "fail_run"
     when: When | None = None
+    queue: str = ""  # "" = Celery's default queue
 
     @property
     def interactive(self) -> bool:
@@ -296,6 +299,14 @@ def parse_spec(data: Any) -> PipelineSpec:
             )
             continue
         kind = registry.get(raw["type"])
+        if kind.interactive and "queue" in raw:
+            errors.append(
+                {
+                    "step": step,
+                    "field": "queue",
+                    "message": f"{raw['type']!r} steps wait for people and run on no queue",
+                }
+            )
         config = raw.get("config", {})
         config_errors = _schema_errors(config, kind.config_schema, step=step, prefix="config")
         errors += config_errors
@@ -381,6 +392,7 @@ def _build_step(raw: dict[str, Any]) -> StepSpec:
         timeout_s=raw.get("timeout_s"),
         on_failure=raw.get("on_failure", "fail_run"),
         when=when,
+        queue=raw.get("queue", ""),
     )
 
 

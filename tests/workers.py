@@ -24,12 +24,22 @@ def database_url() -> str:
 class WorkerProcess:
     """`celery -A firefly_site worker` in its own process group; kill() is a SIGKILL."""
 
-    def __init__(self, name: str, concurrency: int = 8, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        concurrency: int = 8,
+        env: dict[str, str] | None = None,
+        pool: str = "threads",
+        queues: str = "",
+    ) -> None:
         self.name = name
         self.concurrency = concurrency
         self.env = env or {}
+        self.pool = pool
+        self.queues = queues  # comma-separated; "" = the default queue
         self.process: subprocess.Popen[bytes] | None = None
         self.log = ROOT / "var" / f"test-worker-{name}.log"
+        self.node = f"{name}-{os.getpid()}@{os.uname().nodename}"
 
     def start(self) -> None:
         self.log.parent.mkdir(exist_ok=True)
@@ -42,7 +52,6 @@ class WorkerProcess:
             "CONN_MAX_AGE": "0",
             **self.env,
         }
-        node = f"{self.name}-{os.getpid()}@%h"
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -53,11 +62,12 @@ class WorkerProcess:
                     "firefly_site",
                     "worker",
                     "-P",
-                    "threads",
+                    self.pool,
                     "-c",
                     str(self.concurrency),
+                    *(["-Q", self.queues] if self.queues else []),
                     "-n",
-                    node,
+                    self.node,
                     "-l",
                     "WARNING",
                     "--without-gossip",
@@ -70,17 +80,17 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.wait_ready(node.replace("%h", os.uname().nodename))
+        self.wait_ready()
 
-    def wait_ready(self, node: str, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited early; see {self.log}")
-            if app.control.ping(destination=[node], timeout=0.5):
+            if app.control.ping(destination=[self.node], timeout=0.5):
                 return
-        raise RuntimeError(f"worker {node} not ready after {timeout}s; see {self.log}")
+        raise RuntimeError(f"worker {self.node} not ready after {timeout}s; see {self.log}")
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:

@@ -35,6 +35,13 @@ def double(ctx: StepContext) -> dict[str, Any]:
     return {"doubled": ctx.inputs["value"] * 2}
 
 
+def where(ctx: StepContext) -> dict[str, Any]:
+    """Which Celery worker ran this step."""
+    from celery import current_task
+
+    return {"worker": current_task.request.hostname if current_task else None}
+
+
 # --- on_finish callables: (harness, value) -> new output or None ----------------------
 
 

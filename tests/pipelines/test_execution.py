@@ -408,6 +408,34 @@ def test_the_reaper_resends_lost_messages_and_advances_stalled_runs(
     assert wait_finished(queued).status == Run.Status.SUCCEEDED
 
 
+def test_a_step_with_a_queue_runs_on_the_workers_of_that_queue(worker, make_pipeline):
+    """CPU-heavy steps can go to a prefork worker; a chain leaves it for the next step."""
+    where = {"callable": "tests.pipelines.callables.where"}
+    name = make_pipeline(
+        [
+            {"name": "before", "type": "python", "config": where},
+            {
+                "name": "crunch",
+                "type": "python",
+                "after": ["before"],
+                "config": where,
+                "queue": "cpu",
+            },
+            {"name": "after", "type": "python", "after": ["crunch"], "config": where},
+        ]
+    )
+    cpu = WorkerProcess("cpu", concurrency=1, pool="prefork", queues="cpu")
+    cpu.start()
+    try:
+        run = wait_finished(services.run_start(pipeline=name, inputs={}))
+    finally:
+        cpu.stop()
+
+    assert run.status == Run.Status.SUCCEEDED
+    ran_on = dict(run.steps.values_list("step_name", "outputs__worker"))
+    assert ran_on == {"before": worker.node, "crunch": cpu.node, "after": worker.node}
+
+
 def test_a_test_without_the_worker_fixture_keeps_its_steps(
     transactional_db, worker_process, make_pipeline
 ):

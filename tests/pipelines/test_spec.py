@@ -224,6 +224,19 @@ def test_step_fields_are_checked_against_the_step_schema():
     assert places(errors) == {("a", ""), ("a", "on_failure"), ("a", "retries")}
 
 
+def test_a_queue_names_where_an_automatic_step_runs():
+    spec = build(step("crunch", queue="cpu"), step("light", after=["crunch"]))
+    assert spec.by_name["crunch"].queue == "cpu"
+    assert spec.by_name["light"].queue == ""
+
+    assert places(spec_errors(step("a", queue="no spaces"))) == {("a", "queue")}
+    (error,) = spec_errors(
+        step("b", type="approval", queue="cpu", config={"assignee_role": "reviewers"})
+    )
+    assert (error["step"], error["field"]) == ("b", "queue")
+    assert error["message"] == "'approval' steps wait for people and run on no queue"
+
+
 def test_missing_steps_is_refused():
     with pytest.raises(SpecError) as caught:
         parse_spec({"name": "p"})
