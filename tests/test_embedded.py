@@ -39,7 +39,8 @@ def manage(
 
 
 def test_a_run_completes_on_sqlite_and_the_filesystem_broker(embedded_env, tmp_path):
-    assert manage(embedded_env, "migrate", "--noinput").returncode == 0
+    migrated = manage(embedded_env, "migrate", "--noinput")
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     loaded = manage(embedded_env, "load_demo")
     assert loaded.returncode == 0, loaded.stderr
     assert "demo user admin" in loaded.stdout
@@ -90,5 +91,5 @@ def test_a_run_completes_on_sqlite_and_the_filesystem_broker(embedded_env, tmp_p
     assert '"words": 2' in result.stdout
     assert (tmp_path / "var" / "firefly.sqlite3").exists()
     status = manage(embedded_env, "run_status", "1")
-    assert "flaky" in status.stdout
-    assert "attempt 2" in status.stdout
+    assert "flaky" in status.stdout, status.stdout + status.stderr
+    assert "attempt 2" in status.stdout, status.stdout
