@@ -147,6 +147,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=3600)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=3660)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's Django support closes every database connection before and after each task
+# unless this is set: a new PostgreSQL connection per step. Instead a worker thread
+# keeps its connection, recycled by Celery every 2 x this many tasks of the process, and
+# each task starts and ends with Django's close_old_connections (firefly_site/celery.py),
+# as a request does: broken connections and those past CONN_MAX_AGE are closed.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

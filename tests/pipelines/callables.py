@@ -35,6 +35,14 @@ def double(ctx: StepContext) -> dict[str, Any]:
     return {"doubled": ctx.inputs["value"] * 2}
 
 
+def backend(ctx: StepContext) -> dict[str, Any]:
+    """The PostgreSQL backend serving this worker thread's connection."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    return {"pid": connection.connection.info.backend_pid}
+
+
 def where(ctx: StepContext) -> dict[str, Any]:
     """Which Celery worker ran this step."""
     from celery import current_task

@@ -6,6 +6,7 @@ import time
 from collections import Counter
 
 import pytest
+from django.db import connection
 
 from pipelines import services
 from pipelines.audit import chains, verify_chain
@@ -434,6 +435,28 @@ def test_a_step_with_a_queue_runs_on_the_workers_of_that_queue(worker, make_pipe
     assert run.status == Run.Status.SUCCEEDED
     ran_on = dict(run.steps.values_list("step_name", "outputs__worker"))
     assert ran_on == {"before": worker.node, "crunch": cpu.node, "after": worker.node}
+
+
+def test_a_worker_thread_keeps_its_connection_and_replaces_a_broken_one(worker, make_pipeline):
+    """No new PostgreSQL connection per task; one killed under it is noticed and replaced."""
+    step = {"type": "python", "config": {"callable": "tests.pipelines.callables.backend"}}
+    name = make_pipeline([{"name": "pid", "queue": "keep", **step}], output=["pid"])
+    keeper = WorkerProcess("keep", concurrency=1, queues="keep", env={"CONN_MAX_AGE": "300"})
+    keeper.start()
+    try:
+
+        def backend_pid() -> int:
+            run = wait_finished(services.run_start(pipeline=name, inputs={}))
+            assert run.status == Run.Status.SUCCEEDED, run.error
+            return run.output["pid"]["pid"]
+
+        first = backend_pid()
+        assert backend_pid() == first
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [first])
+        assert backend_pid() != first
+    finally:
+        keeper.stop()
 
 
 def test_a_test_without_the_worker_fixture_keeps_its_steps(
