@@ -52,20 +52,15 @@ CELERY = ROOT / ".venv" / "bin" / "celery"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/firefly_bench"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/14"
 
-# The workers `make run` starts. They must match scripts/run.sh (WORKERS and
-# WORKER_ARGS defaults): two processes of 32 threads.
+# The workers `make run` starts, with its command line. They must match scripts/run.sh
+# (WORKERS and WORKER_ARGS defaults, log level): two processes of 32 threads.
 WORKERS_MAKE_RUN = 2
-WORKER_ARGS_MAKE_RUN = ["--pool", "threads", "--concurrency", "32"]
-WORKER_ARGS_LINEAR = ["--pool", "threads", "--concurrency", "8"]
-WORKER_ARGS_SCALING = ["--pool", "threads", "--concurrency", "10"]
-# Less start-up chatter; none of these change how tasks are consumed.
-WORKER_ARGS_COMMON = [
-    "-l",
-    "warning",
-    "--without-gossip",
-    "--without-mingle",
-    "--without-heartbeat",
-]
+WORKER_ARGS_MAKE_RUN = ["--pool", "threads", "--concurrency", "32", "-l", "INFO"]
+# The other scenarios log less and skip the cluster chatter (gossip, mingle, heartbeat):
+# none of it changes how tasks are consumed.
+WORKER_ARGS_QUIET = ["-l", "warning", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+WORKER_ARGS_LINEAR = ["--pool", "threads", "--concurrency", "8", *WORKER_ARGS_QUIET]
+WORKER_ARGS_SCALING = ["--pool", "threads", "--concurrency", "10", *WORKER_ARGS_QUIET]
 
 LINEAR_STEPS = 200
 LINEAR_WARMUP_STEPS = 20
@@ -107,6 +102,7 @@ class Workers:
     """Celery worker subprocesses, each in its own process group, logging to a file."""
 
     def __init__(self, tag: str, count: int, args: list[str], log_dir: Path) -> None:
+        """`args` follow `worker -n NAME`; see WORKER_ARGS_*."""
         self.tag = tag
         self.host = socket.gethostname()
         self.names = [f"bench{os.getpid()}-{tag}-{i}@{self.host}" for i in range(count)]
@@ -122,7 +118,7 @@ class Workers:
             log = self.log_dir / f"{name.split('@')[0]}.log"
             self.logs.append(log)
             command = [str(CELERY), "-A", "firefly_site", "worker", "-n", name]
-            command += WORKER_ARGS_COMMON + self.args
+            command += self.args
             with log.open("wb") as out:
                 self.procs.append(
                     subprocess.Popen(
@@ -348,6 +344,7 @@ def bench_fanout(log_dir: Path) -> list[float]:
     """FANOUT with the worker `make run` starts."""
     warmup = create_pipeline(fanout_spec("bench-fanout-warmup", FANOUT_WIDTH, 0))
     fanout = create_pipeline(fanout_spec("bench-fanout", FANOUT_WIDTH, SLEEP_S))
+    # Exactly the command line of `make run`'s workers: INFO logging and all.
     with workers("fanout", WORKERS_MAKE_RUN, WORKER_ARGS_MAKE_RUN, log_dir):
         timed_run(warmup, FANOUT_TIMEOUT_S)
         return repeat(lambda: timed_run(fanout, FANOUT_TIMEOUT_S)[0])
