@@ -15,7 +15,7 @@ app.autodiscover_tasks()
 
 @task_prerun.connect
 @task_postrun.connect
-def close_old_connections(task: Any = None, **kwargs: Any) -> None:
+def drop_stale_connections(task: Any = None, **kwargs: Any) -> None:
     """Around each task, as around a request: drop broken or expired connections.
 
     Not around a task applied eagerly: it runs inside its caller's transaction.
