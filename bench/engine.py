@@ -142,7 +142,7 @@ class Workers:
                     raise BenchError(f"worker exited with {proc.returncode}; see {log}")
             if time.monotonic() > deadline:
                 raise BenchError(f"workers not ready after {timeout:g}s: {sorted(waiting)}")
-            for reply in app.control.ping(destination=sorted(waiting), timeout=0.5):
+            for reply in app.control.ping(destination=sorted(waiting), timeout=0.5) or []:
                 waiting -= set(reply)
 
     def stop(self) -> None:
@@ -244,7 +244,7 @@ def timed_run(pipeline: str, timeout: float) -> tuple[float, int]:
         status, error, finished_at = (
             Run.objects.filter(pk=run.pk).values_list("status", "error", "finished_at").get()
         )
-        if status == Run.Status.SUCCEEDED:
+        if status == Run.Status.SUCCEEDED and finished_at is not None:
             return (finished_at - started_at).total_seconds(), run.pk
         if status in Run.FINISHED:
             raise BenchError(f"run {run.pk} of {pipeline} ended {status}: {error}")
