@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
+from kombu import Queue
 
 from firefly_site.celery import app
 from pipelines import services
@@ -50,7 +51,7 @@ def messages_reach_a_worker_only_in_its_tests(request: pytest.FixtureRequest) ->
     finally:
         app.conf.task_default_queue = consumed
         with app.connection_for_write() as connection:
-            connection.default_channel.queue_purge(UNCONSUMED_QUEUE)
+            Queue(UNCONSUMED_QUEUE)(connection).purge()
 
 
 @pytest.fixture(scope="session")

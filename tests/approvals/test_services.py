@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.core import mail
@@ -34,7 +35,7 @@ def gate(name: str = "gated", **config: object) -> str:
     return name
 
 
-def waiting_run(users: dict, **config: object) -> Run:
+def waiting_run(users: dict, **config: Any) -> Run:
     run = pipelines.run_start(pipeline=gate(**config), inputs={"v": 1}, actor=users["starter"])
     run = drive(run)
     assert run.status == Run.Status.WAITING

@@ -149,7 +149,7 @@ def test_a_task_event_is_delivered_signed(hook_settings, receive, users, offline
 
     run = gated_run(users, offline)
     [delivery_id] = offline.queued
-    deliver_webhook.apply(args=[delivery_id])
+    deliver_webhook.apply(args=(delivery_id,))
 
     [request] = receiver.received
     assert verify(hook.secret, request["headers"], request["body"])
@@ -174,7 +174,7 @@ def test_a_500_is_retried_and_the_log_shows_both_attempts(hook_settings, receive
     [delivery_id] = offline.queued
 
     # apply() runs the task's retries in this process, without the countdown.
-    deliver_webhook.apply(args=[delivery_id])
+    deliver_webhook.apply(args=(delivery_id,))
 
     delivery = WebhookDelivery.objects.get(pk=delivery_id)
     assert delivery.status == WebhookDelivery.Status.DELIVERED
@@ -190,7 +190,7 @@ def test_retries_stop_after_the_last_attempt(hook_settings, receive, users, offl
     gated_run(users, offline)
     [delivery_id] = offline.queued
 
-    deliver_webhook.apply(args=[delivery_id])
+    deliver_webhook.apply(args=(delivery_id,))
 
     delivery = WebhookDelivery.objects.get(pk=delivery_id)
     assert len(receiver.received) == 3
@@ -202,7 +202,7 @@ def test_a_4xx_is_not_retried(hook_settings, receive, users, offline):
     receiver = receive([404])
     webhooks.webhook_create(url=receiver.url, events=["task.opened"])
     gated_run(users, offline)
-    deliver_webhook.apply(args=[offline.queued[0]])
+    deliver_webhook.apply(args=(offline.queued[0],))
     delivery = WebhookDelivery.objects.get()
     assert (delivery.status, delivery.attempts, delivery.response_code) == ("failed", 1, 404)
 
@@ -249,7 +249,7 @@ def test_a_failed_run_sends_run_failed(hook_settings, receive, users, offline):
     assert run.status == Run.Status.FAILED
     delivery = WebhookDelivery.objects.get()
     assert (delivery.event, delivery.payload["run"]) == ("run.failed", run.pk)
-    deliver_webhook.apply(args=[delivery.pk])
+    deliver_webhook.apply(args=(delivery.pk,))
     assert json.loads(receiver.received[0]["body"])["data"]["status"] == "failed"
 
 
@@ -310,7 +310,7 @@ def test_the_allow_list_is_checked_again_at_delivery(hook_settings, receive, use
     gated_run(users, offline)
     hook_settings.FIREFLY_WEBHOOK_ALLOWED_HOSTS = []
 
-    deliver_webhook.apply(args=[offline.queued[0]])
+    deliver_webhook.apply(args=(offline.queued[0],))
 
     delivery = WebhookDelivery.objects.get()
     assert delivery.status == WebhookDelivery.Status.FAILED
@@ -322,8 +322,8 @@ def test_a_delivered_event_is_not_sent_again(hook_settings, receive, users, offl
     receiver = receive([200])
     webhooks.webhook_create(url=receiver.url, events=["task.opened"])
     gated_run(users, offline)
-    deliver_webhook.apply(args=[offline.queued[0]])
-    deliver_webhook.apply(args=[offline.queued[0]])  # a redelivered message
+    deliver_webhook.apply(args=(offline.queued[0],))
+    deliver_webhook.apply(args=(offline.queued[0],))  # a redelivered message
     assert len(receiver.received) == 1
     assert WebhookDelivery.objects.get().attempts == 1
 

@@ -89,6 +89,8 @@ def test_diamond_branches_run_in_parallel_and_join_waits(worker, make_pipeline):
     # The branches overlap in time: each started before the other finished.
     assert left.started_at < right.finished_at
     assert right.started_at < left.finished_at
+    assert left.finished_at is not None
+    assert right.finished_at is not None
     assert join.started_at >= max(left.finished_at, right.finished_at)
     assert set(join.outputs["upstream"]) == {"left", "right"}
 

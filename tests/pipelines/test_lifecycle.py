@@ -184,6 +184,7 @@ def test_harness_checks_what_it_is_given(db, make_pipeline):
     name = make_pipeline(VALUES, on_finish="tests.pipelines.callables.total")
     run = drive(services.run_start(pipeline=name, inputs={}))
     attempt = lifecycle._claim_finish(run.pk)
+    assert attempt is not None
     run.refresh_from_db()
     harness = lifecycle.Harness(run, name, attempt=attempt)
 
@@ -212,6 +213,7 @@ def test_a_handoff_without_wait_starts_a_linked_child_run(worker, make_pipeline)
     ]
     parent = wait_finished(services.run_start(pipeline=make_pipeline(steps), inputs={}))
     envelope = HandoffEnvelope.objects.get(origin_run=parent)
+    assert envelope.child_run is not None
     child = wait_finished(envelope.child_run)
 
     assert parent.status == R.SUCCEEDED

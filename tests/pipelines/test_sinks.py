@@ -164,7 +164,7 @@ def test_otel_emits_log_records_with_firefly_attributes(settings, monkeypatch, s
         f"audit pipeline={entries[0].pipeline_id} seq=1 pipeline.version_created",
         f"audit run={run.pk} seq=1 run.created",
     ]
-    assert "firefly.run_id" not in logs[0].log_record.attributes  # type: ignore[operator]
+    assert "firefly.run_id" not in logs[0].log_record.attributes
     assert dict(logs[1].log_record.attributes or {}) == {
         "firefly.run_id": run.pk,
         "firefly.pipeline_id": entries[1].pipeline_id,

@@ -461,7 +461,7 @@ def test_runs_list_queries_do_not_grow(client, users, django_assert_max_num_quer
 
 
 def test_dag_svg_has_every_step_of_a_big_pipeline(client, users):
-    steps = [{"name": "step-0", "type": "noop"}]
+    steps: list[dict[str, Any]] = [{"name": "step-0", "type": "noop"}]
     for index in range(1, 35):
         after = [f"step-{index - 1}"] + ([f"step-{index - 3}"] if index >= 3 else [])
         steps.append({"name": f"step-{index}", "type": "noop", "after": after})
