@@ -180,7 +180,8 @@ def _run_live_context(request: HttpRequest, run: Run) -> dict[str, Any]:
     return {
         "run": run,
         "spec": spec,
-        "steps": steps,
+        # Each step with the queue its messages go to (shown while it waits there).
+        "step_rows": [(s, spec.by_name[s.step_name].queue) for s in steps],
         "svg": dag.render_svg(spec, states),
         "done": done,
         "total": len(spec.order),

@@ -400,6 +400,16 @@ def test_run_page_partials_and_audit(client, users):
     assert "task.opened" in audit
 
 
+def test_a_step_queued_for_a_named_queue_says_which(client, users, make_pipeline):
+    name = make_pipeline([{"name": "crunch", "type": "noop", "queue": "cpu"}])
+    run = services.run_start(pipeline=name, inputs={}, actor=users["starter"])
+    services.run_advance(run_id=run.pk)  # queued; no worker here takes it
+    client.force_login(users["r1"])
+    live = client.get(reverse("run", args=[run.pk]), {"part": "live"}, **HX).content.decode()
+    assert "st-queued" in live
+    assert "on <code>cpu</code>" in live
+
+
 def test_runs_list_filters_and_progress(client, users):
     run = waiting_run(users["starter"])
     client.force_login(users["r1"])
