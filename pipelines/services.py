@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +93,22 @@ def _enqueue_steps(steps: list[tuple[int, str]], countdown: float = 0) -> None:
 
     if steps:
         transaction.on_commit(send)
+
+
+def _broker_backlog(queue: str) -> int:
+    """How many messages wait in a broker queue ("": the default queue); 0 if unknown."""
+    from kombu import Queue
+
+    from firefly_site.celery import app
+
+    name = queue or app.conf.task_default_queue
+    try:
+        with app.connection_for_read() as broker:
+            # (queue, message_count, consumer_count); kombu's type stubs say otherwise.
+            declared: Any = Queue(name)(broker).queue_declare(passive=True)
+            return int(declared.message_count)
+    except Exception:  # an empty queue does not exist on Redis; or the broker cannot say
+        return 0
 
 
 # --- pipelines ------------------------------------------------------------------------
@@ -1269,6 +1286,7 @@ class LazyUpstream(Mapping[str, Any]):
 class ReapReport:
     lost: int = 0
     resent: int = 0
+    waiting: int = 0  # queued steps left alone: their queue still holds as many messages
     advanced: int = 0
     finishing: int = 0
     settled: int = 0
@@ -1285,15 +1303,23 @@ def reap() -> ReapReport:
         report.lost += _recover_lost_step(run_id, step_run_id)
 
     stale_queue = now - timedelta(seconds=settings.FIREFLY_REQUEUE_AFTER_S)
-    lost_messages = StepRun.objects.filter(status=S.QUEUED, queued_at__lt=stale_queue).values_list(
-        "pk", "run__pipeline_version_id", "step_name"
-    )
-    for step_run_id, version_id, name in lost_messages:
-        # Re-sending is safe: a duplicate finds the step no longer queued.
-        if StepRun.objects.filter(pk=step_run_id, status=S.QUEUED).update(queued_at=now):
-            with transaction.atomic():
-                _enqueue_steps([(step_run_id, version_spec(version_id).by_name[name].queue)])
-            report.resent += 1
+    stale_steps: dict[str, list[int]] = defaultdict(list)
+    for step_run_id, version_id, name in StepRun.objects.filter(
+        status=S.QUEUED, queued_at__lt=stale_queue
+    ).values_list("pk", "run__pipeline_version_id", "step_name"):
+        stale_steps[version_spec(version_id).by_name[name].queue].append(step_run_id)
+    for queue, ids in stale_steps.items():
+        if _broker_backlog(queue) >= len(ids):
+            # Their messages are likely still there, behind busy workers or waiting for
+            # a worker of that queue: sending more would only pile up duplicates.
+            report.waiting += len(ids)
+            continue
+        for step_run_id in ids:
+            # Re-sending is safe: a duplicate finds the step no longer queued.
+            if StepRun.objects.filter(pk=step_run_id, status=S.QUEUED).update(queued_at=now):
+                with transaction.atomic():
+                    _enqueue_steps([(step_run_id, queue)])
+                report.resent += 1
 
     busy = StepRun.objects.filter(run=OuterRef("pk"), status__in=[S.QUEUED, S.RUNNING])
     stalled = (

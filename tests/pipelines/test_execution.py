@@ -7,7 +7,9 @@ from collections import Counter
 
 import pytest
 from django.db import connection
+from kombu import Queue
 
+from firefly_site.celery import app
 from pipelines import services
 from pipelines.audit import chains, verify_chain
 from pipelines.models import AuditEntry, Checkpoint, Run, StepRun
@@ -409,6 +411,29 @@ def test_the_reaper_resends_lost_messages_and_advances_stalled_runs(
     assert report.advanced >= 1
     assert wait_finished(stalled).status == Run.Status.SUCCEEDED
     assert wait_finished(queued).status == Run.Status.SUCCEEDED
+
+
+def test_the_reaper_adds_no_duplicate_while_the_message_still_waits(
+    worker, make_pipeline, settings
+):
+    """A step behind a backlog, or for a queue no worker consumes, is not lost."""
+    name = make_pipeline([{"name": "crunch", "type": "noop", "queue": "firefly-tests-nobody"}])
+    nobody = Queue("firefly-tests-nobody")
+    run = services.run_start(pipeline=name, inputs={})
+    wait_for(lambda: run.steps.filter(status="queued").exists(), message="crunch queued")
+    settings.FIREFLY_REQUEUE_AFTER_S = 0
+    with app.connection_for_write() as broker:
+        try:
+            report = services.reap()
+            assert (report.waiting, report.resent) == (1, 0)
+            assert nobody(broker).queue_declare(passive=True).message_count == 1
+
+            nobody(broker).purge()  # the broker loses the message
+            report = services.reap()
+            assert (report.waiting, report.resent) == (0, 1)
+            assert nobody(broker).queue_declare(passive=True).message_count == 1
+        finally:
+            nobody(broker).purge()
 
 
 def test_a_step_with_a_queue_runs_on_the_workers_of_that_queue(worker, make_pipeline):
