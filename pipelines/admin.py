@@ -30,6 +30,7 @@ from pipelines.models import (
     Pipeline,
     PipelineVersion,
     Run,
+    SecurityEvent,
     StepRun,
 )
 
@@ -270,6 +271,15 @@ class CheckpointAdmin(ReadOnlyAdmin):
     @admin.display(description="run", ordering="run_id")
     def run_id_link(self, obj: Checkpoint) -> str:
         return run_link(obj.run_id)
+
+
+@admin.register(SecurityEvent)
+class SecurityEventAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "event", "actor_name", "address", "reason"]
+    list_filter = ["event"]
+    search_fields = ["actor_name", "=address"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
 
 
 # --- audit trail ----------------------------------------------------------------------

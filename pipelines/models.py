@@ -360,3 +360,28 @@ class HandoffEnvelope(models.Model):
         if self.acknowledged_at:
             return "acknowledged"
         return "accepted" if self.accepted_at else "queued"
+
+
+class SecurityEvent(ImmutableModel):
+    """A refusal that belongs to no run: a locked-out login, a throttled or forbidden call.
+
+    Refusals about a run are entries of that run's audit chain; these are the rest.
+    Append-only like the audit trail (a PostgreSQL trigger refuses UPDATE and DELETE).
+    """
+
+    event = models.CharField(max_length=64)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, default="anonymous")
+    address = models.GenericIPAddressField(null=True, blank=True)
+    reason = models.TextField()
+    data = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["event", "-created_at"], name="security_event_created")]
+
+    def __str__(self) -> str:
+        return f"{self.event} by {self.actor_name}"

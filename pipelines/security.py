@@ -1,0 +1,31 @@
+"""Recording refusals that belong to no run (their own append-only table)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pipelines.models import SecurityEvent
+
+log = logging.getLogger("firefly.security")
+
+
+def refusal_record(
+    *, event: str, reason: str, actor: Any = None, address: str | None = None, **data: Any
+) -> SecurityEvent:
+    """Write one refusal (and log it): who tried what, from where, and why it was refused.
+
+    Call it outside the refused change's transaction (views and services do, after the
+    refusal was raised): a transaction that rolls back would take the evidence with it.
+    """
+    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+    name = user.get_username() if user is not None else str(data.pop("username", "") or "anonymous")
+    log.warning("refused %s by %s from %s: %s", event, name, address or "-", reason)
+    return SecurityEvent.objects.create(
+        event=event,
+        actor=user,
+        actor_name=name[:150],
+        address=address or None,
+        reason=reason,
+        data=data or None,
+    )
