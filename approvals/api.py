@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from approvals import selectors, services
 from approvals.models import Decision, HumanTask
 from firefly_site.api_errors import AUTH_ERRORS, CONFLICT, INVALID, NOT_FOUND
+from firefly_site.throttles import AuditedScopedThrottle
 from pipelines.api import CleanJSONField, Page, validated
 
 # --- serializers ------------------------------------------------------------------------
@@ -168,6 +169,9 @@ def _action(
     """A POST endpoint that validates `body` and calls one service with its fields."""
 
     class TaskAction(APIView):
+        throttle_classes = [AuditedScopedThrottle]
+        throttle_scope = "decide"
+
         @extend_schema(
             summary=summary,
             request=body,
@@ -196,3 +200,6 @@ TaskComplete = _action(
 )
 TaskClaim = _action("Claim a task for yourself", None, services.task_claim)
 TaskUnclaim = _action("Unclaim a task: give it back to its role", None, services.task_unclaim)
+TaskBreakClaim = _action(
+    "Break someone else's claim on a task (staff)", None, services.task_claim_break
+)

@@ -105,10 +105,11 @@ class Decision(models.Model):
     class Meta:
         ordering = ["task", "created_at", "id"]
         constraints = [
-            # One vote per person per task.
+            # One vote per person per task and action: an approval and then a veto
+            # (reject or roll back) by the same person are both kept.
             models.UniqueConstraint(
-                fields=["task", "user"],
-                name="decision_one_per_user",
+                fields=["task", "user", "action"],
+                name="decision_one_per_user_action",
                 condition=models.Q(user__isnull=False),
             )
         ]

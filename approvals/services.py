@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import jsonschema
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from approvals import notifications
 from approvals.models import Decision, HumanTask
-from pipelines import engine
+from pipelines import engine, permissions
 from pipelines.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from pipelines.models import StepRun
 from pipelines.services import RunTxn, locked_run, step_states, version_spec
@@ -135,16 +136,22 @@ def can_act(user: Any, task: HumanTask) -> bool:
     )
 
 
-def _refusal(
-    task: HumanTask, user: Any, action: str, run_creator_id: int | None
-) -> Exception | None:
+def claim_holder(task: HumanTask, now: datetime | None = None) -> Any:
+    """Who holds the task's claim; None when unclaimed or the claim has lapsed."""
+    if task.claimed_by_id is None or task.claimed_at is None:
+        return None
+    ttl = timedelta(seconds=settings.FIREFLY_CLAIM_TTL_S)
+    return task.claimed_by if task.claimed_at + ttl > (now or timezone.now()) else None
+
+
+def _refusal(task: HumanTask, user: Any, action: str, txn: RunTxn) -> Exception | None:
     if not task.is_open:
         by = task.decided_by.get_username() if task.decided_by else "the deadline"
         verbs = {T.COMPLETED: "decided", T.REJECTED: "rejected", T.EXPIRED: "expired"}
         verb = verbs.get(T(task.status), "cancelled")
         when = f"{task.decided_at:%Y-%m-%d %H:%M:%S} UTC" if task.decided_at else "earlier"
         return AlreadyDecided(f"Task {task.pk} was already {verb} by {by} at {when}.")
-    if action == "reassign":  # staff, checked by the service
+    if action in ("reassign", "break_claim"):  # staff, checked by the service
         return None
     if not can_act(user, task):
         names = []
@@ -156,12 +163,23 @@ def _refusal(
         return PermissionDenied(
             f"You may not act on task {task.pk}: it is for {who or 'superusers'}."
         )
-    if task.claimed_by_id and task.claimed_by_id != user.pk and not user.is_superuser:
-        return PermissionDenied(f"Task {task.pk} is claimed by {task.claimed_by.get_username()}.")  # type: ignore[union-attr]
-    moves_on = action in (A.APPROVE, A.SUBMIT, A.CHOOSE)
-    if moves_on and run_creator_id == user.pk and not task.allow_self_approval:
-        return PermissionDenied("You started this run, so you may not approve it yourself.")
-    if action == A.APPROVE and task.decisions.filter(user=user).exists():
+    holder = claim_holder(task, txn.now)
+    if holder is not None and holder.pk != user.pk and not user.is_superuser:
+        return PermissionDenied(f"Task {task.pk} is claimed by {holder.get_username()}.")
+    # Separation of duties: whoever started this run, or any run it was forked or
+    # handed off from, may not move it on (nor claim it, which only serves to decide).
+    moves_on = action in (A.APPROVE, A.SUBMIT, A.CHOOSE, "claim")
+    if (
+        moves_on
+        and not task.allow_self_approval
+        and user.pk in permissions.lineage_starters(txn.run)
+    ):
+        if txn.run.created_by_id == user.pk:
+            why = "You started this run"
+        else:
+            why = "You started a run this one was forked or handed off from"
+        return PermissionDenied(f"{why}, so you may not approve it yourself.")
+    if action == A.APPROVE and task.decisions.filter(user=user, action=A.APPROVE).exists():
         return Conflict(f"You have already approved task {task.pk}.")
     return None
 
@@ -184,7 +202,7 @@ def _decide(
             .select_related("assignee", "assignee_role", "claimed_by", "decided_by")
             .get(pk=task_id)
         )
-        refusal = _refusal(task, user, action, txn.run.created_by_id)
+        refusal = _refusal(task, user, action, txn)
         if refusal is None:
             apply(txn, task)
         else:
@@ -243,6 +261,7 @@ def task_reject(*, task_id: int, user: Any, comment: str) -> HumanTask:
         )
 
     def apply(txn: RunTxn, task: HumanTask) -> None:
+        withdrawn = _vote_withdrawn(task, user)
         Decision.objects.create(
             task=task, user=user, action=A.REJECT, comment=comment, created_at=txn.now
         )
@@ -251,12 +270,19 @@ def task_reject(*, task_id: int, user: Any, comment: str) -> HumanTask:
             "task.rejected",
             step_name=task.step_name,
             status=task.status,
-            data=_task_data(task, comment=comment),
+            data=_task_data(task, comment=comment, **withdrawn),
         )
         txn.resolve_waiting(task.step_name, status=StepRun.Status.REJECTED, error=comment)
         notifications.notify_after_commit("task.decided", task)
 
     return _decide(task_id, user, A.REJECT, apply)
+
+
+def _vote_withdrawn(task: HumanTask, user: Any) -> dict[str, Any]:
+    """A veto after one's own approval is allowed: the vote stays in the history, and the
+    veto's audit entry names it, so the trail shows the reviewer changed their mind."""
+    vote = task.decisions.filter(user=user, action=A.APPROVE).first()
+    return {"withdraws_approval": vote.pk} if vote is not None else {}
 
 
 def rollback_targets(task: HumanTask) -> list[str]:
@@ -281,6 +307,7 @@ def task_rollback(*, task_id: int, user: Any, to_step: str, comment: str = "") -
                     }
                 ],
             )
+        withdrawn = _vote_withdrawn(task, user)
         Decision.objects.create(
             task=task,
             user=user,
@@ -294,7 +321,7 @@ def task_rollback(*, task_id: int, user: Any, to_step: str, comment: str = "") -
             "task.rolled_back",
             step_name=task.step_name,
             status=task.status,
-            data=_task_data(task, to_step=to_step, comment=comment),
+            data=_task_data(task, to_step=to_step, comment=comment, **withdrawn),
         )
         txn.rollback(to_step, comment=comment, origin=task.step_name)
         notifications.notify_after_commit("task.decided", task)
@@ -368,10 +395,9 @@ def task_claim(*, task_id: int, user: Any) -> HumanTask:
     """Take a task so that the others of its role leave it to you."""
 
     def apply(txn: RunTxn, task: HumanTask) -> None:
-        if task.claimed_by is not None and task.claimed_by_id != user.pk:
-            raise Conflict(
-                f"Task {task.pk} is already claimed by {task.claimed_by.get_username()}."
-            )
+        holder = claim_holder(task, txn.now)
+        if holder is not None and holder.pk != user.pk:
+            raise Conflict(f"Task {task.pk} is already claimed by {holder.get_username()}.")
         task.claimed_by, task.claimed_at = user, txn.now
         task.save(update_fields=["claimed_by", "claimed_at"])
         txn.audit(
@@ -385,7 +411,7 @@ def task_unclaim(*, task_id: int, user: Any) -> HumanTask:
     """Give a claimed task back to its role."""
 
     def apply(txn: RunTxn, task: HumanTask) -> None:
-        if task.claimed_by_id is None:
+        if claim_holder(task, txn.now) is None:
             raise Conflict(f"Task {task.pk} is not claimed.")
         task.claimed_by, task.claimed_at = None, None
         task.save(update_fields=["claimed_by", "claimed_at"])
@@ -396,12 +422,50 @@ def task_unclaim(*, task_id: int, user: Any) -> HumanTask:
     return _decide(task_id, user, "unclaim", apply)
 
 
+def task_claim_break(*, task_id: int, user: Any) -> HumanTask:
+    """Staff release someone else's claim at once (a reviewer away, a claim left behind)."""
+    if not (permissions.is_person(user) and user.is_staff):
+        _refuse_staff_only(task_id, user, "break_claim", "Only staff may break a claim.")
+
+    def apply(txn: RunTxn, task: HumanTask) -> None:
+        holder = claim_holder(task, txn.now)
+        if holder is None:
+            raise Conflict(f"Task {task.pk} is not claimed.")
+        task.claimed_by, task.claimed_at = None, None
+        task.save(update_fields=["claimed_by", "claimed_at"])
+        txn.audit(
+            "task.claim_broken",
+            step_name=task.step_name,
+            status=task.status,
+            data=_task_data(task, claimed_by=holder.get_username()),
+        )
+
+    return _decide(task_id, user, "break_claim", apply)
+
+
+def _refuse_staff_only(task_id: int, user: Any, action: str, message: str) -> None:
+    """Audit a staff-only action tried by someone else on the task's run, then refuse it."""
+    run_id = HumanTask.objects.filter(pk=task_id).values_list("run_id", flat=True).first()
+    if run_id is None:
+        raise NotFound(f"No task {task_id}.")
+    person = permissions.is_person(user)
+    with locked_run(run_id, actor=user if person else None) as txn:
+        step_name = HumanTask.objects.filter(pk=task_id).values_list("step_name", flat=True)[0]
+        txn.audit(
+            "task.refused",
+            step_name=step_name,
+            error_message=message,
+            data={"task": task_id, "action": action},
+        )
+    raise PermissionDenied(message)
+
+
 def task_reassign(
     *, task_id: int, user: Any, assignee: str | None = None, role: str | None = None
 ) -> HumanTask:
     """Staff hand a task to another person or role; its new assignees are notified."""
-    if not (user and user.is_staff):
-        raise PermissionDenied("Only staff may reassign tasks.")
+    if not (permissions.is_person(user) and user.is_staff):
+        _refuse_staff_only(task_id, user, "reassign", "Only staff may reassign tasks.")
     new_assignee = _user(assignee)
     if assignee and new_assignee is None:
         raise InvalidInput(

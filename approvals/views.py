@@ -84,6 +84,7 @@ def _panel_context(
         "voted": any(d.user_id == request.user.pk for d in approvals),
         "votes": len(approvals),
         "may_act": may_act,
+        "holder": services.claim_holder(task),
         "targets": targets,
         "fields": schema_fields(task.form_schema, posted, errors)
         if task.kind == HumanTask.Kind.INPUT
@@ -118,7 +119,7 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     return render(request, "approvals/task.html", page)
 
 
-ACTIONS = ("approve", "reject", "rollback", "complete", "claim", "unclaim")
+ACTIONS = ("approve", "reject", "rollback", "complete", "claim", "unclaim", "break_claim")
 
 
 @require_POST
@@ -153,9 +154,12 @@ def task_action(request: HttpRequest, task_id: int, action: str) -> HttpResponse
         elif action == "claim":
             services.task_claim(task_id=task.pk, user=user)
             done = "Claimed: the others of the role leave it to you."
-        else:
+        elif action == "unclaim":
             services.task_unclaim(task_id=task.pk, user=user)
             done = "Released to the role."
+        else:
+            services.task_claim_break(task_id=task.pk, user=user)
+            done = "Claim broken: the task is back with its role."
     except FireflyError as exc:
         task = _task_or_404(task_id)
         if is_htmx(request):

@@ -31,6 +31,7 @@ v1 = [
     path("tasks/<int:pk>/complete/", tasks.TaskComplete.as_view(), name="task-complete"),
     path("tasks/<int:pk>/claim/", tasks.TaskClaim.as_view(), name="task-claim"),
     path("tasks/<int:pk>/unclaim/", tasks.TaskUnclaim.as_view(), name="task-unclaim"),
+    path("tasks/<int:pk>/break-claim/", tasks.TaskBreakClaim.as_view(), name="task-break-claim"),
     path("audit/", api.AuditList.as_view(), name="audit"),
 ]
 

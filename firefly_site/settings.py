@@ -90,6 +90,10 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Rate-limit counters. Per process by default; e.g. CACHE_URL=redis://127.0.0.1:6379/2
+# shares them between the web processes of a deployment.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -165,6 +169,9 @@ FIREFLY_REAPER_INTERVAL_S = env.float("FIREFLY_REAPER_INTERVAL_S", default=15.0)
 FIREFLY_REQUEUE_AFTER_S = env.float("FIREFLY_REQUEUE_AFTER_S", default=120.0)
 # How many times a step is retried after its worker was lost, beyond its own retries.
 FIREFLY_LOST_WORKER_RETRIES = env.int("FIREFLY_LOST_WORKER_RETRIES", default=3)
+# A reviewer's claim on a task lapses after this long, so a claim left behind does not
+# lock the rest of the role out; staff can break a claim at once.
+FIREFLY_CLAIM_TTL_S = env.float("FIREFLY_CLAIM_TTL_S", default=3600.0)
 # `python` steps may only call functions in these modules (a spec is data, possibly
 # posted over the API: it must not be able to name os.system).
 FIREFLY_CALLABLE_MODULES = env.list("FIREFLY_CALLABLE_MODULES", default=["pipelines.demo"])
@@ -228,6 +235,13 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "firefly_site.api_errors.exception_handler",
+    # Starting, forking and deciding are rate-limited per user (views name their scope);
+    # the counters live in the cache, so several web processes need a shared CACHE_URL.
+    "DEFAULT_THROTTLE_RATES": {
+        "run_start": env.str("FIREFLY_THROTTLE_RUN_START", default="120/min"),
+        "run_fork": env.str("FIREFLY_THROTTLE_RUN_FORK", default="30/min"),
+        "decide": env.str("FIREFLY_THROTTLE_DECIDE", default="120/min"),
+    },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {

@@ -57,3 +57,10 @@ class Conflict(FireflyError):
 
     code = "conflict"
     http_status = 409
+
+
+class IdempotencyKeyReused(FireflyError):
+    """An Idempotency-Key came back with another request than the one it first carried."""
+
+    code = "idempotency_key_reused"
+    http_status = 422

@@ -255,24 +255,32 @@ def _acknowledge(
 
 def acknowledge_handoff(*, envelope_id: int, decision: Any, actor: Any = None) -> HandoffEnvelope:
     """Record how a handoff was settled; it leaves the origin run's unsettled work."""
-    if not decision or not isinstance(decision, str | dict) or not str(decision).strip():
-        raise InvalidInput(
-            "A decision is a non-empty string or a non-empty JSON object.",
-            details=[{"field": "decision", "message": "a non-empty string or JSON object"}],
-        )
     found = HandoffEnvelope.objects.filter(pk=envelope_id)
     origin_run_id = found.values_list("origin_run_id", flat=True).first()
     if origin_run_id is None:
         raise NotFound(f"No handoff {envelope_id}.")
     with services.locked_run(origin_run_id, actor) as txn:
-        envelope = HandoffEnvelope.objects.select_related("acknowledged_by").get(pk=envelope_id)
-        if envelope.acknowledged_at:
-            by = envelope.acknowledged_by.get_username() if envelope.acknowledged_by else "system"
-            raise Conflict(
-                f"Handoff {envelope_id} was already acknowledged by {by} "
-                f"at {envelope.acknowledged_at.isoformat()}."
-            )
-        _acknowledge(txn, envelope, decision, actor)
+        refusal = services.refuse_operation(txn, "acknowledge handoffs of")
+        if refusal is None:
+            if not decision or not isinstance(decision, str | dict) or not str(decision).strip():
+                raise InvalidInput(
+                    "A decision is a non-empty string or a non-empty JSON object.",
+                    details=[{"field": "decision", "message": "a non-empty string or JSON object"}],
+                )
+            envelope = HandoffEnvelope.objects.select_related("acknowledged_by").get(pk=envelope_id)
+            if envelope.acknowledged_at:
+                by = (
+                    envelope.acknowledged_by.get_username()
+                    if envelope.acknowledged_by
+                    else "system"
+                )
+                raise Conflict(
+                    f"Handoff {envelope_id} was already acknowledged by {by} "
+                    f"at {envelope.acknowledged_at.isoformat()}."
+                )
+            _acknowledge(txn, envelope, decision, actor)
+    if refusal is not None:
+        raise refusal
     return envelope
 
 

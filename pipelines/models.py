@@ -112,6 +112,10 @@ class Run(models.Model):
     revision = models.PositiveIntegerField(default=0)
     # The client's `Idempotency-Key` (API): a retried start returns the first run.
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
+    # A key is scoped to its user and pipeline; the hash of the request that first
+    # carried it tells a retry (same request) from a reuse (another one).
+    idempotency_scope = models.CharField(max_length=100, blank=True, default="", db_default="")
+    request_hash = models.CharField(max_length=64, blank=True, default="", db_default="")
     # A run started by another run's handoff (its envelope is `handoff`).
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
@@ -131,8 +135,8 @@ class Run(models.Model):
         constraints = [
             # Concurrent duplicates of one start collide here; the loser returns the winner.
             models.UniqueConstraint(
-                fields=["created_by", "idempotency_key"],
-                name="run_unique_idempotency_key",
+                fields=["created_by", "idempotency_scope", "idempotency_key"],
+                name="run_unique_idempotency_key_scope",
                 condition=~models.Q(idempotency_key=""),
             )
         ]

@@ -7,14 +7,14 @@ from typing import Any
 from django.db.models import Count, Exists, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
+from pipelines import permissions
 from pipelines.models import AuditEntry, Checkpoint, Pipeline, PipelineVersion, Run, StepRun
 from pipelines.services import version_spec
 
 
 def may_operate(user: Any, run: Run) -> bool:
-    """Who may cancel or resume a run and acknowledge its handoffs, on the pages and in
-    the API: staff, superusers, and whoever started it."""
-    return bool(user.is_staff or user.is_superuser or run.created_by_id == user.pk)
+    """Whether the pages offer cancel, resume, fork and acknowledge (the services decide)."""
+    return permissions.is_person(user) and permissions.may_operate(user, run)
 
 
 def run_steps(run: Run) -> QuerySet[StepRun]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import traceback
@@ -22,11 +24,17 @@ from django.db import IntegrityError, close_old_connections, connection, transac
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from pipelines import engine, events, registry, sinks, tracing
+from pipelines import engine, events, permissions, registry, sinks, tracing
 from pipelines.audit import AuditChain
 from pipelines.batch import Batch, Stale
 from pipelines.context import Handoff, Pause, StepContext
-from pipelines.errors import Conflict, InvalidInput, NotFound
+from pipelines.errors import (
+    Conflict,
+    IdempotencyKeyReused,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+)
 from pipelines.leases import leases
 from pipelines.models import Checkpoint, HandoffEnvelope, Pipeline, PipelineVersion, Run, StepRun
 from pipelines.spec import PipelineSpec, StepSpec, parse_spec, validate_inputs
@@ -746,13 +754,17 @@ def run_start(
 ) -> Run:
     """Validate the inputs, create the run with a pending row per step, and queue it.
 
-    With an `idempotency_key`, a run the same actor already started with that key is
-    returned instead of starting another. A `parent` run (a handoff) shares its trace.
+    An `idempotency_key` is scoped to the actor and the pipeline: the same key with the
+    same request returns the run it started; with another request it is refused
+    (`IdempotencyKeyReused`), never answered with a run the request did not ask for.
+    A `parent` run (a handoff) shares its trace.
     """
+    request_hash = _request_hash(pipeline, version, inputs) if idempotency_key else ""
+    scope = {"created_by": actor, "idempotency_scope": pipeline, "idempotency_key": idempotency_key}
     if idempotency_key:
-        first = Run.objects.filter(created_by=actor, idempotency_key=idempotency_key).first()
+        first = Run.objects.filter(**scope).first()
         if first is not None:
-            return first
+            return _replay(first, request_hash, idempotency_key)
     pipeline_version_ = pipeline_version(pipeline, version)
     spec = version_spec(pipeline_version_.pk)
     validate_inputs(spec, inputs)
@@ -765,13 +777,15 @@ def run_start(
                 inputs=inputs,
                 created_by=actor,
                 idempotency_key=idempotency_key,
+                idempotency_scope=pipeline if idempotency_key else "",
+                request_hash=request_hash,
                 parent=parent,
                 trace_id=parent.trace_id if parent and parent.trace_id else tracing.new_trace_id(),
             )
     except IntegrityError:
         if not idempotency_key:
             raise
-        return Run.objects.get(created_by=actor, idempotency_key=idempotency_key)
+        return _replay(Run.objects.get(**scope), request_hash, idempotency_key)
     _create_steps(run, dict.fromkeys(spec.order))
     txn = RunTxn(run, actor)
     txn.audit(
@@ -787,6 +801,22 @@ def run_start(
     txn.flush()
     _enqueue_advance(run.pk)
     return run
+
+
+def _request_hash(pipeline: str, version: int | None, inputs: Any) -> str:
+    request = {"pipeline": pipeline, "version": version, "inputs": inputs}
+    encoded = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _replay(first: Run, request_hash: str, key: str) -> Run:
+    if first.request_hash != request_hash:
+        raise IdempotencyKeyReused(
+            f"Idempotency-Key {key!r} was used for run {first.pk} with a different request; "
+            "use a new key for a new request.",
+            details=[{"field": "Idempotency-Key", "message": f"already used for run {first.pk}"}],
+        )
+    return first
 
 
 def _create_steps(run: Run, rows: Mapping[str, StepRun | None]) -> None:
@@ -820,10 +850,14 @@ def run_advance(*, run_id: int) -> None:
 def run_cancel(*, run_id: int, actor: Any = None) -> Run:
     """Cancel a run; outcomes of its steps still running are dropped when they arrive."""
     with locked_run(run_id, actor) as txn:
-        if txn.run.is_finished:
-            raise Conflict(f"Run {run_id} is already {txn.run.status}; it cannot be cancelled.")
-        txn.audit("run.cancelled", status=R.CANCELLED)
-        txn.finish(R.CANCELLED)
+        refusal = refuse_operation(txn, "cancel")
+        if refusal is None:
+            if txn.run.is_finished:
+                raise Conflict(f"Run {run_id} is already {txn.run.status}; it cannot be cancelled.")
+            txn.audit("run.cancelled", status=R.CANCELLED)
+            txn.finish(R.CANCELLED)
+    if refusal is not None:
+        raise refusal
     return txn.run
 
 
@@ -831,17 +865,45 @@ def run_resume(*, run_id: int, actor: Any = None) -> Run:
     """Run a failed run again from its last checkpoint: completed steps are kept."""
     with locked_run(run_id, actor) as txn:
         run = txn.run
-        if run.status != R.FAILED:
+        refusal = refuse_operation(txn, "resume")
+        if refusal is not None:
+            pass
+        elif run.status != R.FAILED:
             raise Conflict(f"Run {run_id} is {run.status}; only a failed run can be resumed.")
-        if run.checkpoint_seq == 0:
+        elif run.checkpoint_seq == 0:
             raise Conflict(f"Run {run_id} has no checkpoint to resume from.")
-        reset = sorted(engine.resume_set(txn.spec, txn.states), key=txn.spec.order.index)
-        txn.add_attempts(reset, status=S.PENDING, generation=run.generation)
-        txn.set_run(status=R.RUNNING, error="", finished_at=None, output=None)
-        txn.checkpoint(Checkpoint.Kind.RESUME, data={"steps": reset})
-        txn.audit("run.resumed", status=R.RUNNING, data={"steps": reset})
-        txn.progress()
+        else:
+            reset = sorted(engine.resume_set(txn.spec, txn.states), key=txn.spec.order.index)
+            txn.add_attempts(reset, status=S.PENDING, generation=run.generation)
+            txn.set_run(status=R.RUNNING, error="", finished_at=None, output=None)
+            txn.checkpoint(Checkpoint.Kind.RESUME, data={"steps": reset})
+            txn.audit("run.resumed", status=R.RUNNING, data={"steps": reset})
+            txn.progress()
+    if refusal is not None:
+        raise refusal
     return txn.run
+
+
+def refuse_operation(txn: RunTxn, verb: str) -> PermissionDenied | None:
+    """The refusal, audited in the run's chain, when `txn.actor` may not `verb` the run.
+
+    The caller lets the transaction commit (the audit entry is the evidence) and raises
+    the refusal after it.
+    """
+    if permissions.may_operate(txn.actor, txn.run):
+        return None
+    refusal = PermissionDenied(
+        f"Only staff or the person who started run {txn.run.pk} may {verb} it."
+    )
+    person = permissions.is_person(txn.actor)
+    txn.audit(
+        "run.refused",
+        actor=txn.actor if person else None,
+        status=txn.run.status,
+        error_message=str(refusal),
+        data={"action": verb, **({} if person else {"actor": "anonymous"})},
+    )
+    return refusal
 
 
 def run_rollback(
@@ -853,19 +915,34 @@ def run_rollback(
     return txn.run
 
 
-@transaction.atomic
 def run_fork(*, run_id: int, checkpoint_seq: int, actor: Any = None) -> Run:
-    """Start a new run from the state of `run_id` at one of its checkpoints."""
-    try:
-        source = Run.objects.select_related("pipeline_version__pipeline").get(pk=run_id)
-    except Run.DoesNotExist:
-        raise NotFound(f"No run {run_id}.") from None
+    """Start a new run from the state of `run_id` at one of its checkpoints.
+
+    Only staff and the run's starter may fork it (refusals are audited on the source
+    run). A fork never carries a human decision over: a step that waited for a person
+    (or for another run) starts fresh, and so does everything below it, so a fork from
+    after an approval asks for the approval again.
+    """
+    source = Run.objects.select_related("pipeline_version__pipeline").filter(pk=run_id).first()
+    if source is None:
+        raise NotFound(f"No run {run_id}.")
+    if not permissions.may_operate(actor, source):
+        with locked_run(run_id, actor) as txn:
+            refusal = refuse_operation(txn, "fork")
+        raise refusal  # type: ignore[misc]
+    return _fork(source, checkpoint_seq, actor)
+
+
+@transaction.atomic
+def _fork(source: Run, checkpoint_seq: int, actor: Any) -> Run:
     checkpoints = list(source.checkpoints.filter(seq__lte=checkpoint_seq).order_by("seq"))
     if not checkpoints or checkpoints[-1].seq != checkpoint_seq:
-        raise NotFound(f"Run {run_id} has no checkpoint {checkpoint_seq}.")
-    done = checkpoint_state(checkpoints)
-    sources = StepRun.objects.in_bulk(done.values())
+        raise NotFound(f"Run {source.pk} has no checkpoint {checkpoint_seq}.")
     spec = version_spec(source.pipeline_version_id)
+    done = checkpoint_state(checkpoints)
+    redo = decided_elsewhere(spec, done, checkpoints)
+    done = {name: step_run_id for name, step_run_id in done.items() if name not in redo}
+    sources = StepRun.objects.in_bulk(done.values())
     run = Run.objects.create(
         pipeline_version=source.pipeline_version,
         inputs=source.inputs,
@@ -878,18 +955,39 @@ def run_fork(*, run_id: int, checkpoint_seq: int, actor: Any = None) -> Run:
         run, {name: sources.get(done[name]) if name in done else None for name in spec.order}
     )
     txn = RunTxn(run, actor)
+    kept, redone = sorted(done), sorted(redo, key=spec.order.index)
     txn.checkpoint(
-        Checkpoint.Kind.FORK, data={"run": source.pk, "seq": checkpoint_seq, "steps": sorted(done)}
+        Checkpoint.Kind.FORK,
+        data={"run": source.pk, "seq": checkpoint_seq, "steps": kept, "redo": redone},
     )
     txn.audit(
         "run.created",
         status=R.PENDING,
         inputs=source.inputs,
-        data={"forked_from": source.pk, "checkpoint": checkpoint_seq, "kept": sorted(done)},
+        data={
+            "forked_from": source.pk,
+            "checkpoint": checkpoint_seq,
+            "kept": kept,
+            "redo": redone,
+        },
     )
     txn.flush()
     _enqueue_advance(run.pk)
     return run
+
+
+def decided_elsewhere(
+    spec: PipelineSpec, done: Mapping[str, int], checkpoints: list[Checkpoint]
+) -> set[str]:
+    """Completed steps a fork must not keep: those a decision outside the run completed
+    (an interactive step, a Pause, a handoff that waited), and every step below them."""
+    waited = {c.step_run_id for c in checkpoints if c.kind == Checkpoint.Kind.STEP and c.paused}
+    decided = [
+        name
+        for name, step_run_id in done.items()
+        if spec.by_name[name].interactive or step_run_id in waited
+    ]
+    return set().union(*(engine.rollback_set(spec, name) for name in decided))
 
 
 def checkpoint_state(checkpoints: list[Checkpoint]) -> dict[str, int]:

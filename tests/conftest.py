@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core.cache import cache
 from kombu import Queue
 
 from firefly_site.celery import app
@@ -27,6 +28,12 @@ def django_db_setup(django_db_setup: Any, django_db_blocker: Any) -> None:
             with connection.cursor() as cursor:
                 cursor.execute(f"ALTER DATABASE {name} SET firefly.audit_truncate = 'allow'")
             connection.close()  # new connections pick the setting up
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits() -> None:
+    """Rate-limit counters live in the process's cache: each test starts with none."""
+    cache.clear()
 
 
 # Where a test without a worker sends its messages: no worker consumes this queue.
