@@ -260,7 +260,7 @@ def acknowledge_handoff(*, envelope_id: int, decision: Any, actor: Any = None) -
     if origin_run_id is None:
         raise NotFound(f"No handoff {envelope_id}.")
     with services.locked_run(origin_run_id, actor) as txn:
-        refusal = services.refuse_operation(txn, "acknowledge handoffs of")
+        refusal = services.refuse_operation(txn, "acknowledge")
         if refusal is None:
             if not decision or not isinstance(decision, str | dict) or not str(decision).strip():
                 raise InvalidInput(

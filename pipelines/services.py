@@ -892,9 +892,8 @@ def refuse_operation(txn: RunTxn, verb: str) -> PermissionDenied | None:
     """
     if permissions.may_operate(txn.actor, txn.run):
         return None
-    refusal = PermissionDenied(
-        f"Only staff or the person who started run {txn.run.pk} may {verb} it."
-    )
+    what = "acknowledge its handoffs" if verb == "acknowledge" else f"{verb} it"
+    refusal = PermissionDenied(f"Only staff or the person who started a run may {what}.")
     person = permissions.is_person(txn.actor)
     txn.audit(
         "run.refused",

@@ -347,7 +347,7 @@ def test_resume_a_running_run_is_409_and_a_failed_one_resumes(client_for, users,
 
 def test_checkpoints_and_fork(client_for, users, waiting_run):
     run = waiting_run()
-    api = client_for(users["r1"])
+    api = client_for(users["starter"])
     body = api.get(f"{V1}/runs/{run.pk}/checkpoints/").json()
     checkpoints = body["results"]
     assert [c["seq"] for c in checkpoints] == list(range(1, body["count"] + 1))
@@ -358,7 +358,7 @@ def test_checkpoints_and_fork(client_for, users, waiting_run):
     assert response.status_code == 201
     fork = response.json()
     assert (fork["forked_from"], fork["forked_from_seq"]) == (run.pk, build["seq"])
-    assert fork["created_by"] == "r1"
+    assert fork["created_by"] == "starter"
 
     error_of(api.post(f"{V1}/runs/{run.pk}/fork/", {"checkpoint": 999}, format="json"), 404)
     error = error_of(api.post(f"{V1}/runs/{run.pk}/fork/", {"checkpoint": "x"}, format="json"), 400)
