@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from pipelines.errors import FireflyError
+from pipelines.security import refusal_record
 
 
 class ErrorBodySerializer(serializers.Serializer):
@@ -75,6 +76,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if not isinstance(exc, exceptions.APIException):
         return None
     set_rollback()
+    if isinstance(exc, exceptions.PermissionDenied):
+        _record_forbidden(exc, context)
     headers: dict[str, str] = {}
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header
@@ -105,3 +108,19 @@ def _summary(detail: Any, prefix: str = "") -> str:
     if isinstance(detail, list):
         return "; ".join(_summary(d, f"{prefix}[{i}]") for i, d in enumerate(detail) if d)
     return f"{prefix or 'body'}: {detail}"
+
+
+def _record_forbidden(exc: exceptions.APIException, context: dict[str, Any]) -> None:
+    """A permission class refused a signed-in caller (staff-only endpoints): keep the
+    evidence. Refusals by the services are in the run's own audit trail instead."""
+    request = context.get("request")
+    if request is None:
+        return
+    refusal_record(
+        event="api.forbidden",
+        reason=str(exc.detail),
+        actor=getattr(request, "user", None),
+        address=request.META.get("REMOTE_ADDR"),
+        method=request.method,
+        path=request.path,
+    )

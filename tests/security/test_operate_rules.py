@@ -7,7 +7,7 @@ from django.test import Client
 
 from pipelines import lifecycle, services
 from pipelines.errors import PermissionDenied
-from pipelines.models import AuditEntry, HandoffEnvelope, Run
+from pipelines.models import AuditEntry, HandoffEnvelope, Pipeline, Run, SecurityEvent
 from tests.api.conftest import error_of
 
 V1 = "/api/v1"
@@ -65,3 +65,16 @@ def test_outsiders_cannot_acknowledge_a_handoff(users, client_for, waiting_run, 
     assert HandoffEnvelope.objects.get(pk=envelope.pk).acknowledged_at is None
     refusals = AuditEntry.objects.filter(run=run, event="run.refused")
     assert sorted(r.actor_name for r in refusals) == ["outsider", "r1"]
+
+
+def test_staff_only_endpoints_record_who_was_refused(users, client_for):
+    spec = {"name": "sneaky", "steps": [{"name": "a", "type": "noop"}]}
+    response = client_for(users["outsider"]).post(f"{V1}/pipelines/", {"spec": spec}, format="json")
+    error_of(response, 403)
+    error_of(client_for(users["r1"]).get(f"{V1}/webhooks/"), 403)
+    events = SecurityEvent.objects.order_by("id")
+    assert [(e.event, e.actor_name, e.data["path"]) for e in events] == [
+        ("api.forbidden", "outsider", f"{V1}/pipelines/"),
+        ("api.forbidden", "r1", f"{V1}/webhooks/"),
+    ]
+    assert not Pipeline.objects.filter(name="sneaky").exists()
