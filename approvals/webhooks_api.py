@@ -49,7 +49,11 @@ class WebhookListCreate(generics.ListCreateAPIView):
         serializer = WebhookSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            webhook = webhooks.webhook_create(**serializer.validated_data, actor=request.user)
+            webhook = webhooks.webhook_create(
+                **serializer.validated_data,
+                actor=request.user,
+                address=request.META.get("REMOTE_ADDR"),
+            )
         except DjangoValidationError as exc:
             raise serializers.ValidationError({"url": exc.messages}) from exc
         return Response(WebhookCreatedSerializer(webhook).data, status=status.HTTP_201_CREATED)
