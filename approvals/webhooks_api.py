@@ -15,6 +15,8 @@ from approvals.models import WEBHOOK_EVENTS, Webhook
 
 
 class WebhookSerializer(serializers.ModelSerializer):
+    # Plain text here: the service's outbound guard judges the URL, and records a refusal.
+    url = serializers.CharField(max_length=500)
     events = serializers.ListField(
         child=serializers.ChoiceField(choices=WEBHOOK_EVENTS), allow_empty=False
     )

@@ -240,6 +240,18 @@ class _PinnedAdapter(HTTPAdapter):
         return pool
 
 
+def pinned_session(target: Target) -> requests.Session:
+    """A session whose every connection goes to `target.address` (for target.url only)."""
+    session = requests.Session()
+    # No proxies or .netrc from the environment: the request goes to the checked address,
+    # with no credentials it was not given.
+    session.trust_env = False
+    adapter = _PinnedAdapter(target)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 def send(
     method: str,
     url: str,
@@ -263,13 +275,7 @@ def send(
     target = check(url, allowed=allowed)
     first_host = target.host
     for hop in range(max_redirects + 1):
-        with requests.Session() as session:
-            # No proxies or .netrc from the environment: the request goes to the checked
-            # address, with no credentials it was not given.
-            session.trust_env = False
-            adapter = _PinnedAdapter(target)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
+        with pinned_session(target) as session:
             response = session.request(
                 method,
                 target.url,
