@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,8 +37,9 @@ class _Server6(ThreadingHTTPServer):
 class Listener:
     """An HTTP server that records every request; it answers 200, or redirects."""
 
-    def __init__(self, address: str, port: int = 0) -> None:
+    def __init__(self, address: str, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[tuple[str, str, str]] = []  # method, path, Host header
+        self.server_names: list[str | None] = []  # TLS SNI of each handshake
         self.redirect_to = ""
         listener = self
 
@@ -62,6 +65,9 @@ class Listener:
         self.server = server_class((address, port), Handler)
         self.server.daemon_threads = True
         self.port: int = self.server.server_address[1]
+        if tls is not None:
+            tls.sni_callback = lambda sock, name, context: self.server_names.append(name)
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -77,8 +83,8 @@ class Listener:
 def listen() -> Iterator[Callable[..., Listener]]:
     made: list[Listener] = []
 
-    def make(address: str, port: int = 0) -> Listener:
-        made.append(Listener(address, port))
+    def make(address: str, port: int = 0, tls: ssl.SSLContext | None = None) -> Listener:
+        made.append(Listener(address, port, tls))
         return made[-1]
 
     yield make
@@ -430,3 +436,79 @@ def test_internal_addresses_are_forbidden(address, why):
 @pytest.mark.parametrize("address", ["93.184.215.14", "1.1.1.1", "2606:4700::1111"])
 def test_public_addresses_are_not(address):
     assert outbound.forbidden(ipaddress.ip_address(address)) is None
+
+
+# --- https ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def certify(tmp_path: Path) -> Callable[[str], tuple[ssl.SSLContext, str]]:
+    """A throwaway CA; `certify(name)` gives a server context for `name` and the CA's file."""
+
+    def openssl(command: str, *extra: str) -> None:
+        args = ["openssl", *command.split(), *extra]
+        subprocess.run(args, cwd=tmp_path, check=True, capture_output=True)
+
+    key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+    openssl(
+        f"req -x509 {key} -days 1 -keyout ca.key -out ca.pem -subj",
+        "/CN=Firefly test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    )
+
+    def make(name: str) -> tuple[ssl.SSLContext, str]:
+        (tmp_path / "san.ext").write_text(f"subjectAltName=DNS:{name}\n")
+        openssl(f"req {key} -keyout {name}.key -out {name}.csr -subj /CN={name}")
+        openssl(
+            f"x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1"
+            f" -out {name}.pem -extfile san.ext"
+        )
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tmp_path / f"{name}.pem", tmp_path / f"{name}.key")
+        return context, str(tmp_path / "ca.pem")
+
+    return make
+
+
+def test_https_goes_to_the_checked_address_with_the_name_for_tls(settings, listen, hosts, certify):
+    name = hosts(fresh_name(), "127.0.0.1")
+    context, ca = certify(name)  # the certificate names the host only, not 127.0.0.1
+    listener = listen("127.0.0.1", tls=context)
+    settings.FIREFLY_HTTP_ALLOWED_HOSTS = [f"{name}:{listener.port}"]
+    settings.FIREFLY_OUTBOUND_ALLOWED_ADDRESSES = ["127.0.0.1"]
+
+    answer = outbound.send(
+        "GET",
+        f"https://{name}:{listener.port}/secure",
+        allowed=outbound.HTTP_STEPS,
+        max_redirects=0,
+        timeout=5,
+        verify=ca,
+    )
+
+    assert answer.json() == {"ok": True}
+    assert listener.server_names == [name]
+    assert listener.requests == [("GET", "/secure", f"{name}:{listener.port}")]
+
+
+def test_https_refuses_a_certificate_for_another_name(settings, listen, hosts, certify):
+    name = hosts(fresh_name(), "127.0.0.1")
+    context, ca = certify(fresh_name())
+    listener = listen("127.0.0.1", tls=context)
+    settings.FIREFLY_HTTP_ALLOWED_HOSTS = [f"{name}:{listener.port}"]
+    settings.FIREFLY_OUTBOUND_ALLOWED_ADDRESSES = ["127.0.0.1"]
+
+    with pytest.raises(requests.exceptions.SSLError):
+        outbound.send(
+            "GET",
+            f"https://{name}:{listener.port}/",
+            allowed=outbound.HTTP_STEPS,
+            max_redirects=0,
+            timeout=5,
+            verify=ca,
+        )
+
+    assert listener.requests == []
