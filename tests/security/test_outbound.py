@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import requests
+from django.core.exceptions import ValidationError
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 from approvals import webhooks
@@ -360,6 +362,60 @@ def test_a_webhook_whose_name_moved_inward_is_refused_at_delivery(settings, list
     assert_refused_for_good(delivery, "address 127.0.0.1")
     assert outside.requests == []
     assert inside.requests == []
+
+
+def test_an_admin_cannot_move_a_webhook_inward(settings, listen, hosts, admin_client):
+    outside = listen("127.0.0.2")
+    inside = hosts(fresh_name(), "127.0.0.1")
+    settings.FIREFLY_WEBHOOK_ALLOWED_HOSTS = [
+        f"127.0.0.2:{outside.port}",
+        f"{inside}:{outside.port}",
+    ]
+    settings.FIREFLY_OUTBOUND_ALLOWED_ADDRESSES = ["127.0.0.2"]
+    url = f"http://127.0.0.2:{outside.port}/hook"
+    hook = webhooks.webhook_create(url=url, events=["run.finished"])
+    change = reverse("admin:approvals_webhook_change", args=[hook.pk])
+    form = {"events": ["run.finished"], "secret": hook.secret, "active": "on"}
+
+    refused = admin_client.post(change, {**form, "url": f"http://{inside}:{outside.port}/"})
+
+    assert refused.status_code == 200  # the form again, with the error
+    assert "address 127.0.0.1" in refused.content.decode()
+    hook.refresh_from_db()
+    assert hook.url == url
+    event = SecurityEvent.objects.get()
+    assert (event.event, event.actor.username) == ("outbound.refused", "admin")
+    assert event.data == {"url": f"http://{inside}:{outside.port}/", "purpose": "webhook"}
+
+    moved = admin_client.post(change, {**form, "url": f"{url}/v2"})
+
+    assert moved.status_code == 302
+    hook.refresh_from_db()
+    assert hook.url == f"{url}/v2"
+    assert SecurityEvent.objects.count() == 1
+
+
+def test_the_update_service_refuses_and_records_on_its_own(settings, listen, hosts, users):
+    outside = listen("127.0.0.2")
+    settings.FIREFLY_WEBHOOK_ALLOWED_HOSTS = [f"127.0.0.2:{outside.port}"]
+    settings.FIREFLY_OUTBOUND_ALLOWED_ADDRESSES = ["127.0.0.2"]
+    url = f"http://127.0.0.2:{outside.port}/hook"
+    hook = webhooks.webhook_create(url=url, events=["run.finished"])
+
+    with pytest.raises(ValidationError, match="user-info"):
+        webhooks.webhook_update(
+            webhook_id=hook.pk,
+            url=f"http://127.0.0.2:{outside.port}@127.0.0.1:{outside.port}/",
+            events=["run.finished"],
+            secret="",
+            active=True,
+            actor=users["boss"],
+        )
+
+    hook.refresh_from_db()
+    assert hook.url == url
+    assert SecurityEvent.objects.get().actor == users["boss"]
+    assert outside.requests == []
 
 
 # --- the guard itself -----------------------------------------------------------------
