@@ -33,10 +33,10 @@ METADATA = frozenset(
 SHARED = ipaddress.ip_network("100.64.0.0/10")
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 # A top-level label starts with a letter: that keeps the resolver's numeric forms
 # (`127.1`, `0x7f.1`, `2130706433`) out, whatever the C library makes of them.
-_TOP_LABEL = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_TOP_LABEL = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class Refused(ValueError):
@@ -92,9 +92,10 @@ def _parse(url: str) -> tuple[str, str, int, str]:
     scheme = (parts.scheme or "").lower()
     if scheme not in DEFAULT_PORTS:
         raise Refused(url, "scheme", f"{parts.scheme or ''!r} is not http or https.")
-    # Looking for "@" in the authority as well: parse_url's is what requests sends, but
-    # a name with user-info is refused whichever way a parser reads it.
-    if parts.auth is not None or "@" in (parts.netloc or ""):
+    # The raw authority too: parse_url's reading is what requests sends, but a URL with
+    # user-info is refused whichever way a parser reads it.
+    authority = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]
+    if parts.auth is not None or "@" in authority:
         raise Refused(url, "user-info", "(user@host) is not allowed in an outbound URL.")
     if not parts.host:
         raise Refused(url, "host", "is missing.")
@@ -105,6 +106,8 @@ def _parse(url: str) -> tuple[str, str, int, str]:
 
 
 def _check_host_syntax(url: str, host: str) -> None:
+    if "%" in host:
+        raise Refused(url, "host", f"{host!r} has a zone or an escape; neither is allowed.")
     if host.startswith("["):
         try:
             ipaddress.IPv6Address(host[1:-1])
@@ -120,8 +123,8 @@ def _check_host_syntax(url: str, host: str) -> None:
     labels = host.split(".")
     if (
         len(host) > 253
-        or not all(_LABEL.match(label) for label in labels)
-        or not _TOP_LABEL.match(labels[-1])
+        or not all(_LABEL.fullmatch(label) for label in labels)
+        or not _TOP_LABEL.fullmatch(labels[-1])
     ):
         raise Refused(url, "host", f"{host!r} is neither a DNS name nor a plain IP address.")
 

@@ -568,3 +568,26 @@ def test_https_refuses_a_certificate_for_another_name(settings, listen, hosts, c
         )
 
     assert listener.requests == []
+
+
+@pytest.mark.parametrize(
+    ("url", "refusal"),
+    [
+        ("file:///etc/passwd", "scheme 'file' is not http or https"),
+        ("gopher://allowed.example/", "scheme 'gopher'"),
+        ("http://[fe80::1%25lo]/", "has a zone"),
+        ("http://allowed.example:0/", "port 0 is out of range"),
+        ("http://allowed.example/\n", "whitespace or control"),
+        ("http://allowed.example\t/", "whitespace or control"),
+        ("http://a%40b@allowed.example/", "user-info"),
+        ("http://allowed_example/", "neither a DNS name"),
+        ("http://allowed.example./", "neither a DNS name"),
+    ],
+)
+def test_malformed_urls_are_refused_before_any_lookup(settings, url, refusal):
+    settings.FIREFLY_HTTP_ALLOWED_HOSTS = ["allowed.example", "allowed_example", "[fe80::1%lo]"]
+
+    with pytest.raises(outbound.Refused) as refused:
+        outbound.check(url, allowed=outbound.HTTP_STEPS)
+
+    assert refusal in str(refused.value)
