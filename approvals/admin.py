@@ -73,6 +73,8 @@ class DecisionAdmin(ReadOnlyAdmin):
 
 class WebhookForm(forms.ModelForm):
     url = forms.URLField(max_length=500, assume_scheme="https")
+    # Set by WebhookAdmin, so that a refused URL is recorded with who tried it.
+    request: HttpRequest | None = None
     events = forms.MultipleChoiceField(
         choices=[(e, e) for e in WEBHOOK_EVENTS], widget=forms.CheckboxSelectMultiple
     )
@@ -81,9 +83,19 @@ class WebhookForm(forms.ModelForm):
         model = Webhook
         fields = ("url", "events", "secret", "active")
         help_texts = {
-            "url": "Its host must be in FIREFLY_WEBHOOK_ALLOWED_HOSTS.",
+            "url": (
+                "Its host and port must be in FIREFLY_WEBHOOK_ALLOWED_HOSTS, and its "
+                "addresses public (or in FIREFLY_OUTBOUND_ALLOWED_ADDRESSES)."
+            ),
             "secret": "Signs every delivery (HMAC-SHA256); share it with the receiver.",
         }
+
+    def clean_url(self) -> str:
+        url: str = self.cleaned_data["url"]
+        user = self.request.user if self.request is not None else None
+        address = self.request.META.get("REMOTE_ADDR") if self.request is not None else None
+        webhooks.webhook_url_check(url=url, actor=user, address=address)
+        return url
 
 
 @admin.register(Webhook)
@@ -102,16 +114,33 @@ class WebhookAdmin(admin.ModelAdmin):
         url = reverse("admin:approvals_webhookdelivery_changelist")
         return format_html('<a href="{}?webhook__id__exact={}">delivery log</a>', url, obj.pk)
 
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"request": request})
+
     def save_model(self, request: HttpRequest, obj: Webhook, form: Any, change: bool) -> None:
+        actor = request.user if request.user.is_authenticated else None
+        address = request.META.get("REMOTE_ADDR")
         if change:
-            super().save_model(request, obj, form, change)
+            webhooks.webhook_update(
+                webhook_id=obj.pk,
+                url=obj.url,
+                events=obj.events,
+                secret=obj.secret,
+                active=obj.active,
+                actor=actor,
+                address=address,
+            )
             return
         created = webhooks.webhook_create(
             url=obj.url,
             events=obj.events,
             secret=obj.secret,
             active=obj.active,
-            actor=request.user if request.user.is_authenticated else None,
+            actor=actor,
+            address=address,
         )
         obj.pk = created.pk
         obj.created_by = created.created_by

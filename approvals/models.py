@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import Group
@@ -12,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from pipelines import outbound
 from pipelines.models import Run, StepRun
 
 
@@ -120,6 +120,9 @@ class Decision(models.Model):
 
 # --- Outbound webhooks ----------------------------------------------------------------
 
+# The code of a URL the outbound guard refused (callers audit those refusals).
+REFUSED = "outbound_refused"
+
 WEBHOOK_EVENTS = (
     "task.opened",
     "task.decided",
@@ -135,17 +138,12 @@ def new_webhook_secret() -> str:
 
 
 def validate_webhook_url(url: str) -> None:
-    """Refuse URLs whose host is not in FIREFLY_WEBHOOK_ALLOWED_HOSTS (no SSRF by webhook)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError(f"{url!r} is not an http(s) URL.", code="invalid")
-    allowed = settings.FIREFLY_WEBHOOK_ALLOWED_HOSTS
-    if parts.hostname not in allowed:
-        raise ValidationError(
-            f"host {parts.hostname!r} is not in FIREFLY_WEBHOOK_ALLOWED_HOSTS "
-            f"({', '.join(allowed) or 'empty'}).",
-            code="host_not_allowed",
-        )
+    """Refuse a URL the outbound guard would not send to (no request forgery by webhook)."""
+    try:
+        outbound.check(url, allowed=outbound.WEBHOOKS)
+    except (outbound.Refused, outbound.Unresolved) as exc:
+        # A name with no address now is refused too: nothing shows where it would lead.
+        raise ValidationError(str(exc), code=REFUSED) from exc
 
 
 def validate_webhook_events(events: object) -> None:

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals.models import (
+    REFUSED,
     WEBHOOK_EVENTS,
     Webhook,
     WebhookDelivery,
@@ -26,7 +27,8 @@ from approvals.models import (
     validate_webhook_events,
     validate_webhook_url,
 )
-from pipelines import events
+from pipelines import events, outbound
+from pipelines.security import refusal_record
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,23 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 3600.0
 
 
-@transaction.atomic
+def webhook_url_check(*, url: str, actor: Any = None, address: str | None = None) -> None:
+    """Refuse a URL the outbound guard would not send to, and record the refusal."""
+    try:
+        validate_webhook_url(url)
+    except ValidationError as exc:
+        if exc.code == REFUSED:
+            refusal_record(
+                event="outbound.refused",
+                reason="; ".join(exc.messages),
+                actor=actor,
+                address=address,
+                url=url,
+                purpose="webhook",
+            )
+        raise
+
+
 def webhook_create(
     *,
     url: str,
@@ -42,16 +60,41 @@ def webhook_create(
     secret: str = "",
     active: bool = True,
     actor: Any = None,
+    address: str | None = None,
 ) -> Webhook:
-    validate_webhook_url(url)
+    # Checked before the transaction: the refusal's record must outlive its rollback.
+    webhook_url_check(url=url, actor=actor, address=address)
     validate_webhook_events(events)
-    return Webhook.objects.create(
-        url=url,
-        events=list(dict.fromkeys(events)),
-        secret=secret or new_webhook_secret(),
-        active=active,
-        created_by=actor,
-    )
+    with transaction.atomic():
+        return Webhook.objects.create(
+            url=url,
+            events=list(dict.fromkeys(events)),
+            secret=secret or new_webhook_secret(),
+            active=active,
+            created_by=actor,
+        )
+
+
+def webhook_update(
+    *,
+    webhook_id: int,
+    url: str,
+    events: list[str],
+    secret: str,
+    active: bool,
+    actor: Any = None,
+    address: str | None = None,
+) -> Webhook:
+    webhook_url_check(url=url, actor=actor, address=address)
+    validate_webhook_events(events)
+    with transaction.atomic():
+        webhook = Webhook.objects.select_for_update().get(pk=webhook_id)
+        webhook.url = url
+        webhook.events = list(dict.fromkeys(events))
+        webhook.secret = secret or webhook.secret
+        webhook.active = active
+        webhook.save(update_fields=["url", "events", "secret", "active"])
+        return webhook
 
 
 # --- events -> deliveries -------------------------------------------------------------
@@ -135,17 +178,8 @@ def delivery_attempt(*, delivery_id: int) -> float | None:
     if not claimed:
         return None
     webhook = delivery.webhook
-    refusal = ""
     if not webhook.active:
-        refusal = "webhook is inactive"
-    else:
-        try:
-            # Again at send time: the allow-list may have shrunk since the webhook was saved.
-            validate_webhook_url(webhook.url)
-        except ValidationError as exc:
-            refusal = "; ".join(exc.messages)
-    if refusal:
-        _record(delivery, status=WebhookDelivery.Status.FAILED, error=refusal)
+        _record(delivery, status=WebhookDelivery.Status.FAILED, error="webhook is inactive")
         return None
 
     body = body_of(delivery)
@@ -162,15 +196,31 @@ def delivery_attempt(*, delivery_id: int) -> float | None:
     error = ""
     started = time.monotonic()
     try:
-        # No redirects: one could lead off the allow-list.
-        response = requests.post(
+        # Checked again at every attempt: the allow-list may have shrunk, and the name
+        # may resolve elsewhere now. No redirects are followed; where one points is
+        # checked all the same, so that one toward a forbidden place is refused.
+        response = outbound.send(
+            "POST",
             webhook.url,
-            data=body.encode(),
-            headers=headers,
+            allowed=outbound.WEBHOOKS,
+            max_redirects=0,
             timeout=settings.FIREFLY_WEBHOOK_TIMEOUT_S,
-            allow_redirects=False,
+            headers=headers,
+            data=body.encode(),
         )
         code = response.status_code
+    except outbound.Refused as exc:
+        # Final: the same URL would be refused again on every retry.
+        _record(delivery, status=WebhookDelivery.Status.FAILED, error=f"refused: {exc}")
+        refusal_record(
+            event="outbound.refused",
+            reason=str(exc),
+            url=exc.url,
+            purpose="webhook",
+            webhook=webhook.pk,
+            delivery=delivery.pk,
+        )
+        return None
     except requests.RequestException as exc:
         error = f"{type(exc).__name__}: {exc}"
     latency_ms = round((time.monotonic() - started) * 1000)

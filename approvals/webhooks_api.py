@@ -15,6 +15,8 @@ from approvals.models import WEBHOOK_EVENTS, Webhook
 
 
 class WebhookSerializer(serializers.ModelSerializer):
+    # Plain text here: the service's outbound guard judges the URL, and records a refusal.
+    url = serializers.CharField(max_length=500)
     events = serializers.ListField(
         child=serializers.ChoiceField(choices=WEBHOOK_EVENTS), allow_empty=False
     )
@@ -49,7 +51,11 @@ class WebhookListCreate(generics.ListCreateAPIView):
         serializer = WebhookSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            webhook = webhooks.webhook_create(**serializer.validated_data, actor=request.user)
+            webhook = webhooks.webhook_create(
+                **serializer.validated_data,
+                actor=request.user,
+                address=request.META.get("REMOTE_ADDR"),
+            )
         except DjangoValidationError as exc:
             raise serializers.ValidationError({"url": exc.messages}) from exc
         return Response(WebhookCreatedSerializer(webhook).data, status=status.HTTP_201_CREATED)

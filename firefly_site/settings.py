@@ -175,8 +175,13 @@ FIREFLY_CLAIM_TTL_S = env.float("FIREFLY_CLAIM_TTL_S", default=3600.0)
 # `python` steps may only call functions in these modules (a spec is data, possibly
 # posted over the API: it must not be able to name os.system).
 FIREFLY_CALLABLE_MODULES = env.list("FIREFLY_CALLABLE_MODULES", default=["pipelines.demo"])
-# `http` steps may only reach these hosts.
+# `http` steps may only reach these hosts. An entry is an exact name or IP address,
+# `host` (port 80 for http, 443 for https) or `host:port`; see pipelines/outbound.py.
 FIREFLY_HTTP_ALLOWED_HOSTS = env.list("FIREFLY_HTTP_ALLOWED_HOSTS", default=[])
+# Outbound calls (http steps, webhooks) never reach loopback, private, link-local,
+# shared, reserved, multicast or cloud metadata addresses, whatever the name resolves
+# to, unless the exact address is listed here.
+FIREFLY_OUTBOUND_ALLOWED_ADDRESSES = env.list("FIREFLY_OUTBOUND_ALLOWED_ADDRESSES", default=[])
 # Audit snapshots (inputs, outputs, data) larger than this many bytes of JSON are
 # replaced by a marker with their size and SHA-256.
 FIREFLY_AUDIT_SNAPSHOT_LIMIT = env.int("FIREFLY_AUDIT_SNAPSHOT_LIMIT", default=64 * 1024)
@@ -208,7 +213,8 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Webhooks -------------------------------------------------------------------------
 # Outbound webhooks may only reach these hosts (checked when a webhook is saved and again
-# before every delivery), so a webhook cannot be aimed at internal addresses.
+# at every delivery, entries as for FIREFLY_HTTP_ALLOWED_HOSTS), so a webhook cannot be
+# aimed at internal addresses.
 FIREFLY_WEBHOOK_ALLOWED_HOSTS = env.list("FIREFLY_WEBHOOK_ALLOWED_HOSTS", default=[])
 # Seconds to wait for a receiver; a slow one costs a delivery task, never a run.
 FIREFLY_WEBHOOK_TIMEOUT_S = env.float("FIREFLY_WEBHOOK_TIMEOUT_S", default=5.0)

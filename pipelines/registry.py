@@ -7,11 +7,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
-import requests
 from django.conf import settings
 
+from pipelines import outbound
 from pipelines.context import Handoff, Pause, StepContext
 
 Handler = Callable[[StepContext], "dict[str, Any] | Pause | Handoff"]
@@ -134,18 +133,6 @@ def run_python(ctx: StepContext) -> dict[str, Any] | Pause | Handoff:
 MAX_REDIRECTS = 5
 
 
-def _check_host(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an http(s) URL.")
-    if parts.hostname not in settings.FIREFLY_HTTP_ALLOWED_HOSTS:
-        raise ValueError(
-            f"host {parts.hostname!r} is not in FIREFLY_HTTP_ALLOWED_HOSTS "
-            f"({', '.join(settings.FIREFLY_HTTP_ALLOWED_HOSTS) or 'empty'})."
-        )
-    return parts.hostname
-
-
 @step_type(
     "http",
     config_schema={
@@ -163,24 +150,16 @@ def _check_host(url: str) -> str:
 )
 def run_http(ctx: StepContext) -> dict[str, Any]:
     """Send one HTTP request to an allowed host; a 4xx/5xx answer fails the step."""
-    url = ctx.config["url"]
-    host = _check_host(url)
-    method = ctx.config.get("method", "GET")
     headers = {"Idempotency-Key": ctx.idempotency_key, **ctx.config.get("headers", {})}
-    timeout = ctx.config.get("timeout_s", 10)
-    body = ctx.config.get("body")
-    for _ in range(MAX_REDIRECTS + 1):
-        response = requests.request(
-            method, url, json=body, headers=headers, timeout=timeout, allow_redirects=False
-        )
-        if not response.is_redirect:
-            break
-        # Follow redirects by hand so that one can never lead to a host off the list.
-        url = urljoin(url, response.headers["Location"])
-        if urlsplit(url).hostname != host:
-            raise ValueError(f"refusing redirect from {host!r} to another host: {url}")
-    else:
-        raise ValueError(f"more than {MAX_REDIRECTS} redirects")
+    response = outbound.send(
+        ctx.config.get("method", "GET"),
+        ctx.config["url"],
+        allowed=outbound.HTTP_STEPS,
+        max_redirects=MAX_REDIRECTS,
+        timeout=ctx.config.get("timeout_s", 10),
+        headers=headers,
+        json=ctx.config.get("body"),
+    )
     response.raise_for_status()
     try:
         payload: Any = response.json()

@@ -62,11 +62,14 @@ class Receiver:
 
 
 @pytest.fixture
-def receive() -> Iterator[Any]:
+def receive(settings: Any) -> Iterator[Any]:
     made: list[Receiver] = []
 
     def make(answers: list[int] | None = None, delay: float = 0.0) -> Receiver:
         made.append(Receiver(answers or [200], delay))
+        port = made[-1].server.server_address[1]
+        allowed = settings.FIREFLY_WEBHOOK_ALLOWED_HOSTS
+        settings.FIREFLY_WEBHOOK_ALLOWED_HOSTS = [*allowed, f"127.0.0.1:{port}"]
         return made[-1]
 
     yield make
@@ -76,7 +79,9 @@ def receive() -> Iterator[Any]:
 
 @pytest.fixture
 def hook_settings(settings: Any) -> Any:
-    settings.FIREFLY_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+    # Receivers listen on 127.0.0.1 on any port: the address and each port must be listed.
+    settings.FIREFLY_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1", "127.0.0.1:9"]
+    settings.FIREFLY_OUTBOUND_ALLOWED_ADDRESSES = ["127.0.0.1"]
     settings.FIREFLY_WEBHOOK_TIMEOUT_S = 0.5
     settings.FIREFLY_WEBHOOK_MAX_ATTEMPTS = 5
     return settings
@@ -416,13 +421,19 @@ def test_bad_webhooks_are_a_400(hook_settings, users, body, field):
 
 
 @pytest.fixture
-def hook_worker(worker: Any) -> Iterator[Any]:
+def hanging(hook_settings: Any, receive: Any) -> Any:
+    return receive([200], delay=8)
+
+
+@pytest.fixture
+def hook_worker(worker: Any, hanging: Receiver) -> Iterator[Any]:
     """The session worker, restarted with the webhook settings (it reads them at start)."""
     original = dict(worker.env)
     worker.stop()
     worker.env = {
         **original,
-        "FIREFLY_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+        "FIREFLY_WEBHOOK_ALLOWED_HOSTS": f"127.0.0.1:{hanging.server.server_address[1]}",
+        "FIREFLY_OUTBOUND_ALLOWED_ADDRESSES": "127.0.0.1",
         "FIREFLY_WEBHOOK_TIMEOUT_S": "1",
         "FIREFLY_WEBHOOK_BACKOFF_S": "600",
     }
@@ -435,8 +446,7 @@ def hook_worker(worker: Any) -> Iterator[Any]:
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_a_dead_endpoint_never_slows_a_real_run(hook_settings, receive, hook_worker):
-    hanging = receive([200], delay=8)
+def test_a_dead_endpoint_never_slows_a_real_run(hook_settings, hanging, hook_worker):
     webhooks.webhook_create(url=hanging.url, events=["run.finished"])
     pipelines.pipeline_create(
         spec={

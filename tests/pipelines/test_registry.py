@@ -171,8 +171,10 @@ class Server:
 
 @pytest.fixture
 def server(settings) -> Iterator[Server]:
-    settings.FIREFLY_HTTP_ALLOWED_HOSTS = ["127.0.0.1"]
     srv = Server()
+    # `localhost` is listed too, so that only the same-host rule refuses a redirect there.
+    settings.FIREFLY_HTTP_ALLOWED_HOSTS = [f"127.0.0.1:{srv.port}", f"localhost:{srv.port}"]
+    settings.FIREFLY_OUTBOUND_ALLOWED_ADDRESSES = ["127.0.0.1", "::1"]
     thread = threading.Thread(
         target=srv.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     )
@@ -195,7 +197,7 @@ def test_http_get_returns_status_and_json_body(server):
 
 def test_http_refuses_a_host_off_the_allow_list(server):
     with pytest.raises(ValueError, match="not in FIREFLY_HTTP_ALLOWED_HOSTS"):
-        http(server.url("/json", host="localhost"))
+        http(server.url("/json", host="example.com"))
 
     assert server.requests == []
 
