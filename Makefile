@@ -39,10 +39,10 @@ test: install
 	$(MAKE) --no-print-directory deploy-check
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(VENV)/bin/pytest
 
-# Django's deployment checks, with the production environment README documents: DEBUG
-# unset, keys of our own, real hosts. Any warning fails.
+# Django's deployment checks, with the production environment README documents (and
+# nothing else from this shell): DEBUG unset, keys of our own, real hosts. Any warning fails.
 deploy-check: install
-	env -u DEBUG -u FIREFLY_PLAIN_HTTP -u FIREFLY_DEMO \
+	env -i PATH="$$PATH" HOME="$$HOME" \
 	  SECRET_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
 	  FIREFLY_AUDIT_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
 	  ALLOWED_HOSTS=firefly.example.com DATABASE_URL=$(TEST_DATABASE_URL) \

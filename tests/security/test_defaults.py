@@ -22,26 +22,15 @@ from pipelines.management.commands.load_demo import DEMO_USERS
 ROOT = Path(__file__).resolve().parents[2]
 DEV_SECRET = "firefly-insecure-development-key-do-not-use-in-production"
 DEV_AUDIT_KEY = "firefly-development-audit-key"
-# What the suite's own settings put in the environment, and anything that turns
-# protections off: a production process starts without them.
-NOT_IN_PRODUCTION = (
-    "DEBUG",
-    "SECRET_KEY",
-    "FIREFLY_AUDIT_KEY",
-    "FIREFLY_PLAIN_HTTP",
-    "FIREFLY_TLS_PROXY",
-    "FIREFLY_DEMO",
-    "SECURE_SSL_REDIRECT",
-    "SESSION_COOKIE_SECURE",
-    "CSRF_COOKIE_SECURE",
-    "SECURE_HSTS_SECONDS",
-)
+# A production process starts with none of what the suite sets for itself (its keys,
+# DJANGO_ALLOW_ASYNC_UNSAFE for the browser tests): only these are passed on.
+PASSED_ON = ("PATH", "HOME", "LANG", "TMPDIR", "DATABASE_URL", "CELERY_BROKER_URL")
 
 
 @pytest.fixture
 def production_env(tmp_path: Path) -> dict[str, str]:
     """The production environment README documents: DEBUG unset, keys of its own."""
-    env = {k: v for k, v in os.environ.items() if k not in NOT_IN_PRODUCTION}
+    env = {k: v for k, v in os.environ.items() if k in PASSED_ON}
     env.update(
         DJANGO_SETTINGS_MODULE="firefly_site.settings",
         SECRET_KEY=secrets.token_urlsafe(50),

@@ -58,6 +58,10 @@ def test_the_sixth_login_is_refused_even_with_the_right_password(client, alice):
     assert event.actor is None
     assert event.address == ATTACKER
     assert event.data["path"] == "/login/"
+    # The failures are kept, their passwords are not.
+    assert AccessAttempt.objects.filter(username="alice").exists()
+    assert not AccessAttempt.objects.filter(post_data__contains="guess-").exists()
+    assert not AccessAttempt.objects.filter(post_data__contains=RIGHT).exists()
 
 
 @pytest.mark.django_db
