@@ -9,7 +9,7 @@ STAMP   = $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/firefly
 TEST_BROKER_URL   ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint deploy-check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The demo runs in debug (development keys, plain HTTP) unless DEBUG says otherwise.
+run: export DEBUG ?= true
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo
@@ -34,7 +36,17 @@ test: install
 	bash scripts/services.sh $(TEST_DATABASE_URL) $(TEST_BROKER_URL)
 	bash scripts/browser.sh
 	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory deploy-check
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(VENV)/bin/pytest
+
+# Django's deployment checks, with the production environment README documents (and
+# nothing else from this shell): DEBUG unset, keys of our own, real hosts. Any warning fails.
+deploy-check: install
+	env -i PATH="$$PATH" HOME="$$HOME" \
+	  SECRET_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+	  FIREFLY_AUDIT_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+	  ALLOWED_HOSTS=firefly.example.com DATABASE_URL=$(TEST_DATABASE_URL) \
+	  CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) manage.py check --deploy --fail-level WARNING
 
 bench: install
 	$(PY) bench/engine.py

@@ -35,8 +35,10 @@ def configure_env(default_database_url: str) -> str:
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     # Measure what production runs: DEBUG off (Django would otherwise record every query).
     os.environ.setdefault("DEBUG", "false")
-    os.environ.setdefault("SECRET_KEY", "firefly-bench-secret-key")
-    os.environ.setdefault("FIREFLY_AUDIT_KEY", "firefly-bench-audit-key")
+    os.environ.setdefault("SECRET_KEY", "firefly-bench-secret-key-for-benchmarks-only")
+    os.environ.setdefault("FIREFLY_AUDIT_KEY", "firefly-bench-audit-key-for-benchmarks-only")
+    # Django's test client speaks plain HTTP: no HTTPS redirect, no secure-only cookies.
+    os.environ.setdefault("FIREFLY_PLAIN_HTTP", "true")
     if urlsplit(database_url).scheme not in ("postgres", "postgresql", "pgsql", "psql"):
         raise BenchError(f"DATABASE_URL must be a PostgreSQL URL, not {database_url!r}.")
     return database_url

@@ -1,5 +1,6 @@
 """Settings, read from the environment; with nothing set, Firefly runs on SQLite and files."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -11,20 +12,41 @@ VAR_DIR = Path(environ.Env().str("FIREFLY_VAR_DIR", default=str(BASE_DIR / "var"
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-DEBUG = env.bool("DEBUG", default=True)
+# Off unless asked for: `make run` turns it on for the demo, a deployment never does.
+DEBUG = env.bool("DEBUG", default=False)
 
+# --- Secrets --------------------------------------------------------------------------
+# Outside debug the development keys are refused (they are published in this file), and
+# so is any key too short to resist guessing: sessions, password resets and CSRF tokens
+# are signed with SECRET_KEY, the audit chain with FIREFLY_AUDIT_KEY.
 _DEV_SECRET = "firefly-insecure-development-key-do-not-use-in-production"  # noqa: S105
-SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET if DEBUG else "")
-if not SECRET_KEY:
-    raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+_DEV_AUDIT_KEY = "firefly-development-audit-key"
+SECRET_MIN_BYTES = 32
 
+
+def _secret(name: str, development: str) -> str:
+    value = env.str(name, default=development if DEBUG else "")
+    if DEBUG:
+        return value
+    make_one = 'python -c "import secrets; print(secrets.token_urlsafe(50))"'
+    if not value:
+        raise ImproperlyConfigured(f"Set {name}: it is required when DEBUG is off ({make_one}).")
+    if value == development:
+        raise ImproperlyConfigured(
+            f"Set {name} to a key of your own: the development key is public ({make_one})."
+        )
+    if len(value.encode()) < SECRET_MIN_BYTES:
+        raise ImproperlyConfigured(
+            f"Set {name} to at least {SECRET_MIN_BYTES} bytes; it has {len(value.encode())}"
+            f" ({make_one})."
+        )
+    return value
+
+
+SECRET_KEY = _secret("SECRET_KEY", _DEV_SECRET)
 # The audit chain's HMAC key lives outside the database, so an attacker with only
 # database access cannot rewrite history and recompute the hashes.
-FIREFLY_AUDIT_KEY = env.str(
-    "FIREFLY_AUDIT_KEY", default="firefly-development-audit-key" if DEBUG else ""
-)
-if not FIREFLY_AUDIT_KEY:
-    raise ImproperlyConfigured("FIREFLY_AUDIT_KEY must be set when DEBUG is off.")
+FIREFLY_AUDIT_KEY = _secret("FIREFLY_AUDIT_KEY", _DEV_AUDIT_KEY)
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -41,18 +63,23 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
+    "axes",
     "pipelines",
     "approvals",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "firefly_site.urls"
@@ -95,7 +122,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
 LANGUAGE_CODE = "en-us"
@@ -110,6 +143,57 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
+
+# --- HTTPS ----------------------------------------------------------------------------
+# Outside debug Firefly is served over HTTPS only: HTTP is redirected, cookies are never
+# sent in clear, and browsers are told (HSTS) to refuse plain HTTP for a year.
+# FIREFLY_PLAIN_HTTP=true turns all of it off, for a local instance without TLS.
+_HTTPS = not DEBUG and not env.bool("FIREFLY_PLAIN_HTTP", default=False)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_HTTPS)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=_HTTPS)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=_HTTPS)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if _HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=_HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=_HTTPS)
+# Only a proxy that sets X-Forwarded-Proto itself (overwriting what the client sent) may be
+# trusted with it: otherwise any client could claim its plain request came over HTTPS.
+if env.bool("FIREFLY_TLS_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Content Security Policy ------------------------------------------------------------
+# Pages may run only Firefly's own scripts and styles (static/): an injected <script>,
+# inline event handler or style attribute does nothing. Sent in debug too, so a page that
+# needs an exception shows it at once. The API docs page is the one exception
+# (firefly_site/api_urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        # data: for the empty favicon and the admin's and API docs' inline icons.
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
+# --- Login abuse ------------------------------------------------------------------------
+# django-axes counts failed logins (site, admin, anything calling authenticate()) and
+# locks out a username after AXES_FAILURE_LIMIT failures from anywhere, and an address
+# after as many failures for any usernames, for AXES_COOLOFF_TIME. A locked-out login is
+# refused even with the right password, and recorded as a SecurityEvent.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username"], ["ip_address"]]
+AXES_LOCKOUT_CALLABLE = "firefly_site.errors.login_locked_out"
+AXES_RESET_ON_SUCCESS = True
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="firefly@localhost")
@@ -210,6 +294,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": FIREFLY_REAPER_INTERVAL_S,
     },
 }
+
+# --- Demo data ------------------------------------------------------------------------
+# `manage.py load_demo` creates users with published passwords: only on the embedded
+# SQLite database in debug, unless this asks for it explicitly.
+FIREFLY_DEMO = env.bool("FIREFLY_DEMO", default=False)
 
 # --- Webhooks -------------------------------------------------------------------------
 # Outbound webhooks may only reach these hosts (checked when a webhook is saved and again

@@ -4,8 +4,19 @@ import os
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/firefly")
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+# Tests run as production does (DEBUG off), with keys of their own: the settings refuse
+# the development keys outside debug.
+os.environ.setdefault("SECRET_KEY", "firefly-test-secret-key-used-by-the-test-suite-only")
+os.environ.setdefault("FIREFLY_AUDIT_KEY", "firefly-test-audit-key-used-by-the-test-suite-only")
 
 from firefly_site.settings import *  # noqa: F403
+
+DEBUG = False
+# The test client and the live server for browser tests speak plain HTTP.
+SECURE_SSL_REDIRECT = False
+SESSION_COOKIE_SECURE = False
+CSRF_COOKIE_SECURE = False
+SECURE_HSTS_SECONDS = 0
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

@@ -8,3 +8,5 @@ urlpatterns = [
     path("api/", include("firefly_site.api_urls")),
     path("", include("firefly_site.web_urls")),
 ]
+
+handler500 = "firefly_site.errors.server_error"

@@ -489,7 +489,7 @@ def audit_entry_link(entry_id: int, label: str) -> SafeString:
 
 def failed_mark(why: str = "") -> SafeString:
     """The mark of an entry that fails verification, red in the list and the page."""
-    return format_html('<strong style="color: #ba2121">&#x2717; FAILED</strong>{}', why)
+    return format_html('<strong class="audit-failed">&#x2717; FAILED</strong>{}', why)
 
 
 @admin.register(AuditEntry)
@@ -546,6 +546,10 @@ class AuditEntryAdmin(ReadOnlyAdmin):
         "hash",
     )
     fields = readonly_fields
+
+    class Media:
+        # The FAILED mark's colour: the Content-Security-Policy forbids style attributes.
+        css = {"all": ["firefly-admin.css"]}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AuditEntry]:
         queryset = super().get_queryset(request)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
+
 from pipelines.models import SecurityEvent
 
 log = logging.getLogger("firefly.security")
@@ -28,4 +30,22 @@ def refusal_record(
         address=address or None,
         reason=reason,
         data=data or None,
+    )
+
+
+def login_locked_out(
+    sender: Any, *, request: Any, username: str | None, ip_address: str | None, **kwargs: Any
+) -> None:
+    """django-axes' `user_locked_out`: a login refused for too many failures."""
+    failures = getattr(request, "axes_failures_since_start", None)
+    refusal_record(
+        event="login.locked_out",
+        reason=(
+            f"too many failed logins ({settings.AXES_FAILURE_LIMIT} per username or per"
+            f" address); locked out for {settings.AXES_COOLOFF_TIME}"
+        ),
+        address=ip_address,
+        username=username or "",
+        path=getattr(request, "path", ""),
+        failures=failures,
     )

@@ -4,6 +4,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PORT=${PORT:-8000}
+# The demo runs in debug (development keys, plain HTTP); a deployment never sets this.
+export DEBUG=${DEBUG:-true}
 mkdir -p var/log
 
 # Threads suit steps that wait on I/O (HTTP calls, sleeps, people); run CPU-heavy
@@ -28,11 +30,15 @@ done
 "$VENV/bin/celery" -A firefly_site beat -l INFO >var/log/beat.log 2>&1 &
 pids+=($!)
 
+# Shown without their passwords: the banner ends up in terminals, logs and screenshots.
+database=$("$VENV/bin/python" -m firefly_site.redact "${DATABASE_URL:-}")
+broker=$("$VENV/bin/python" -m firefly_site.redact "${CELERY_BROKER_URL:-}")
+
 cat <<MSG
 
   Firefly is running at http://127.0.0.1:$PORT/
-  Demo logins are listed above; admin / firefly-admin is a superuser.
-  Database: ${DATABASE_URL:-SQLite (var/firefly.sqlite3)}; broker: ${CELERY_BROKER_URL:-files in var/broker}
+  Demo logins: see README (their passwords are printed above only when first created).
+  Database: ${database:-SQLite (var/firefly.sqlite3)}; broker: ${broker:-files in var/broker}
   Logs: var/log/web.log, var/log/worker*.log, var/log/beat.log. Stop with Ctrl-C.
 
 MSG

@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def embedded_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
     env.update(
+        # As `make run` starts it: the demo runs in debug.
+        DEBUG="true",
         DJANGO_SETTINGS_MODULE="firefly_site.settings",
         FIREFLY_VAR_DIR=str(tmp_path / "var"),
         PYTHONPATH=str(ROOT),
