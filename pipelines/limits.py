@@ -43,10 +43,10 @@ def bounds_problem(value: Any, *, what: str, max_bytes: int) -> str | None:
     max_depth = settings.FIREFLY_JSON_MAX_DEPTH
     depth, _ = measure(value, max_depth)
     if depth > max_depth:
-        return f"{what} is nested deeper than {max_depth} levels."
+        return f"{what}: nested deeper than {max_depth} levels."
     size = json_size(value)
     if size > max_bytes:
-        return f"{what} is {size:,} bytes of JSON; the limit is {max_bytes:,}."
+        return f"{what}: {size:,} bytes of JSON, over the limit of {max_bytes:,}."
     return None
 
 

@@ -258,9 +258,11 @@ class _SpecLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            kind = "alias" if isinstance(event, yaml.AliasEvent) else "anchor"
+            kind = "an alias (*)" if isinstance(event, yaml.AliasEvent) else "an anchor (&)"
             line = event.start_mark.line + 1 if event.start_mark else "?"
-            raise _refused(f"line {line}: YAML {kind}s (&, *) are not allowed in a spec")
+            raise _refused(
+                f"line {line}: {kind}; YAML anchors and aliases are not allowed in a spec"
+            )
         self.nodes += 1
         if self.nodes > settings.FIREFLY_SPEC_MAX_NODES:
             raise _refused(f"the spec has more than {settings.FIREFLY_SPEC_MAX_NODES:,} nodes")
