@@ -298,13 +298,14 @@ def load_text(text: str) -> Any:
         else:
             check_bounds(data)
             return data
-    loader = _SpecLoader(text)
     try:
-        return loader.get_single_data()
+        loader = _SpecLoader(text)  # the reader refuses control characters here
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise _refused(f"not valid YAML/JSON: {exc}") from exc
-    finally:
-        loader.dispose()
 
 
 def check_bounds(data: Any) -> None:

@@ -304,3 +304,8 @@ def test_a_catastrophic_pattern_does_not_hang_the_start_page(client, users):
     assert huge.status_code == 400
     assert "over the limit of 262,144" in huge.content.decode()
     assert not Run.objects.exists()
+
+
+def test_spec_text_with_a_control_character_is_a_400(users):
+    # The YAML reader refuses it while the loader is built: found by the schema fuzzing.
+    refused_spec(post_spec(users["boss"], "7V\x1c"), "not valid YAML/JSON")
