@@ -104,7 +104,8 @@ def _unevaluated_properties(
     if _mentions(validator.schema, "patternProperties"):
         yield ValidationError("unevaluatedProperties cannot be used with patternProperties")
         return
-    yield from _keywords.unevaluatedProperties(validator, unevaluated, instance, schema)
+    keyword: Any = _keywords.unevaluatedProperties  # the stubs say it returns None
+    yield from keyword(validator, unevaluated, instance, schema)
 
 
 def _mentions(schema: Any, keyword: str) -> bool:
@@ -145,6 +146,10 @@ def validator(schema: Mapping[str, Any] | bool) -> Any:
     return SafeValidator(schema, format_checker=FORMAT_CHECKER)
 
 
+class BrokenSchema(ValidationError):
+    """The schema itself cannot be followed, whatever the instance."""
+
+
 def errors(schema: Mapping[str, Any] | bool, instance: Any) -> list[ValidationError]:
     """Each way `instance` breaks `schema`, in path order; a schema that cannot be
     followed (a reference to nowhere, or one that loops without end) is one error more
@@ -152,9 +157,9 @@ def errors(schema: Mapping[str, Any] | bool, instance: Any) -> list[ValidationEr
     try:
         found = list(validator(schema).iter_errors(instance))
     except RecursionError:
-        return [ValidationError("the schema refers to itself without end")]
+        return [BrokenSchema("the schema refers to itself without end")]
     except Unresolvable as exc:
-        return [ValidationError(f"the schema has a reference that cannot be resolved: {exc}")]
+        return [BrokenSchema(f"the schema has a reference that cannot be resolved: {exc}")]
     return sorted(found, key=lambda error: [str(p) for p in error.absolute_path])
 
 
@@ -191,4 +196,12 @@ def schema_problems(schema: Any) -> list[tuple[str, str]]:
             todo.extend((v, f"{path}.{i}") for i, v in enumerate(item))
     if _mentions(schema, "unevaluatedProperties") and _mentions(schema, "patternProperties"):
         problems.append(("", "unevaluatedProperties cannot be used with patternProperties"))
+    if not problems:
+        # References are followed only when validating: try one document, so that a
+        # reference to nowhere or a loop at the top is refused now rather than at run time.
+        probes: tuple[Any, ...] = ({}, [], "")
+        for probe in probes:
+            for error in errors(schema, probe):
+                if isinstance(error, BrokenSchema):
+                    return [("", error.message)]
     return sorted(problems)

@@ -309,3 +309,31 @@ def test_a_catastrophic_pattern_does_not_hang_the_start_page(client, users):
 def test_spec_text_with_a_control_character_is_a_400(users):
     # The YAML reader refuses it while the loader is built: found by the schema fuzzing.
     refused_spec(post_spec(users["boss"], "7V\x1c"), "not valid YAML/JSON")
+
+
+@pytest.mark.parametrize(
+    ("input_schema", "reason"),
+    [
+        ({"$ref": "https://attacker.example/schema.json"}, "points outside the schema"),
+        ({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}, "without end"),
+        ({"$ref": "#/$defs/nothing"}, "cannot be resolved"),
+        (
+            {"unevaluatedProperties": False, "patternProperties": {"^x": {}}},
+            "unevaluatedProperties cannot be used with patternProperties",
+        ),
+    ],
+)
+def test_an_input_schema_that_cannot_be_followed_is_refused_at_load(users, input_schema, reason):
+    refused_spec(post_spec(users["boss"], spec_with(input_schema=input_schema)), reason)
+
+
+def test_a_loop_the_load_did_not_reach_is_a_400_at_run_start(users):
+    loop = {"$defs": {"a": {"allOf": [{"$ref": "#/$defs/a"}]}}}
+    spec = spec_with(input_schema={**loop, "properties": {"x": {"$ref": "#/$defs/a"}}})
+    assert post_spec(users["boss"], spec).status_code == 201
+
+    response = api(users["starter"]).post(
+        f"{V1}/pipelines/hostile/runs/", {"inputs": {"x": 1}}, format="json"
+    )
+    assert "refers to itself without end" in error_of(response, 400, "invalid")["message"]
+    assert not Run.objects.exists()

@@ -25,7 +25,11 @@ def api(user: Any) -> APIClient:
 
 def start(users: dict[str, Any], callable_: str, retries: int = 0) -> Run:
     """As the attack arrives: staff load the spec, a user starts a run, both over the API."""
-    step = {"name": "calc", "type": "python", "config": {"callable": f"{HOSTILE}.{callable_}"}}
+    step: dict[str, Any] = {
+        "name": "calc",
+        "type": "python",
+        "config": {"callable": f"{HOSTILE}.{callable_}"},
+    }
     if retries:
         step.update(retries=retries, retry_backoff_s=0.05)
     spec = {"name": f"hostile-{callable_.replace('_', '-')}", "steps": [step]}
