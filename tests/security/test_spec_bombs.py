@@ -283,6 +283,26 @@ def test_a_catastrophic_pattern_does_not_hang_a_form(users, make_pipeline):
     assert HumanTask.objects.get(pk=task.pk).status == HumanTask.Status.OPEN
 
 
+def test_a_catastrophic_pattern_does_not_hang_the_task_form_page(client, users, make_pipeline):
+    form = {"type": "object", "properties": {"code": {"type": "string", "pattern": CATASTROPHIC}}}
+    name = make_pipeline(
+        [{"name": "ask", "type": "input", "config": {"assignee": "r1", "form_schema": form}}]
+    )
+    task = HumanTask.objects.get(run=drive(services.run_start(pipeline=name, inputs={})))
+    client.force_login(users["r1"])
+    url = f"/tasks/{task.pk}/complete/"
+
+    started = time.monotonic()
+    response = client.post(url, {"code": EVIL_INPUT}, HTTP_HX_REQUEST="true")
+    assert time.monotonic() - started < 2
+    assert response.status_code == 400
+    assert "does not match" in response.content.decode()
+    huge = client.post(url, {"code": "a" * 300_000}, HTTP_HX_REQUEST="true")
+    assert huge.status_code == 400
+    assert "over the limit of 262,144" in huge.content.decode()
+    assert HumanTask.objects.get(pk=task.pk).status == HumanTask.Status.OPEN
+
+
 def test_a_catastrophic_pattern_does_not_hang_the_start_page(client, users):
     spec = spec_with(
         input_schema={
