@@ -10,7 +10,7 @@ from django.conf import settings
 
 
 def measure(value: Any, max_depth: int) -> tuple[int, int]:
-    """(depth, nodes) of a JSON value, walked without recursion.
+    """(depth, nodes: values and keys) of a JSON value, walked without recursion.
 
     The walk stops below `max_depth` (the depth then reads max_depth + 1): a value that
     contains itself, or one nested a million deep, costs no more than one at the limit.
@@ -21,6 +21,7 @@ def measure(value: Any, max_depth: int) -> tuple[int, int]:
         item, level = todo.pop()
         nodes += 1
         if isinstance(item, dict):
+            nodes += len(item)  # its keys: YAML counts them as nodes too
             children: Any = item.values()
         elif isinstance(item, list | tuple):
             children = item
