@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import jsonschema
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -15,8 +14,9 @@ from django.utils import timezone
 
 from approvals import notifications
 from approvals.models import Decision, HumanTask
-from pipelines import engine, permissions
+from pipelines import engine, permissions, schemas
 from pipelines.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from pipelines.limits import bounds_problem
 from pipelines.models import StepRun
 from pipelines.services import RunTxn, locked_run, step_states, version_spec
 
@@ -371,11 +371,11 @@ def _validate_form(task: HumanTask, data: Any) -> None:
         raise InvalidInput(
             "Form data must be an object.", details=[{"field": "", "message": "not an object"}]
         )
-    validator = jsonschema.Draft202012Validator(
-        task.form_schema or {}, format_checker=jsonschema.FormatChecker()
-    )
+    too_big = bounds_problem(data, what="Form data", max_bytes=settings.FIREFLY_INPUTS_MAX_BYTES)
+    if too_big:
+        raise InvalidInput(too_big, details=[{"field": "", "message": too_big}])
     problems = []
-    for error in validator.iter_errors(data):
+    for error in schemas.errors(task.form_schema or {}, data):
         field = ".".join(str(p) for p in error.absolute_path)
         if error.validator == "required" and not field:
             field = error.message.split("'")[1] if "'" in error.message else ""

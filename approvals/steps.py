@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from approvals.models import HumanTask
-from pipelines import registry
+from pipelines import registry, schemas
 from pipelines import services as pipeline_services
 from pipelines.models import StepRun
 from pipelines.spec import StepSpec
@@ -43,6 +43,14 @@ def _needs_someone(config: dict[str, Any]) -> list[str]:
     if not (config.get("assignee") or config.get("assignee_role")):
         return ["set assignee (a username) or assignee_role (a group), or both"]
     return []
+
+
+def _check_form(config: dict[str, Any]) -> list[str]:
+    """Someone to fill it, and a form_schema Firefly can use (patterns RE2 can run)."""
+    problems = _needs_someone(config)
+    for path, message in schemas.schema_problems(config["form_schema"]):
+        problems.append(f"form_schema.{path}: {message}" if path else f"form_schema: {message}")
+    return problems
 
 
 def _opener(kind: str) -> Any:
@@ -87,7 +95,7 @@ def register() -> None:
             config_schema=_schema(["form_schema"], form_schema={"type": "object"}),
             interactive=True,
             on_wait=_opener(HumanTask.Kind.INPUT),
-            check=_needs_someone,
+            check=_check_form,
             description="A person fills a form described by a JSON Schema.",
         )
     )

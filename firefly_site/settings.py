@@ -279,6 +279,15 @@ FIREFLY_ON_FINISH_TIMEOUT_S = env.float("FIREFLY_ON_FINISH_TIMEOUT_S", default=3
 FIREFLY_ON_FINISH_ATTEMPTS = env.int("FIREFLY_ON_FINISH_ATTEMPTS", default=3)
 # OpenTelemetry spans per run and per step attempt (needs the `otel` extra).
 FIREFLY_TRACING = env.bool("FIREFLY_TRACING", default=False)
+# Bounds on what arrives from outside, checked before anything is built from it: a spec
+# (its bytes as sent, and its nodes: YAML or JSON values), run inputs and form data (bytes
+# as compact JSON), an API request body, and how deep any JSON or YAML may nest (deeper
+# documents exhaust Python's recursion in the parsers and validators).
+FIREFLY_SPEC_MAX_BYTES = env.int("FIREFLY_SPEC_MAX_BYTES", default=256 * 1024)
+FIREFLY_SPEC_MAX_NODES = env.int("FIREFLY_SPEC_MAX_NODES", default=10_000)
+FIREFLY_INPUTS_MAX_BYTES = env.int("FIREFLY_INPUTS_MAX_BYTES", default=256 * 1024)
+FIREFLY_API_MAX_BODY_BYTES = env.int("FIREFLY_API_MAX_BODY_BYTES", default=1024 * 1024)
+FIREFLY_JSON_MAX_DEPTH = env.int("FIREFLY_JSON_MAX_DEPTH", default=64)
 
 CELERY_BEAT_SCHEDULE = {
     "firefly-reaper": {
@@ -320,8 +329,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    # JSON only: request bodies hold nested objects (inputs, specs, form data).
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # JSON only: request bodies hold nested objects (inputs, specs, form data); the
+    # parser bounds a body's size and depth (FIREFLY_API_MAX_BODY_BYTES, _JSON_MAX_DEPTH).
+    "DEFAULT_PARSER_CLASSES": ["firefly_site.parsers.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",

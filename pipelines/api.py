@@ -26,6 +26,7 @@ from rest_framework.views import APIView
 from firefly_site.api_errors import AUTH_ERRORS, CONFLICT, INVALID, NOT_FOUND, error_response
 from firefly_site.throttles import AuditedScopedThrottle
 from pipelines import lifecycle, selectors, services
+from pipelines.errors import SpecError
 from pipelines.models import (
     AuditEntry,
     Checkpoint,
@@ -35,6 +36,7 @@ from pipelines.models import (
     Run,
     StepRun,
 )
+from pipelines.security import refusal_record
 from pipelines.spec import load_text
 
 # --- pagination -------------------------------------------------------------------------
@@ -399,10 +401,25 @@ class PipelineList(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         data = validated(PipelineCreateSerializer, request)
         spec = data["spec"]
-        if isinstance(spec, str):
-            spec = load_text(spec)
         since = timezone.now()
-        version = services.pipeline_create(spec=spec, actor=request.user)
+        try:
+            if isinstance(spec, str):
+                spec = load_text(spec)
+            version = services.pipeline_create(spec=spec, actor=request.user)
+        except SpecError as exc:
+            # A spec names code to run: a refused one is kept, outside the rolled-back
+            # transaction, with who sent it and why it was refused.
+            refusal_record(
+                event="spec.refused",
+                reason=exc.message[:2000],
+                actor=request.user,
+                address=request.META.get("REMOTE_ADDR"),
+                problems=[
+                    {key: None if v is None else str(v)[:500] for key, v in error.items()}
+                    for error in exc.errors[:20]
+                ],
+            )
+            raise
         # Re-read: the service updates the pipeline row (description) with a query.
         version = PipelineVersion.objects.select_related("pipeline").get(pk=version.pk)
         code = status.HTTP_201_CREATED if created_here(version, since) else status.HTTP_200_OK

@@ -36,6 +36,7 @@ from pipelines.errors import (
     PermissionDenied,
 )
 from pipelines.leases import leases
+from pipelines.limits import json_problem
 from pipelines.models import Checkpoint, HandoffEnvelope, Pipeline, PipelineVersion, Run, StepRun
 from pipelines.spec import PipelineSpec, StepSpec, parse_spec, validate_inputs
 
@@ -1311,9 +1312,25 @@ def _run_handler(
         leases.release(ctx.step_run_id)
     if isinstance(result, Pause):
         return Outcome(pause=result.reason, started_at=started, finished_at=timezone.now())
+    problem = _result_problem(result)
+    if problem:
+        # Refused here, as the attempt's own failure: stored as it is, the value would
+        # fail the outcome's commit, and the step would sit running until its lease ran
+        # out and be retried as if its worker were lost.
+        log.info("step %s of run %s returned no JSON: %s", ctx.step_name, ctx.run_id, problem)
+        return Outcome(error=problem, started_at=started, finished_at=timezone.now())
     if isinstance(result, Handoff):
         return Outcome(handoff=result, started_at=started, finished_at=timezone.now())
     return Outcome(outputs=result, started_at=started, finished_at=timezone.now())
+
+
+def _result_problem(result: Any) -> str | None:
+    """Why a handler's result cannot be stored as the step's outputs, or None."""
+    if isinstance(result, Handoff):
+        return json_problem(result.payload, "handoff payload")
+    if not isinstance(result, dict):
+        return f"the step returned a {type(result).__name__}; a step returns a JSON object."
+    return json_problem(result, "output")
 
 
 class StepTimeout(Exception):
