@@ -9,7 +9,7 @@ from django.db.models.functions import Coalesce
 
 from pipelines import permissions
 from pipelines.models import AuditEntry, Checkpoint, Pipeline, PipelineVersion, Run, StepRun
-from pipelines.services import version_spec
+from pipelines.versions import version_spec
 
 
 def may_operate(user: Any, run: Run) -> bool:

@@ -37,8 +37,15 @@ from pipelines.errors import (
 )
 from pipelines.leases import leases
 from pipelines.limits import json_problem
-from pipelines.models import Checkpoint, HandoffEnvelope, Pipeline, PipelineVersion, Run, StepRun
-from pipelines.spec import PipelineSpec, StepSpec, parse_spec, validate_inputs
+from pipelines.models import Checkpoint, HandoffEnvelope, Run, StepRun
+from pipelines.spec import PipelineSpec, StepSpec, validate_inputs
+from pipelines.versions import (  # noqa: F401 (re-exported: callers use services.*)
+    VersionInfo,
+    pipeline_create,
+    pipeline_version,
+    version_info,
+    version_spec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,34 +53,8 @@ S = StepRun.Status
 R = Run.Status
 
 
-@dataclass(frozen=True)
-class VersionInfo:
-    spec: PipelineSpec
-    pipeline_id: int
-    pipeline_name: str
-    number: int
-
-
-_versions: dict[int, VersionInfo] = {}
-
 # Audit events that event hooks hear of too (see pipelines.events).
 STEP_EVENTS = frozenset({"step.succeeded", "step.failed", "step.waiting"})
-
-
-def version_info(version_id: int) -> VersionInfo:
-    """A version's parsed spec and names; versions are immutable, so each process reads once."""
-    info = _versions.get(version_id)
-    if info is None:
-        version = PipelineVersion.objects.select_related("pipeline").get(pk=version_id)
-        info = VersionInfo(
-            parse_spec(version.spec), version.pipeline_id, version.pipeline.name, version.number
-        )
-        _versions[version_id] = info
-    return info
-
-
-def version_spec(version_id: int) -> PipelineSpec:
-    return version_info(version_id).spec
 
 
 def _enqueue_advance(run_id: int) -> None:
@@ -118,46 +99,6 @@ def _broker_backlog(queue: str) -> int:
             return int(declared.message_count)
     except Exception:  # an empty queue does not exist on Redis; or the broker cannot say
         return 0
-
-
-# --- pipelines ------------------------------------------------------------------------
-
-
-@transaction.atomic
-def pipeline_create(*, spec: Any, actor: Any = None) -> PipelineVersion:
-    """Validate a spec and save it as the pipeline's next version.
-
-    A spec identical to the latest version returns that version unchanged.
-    """
-    parsed = parse_spec(spec)
-    pipeline, _ = Pipeline.objects.get_or_create(name=parsed.name)
-    # Lock the pipeline so two uploads of one name cannot take the same number.
-    pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
-    latest = pipeline.versions.order_by("-number").first()
-    if latest is not None and latest.spec == spec:
-        return latest
-    version = PipelineVersion.objects.create(
-        pipeline=pipeline,
-        number=(latest.number if latest else 0) + 1,
-        spec=spec,
-        created_by=actor,
-    )
-    chain = AuditChain(pipeline, pipeline.pk)
-    chain.add("pipeline.version_created", actor=actor, data={"version": version.number})
-    chain.flush()
-    Pipeline.objects.filter(pk=pipeline.pk).update(
-        description=parsed.description, audit_seq=pipeline.audit_seq, audit_head=pipeline.audit_head
-    )
-    return version
-
-
-def pipeline_version(name: str, number: int | None = None) -> PipelineVersion:
-    versions = PipelineVersion.objects.select_related("pipeline").filter(pipeline__name=name)
-    version = (versions.filter(number=number) if number else versions.order_by("-number")).first()
-    if version is None:
-        what = f"pipeline {name!r}" + (f" version {number}" if number else "")
-        raise NotFound(f"No {what}.")
-    return version
 
 
 # --- the transaction of one run -------------------------------------------------------
