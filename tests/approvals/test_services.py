@@ -216,7 +216,7 @@ def test_deadline_escalates_and_notifies_the_group(
     assert drive(run).status == Run.Status.SUCCEEDED
 
 
-def test_a_decision_racing_the_deadline_gets_one_outcome(users):
+def test_a_decision_after_the_deadline_is_told_who_closed_the_task(users):
     run = waiting_run(users, timeout_hours=1)
     task = overdue(run)
     services.expire_overdue()
