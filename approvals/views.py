@@ -17,9 +17,11 @@ from approvals import selectors, services
 from approvals.models import Decision, HumanTask
 from pipelines import dag
 from pipelines.errors import FireflyError
+from pipelines.forms import field_errors, parse_schema_form, schema_fields
+from pipelines.htmx import is_htmx
 from pipelines.models import Pipeline
 from pipelines.services import version_spec
-from pipelines.views import field_errors, is_htmx, parse_schema_form, schema_fields, step_states
+from pipelines.views import step_states
 
 # Rendering a row costs more than finding it: a page of 50 keeps the inbox fast.
 INBOX_PAGE_SIZE = 50
