@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from pipelines import states
+
 
 class ImmutableQuerySet(models.QuerySet):
     """Refuses bulk update and delete: the rows it manages are history."""
@@ -72,15 +74,15 @@ class PipelineVersion(ImmutableModel):
 
 class Run(models.Model):
     class Status(models.TextChoices):
-        PENDING = "pending"
-        RUNNING = "running"
-        WAITING = "waiting"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        REJECTED = "rejected"
-        CANCELLED = "cancelled"
+        PENDING = states.PENDING
+        RUNNING = states.RUNNING
+        WAITING = states.WAITING
+        SUCCEEDED = states.SUCCEEDED
+        FAILED = states.FAILED
+        REJECTED = states.REJECTED
+        CANCELLED = states.CANCELLED
 
-    FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.REJECTED, Status.CANCELLED})
+    FINISHED = states.RUN_FINISHED
 
     pipeline_version = models.ForeignKey(
         PipelineVersion, on_delete=models.PROTECT, related_name="runs"
@@ -163,15 +165,15 @@ class StepRun(models.Model):
     """One attempt of one step in one generation of a run."""
 
     class Status(models.TextChoices):
-        PENDING = "pending"  # waiting for its upstream steps
-        QUEUED = "queued"
-        RUNNING = "running"
-        WAITING = "waiting"  # for a person
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        REJECTED = "rejected"
-        SKIPPED = "skipped"
-        CANCELLED = "cancelled"
+        PENDING = states.PENDING
+        QUEUED = states.QUEUED
+        RUNNING = states.RUNNING
+        WAITING = states.WAITING
+        SUCCEEDED = states.SUCCEEDED
+        FAILED = states.FAILED
+        REJECTED = states.REJECTED
+        SKIPPED = states.SKIPPED
+        CANCELLED = states.CANCELLED
 
     # Indexed by the unique (run, step_name, generation, attempt) constraint.
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps", db_index=False)

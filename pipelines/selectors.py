@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import Count, Exists, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
-from pipelines import permissions
+from pipelines import permissions, states
 from pipelines.models import AuditEntry, Checkpoint, Pipeline, PipelineVersion, Run, StepRun
+from pipelines.states import StepState
 from pipelines.versions import version_spec
 
 
@@ -24,28 +26,35 @@ def run_steps(run: Run) -> QuerySet[StepRun]:
 
 def current_steps(run: Run) -> list[StepRun]:
     """The latest attempt of each step, in the pipeline's execution order."""
-    latest: dict[str, StepRun] = {}
-    for step in run_steps(run):
-        seen = latest.get(step.step_name)
-        if seen is None or (step.generation, step.attempt) > (seen.generation, seen.attempt):
-            latest[step.step_name] = step
+    latest = states.latest((step.step_name, step) for step in run_steps(run))
     order = version_spec(run.pipeline_version_id).order
     return [latest[name] for name in order if name in latest]
 
 
+def current_states(run: Run, steps: Iterable[StepRun] | None = None) -> dict[str, StepState]:
+    """Each step's latest attempt as the engine and the DAG picture see it.
+
+    `steps` are the run's `current_steps` when the caller has them already.
+    """
+    steps = current_steps(run) if steps is None else steps
+    return {s.step_name: StepState(s.pk, s.status, s.generation, s.attempt) for s in steps}
+
+
 # --- pages ----------------------------------------------------------------------------
 
-DONE_STATUSES = (StepRun.Status.SUCCEEDED, StepRun.Status.SKIPPED)
+DONE_STATUSES = tuple(sorted(states.DONE))
 
 
 def runs_list(*, status: str = "", pipeline: str = "") -> QuerySet[Run]:
     """Runs newest first with `steps_total` and `steps_done` computed by the database.
 
-    A step counts as done when its latest attempt (highest id) succeeded or was skipped,
-    so a roll back lowers the progress again.
+    A step counts as done when its latest attempt succeeded or was skipped, so a roll
+    back lowers the progress again. "Latest" is the rule of `states.is_later`, in SQL:
+    no attempt of the step has a higher (generation, attempt).
     """
-    newer = StepRun.objects.filter(
-        run=OuterRef("run"), step_name=OuterRef("step_name"), pk__gt=OuterRef("pk")
+    newer = StepRun.objects.filter(run=OuterRef("run"), step_name=OuterRef("step_name")).filter(
+        Q(generation__gt=OuterRef("generation"))
+        | Q(generation=OuterRef("generation"), attempt__gt=OuterRef("attempt"))
     )
     done = (
         StepRun.objects.filter(run=OuterRef("pk"), status__in=DONE_STATUSES)

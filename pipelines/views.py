@@ -24,13 +24,6 @@ RUNS_PER_PAGE = 25
 AUDIT_PER_PAGE = 20
 
 
-def step_states(run: Run) -> dict[str, dag.StepState]:
-    return {
-        step.step_name: dag.StepState(step.status, step.generation, step.attempt)
-        for step in selectors.current_steps(run)
-    }
-
-
 # --- runs -----------------------------------------------------------------------------
 
 
@@ -69,7 +62,7 @@ def _run_or_404(run_id: int) -> Run:
 def _run_live_context(request: HttpRequest, run: Run) -> dict[str, Any]:
     spec = services.version_spec(run.pipeline_version_id)
     steps = selectors.current_steps(run)
-    states = {s.step_name: dag.StepState(s.status, s.generation, s.attempt) for s in steps}
+    states = selectors.current_states(run, steps)
     done = sum(1 for s in steps if s.status in selectors.DONE_STATUSES)
     allowed = selectors.may_operate(request.user, run)
     return {
