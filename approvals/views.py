@@ -20,7 +20,6 @@ from pipelines import selectors as pipeline_selectors
 from pipelines.errors import FireflyError
 from pipelines.forms import field_errors, parse_schema_form, schema_fields
 from pipelines.htmx import is_htmx
-from pipelines.models import Pipeline
 from pipelines.services import version_spec
 
 # Rendering a row costs more than finding it: a page of 50 keeps the inbox fast.
@@ -44,7 +43,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
         "kind": kind,
         "sort": sort,
         "kinds": HumanTask.Kind.values,
-        "pipelines": Pipeline.objects.values_list("name", flat=True),
+        "pipelines": pipeline_selectors.pipeline_names(),
         "query": request.GET.urlencode(),
     }
     template = "partials/inbox_table.html" if is_htmx(request) else "approvals/inbox.html"

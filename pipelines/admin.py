@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from pipelines import selectors
 from pipelines.admin_paging import IndexedValuesFilter, LargeTableAdmin, indexed_datetimes
 from pipelines.audit import entry_hash
 from pipelines.models import (
@@ -51,6 +52,10 @@ class ReadOnlyInline(admin.TabularInline):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def visible(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        """A selector's rows, or none for who may not view them (as Django's own queryset)."""
+        return queryset if self.has_view_or_change_permission(request) else queryset.none()
 
 
 class VersionInline(ReadOnlyInline):
@@ -107,7 +112,7 @@ class ChildRunInline(ReadOnlyInline):
     fields = readonly_fields = ("pipeline_version", "status", "created_at", "finished_at")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
-        return super().get_queryset(request).select_related("pipeline_version__pipeline")
+        return self.visible(request, selectors.child_runs())
 
 
 class EnvelopeInline(ReadOnlyInline):
@@ -128,7 +133,7 @@ class EnvelopeInline(ReadOnlyInline):
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[HandoffEnvelope]:
-        return super().get_queryset(request).select_related("acknowledged_by", "child_run")
+        return self.visible(request, selectors.handoffs())
 
     @admin.display(description="child run")
     def child_run_link(self, obj: HandoffEnvelope) -> str:
@@ -150,8 +155,10 @@ class RunAdmin(ReadOnlyAdmin):
     def handed_off_by(self, obj: Run) -> str:
         if obj.parent_id is None:
             return "-"
-        envelope = HandoffEnvelope.objects.filter(child_run=obj).values_list("pk", flat=True)
-        return format_html("{} ({})", run_link(obj.parent_id), handoff_link(envelope.first()))
+        envelope = selectors.handoff_origin(obj)
+        return format_html(
+            "{} ({})", run_link(obj.parent_id), handoff_link(envelope.pk if envelope else None)
+        )
 
     @admin.display(description="on_finish running", boolean=True)
     def is_finishing(self, obj: Run) -> bool:
@@ -165,16 +172,12 @@ class HandoffStatusFilter(admin.SimpleListFilter):
     parameter_name = "status"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(status, status) for status in ("queued", "accepted", "acknowledged")]
+        return [(status, status) for status in HandoffEnvelope.Status.values]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        open_ = queryset.filter(acknowledged_at__isnull=True)
-        if self.value() == "queued":
-            return open_.filter(child_run__started_at__isnull=True)
-        if self.value() == "accepted":
-            return open_.filter(child_run__started_at__isnull=False)
-        if self.value() == "acknowledged":
-            return queryset.filter(acknowledged_at__isnull=False)
+        status = self.value()
+        if status in HandoffEnvelope.Status.values:
+            return selectors.handoffs_with_status(queryset, status)
         return queryset
 
 

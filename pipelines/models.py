@@ -322,6 +322,13 @@ class AuditEntry(ImmutableModel):
 class HandoffEnvelope(models.Model):
     """Work one run handed to a run of another pipeline (a `handoff` step or on_finish)."""
 
+    class Status(models.TextChoices):
+        """Derived from the timestamps, not stored: see `status` and `status_filter`."""
+
+        QUEUED = "queued"
+        ACCEPTED = "accepted"  # the child run started work on it
+        ACKNOWLEDGED = "acknowledged"  # settled
+
     origin_run = models.ForeignKey(
         Run, on_delete=models.CASCADE, related_name="envelopes", db_index=False
     )
@@ -361,11 +368,20 @@ class HandoffEnvelope(models.Model):
         """When the child run started work on it (load `child_run` with the envelope)."""
         return self.child_run.started_at if self.child_run_id and self.child_run else None
 
+    # One rule read two ways: `status` on a loaded envelope, `status_filter` in SQL.
     @property
     def status(self) -> str:
         if self.acknowledged_at:
-            return "acknowledged"
-        return "accepted" if self.accepted_at else "queued"
+            return self.Status.ACKNOWLEDGED
+        return self.Status.ACCEPTED if self.accepted_at else self.Status.QUEUED
+
+    @classmethod
+    def status_filter(cls, status: str) -> models.Q:
+        """The envelopes whose `status` is `status`."""
+        if status == cls.Status.ACKNOWLEDGED:
+            return models.Q(acknowledged_at__isnull=False)
+        started = status == cls.Status.ACCEPTED
+        return models.Q(acknowledged_at__isnull=True, child_run__started_at__isnull=not started)
 
 
 class SecurityEvent(ImmutableModel):

@@ -18,7 +18,7 @@ from pipelines import dag, lifecycle, selectors, services
 from pipelines.errors import FireflyError
 from pipelines.forms import field_errors, parse_schema_form, schema_fields
 from pipelines.htmx import is_htmx
-from pipelines.models import HandoffEnvelope, Pipeline, Run
+from pipelines.models import HandoffEnvelope, Run
 
 RUNS_PER_PAGE = 25
 AUDIT_PER_PAGE = 20
@@ -44,7 +44,7 @@ def runs_list(request: HttpRequest) -> HttpResponse:
         "status": status,
         "pipeline": pipeline,
         "statuses": Run.Status.values,
-        "pipelines": Pipeline.objects.values_list("name", flat=True),
+        "pipelines": selectors.pipeline_names(),
         "live": any(not run.is_finished for run in runs),
         "query": request.GET.urlencode(),
     }
@@ -113,19 +113,7 @@ def _handoffs_context(
     there are. `failed` is the envelope whose Acknowledge form was refused, shown again
     with `errors` and `posted`.
     """
-    came_from = None
-    if run.parent_id is not None:
-        came_from = (
-            HandoffEnvelope.objects.filter(child_run=run)
-            .only("pk", "origin_run_id", "origin_step")
-            .first()
-        )
-    children = list(
-        Run.objects.filter(parent=run)
-        .select_related("pipeline_version__pipeline")
-        .only("pk", "status", "parent", "pipeline_version__pipeline__name")
-        .order_by("id")
-    )
+    children = selectors.run_children(run)
     rows = [
         EnvelopeRow(
             envelope=envelope,
@@ -134,13 +122,11 @@ def _handoffs_context(
             errors=list(errors or []) if envelope.pk == failed else [],
             posted=posted if envelope.pk == failed else "",
         )
-        for envelope in HandoffEnvelope.objects.filter(origin_run=run)
-        .select_related("acknowledged_by", "child_run")
-        .order_by("id")
+        for envelope in selectors.run_handoffs(run)
     ]
     return {
         "run": run,
-        "came_from": came_from,
+        "came_from": selectors.handoff_origin(run),
         "children": children,
         "envelopes": rows,
         "may_acknowledge": selectors.may_operate(request.user, run),
@@ -218,11 +204,7 @@ def run_resume(request: HttpRequest, run_id: int) -> HttpResponse:
 @login_required
 def handoff_acknowledge(request: HttpRequest, envelope_id: int) -> HttpResponse:
     """Settle a handoff of a run: the same people who may cancel the run."""
-    run_id = (
-        HandoffEnvelope.objects.filter(pk=envelope_id)
-        .values_list("origin_run_id", flat=True)
-        .first()
-    )
+    run_id = selectors.handoff_origin_run_id(envelope_id)
     if run_id is None:
         raise Http404(f"No handoff {envelope_id}.")
     run = _run_or_404(run_id)
@@ -281,7 +263,7 @@ def pipelines_list(request: HttpRequest) -> HttpResponse:
 
 
 def _pipeline_context(name: str) -> dict[str, Any]:
-    pipeline = Pipeline.objects.filter(name=name).first()
+    pipeline = selectors.pipeline_by_name(name)
     if pipeline is None:
         raise Http404(f"No pipeline {name!r}.")
     version = services.pipeline_version(name)
