@@ -227,7 +227,7 @@ def _schema_errors(
 ) -> list[dict[str, Any]]:
     errors = []
     for error in schemas.errors(schema, instance):
-        path = ".".join(str(p) for p in error.absolute_path)
+        path = schemas.error_path(error)
         errors.append(
             {
                 "step": step,
@@ -475,13 +475,7 @@ def validate_inputs(spec: PipelineSpec, inputs: Any) -> None:
         raise InvalidInput(too_big, details=[{"field": "", "message": too_big}])
     if not spec.input_schema:
         return
-    problems = []
-    for error in schemas.errors(spec.input_schema, inputs):
-        field_path = ".".join(str(p) for p in error.absolute_path)
-        if error.validator == "required" and not field_path:
-            # Name the missing field itself rather than the object that lacks it.
-            field_path = error.message.split("'")[1] if "'" in error.message else ""
-        problems.append({"field": field_path, "message": error.message})
+    problems = schemas.field_problems(spec.input_schema, inputs)
     if problems:
         summary = "; ".join(f"{p['field'] or 'inputs'}: {p['message']}" for p in problems)
         raise InvalidInput(
