@@ -12,6 +12,7 @@ import yaml
 from django.conf import settings
 
 from pipelines import registry, schemas
+from pipelines.callables import resolve_callable
 from pipelines.errors import InvalidInput, SpecError
 from pipelines.limits import bounds_problem, json_size, measure
 
@@ -424,7 +425,7 @@ def parse_spec(data: Any) -> PipelineSpec:
             )
     if spec.on_finish:
         try:
-            registry.resolve_callable(spec.on_finish)
+            resolve_callable(spec.on_finish)
         except ValueError as exc:
             errors.append({"step": None, "field": "on_finish", "message": str(exc)})
     for name in spec.output:
