@@ -18,7 +18,8 @@ from approvals import selectors, services
 from approvals.models import Decision, HumanTask
 from firefly_site.api_errors import AUTH_ERRORS, CONFLICT, INVALID, NOT_FOUND
 from firefly_site.throttles import AuditedScopedThrottle
-from pipelines.api import CleanJSONField, Page, validated
+from pipelines.api import Page, validated
+from pipelines.serializers import CleanJSONField
 
 # --- serializers ------------------------------------------------------------------------
 
@@ -66,8 +67,7 @@ class TaskDetailSerializer(TaskSerializer):
 
     @extend_schema_field(DecisionSerializer(many=True))
     def get_decisions(self, task: HumanTask) -> Any:
-        decisions = task.decisions.select_related("user").order_by("created_at", "id")
-        return DecisionSerializer(decisions, many=True).data
+        return DecisionSerializer(selectors.task_decisions(task), many=True).data
 
     def get_can_act(self, task: HumanTask) -> bool:
         return services.can_act(self.context["request"].user, task)
@@ -122,19 +122,13 @@ class TaskFilter(django_filters.FilterSet):
 # --- views ------------------------------------------------------------------------------
 
 
-def _tasks() -> QuerySet[HumanTask]:
-    return HumanTask.objects.select_related(
-        "run__pipeline_version__pipeline", "assignee", "assignee_role", "claimed_by", "decided_by"
-    ).order_by("-created_at", "-id")
-
-
 class TaskList(generics.ListAPIView):
     serializer_class = TaskSerializer
     pagination_class = Page
     filterset_class = TaskFilter
 
     def get_queryset(self) -> QuerySet[HumanTask]:
-        return _tasks()
+        return selectors.tasks()
 
     @extend_schema(
         summary="Human tasks, newest first",
@@ -145,7 +139,7 @@ class TaskList(generics.ListAPIView):
 
 
 def _detail(request: Request, task_id: int) -> Response:
-    task = get_object_or_404(_tasks(), pk=task_id)
+    task = get_object_or_404(selectors.tasks(), pk=task_id)
     return Response(TaskDetailSerializer(task, context={"request": request}).data)
 
 

@@ -374,12 +374,7 @@ def _validate_form(task: HumanTask, data: Any) -> None:
     too_big = bounds_problem(data, what="Form data", max_bytes=settings.FIREFLY_INPUTS_MAX_BYTES)
     if too_big:
         raise InvalidInput(too_big, details=[{"field": "", "message": too_big}])
-    problems = []
-    for error in schemas.errors(task.form_schema or {}, data):
-        field = ".".join(str(p) for p in error.absolute_path)
-        if error.validator == "required" and not field:
-            field = error.message.split("'")[1] if "'" in error.message else ""
-        problems.append({"field": field, "message": error.message})
+    problems = schemas.field_problems(task.form_schema or {}, data)
     if problems:
         raise InvalidInput(
             "The form has errors: "

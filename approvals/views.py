@@ -16,10 +16,11 @@ from django.views.decorators.http import require_POST
 from approvals import selectors, services
 from approvals.models import Decision, HumanTask
 from pipelines import dag
+from pipelines import selectors as pipeline_selectors
 from pipelines.errors import FireflyError
-from pipelines.models import Pipeline
+from pipelines.forms import field_errors, parse_schema_form, schema_fields
+from pipelines.htmx import is_htmx
 from pipelines.services import version_spec
-from pipelines.views import field_errors, is_htmx, parse_schema_form, schema_fields, step_states
 
 # Rendering a row costs more than finding it: a page of 50 keeps the inbox fast.
 INBOX_PAGE_SIZE = 50
@@ -42,7 +43,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
         "kind": kind,
         "sort": sort,
         "kinds": HumanTask.Kind.values,
-        "pipelines": Pipeline.objects.values_list("name", flat=True),
+        "pipelines": pipeline_selectors.pipeline_names(),
         "query": request.GET.urlencode(),
     }
     template = "partials/inbox_table.html" if is_htmx(request) else "approvals/inbox.html"
@@ -114,7 +115,9 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
         run=task.run,
         inputs_json=_pretty(context.get("inputs", {})),
         upstream_json=[(name, _pretty(value)) for name, value in sorted(upstream.items())],
-        svg=dag.render_svg(spec, step_states(task.run), highlight=task.step_name),
+        svg=dag.render_svg(
+            spec, pipeline_selectors.current_states(task.run), highlight=task.step_name
+        ),
     )
     return render(request, "approvals/task.html", page)
 

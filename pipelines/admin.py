@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
-from datetime import datetime, timedelta
 from datetime import tzinfo as TzInfo
-from itertools import pairwise
 from typing import Any
 
 from django.contrib import admin
-from django.contrib.admin.views.main import PAGE_VAR, ChangeList
-from django.core.paginator import Paginator
-from django.db import connections
-from django.db.models import Field, Max, Min, Model, Q, QuerySet, Value
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils import timezone
-from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from pipelines import selectors
+from pipelines.admin_paging import IndexedValuesFilter, LargeTableAdmin, indexed_datetimes
 from pipelines.audit import entry_hash
 from pipelines.models import (
     AuditEntry,
@@ -58,6 +52,10 @@ class ReadOnlyInline(admin.TabularInline):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def visible(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        """A selector's rows, or none for who may not view them (as Django's own queryset)."""
+        return queryset if self.has_view_or_change_permission(request) else queryset.none()
 
 
 class VersionInline(ReadOnlyInline):
@@ -114,7 +112,7 @@ class ChildRunInline(ReadOnlyInline):
     fields = readonly_fields = ("pipeline_version", "status", "created_at", "finished_at")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
-        return super().get_queryset(request).select_related("pipeline_version__pipeline")
+        return self.visible(request, selectors.child_runs())
 
 
 class EnvelopeInline(ReadOnlyInline):
@@ -135,7 +133,7 @@ class EnvelopeInline(ReadOnlyInline):
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[HandoffEnvelope]:
-        return super().get_queryset(request).select_related("acknowledged_by", "child_run")
+        return self.visible(request, selectors.handoffs())
 
     @admin.display(description="child run")
     def child_run_link(self, obj: HandoffEnvelope) -> str:
@@ -157,8 +155,10 @@ class RunAdmin(ReadOnlyAdmin):
     def handed_off_by(self, obj: Run) -> str:
         if obj.parent_id is None:
             return "-"
-        envelope = HandoffEnvelope.objects.filter(child_run=obj).values_list("pk", flat=True)
-        return format_html("{} ({})", run_link(obj.parent_id), handoff_link(envelope.first()))
+        envelope = selectors.handoff_origin(obj)
+        return format_html(
+            "{} ({})", run_link(obj.parent_id), handoff_link(envelope.pk if envelope else None)
+        )
 
     @admin.display(description="on_finish running", boolean=True)
     def is_finishing(self, obj: Run) -> bool:
@@ -172,16 +172,12 @@ class HandoffStatusFilter(admin.SimpleListFilter):
     parameter_name = "status"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(status, status) for status in ("queued", "accepted", "acknowledged")]
+        return [(status, status) for status in HandoffEnvelope.Status.values]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        open_ = queryset.filter(acknowledged_at__isnull=True)
-        if self.value() == "queued":
-            return open_.filter(child_run__started_at__isnull=True)
-        if self.value() == "accepted":
-            return open_.filter(child_run__started_at__isnull=False)
-        if self.value() == "acknowledged":
-            return queryset.filter(acknowledged_at__isnull=False)
+        status = self.value()
+        if status in HandoffEnvelope.Status.values:
+            return selectors.handoffs_with_status(queryset, status)
         return queryset
 
 
@@ -283,161 +279,12 @@ class SecurityEventAdmin(ReadOnlyAdmin):
 
 
 # --- audit trail ----------------------------------------------------------------------
-# The audit table holds millions of rows, so every query its changelist makes is an
-# index probe or a scan bounded by the page: no COUNT(*) and no SELECT DISTINCT over
-# the whole table, and no query per row. A page costs the same at 1M rows as at 100.
-
-# Up to this many matching rows are counted exactly; past it the count says "more than".
-EXACT_COUNT_LIMIT = 10_000
-# Filter choices listed per column (a loose index scan costs one probe per value).
-MAX_FILTER_CHOICES = 200
-# Date drill-down buckets checked in one query; beyond that, Django's own DISTINCT.
-MAX_DATE_BUCKETS = 400
-
-
-class ApproximateCount(int):
-    """A row count that is an estimate or a lower bound, and says so where it is shown."""
-
-    label: str
-
-    def __new__(cls, value: int, label: str) -> ApproximateCount:
-        count = super().__new__(cls, value)
-        count.label = label
-        return count
-
-    def __str__(self) -> str:
-        return self.label
-
-
-def estimated_rows(model: type[Model], using: str) -> int:
-    """PostgreSQL's planner estimate of a table's rows (kept by ANALYZE); -1 if unknown."""
-    connection = connections[using]
-    if connection.vendor != "postgresql":
-        return -1
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-            [connection.ops.quote_name(model._meta.db_table)],
-        )
-        row = cursor.fetchone()
-    return int(row[0]) if row else -1
-
-
-class AuditPaginator(Paginator):
-    """Counts the audit changelist without COUNT(*) over the table.
-
-    Unfiltered, the count is the planner's estimate (one catalog lookup). Filtered, rows
-    are counted up to `limit` only (`SELECT count(*) FROM (... LIMIT n)`), which reads at
-    most `limit` index entries, and a larger result shows as "more than <limit>".
-    """
-
-    def __init__(
-        self, queryset: QuerySet[Any], *args: Any, limit: int = EXACT_COUNT_LIMIT, **kwargs: Any
-    ) -> None:
-        super().__init__(queryset, *args, **kwargs)
-        self.queryset = queryset
-        self.limit = limit
-
-    @cached_property
-    def count(self) -> int:
-        queryset = self.queryset
-        if not queryset.query.where:
-            estimate = estimated_rows(queryset.model, queryset.db)
-            # A small or never analyzed table (reltuples -1 or 0) is cheap to count.
-            if estimate > self.limit:
-                return ApproximateCount(estimate, f"about {estimate:,}")
-        counted: int = queryset.order_by().values("pk")[: self.limit + 1].count()
-        if counted > self.limit:
-            return ApproximateCount(self.limit, f"more than {self.limit:,}")
-        return counted
-
-
-class IndexedValuesFilter(admin.FieldListFilter):
-    """One choice per distinct value of a column, found by a loose index scan.
-
-    Django's AllValuesFieldListFilter runs SELECT DISTINCT over the whole table on every
-    page: a full scan at a million rows (PostgreSQL 15 has no skip scan). This recursive
-    query jumps from each value to the next through an index led by the column, one
-    probe per distinct value. The column must lead an index (see AuditEntry.Meta).
-    """
-
-    def __init__(
-        self,
-        field: Field[Any, Any],
-        request: HttpRequest,
-        params: dict[str, Any],
-        model: type[Model],
-        model_admin: admin.ModelAdmin[Any],
-        field_path: str,
-    ) -> None:
-        self.lookup_kwarg = f"{field_path}__exact"
-        self.lookup_val = params.get(self.lookup_kwarg)
-        self.model = model
-        super().__init__(field, request, params, model, model_admin, field_path)
-
-    def expected_parameters(self) -> list[str | None]:
-        return [self.lookup_kwarg]
-
-    def values(self) -> list[str]:
-        connection = connections[self.model._default_manager.db]
-        assert self.field.column is not None
-        table = connection.ops.quote_name(self.model._meta.db_table)
-        column = connection.ops.quote_name(self.field.column)
-        sql = f"""
-            WITH RECURSIVE v(value) AS (
-                SELECT min({column}) FROM {table}
-                UNION ALL
-                SELECT (SELECT min({column}) FROM {table} WHERE {column} > v.value)
-                FROM v WHERE v.value IS NOT NULL
-            )
-            SELECT value FROM v WHERE value IS NOT NULL LIMIT %s
-        """
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [MAX_FILTER_CHOICES])
-            return [str(value) for (value,) in cursor.fetchall()]
-
-    def choices(self, changelist: ChangeList) -> Iterator[Any]:
-        yield {
-            "selected": self.lookup_val is None,
-            "query_string": changelist.get_query_string(remove=[self.lookup_kwarg]),
-            "display": "All",
-        }
-        for value in self.values():
-            yield {
-                "selected": self.lookup_val is not None and value in self.lookup_val,
-                "query_string": changelist.get_query_string({self.lookup_kwarg: value}),
-                "display": value or "(blank)",
-            }
-
-
-def _truncate(moment: datetime, kind: str) -> datetime:
-    """The naive local start of the year, month or day holding `moment`."""
-    start = moment.replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
-    if kind in ("month", "year"):
-        start = start.replace(day=1)
-    if kind == "year":
-        start = start.replace(month=1)
-    return start
-
-
-def _advance(start: datetime, kind: str) -> datetime:
-    if kind == "day":
-        return start + timedelta(days=1)
-    if kind == "month":
-        return (start + timedelta(days=32)).replace(day=1)
-    return start.replace(year=start.year + 1)
+# The audit table holds millions of rows: its changelist uses the large-table machinery
+# of pipelines/admin_paging.py, so that a page costs the same at 1M rows as at 100.
 
 
 class AuditChangeListQuerySet(ImmutableQuerySet):
-    """The audit changelist's queryset, whose `datetimes` makes the date drill-down cheap.
-
-    The admin's date_hierarchy lists the years, months or days that hold entries with
-    `queryset.datetimes(field, kind)`: SELECT DISTINCT date_trunc(...) over every matching
-    row, a full scan of the table for the year level. Here the first and last entry come
-    from the index (two probes), and each year, month or day between them is checked with
-    one LIMIT 1 probe, all in one UNION ALL query: at most 31 probes for a month.
-    Filtering by a date still uses Django's range lookups on the indexed column.
-    """
+    """The audit changelist's queryset: immutable rows, and a date drill-down by index."""
 
     def datetimes(
         self,
@@ -446,35 +293,10 @@ class AuditChangeListQuerySet(ImmutableQuerySet):
         order: str = "ASC",
         tzinfo: TzInfo | None = None,
     ) -> Any:
-        features = connections[self.db].features
-        # SQLite cannot LIMIT the parts of a UNION; its tables are small anyway.
-        if (
-            kind not in ("year", "month", "day")
-            or not features.supports_slicing_ordering_in_compound
-        ):
+        found = indexed_datetimes(self, field_name, kind, order, tzinfo)
+        if found is None:
             return super().datetimes(field_name, kind, order, tzinfo)  # type: ignore[arg-type]
-        queryset = self.order_by()
-        bounds = queryset.aggregate(first=Min(field_name), last=Max(field_name))
-        if bounds["first"] is None:
-            return []
-        zone = tzinfo or timezone.get_current_timezone()
-        start = _truncate(timezone.localtime(bounds["first"], zone), kind)
-        last = timezone.localtime(bounds["last"], zone).replace(tzinfo=None)
-        edges = [start]
-        while edges[-1] <= last and len(edges) <= MAX_DATE_BUCKETS:
-            edges.append(_advance(edges[-1], kind))
-        if len(edges) > MAX_DATE_BUCKETS:
-            return super().datetimes(field_name, kind, order, tzinfo)  # type: ignore[arg-type]
-        aware = [timezone.make_aware(edge, zone) for edge in edges]
-        probes = [
-            queryset.filter(**{f"{field_name}__gte": low, f"{field_name}__lt": high})
-            .annotate(bucket=Value(i))
-            .values_list("bucket", flat=True)[:1]
-            for i, (low, high) in enumerate(pairwise(aware))
-        ]
-        found = set(probes[0].union(*probes[1:], all=True)) if len(probes) > 1 else set(probes[0])
-        buckets = [aware[i] for i in sorted(found)]
-        return buckets if order == "ASC" else buckets[::-1]
+        return found
 
 
 def entry_verifies(entry: AuditEntry) -> bool:
@@ -493,7 +315,7 @@ def failed_mark(why: str = "") -> SafeString:
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(ReadOnlyAdmin):
+class AuditEntryAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_display = [
         "created_at",
         "run_id_link",
@@ -519,9 +341,6 @@ class AuditEntryAdmin(ReadOnlyAdmin):
     ordering = ["-created_at", "-id"]
     # Only the indexed order: sorting by another column would sort the whole table.
     sortable_by = ["created_at"]
-    show_full_result_count = False
-    # Facets run one COUNT per filter choice over the filtered rows.
-    show_facets = admin.ShowFacets.NEVER
     readonly_fields = (
         "verification",
         "run_id_link",
@@ -556,22 +375,6 @@ class AuditEntryAdmin(ReadOnlyAdmin):
         return AuditChangeListQuerySet(
             model=AuditEntry, query=queryset.query.chain(), using=queryset.db
         )
-
-    def get_paginator(
-        self,
-        request: HttpRequest,
-        queryset: QuerySet[Any],
-        per_page: int,
-        orphans: int = 0,
-        allow_empty_first_page: bool = True,
-    ) -> Paginator:
-        try:
-            page = max(1, int(request.GET.get(PAGE_VAR, 1)))
-        except ValueError:
-            page = 1
-        # Count a little past the page asked for, so that its page links stay valid.
-        limit = max(EXACT_COUNT_LIMIT, (page + 10) * per_page)
-        return AuditPaginator(queryset, per_page, orphans, allow_empty_first_page, limit=limit)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str

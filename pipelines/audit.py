@@ -1,4 +1,4 @@
-"""Appending to an audit chain: canonical JSON, HMAC links, one bulk insert per transaction."""
+"""Appending to an audit chain: HMAC links, one bulk insert per transaction; verifying it."""
 
 from __future__ import annotations
 
@@ -7,43 +7,17 @@ import hmac
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
 from pipelines import sinks
+from pipelines.canonical import HASHED_FIELDS as HASHED_FIELDS
+from pipelines.canonical import canonical as canonical
+from pipelines.canonical import json_default
 from pipelines.models import AuditEntry, Pipeline, Run
-
-# The fields a hash covers; `hash` itself is left out, and so is `seq`: an entry's
-# place in its chain is fixed by `prev_hash`, so a swap or a renumbering shows up as a
-# broken link (reordered, inserted, deleted) rather than as an edit.
-HASHED_FIELDS = (
-    "run_id",
-    "pipeline_id",
-    "step_name",
-    "event",
-    "actor_id",
-    "actor_name",
-    "status",
-    "inputs",
-    "outputs",
-    "latency_ms",
-    "started_at",
-    "completed_at",
-    "error_message",
-    "pause_reason",
-    "data",
-    "created_at",
-    "prev_hash",
-)
-
-
-def _json_default(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def snapshot(value: Any) -> Any:
@@ -54,7 +28,7 @@ def snapshot(value: Any) -> Any:
     """
     if value is None:
         return None
-    encoded = json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
+    encoded = json.dumps(value, sort_keys=True, separators=(",", ":"), default=json_default)
     limit = settings.FIREFLY_AUDIT_SNAPSHOT_LIMIT
     if len(encoded) <= limit:
         return value
@@ -64,17 +38,6 @@ def snapshot(value: Any) -> Any:
         "sha256": hashlib.sha256(encoded.encode()).hexdigest(),
         "preview": encoded[: min(limit, 512)],
     }
-
-
-def canonical(entry: AuditEntry) -> bytes:
-    """The entry as compact JSON with sorted keys, timestamps in UTC ISO 8601."""
-    values = {}
-    for name in HASHED_FIELDS:
-        value = getattr(entry, name)
-        if isinstance(value, datetime):
-            value = value.astimezone(UTC).isoformat()
-        values[name] = value
-    return json.dumps(values, sort_keys=True, separators=(",", ":"), default=_json_default).encode()
 
 
 def entry_hash(entry: AuditEntry) -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from pipelines.spec import PipelineSpec
+from pipelines.states import StepState
 
 NODE_W = 150
 NODE_H = 40
@@ -17,13 +17,6 @@ ROW_GAP = 14
 PAD = 12
 # Longer names are cut in the box; the full name stays in the node's <title> tooltip.
 MAX_LABEL = 18
-
-
-@dataclass(frozen=True)
-class StepState:
-    status: str
-    generation: int = 1
-    attempt: int = 1
 
 
 def layout(spec: PipelineSpec) -> dict[str, tuple[int, int]]:

@@ -5,31 +5,23 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from pipelines.spec import PipelineSpec
+from pipelines.states import (
+    ACTIVE,
+    CANCELLED,
+    DONE,
+    FAILED,
+    PENDING,
+    REJECTED,
+    SKIPPED,
+    SUCCEEDED,
+    StepState,
+)
 
-PENDING = "pending"
-QUEUED = "queued"
-RUNNING = "running"
-WAITING = "waiting"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-REJECTED = "rejected"
-SKIPPED = "skipped"
-CANCELLED = "cancelled"
-
-ACTIVE = frozenset({QUEUED, RUNNING, WAITING})
-TERMINAL = frozenset({SUCCEEDED, FAILED, REJECTED, SKIPPED, CANCELLED})
-
-
-class StepState(NamedTuple):
-    """The latest attempt of one step: what the engine needs to know about it."""
-
-    id: int
-    status: str
-    generation: int
-    attempt: int
+# The services read the current attempts through the engine's names.
+from pipelines.states import latest as latest
 
 
 @dataclass
@@ -38,19 +30,9 @@ class Plan:
     skip: dict[str, str] = field(default_factory=dict)
 
 
-def latest(rows: Iterable[tuple[str, StepState]]) -> dict[str, StepState]:
-    """Pick each step's current attempt: the highest (generation, attempt)."""
-    current: dict[str, StepState] = {}
-    for name, row in rows:
-        seen = current.get(name)
-        if seen is None or (row.generation, row.attempt) > (seen.generation, seen.attempt):
-            current[name] = row
-    return current
-
-
 def _satisfied(spec: PipelineSpec, name: str, status: str) -> bool:
     """Whether a finished upstream step lets its successors go on."""
-    if status in (SUCCEEDED, SKIPPED):
+    if status in DONE:
         return True
     return status == FAILED and spec.by_name[name].on_failure == "continue"
 

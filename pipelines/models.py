@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from pipelines import states
+
 
 class ImmutableQuerySet(models.QuerySet):
     """Refuses bulk update and delete: the rows it manages are history."""
@@ -72,15 +74,15 @@ class PipelineVersion(ImmutableModel):
 
 class Run(models.Model):
     class Status(models.TextChoices):
-        PENDING = "pending"
-        RUNNING = "running"
-        WAITING = "waiting"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        REJECTED = "rejected"
-        CANCELLED = "cancelled"
+        PENDING = states.PENDING
+        RUNNING = states.RUNNING
+        WAITING = states.WAITING
+        SUCCEEDED = states.SUCCEEDED
+        FAILED = states.FAILED
+        REJECTED = states.REJECTED
+        CANCELLED = states.CANCELLED
 
-    FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.REJECTED, Status.CANCELLED})
+    FINISHED = states.RUN_FINISHED
 
     pipeline_version = models.ForeignKey(
         PipelineVersion, on_delete=models.PROTECT, related_name="runs"
@@ -163,15 +165,15 @@ class StepRun(models.Model):
     """One attempt of one step in one generation of a run."""
 
     class Status(models.TextChoices):
-        PENDING = "pending"  # waiting for its upstream steps
-        QUEUED = "queued"
-        RUNNING = "running"
-        WAITING = "waiting"  # for a person
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        REJECTED = "rejected"
-        SKIPPED = "skipped"
-        CANCELLED = "cancelled"
+        PENDING = states.PENDING
+        QUEUED = states.QUEUED
+        RUNNING = states.RUNNING
+        WAITING = states.WAITING
+        SUCCEEDED = states.SUCCEEDED
+        FAILED = states.FAILED
+        REJECTED = states.REJECTED
+        SKIPPED = states.SKIPPED
+        CANCELLED = states.CANCELLED
 
     # Indexed by the unique (run, step_name, generation, attempt) constraint.
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps", db_index=False)
@@ -320,6 +322,13 @@ class AuditEntry(ImmutableModel):
 class HandoffEnvelope(models.Model):
     """Work one run handed to a run of another pipeline (a `handoff` step or on_finish)."""
 
+    class Status(models.TextChoices):
+        """Derived from the timestamps, not stored: see `status` and `status_filter`."""
+
+        QUEUED = "queued"
+        ACCEPTED = "accepted"  # the child run started work on it
+        ACKNOWLEDGED = "acknowledged"  # settled
+
     origin_run = models.ForeignKey(
         Run, on_delete=models.CASCADE, related_name="envelopes", db_index=False
     )
@@ -359,11 +368,20 @@ class HandoffEnvelope(models.Model):
         """When the child run started work on it (load `child_run` with the envelope)."""
         return self.child_run.started_at if self.child_run_id and self.child_run else None
 
+    # One rule read two ways: `status` on a loaded envelope, `status_filter` in SQL.
     @property
     def status(self) -> str:
         if self.acknowledged_at:
-            return "acknowledged"
-        return "accepted" if self.accepted_at else "queued"
+            return self.Status.ACKNOWLEDGED
+        return self.Status.ACCEPTED if self.accepted_at else self.Status.QUEUED
+
+    @classmethod
+    def status_filter(cls, status: str) -> models.Q:
+        """The envelopes whose `status` is `status`."""
+        if status == cls.Status.ACKNOWLEDGED:
+            return models.Q(acknowledged_at__isnull=False)
+        started = status == cls.Status.ACCEPTED
+        return models.Q(acknowledged_at__isnull=True, child_run__started_at__isnull=not started)
 
 
 class SecurityEvent(ImmutableModel):

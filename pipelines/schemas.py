@@ -163,6 +163,26 @@ def errors(schema: Mapping[str, Any] | bool, instance: Any) -> list[ValidationEr
     return sorted(found, key=lambda error: [str(p) for p in error.absolute_path])
 
 
+def error_path(error: ValidationError) -> str:
+    """Where in the instance an error is, as a dotted path ("" for the instance itself)."""
+    return ".".join(str(p) for p in error.absolute_path)
+
+
+def field_problems(schema: Mapping[str, Any] | bool, instance: Any) -> list[dict[str, str]]:
+    """Each way `instance` breaks `schema` as {"field", "message"}, for a form to show.
+
+    A missing required property is reported on the property itself rather than on the
+    object that lacks it, so the form shows it next to the empty field.
+    """
+    problems = []
+    for error in errors(schema, instance):
+        field = error_path(error)
+        if error.validator == "required" and not field:
+            field = error.message.split("'")[1] if "'" in error.message else ""
+        problems.append({"field": field, "message": error.message})
+    return problems
+
+
 def schema_problems(schema: Any) -> list[tuple[str, str]]:
     """Each way `schema` is not a schema Firefly can use, as (path, message) pairs.
 
@@ -175,7 +195,7 @@ def schema_problems(schema: Any) -> list[tuple[str, str]]:
     )
     problems = []
     for error in meta.iter_errors(schema):
-        path = ".".join(str(p) for p in error.absolute_path)
+        path = error_path(error)
         if error.validator == "format" and isinstance(error.cause, PatternError):
             problems.append((path, str(error.cause)))
         else:

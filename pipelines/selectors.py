@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import Count, Exists, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models import (
+    Count,
+    Exists,
+    IntegerField,
+    Max,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+)
 from django.db.models.functions import Coalesce
 
-from pipelines import permissions
-from pipelines.models import AuditEntry, Checkpoint, Pipeline, PipelineVersion, Run, StepRun
+from pipelines import permissions, states
+from pipelines.models import (
+    AuditEntry,
+    Checkpoint,
+    HandoffEnvelope,
+    Pipeline,
+    PipelineVersion,
+    Run,
+    StepRun,
+)
+from pipelines.states import StepState
 from pipelines.versions import version_spec
 
 
@@ -24,28 +44,35 @@ def run_steps(run: Run) -> QuerySet[StepRun]:
 
 def current_steps(run: Run) -> list[StepRun]:
     """The latest attempt of each step, in the pipeline's execution order."""
-    latest: dict[str, StepRun] = {}
-    for step in run_steps(run):
-        seen = latest.get(step.step_name)
-        if seen is None or (step.generation, step.attempt) > (seen.generation, seen.attempt):
-            latest[step.step_name] = step
+    latest = states.latest((step.step_name, step) for step in run_steps(run))
     order = version_spec(run.pipeline_version_id).order
     return [latest[name] for name in order if name in latest]
 
 
+def current_states(run: Run, steps: Iterable[StepRun] | None = None) -> dict[str, StepState]:
+    """Each step's latest attempt as the engine and the DAG picture see it.
+
+    `steps` are the run's `current_steps` when the caller has them already.
+    """
+    steps = current_steps(run) if steps is None else steps
+    return {s.step_name: StepState(s.pk, s.status, s.generation, s.attempt) for s in steps}
+
+
 # --- pages ----------------------------------------------------------------------------
 
-DONE_STATUSES = (StepRun.Status.SUCCEEDED, StepRun.Status.SKIPPED)
+DONE_STATUSES = tuple(sorted(states.DONE))
 
 
 def runs_list(*, status: str = "", pipeline: str = "") -> QuerySet[Run]:
     """Runs newest first with `steps_total` and `steps_done` computed by the database.
 
-    A step counts as done when its latest attempt (highest id) succeeded or was skipped,
-    so a roll back lowers the progress again.
+    A step counts as done when its latest attempt succeeded or was skipped, so a roll
+    back lowers the progress again. "Latest" is the rule of `states.is_later`, in SQL:
+    no attempt of the step has a higher (generation, attempt).
     """
-    newer = StepRun.objects.filter(
-        run=OuterRef("run"), step_name=OuterRef("step_name"), pk__gt=OuterRef("pk")
+    newer = StepRun.objects.filter(run=OuterRef("run"), step_name=OuterRef("step_name")).filter(
+        Q(generation__gt=OuterRef("generation"))
+        | Q(generation=OuterRef("generation"), attempt__gt=OuterRef("attempt"))
     )
     done = (
         StepRun.objects.filter(run=OuterRef("pk"), status__in=DONE_STATUSES)
@@ -78,6 +105,25 @@ def runs_list(*, status: str = "", pipeline: str = "") -> QuerySet[Run]:
     return runs
 
 
+def runs() -> QuerySet[Run]:
+    """Runs newest first, with what a list of them shows (the API's)."""
+    return Run.objects.select_related("pipeline_version__pipeline", "created_by").order_by(
+        "-created_at", "-id"
+    )
+
+
+def run_details() -> QuerySet[Run]:
+    """Runs with their children and handoffs: one query each, however many there are."""
+    return runs().prefetch_related(
+        Prefetch("children", queryset=child_runs()), Prefetch("envelopes", queryset=handoffs())
+    )
+
+
+def run_keys() -> QuerySet[Run]:
+    """Runs with nothing read but their key: enough to answer 404 or to filter by."""
+    return Run.objects.only("pk")
+
+
 def run_detail(run_id: int) -> Run | None:
     return (
         Run.objects.select_related("pipeline_version__pipeline", "created_by", "forked_from")
@@ -86,8 +132,8 @@ def run_detail(run_id: int) -> Run | None:
     )
 
 
-def run_checkpoints(run: Run) -> QuerySet[Checkpoint]:
-    return Checkpoint.objects.filter(run=run).order_by("-seq")
+def run_checkpoints(run: Run, *, newest_first: bool = True) -> QuerySet[Checkpoint]:
+    return Checkpoint.objects.filter(run=run).order_by("-seq" if newest_first else "seq")
 
 
 def run_audit(run: Run) -> QuerySet[AuditEntry]:
@@ -97,6 +143,94 @@ def run_audit(run: Run) -> QuerySet[AuditEntry]:
         .defer("inputs", "outputs", "prev_hash", "hash")
         .order_by("-seq")
     )
+
+
+def audit_entries() -> QuerySet[AuditEntry]:
+    """Audit entries with their pipeline's name, for the API (which shows every field)."""
+    return AuditEntry.objects.select_related("pipeline")
+
+
+def run_audit_in_order(run: Run) -> QuerySet[AuditEntry]:
+    return audit_entries().filter(run=run).order_by("seq")
+
+
+# --- handoffs -------------------------------------------------------------------------
+
+
+def child_runs() -> QuerySet[Run]:
+    """Runs started by handoffs, as the run pages, the API and the admin list them."""
+    return (
+        Run.objects.select_related("pipeline_version__pipeline")
+        .only(
+            "pk",
+            "status",
+            "parent",
+            "created_at",
+            "finished_at",
+            "pipeline_version__number",
+            "pipeline_version__pipeline__name",
+        )
+        .order_by("id")
+    )
+
+
+def run_children(run: Run) -> list[Run]:
+    return list(child_runs().filter(parent=run))
+
+
+def handoffs() -> QuerySet[HandoffEnvelope]:
+    """Envelopes with what their status and links need, in the order they were made."""
+    return HandoffEnvelope.objects.select_related("acknowledged_by", "child_run").order_by("id")
+
+
+def run_handoffs(run: Run) -> QuerySet[HandoffEnvelope]:
+    """The work a run handed off."""
+    return handoffs().filter(origin_run=run)
+
+
+def handoff_origin(run: Run) -> HandoffEnvelope | None:
+    """The envelope a run was started for, if a handoff started it."""
+    if run.parent_id is None:
+        return None
+    return (
+        HandoffEnvelope.objects.filter(child_run=run)
+        .only("pk", "origin_run_id", "origin_step")
+        .first()
+    )
+
+
+def handoff_origin_run_id(envelope_id: int) -> int | None:
+    return (
+        HandoffEnvelope.objects.filter(pk=envelope_id)
+        .values_list("origin_run_id", flat=True)
+        .first()
+    )
+
+
+def handoffs_with_status(
+    queryset: QuerySet[HandoffEnvelope], status: str
+) -> QuerySet[HandoffEnvelope]:
+    return queryset.filter(HandoffEnvelope.status_filter(status))
+
+
+# --- pipelines ------------------------------------------------------------------------
+
+
+def pipeline_names() -> QuerySet[Pipeline, str]:
+    return Pipeline.objects.values_list("name", flat=True)
+
+
+def pipeline_by_name(name: str) -> Pipeline | None:
+    return Pipeline.objects.filter(name=name).first()
+
+
+def pipelines_with_latest_version() -> QuerySet[Pipeline]:
+    """Pipelines by name, each with its latest version number (the API's list)."""
+    return Pipeline.objects.annotate(latest_version=Max("versions__number")).order_by("name")
+
+
+def version_with_pipeline(version_id: int) -> PipelineVersion:
+    return PipelineVersion.objects.select_related("pipeline").get(pk=version_id)
 
 
 def pipelines_list() -> QuerySet[Pipeline]:

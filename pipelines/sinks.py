@@ -16,9 +16,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
-# audit imports this module: import the module rather than names from it, so that
-# either one may be loaded first.
-from pipelines import audit
+from pipelines.canonical import canonical
 from pipelines.models import AuditEntry
 
 if TYPE_CHECKING:
@@ -46,7 +44,7 @@ def record(entry: AuditEntry) -> dict[str, Any]:
     Built from the same canonical JSON as the hash, so a consumer can check an entry
     against its HMAC without the database.
     """
-    values: dict[str, Any] = json.loads(audit.canonical(entry))
+    values: dict[str, Any] = json.loads(canonical(entry))
     values.update(seq=entry.seq, hash=entry.hash)
     return values
 

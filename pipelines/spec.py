@@ -12,6 +12,7 @@ import yaml
 from django.conf import settings
 
 from pipelines import registry, schemas
+from pipelines.callables import resolve_callable
 from pipelines.errors import InvalidInput, SpecError
 from pipelines.limits import bounds_problem, json_size, measure
 
@@ -227,7 +228,7 @@ def _schema_errors(
 ) -> list[dict[str, Any]]:
     errors = []
     for error in schemas.errors(schema, instance):
-        path = ".".join(str(p) for p in error.absolute_path)
+        path = schemas.error_path(error)
         errors.append(
             {
                 "step": step,
@@ -424,7 +425,7 @@ def parse_spec(data: Any) -> PipelineSpec:
             )
     if spec.on_finish:
         try:
-            registry.resolve_callable(spec.on_finish)
+            resolve_callable(spec.on_finish)
         except ValueError as exc:
             errors.append({"step": None, "field": "on_finish", "message": str(exc)})
     for name in spec.output:
@@ -475,13 +476,7 @@ def validate_inputs(spec: PipelineSpec, inputs: Any) -> None:
         raise InvalidInput(too_big, details=[{"field": "", "message": too_big}])
     if not spec.input_schema:
         return
-    problems = []
-    for error in schemas.errors(spec.input_schema, inputs):
-        field_path = ".".join(str(p) for p in error.absolute_path)
-        if error.validator == "required" and not field_path:
-            # Name the missing field itself rather than the object that lacks it.
-            field_path = error.message.split("'")[1] if "'" in error.message else ""
-        problems.append({"field": field_path, "message": error.message})
+    problems = schemas.field_problems(spec.input_schema, inputs)
     if problems:
         summary = "; ".join(f"{p['field'] or 'inputs'}: {p['message']}" for p in problems)
         raise InvalidInput(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,123 +16,12 @@ from django.views.decorators.http import require_POST
 
 from pipelines import dag, lifecycle, selectors, services
 from pipelines.errors import FireflyError
-from pipelines.models import HandoffEnvelope, Pipeline, Run
+from pipelines.forms import field_errors, parse_schema_form, schema_fields
+from pipelines.htmx import is_htmx
+from pipelines.models import HandoffEnvelope, Run
 
 RUNS_PER_PAGE = 25
 AUDIT_PER_PAGE = 20
-
-# --- shared helpers (the approvals pages use them too) ---------------------------------
-
-
-def is_htmx(request: HttpRequest) -> bool:
-    return request.headers.get("HX-Request") == "true"
-
-
-def field_errors(exc: FireflyError) -> dict[str, list[str]]:
-    """InvalidInput.details as {field: [messages]}; "" holds errors about the whole form."""
-    found: dict[str, list[str]] = {}
-    if isinstance(exc.details, list):
-        for item in exc.details:
-            if isinstance(item, Mapping):
-                found.setdefault(str(item.get("field") or ""), []).append(
-                    str(item.get("message", ""))
-                )
-    return found
-
-
-@dataclass
-class SchemaField:
-    name: str
-    label: str
-    widget: str  # text, integer, number, checkbox, select, date, textarea
-    required: bool
-    help: str = ""
-    options: list[str] = field(default_factory=list)
-    value: Any = None
-    errors: list[str] = field(default_factory=list)
-
-
-def schema_fields(
-    schema: Mapping[str, Any] | None,
-    values: Mapping[str, Any] | None = None,
-    errors: Mapping[str, list[str]] | None = None,
-) -> list[SchemaField]:
-    """Form fields for the top-level properties of a JSON Schema object."""
-    schema = schema or {}
-    values = values or {}
-    errors = errors or {}
-    required = set(schema.get("required", []))
-    fields = []
-    for name, prop in (schema.get("properties") or {}).items():
-        prop = prop if isinstance(prop, Mapping) else {}
-        kind = prop.get("type")
-        if "enum" in prop:
-            widget = "select"
-        elif kind == "boolean":
-            widget = "checkbox"
-        elif kind in ("integer", "number"):
-            widget = kind
-        elif prop.get("format") == "date":
-            widget = "date"
-        elif kind == "string" and (prop.get("maxLength") or 0) > 200:
-            widget = "textarea"
-        else:
-            widget = "text"
-        value = values.get(name, prop.get("default"))
-        fields.append(
-            SchemaField(
-                name=name,
-                label=str(prop.get("title") or name.replace("_", " ").capitalize()),
-                widget=widget,
-                required=name in required,
-                help=str(prop.get("description", "")),
-                options=[str(o) for o in prop.get("enum", [])],
-                value="" if value is None else value,
-                errors=list(errors.get(name, [])),
-            )
-        )
-    return fields
-
-
-def parse_schema_form(schema: Mapping[str, Any] | None, post: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn posted strings into JSON values; the service's schema check reports what is wrong.
-
-    An unparsable number is passed on as its text so the error names the field.
-    """
-    schema = schema or {}
-    data: dict[str, Any] = {}
-    for name, prop in (schema.get("properties") or {}).items():
-        prop = prop if isinstance(prop, Mapping) else {}
-        kind = prop.get("type")
-        if kind == "boolean" and "enum" not in prop:
-            data[name] = post.get(name) in ("on", "true", "1")
-            continue
-        raw = post.get(name)
-        if raw is None or raw == "":
-            continue
-        if "enum" in prop:
-            data[name] = next((o for o in prop["enum"] if str(o) == raw), raw)
-        elif kind == "integer":
-            try:
-                data[name] = int(raw)
-            except ValueError:
-                data[name] = raw
-        elif kind == "number":
-            try:
-                number = float(raw)
-                data[name] = int(number) if number.is_integer() and "." not in raw else number
-            except ValueError:
-                data[name] = raw
-        else:
-            data[name] = raw
-    return data
-
-
-def step_states(run: Run) -> dict[str, dag.StepState]:
-    return {
-        step.step_name: dag.StepState(step.status, step.generation, step.attempt)
-        for step in selectors.current_steps(run)
-    }
 
 
 # --- runs -----------------------------------------------------------------------------
@@ -156,7 +44,7 @@ def runs_list(request: HttpRequest) -> HttpResponse:
         "status": status,
         "pipeline": pipeline,
         "statuses": Run.Status.values,
-        "pipelines": Pipeline.objects.values_list("name", flat=True),
+        "pipelines": selectors.pipeline_names(),
         "live": any(not run.is_finished for run in runs),
         "query": request.GET.urlencode(),
     }
@@ -174,7 +62,7 @@ def _run_or_404(run_id: int) -> Run:
 def _run_live_context(request: HttpRequest, run: Run) -> dict[str, Any]:
     spec = services.version_spec(run.pipeline_version_id)
     steps = selectors.current_steps(run)
-    states = {s.step_name: dag.StepState(s.status, s.generation, s.attempt) for s in steps}
+    states = selectors.current_states(run, steps)
     done = sum(1 for s in steps if s.status in selectors.DONE_STATUSES)
     allowed = selectors.may_operate(request.user, run)
     return {
@@ -225,19 +113,7 @@ def _handoffs_context(
     there are. `failed` is the envelope whose Acknowledge form was refused, shown again
     with `errors` and `posted`.
     """
-    came_from = None
-    if run.parent_id is not None:
-        came_from = (
-            HandoffEnvelope.objects.filter(child_run=run)
-            .only("pk", "origin_run_id", "origin_step")
-            .first()
-        )
-    children = list(
-        Run.objects.filter(parent=run)
-        .select_related("pipeline_version__pipeline")
-        .only("pk", "status", "parent", "pipeline_version__pipeline__name")
-        .order_by("id")
-    )
+    children = selectors.run_children(run)
     rows = [
         EnvelopeRow(
             envelope=envelope,
@@ -246,13 +122,11 @@ def _handoffs_context(
             errors=list(errors or []) if envelope.pk == failed else [],
             posted=posted if envelope.pk == failed else "",
         )
-        for envelope in HandoffEnvelope.objects.filter(origin_run=run)
-        .select_related("acknowledged_by", "child_run")
-        .order_by("id")
+        for envelope in selectors.run_handoffs(run)
     ]
     return {
         "run": run,
-        "came_from": came_from,
+        "came_from": selectors.handoff_origin(run),
         "children": children,
         "envelopes": rows,
         "may_acknowledge": selectors.may_operate(request.user, run),
@@ -330,11 +204,7 @@ def run_resume(request: HttpRequest, run_id: int) -> HttpResponse:
 @login_required
 def handoff_acknowledge(request: HttpRequest, envelope_id: int) -> HttpResponse:
     """Settle a handoff of a run: the same people who may cancel the run."""
-    run_id = (
-        HandoffEnvelope.objects.filter(pk=envelope_id)
-        .values_list("origin_run_id", flat=True)
-        .first()
-    )
+    run_id = selectors.handoff_origin_run_id(envelope_id)
     if run_id is None:
         raise Http404(f"No handoff {envelope_id}.")
     run = _run_or_404(run_id)
@@ -393,7 +263,7 @@ def pipelines_list(request: HttpRequest) -> HttpResponse:
 
 
 def _pipeline_context(name: str) -> dict[str, Any]:
-    pipeline = Pipeline.objects.filter(name=name).first()
+    pipeline = selectors.pipeline_by_name(name)
     if pipeline is None:
         raise Http404(f"No pipeline {name!r}.")
     version = services.pipeline_version(name)

@@ -3,7 +3,8 @@
 from typing import Any
 
 from pipelines import engine
-from pipelines.engine import (
+from pipelines.spec import PipelineSpec, parse_spec
+from pipelines.states import (
     CANCELLED,
     FAILED,
     PENDING,
@@ -14,8 +15,8 @@ from pipelines.engine import (
     SUCCEEDED,
     WAITING,
     StepState,
+    latest,
 )
-from pipelines.spec import PipelineSpec, parse_spec
 
 
 def step(name: str, *after: str, **fields: Any) -> dict[str, Any]:
@@ -244,6 +245,6 @@ def test_latest_picks_the_highest_generation_then_attempt():
         ("b", StepState(5, QUEUED, 1, 2)),
     ]
 
-    current = engine.latest(rows)
+    current = latest(rows)
 
     assert current == {"a": StepState(3, SUCCEEDED, 2, 1), "b": StepState(5, QUEUED, 1, 2)}

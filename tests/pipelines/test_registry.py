@@ -13,7 +13,7 @@ import requests
 
 from pipelines import registry
 from pipelines.context import Pause, StepContext
-from pipelines.registry import StepFailure
+from pipelines.steptypes.basic import StepFailure
 
 
 def make_ctx(config: dict[str, Any], *, attempt: int = 1, **fields: Any) -> StepContext:
