@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from approvals import selectors, services
 from approvals.models import Decision, HumanTask
-from firefly_site.api_errors import AUTH_ERRORS, CONFLICT, INVALID, NOT_FOUND
+from firefly_site.api_errors import AUTH_ERRORS, CONFLICT, INVALID, NOT_FOUND, THROTTLED
 from firefly_site.throttles import AuditedScopedThrottle
 from pipelines.api import Page, validated
 from pipelines.serializers import CleanJSONField
@@ -152,7 +152,7 @@ class TaskDetail(APIView):
         return _detail(request, pk)
 
 
-DECIDE_ERRORS = {**INVALID, **AUTH_ERRORS, **NOT_FOUND, **CONFLICT}
+DECIDE_ERRORS = {**INVALID, **AUTH_ERRORS, **NOT_FOUND, **CONFLICT, **THROTTLED}
 
 
 def _action(

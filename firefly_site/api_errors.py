@@ -42,6 +42,7 @@ AUTH_ERRORS = {
 NOT_FOUND = {404: error_response("No such object.")}
 INVALID = {400: error_response("Invalid input; `details` names each field.")}
 CONFLICT = {409: error_response("The object's state forbids this (finished run, decided task).")}
+THROTTLED = {429: error_response("Too many requests of this kind; Retry-After gives the seconds.")}
 
 _CODES: dict[type[exceptions.APIException], str] = {
     exceptions.ParseError: "malformed",

@@ -20,7 +20,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from firefly_site.api_errors import AUTH_ERRORS, CONFLICT, INVALID, NOT_FOUND, error_response
+from firefly_site.api_errors import (
+    AUTH_ERRORS,
+    CONFLICT,
+    INVALID,
+    NOT_FOUND,
+    THROTTLED,
+    error_response,
+)
 from firefly_site.throttles import AuditedScopedThrottle
 from pipelines import lifecycle, selectors, services
 from pipelines.errors import SpecError
@@ -177,6 +184,7 @@ class RunStart(APIView):
             **AUTH_ERRORS,
             **NOT_FOUND,
             422: error_response("The Idempotency-Key was used with a different request."),
+            **THROTTLED,
         },
     )
     def post(self, request: Request, name: str) -> Response:
@@ -254,7 +262,7 @@ class RunFork(APIView):
     @extend_schema(
         summary="Start a new run from one of this run's checkpoints",
         request=ForkSerializer,
-        responses={201: RunSerializer, **INVALID, **AUTH_ERRORS, **NOT_FOUND},
+        responses={201: RunSerializer, **INVALID, **AUTH_ERRORS, **NOT_FOUND, **THROTTLED},
     )
     def post(self, request: Request, pk: int) -> Response:
         data = validated(ForkSerializer, request)
