@@ -129,14 +129,18 @@ def test_fuzz_every_operation_from_the_schema(
         except (Exception, BaseExceptionGroup) as exc:
             failures.append(f"{operation.label} {path_parameters or ''}: {exc}")
 
-    for operation in operations:
-        # Random ids and names mostly find nothing (404); a second pass aims at real
-        # objects: a fresh run waiting at its review task each time.
-        fuzz(operation, None)
-        if "{" in operation.path:
-            run = drive(services.run_start(pipeline="gated", inputs={"version": "1"}))
-            real = {"name": "gated", "id": run.pk}
-            if "/tasks/" in operation.path:
-                real["id"] = HumanTask.objects.get(run=run).pk
-            fuzz(operation, real)
+    try:
+        for operation in operations:
+            # Random ids and names mostly find nothing (404); a second pass aims at real
+            # objects: a fresh run waiting at its review task each time.
+            fuzz(operation, None)
+            if "{" in operation.path:
+                run = drive(services.run_start(pipeline="gated", inputs={"version": "1"}))
+                real = {"name": "gated", "id": run.pk}
+                if "/tasks/" in operation.path:
+                    real["id"] = HumanTask.objects.get(run=run).pk
+                fuzz(operation, real)
+    finally:
+        # A kept-alive connection keeps a server thread, and its database connection, open.
+        session.close()
     assert not failures, "\n\n".join(failures)
