@@ -11,7 +11,10 @@ class PipelinesConfig(AppConfig):
         from axes.signals import user_locked_out
 
         # Importing the registry registers the built-in step types.
-        from pipelines import lifecycle, registry, security, services  # noqa: F401
+        from pipelines import registry, security  # noqa: F401
+        from pipelines.services import finishing, handoffs, hooks
 
-        services.cancel_hooks.append(lifecycle.cancel_waiting_children)
+        hooks.on_cancel(handoffs.cancel_waiting_children)
+        hooks.unsettled_source("unacknowledged_handoffs", handoffs.open_envelopes)
+        hooks.unsettled_source("steps_in_flight", finishing.steps_in_flight)
         user_locked_out.connect(security.login_locked_out, dispatch_uid="firefly-locked-out")
