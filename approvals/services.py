@@ -18,7 +18,7 @@ from pipelines import engine, permissions, schemas
 from pipelines.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from pipelines.limits import bounds_problem
 from pipelines.models import StepRun
-from pipelines.services import transitions
+from pipelines.services.transitions import resolve_waiting, rollback
 from pipelines.services.unit_of_work import RunTxn, locked_run, step_states
 from pipelines.versions import version_spec
 
@@ -249,9 +249,7 @@ def task_approve(*, task_id: int, user: Any, comment: str = "") -> HumanTask:
                 "comments": [v.comment for v in votes if v.comment],
                 "data": None,
             }
-            transitions.resolve_waiting(
-                txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs
-            )
+            resolve_waiting(txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
             notifications.notify_after_commit("task.decided", task)
 
     return _decide(task_id, user, A.APPROVE, apply)
@@ -276,9 +274,7 @@ def task_reject(*, task_id: int, user: Any, comment: str) -> HumanTask:
             status=task.status,
             data=_task_data(task, comment=comment, **withdrawn),
         )
-        transitions.resolve_waiting(
-            txn, task.step_name, status=StepRun.Status.REJECTED, error=comment
-        )
+        resolve_waiting(txn, task.step_name, status=StepRun.Status.REJECTED, error=comment)
         notifications.notify_after_commit("task.decided", task)
 
     return _decide(task_id, user, A.REJECT, apply)
@@ -329,7 +325,7 @@ def task_rollback(*, task_id: int, user: Any, to_step: str, comment: str = "") -
             status=task.status,
             data=_task_data(task, to_step=to_step, comment=comment, **withdrawn),
         )
-        transitions.rollback(txn, to_step, comment=comment, origin=task.step_name)
+        rollback(txn, to_step, comment=comment, origin=task.step_name)
         notifications.notify_after_commit("task.decided", task)
 
     return _decide(task_id, user, A.ROLLBACK, apply)
@@ -365,9 +361,7 @@ def task_complete(
             outputs=outputs,
             data=_task_data(task),
         )
-        transitions.resolve_waiting(
-            txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs
-        )
+        resolve_waiting(txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
         notifications.notify_after_commit("task.decided", task)
 
     action = A.SUBMIT if choice is None else A.CHOOSE
@@ -547,11 +541,9 @@ def task_expire(*, task_id: int) -> bool:
                 "comments": [],
                 "data": None,
             }
-            transitions.resolve_waiting(
-                txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs
-            )
+            resolve_waiting(txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
         else:
-            transitions.resolve_waiting(
+            resolve_waiting(
                 txn, task.step_name, status=StepRun.Status.REJECTED, error="the deadline passed"
             )
         notifications.notify_after_commit("task.expired", task)
