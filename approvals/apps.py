@@ -8,10 +8,10 @@ class ApprovalsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from approvals import selectors, steps
-        from pipelines import lifecycle
+        from approvals import selectors, steps, webhooks
+        from pipelines.services import hooks
 
         steps.register()
-        lifecycle.unsettled_sources["open_tasks"] = selectors.run_open_tasks
-        lifecycle.unsettled_sources["queued_webhook_deliveries"] = selectors.run_pending_deliveries
-        import approvals.webhooks  # noqa: F401  (importing it registers the webhook listeners)
+        hooks.unsettled_source("open_tasks", selectors.run_open_tasks)
+        hooks.unsettled_source("queued_webhook_deliveries", selectors.run_pending_deliveries)
+        webhooks.register()  # subscribes webhooks to run and task events (once)

@@ -18,7 +18,9 @@ from pipelines import engine, permissions, schemas
 from pipelines.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from pipelines.limits import bounds_problem
 from pipelines.models import StepRun
-from pipelines.services import RunTxn, locked_run, step_states, version_spec
+from pipelines.services.transitions import resolve_waiting, rollback
+from pipelines.services.unit_of_work import RunTxn, locked_run, step_states
+from pipelines.versions import version_spec
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +249,7 @@ def task_approve(*, task_id: int, user: Any, comment: str = "") -> HumanTask:
                 "comments": [v.comment for v in votes if v.comment],
                 "data": None,
             }
-            txn.resolve_waiting(task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
+            resolve_waiting(txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
             notifications.notify_after_commit("task.decided", task)
 
     return _decide(task_id, user, A.APPROVE, apply)
@@ -272,7 +274,7 @@ def task_reject(*, task_id: int, user: Any, comment: str) -> HumanTask:
             status=task.status,
             data=_task_data(task, comment=comment, **withdrawn),
         )
-        txn.resolve_waiting(task.step_name, status=StepRun.Status.REJECTED, error=comment)
+        resolve_waiting(txn, task.step_name, status=StepRun.Status.REJECTED, error=comment)
         notifications.notify_after_commit("task.decided", task)
 
     return _decide(task_id, user, A.REJECT, apply)
@@ -323,7 +325,7 @@ def task_rollback(*, task_id: int, user: Any, to_step: str, comment: str = "") -
             status=task.status,
             data=_task_data(task, to_step=to_step, comment=comment, **withdrawn),
         )
-        txn.rollback(to_step, comment=comment, origin=task.step_name)
+        rollback(txn, to_step, comment=comment, origin=task.step_name)
         notifications.notify_after_commit("task.decided", task)
 
     return _decide(task_id, user, A.ROLLBACK, apply)
@@ -359,7 +361,7 @@ def task_complete(
             outputs=outputs,
             data=_task_data(task),
         )
-        txn.resolve_waiting(task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
+        resolve_waiting(txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
         notifications.notify_after_commit("task.decided", task)
 
     action = A.SUBMIT if choice is None else A.CHOOSE
@@ -534,10 +536,10 @@ def task_expire(*, task_id: int) -> bool:
                 "comments": [],
                 "data": None,
             }
-            txn.resolve_waiting(task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
+            resolve_waiting(txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
         else:
-            txn.resolve_waiting(
-                task.step_name, status=StepRun.Status.REJECTED, error="the deadline passed"
+            resolve_waiting(
+                txn, task.step_name, status=StepRun.Status.REJECTED, error="the deadline passed"
             )
         notifications.notify_after_commit("task.expired", task)
         return True

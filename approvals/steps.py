@@ -6,8 +6,9 @@ from typing import Any
 
 from approvals.models import HumanTask
 from pipelines import registry, schemas
-from pipelines import services as pipeline_services
 from pipelines.models import StepRun
+from pipelines.services import hooks
+from pipelines.services.unit_of_work import RunTxn
 from pipelines.spec import StepSpec
 
 COMMON: dict[str, Any] = {
@@ -54,7 +55,7 @@ def _check_form(config: dict[str, Any]) -> list[str]:
 
 
 def _opener(kind: str) -> Any:
-    def on_wait(*, txn: pipeline_services.RunTxn, step_run: StepRun, step: StepSpec) -> None:
+    def on_wait(*, txn: RunTxn, step_run: StepRun, step: StepSpec) -> None:
         from approvals.services import task_open
 
         task_open(txn=txn, step_run=step_run, kind=kind, config=dict(step.config))
@@ -62,7 +63,7 @@ def _opener(kind: str) -> Any:
     return on_wait
 
 
-def on_pause(*, txn: pipeline_services.RunTxn, step_run: StepRun, reason: str | None) -> None:
+def on_pause(*, txn: RunTxn, step_run: StepRun, reason: str | None) -> None:
     """A python step returned Pause: open an ad-hoc approval carrying its reason."""
     from approvals.services import task_open
 
@@ -72,7 +73,7 @@ def on_pause(*, txn: pipeline_services.RunTxn, step_run: StepRun, reason: str | 
     )
 
 
-def on_cancel(*, txn: pipeline_services.RunTxn, step_run_ids: list[int]) -> None:
+def on_cancel(*, txn: RunTxn, step_run_ids: list[int]) -> None:
     from approvals.services import tasks_cancel
 
     tasks_cancel(txn=txn, step_run_ids=step_run_ids)
@@ -117,5 +118,5 @@ def register() -> None:
             description="A person picks one of `options`; later steps branch on it with `when`.",
         )
     )
-    pipeline_services.pause_hooks.append(on_pause)
-    pipeline_services.cancel_hooks.append(on_cancel)
+    hooks.on_pause(on_pause)
+    hooks.on_cancel(on_cancel)

@@ -7,7 +7,6 @@ from typing import Any
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -29,7 +28,7 @@ from firefly_site.api_errors import (
     error_response,
 )
 from firefly_site.throttles import AuditedScopedThrottle
-from pipelines import lifecycle, selectors, services
+from pipelines import selectors, services
 from pipelines.errors import SpecError
 from pipelines.filters import AuditFilter, RunFilter
 from pipelines.models import (
@@ -75,11 +74,6 @@ class AuditCursor(CursorPagination):
 # --- views ------------------------------------------------------------------------------
 
 
-def created_here(obj: Any, since: Any) -> bool:
-    """Whether a service made `obj` in this request, or returned one that existed."""
-    return bool(obj.created_at >= since)
-
-
 class StaffMayCreate(BasePermission):
     """Any signed-in user reads; only staff add pipeline versions (a spec names code to run)."""
 
@@ -122,11 +116,10 @@ class PipelineList(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         data = validated(PipelineCreateSerializer, request)
         spec = data["spec"]
-        since = timezone.now()
         try:
             if isinstance(spec, str):
                 spec = load_text(spec)
-            version = services.pipeline_create(spec=spec, actor=request.user)
+            version, created = services.pipeline_create_or_get(spec=spec, actor=request.user)
         except SpecError as exc:
             # A spec names code to run: a refused one is kept, outside the rolled-back
             # transaction, with who sent it and why it was refused.
@@ -143,7 +136,7 @@ class PipelineList(generics.ListAPIView):
             raise
         # Re-read: the service updates the pipeline row (description) with a query.
         version = selectors.version_with_pipeline(version.pk)
-        code = status.HTTP_201_CREATED if created_here(version, since) else status.HTTP_200_OK
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(PipelineDetailSerializer(version).data, status=code)
 
 
@@ -192,8 +185,7 @@ class RunStart(APIView):
         if len(key) > 200:
             raise exceptions.ValidationError({"Idempotency-Key": ["At most 200 characters."]})
         data = validated(RunStartSerializer, request)
-        since = timezone.now()
-        run = services.run_start(
+        run, created = services.run_start_or_replay(
             pipeline=name,
             inputs=data["inputs"],
             version=data.get("version"),
@@ -201,7 +193,7 @@ class RunStart(APIView):
             idempotency_key=key,
         )
         headers = {"Location": reverse("api:run", args=[run.pk])}
-        if key and not created_here(run, since):
+        if not created:
             headers["Idempotent-Replayed"] = "true"
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED, headers=headers)
 
@@ -298,7 +290,7 @@ class HandoffAcknowledge(APIView):
     def post(self, request: Request, pk: int) -> Response:
         envelope = get_object_or_404(selectors.handoffs(), pk=pk)
         data = validated(AcknowledgeSerializer, request)
-        lifecycle.acknowledge_handoff(
+        services.acknowledge_handoff(
             envelope_id=envelope.pk, decision=data["decision"], actor=request.user
         )
         return Response(HandoffSerializer(selectors.handoffs().get(pk=envelope.pk)).data)

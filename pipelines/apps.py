@@ -10,8 +10,11 @@ class PipelinesConfig(AppConfig):
     def ready(self) -> None:
         from axes.signals import user_locked_out
 
-        from pipelines import lifecycle, security, services, steptypes
+        from pipelines import security, steptypes
+        from pipelines.services import finishing, handoffs, hooks
 
         steptypes.register()
-        services.cancel_hooks.append(lifecycle.cancel_waiting_children)
+        hooks.on_cancel(handoffs.cancel_waiting_children)
+        hooks.unsettled_source("unacknowledged_handoffs", handoffs.open_envelopes)
+        hooks.unsettled_source("steps_in_flight", finishing.steps_in_flight)
         user_locked_out.connect(security.login_locked_out, dispatch_uid="firefly-locked-out")

@@ -11,6 +11,7 @@ from pipelines import services
 # execute_step moves its step out of `queued` with a conditional update (a duplicate
 # finds it taken and returns), finish_run needs the run's finish lease, settle_handoff
 # checks that the step still waits, and the reaper's recoveries are conditional.
+# The names are those pipelines.dispatch sends.
 @shared_task(name="pipelines.tasks.advance_run")
 def advance_run(run_id: int) -> None:
     services.run_advance(run_id=run_id)
@@ -28,13 +29,9 @@ def reap() -> None:
 
 @shared_task(name="pipelines.tasks.finish_run")
 def finish_run(run_id: int) -> None:
-    from pipelines import lifecycle
-
-    lifecycle.run_finalize(run_id=run_id)
+    services.run_finalize(run_id=run_id)
 
 
 @shared_task(name="pipelines.tasks.settle_handoff")
 def settle_handoff(child_run_id: int) -> None:
-    from pipelines import lifecycle
-
-    lifecycle.handoff_settle(child_run_id=child_run_id)
+    services.handoff_settle(child_run_id=child_run_id)

@@ -40,19 +40,25 @@ def version_spec(version_id: int) -> PipelineSpec:
     return version_info(version_id).spec
 
 
-@transaction.atomic
 def pipeline_create(*, spec: Any, actor: Any = None) -> PipelineVersion:
     """Validate a spec and save it as the pipeline's next version.
 
     A spec identical to the latest version returns that version unchanged.
     """
+    version, _ = pipeline_create_or_get(spec=spec, actor=actor)
+    return version
+
+
+@transaction.atomic
+def pipeline_create_or_get(*, spec: Any, actor: Any = None) -> tuple[PipelineVersion, bool]:
+    """As `pipeline_create`; returns (version, created): False for the unchanged latest."""
     parsed = parse_spec(spec)
     pipeline, _ = Pipeline.objects.get_or_create(name=parsed.name)
     # Lock the pipeline so two uploads of one name cannot take the same number.
     pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
     latest = pipeline.versions.order_by("-number").first()
     if latest is not None and latest.spec == spec:
-        return latest
+        return latest, False
     version = PipelineVersion.objects.create(
         pipeline=pipeline,
         number=(latest.number if latest else 0) + 1,
@@ -65,7 +71,7 @@ def pipeline_create(*, spec: Any, actor: Any = None) -> PipelineVersion:
     Pipeline.objects.filter(pk=pipeline.pk).update(
         description=parsed.description, audit_seq=pipeline.audit_seq, audit_head=pipeline.audit_head
     )
-    return version
+    return version, True
 
 
 def pipeline_version(name: str, number: int | None = None) -> PipelineVersion:

@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from pipelines import dag, lifecycle, selectors, services
+from pipelines import dag, selectors, services
 from pipelines.errors import FireflyError
 from pipelines.forms import field_errors, parse_schema_form, schema_fields
 from pipelines.htmx import is_htmx
@@ -211,9 +211,7 @@ def handoff_acknowledge(request: HttpRequest, envelope_id: int) -> HttpResponse:
     back = reverse("run", args=[run.pk]) + f"#handoff-{envelope_id}"
     decision = request.POST.get("decision", "").strip()
     try:
-        lifecycle.acknowledge_handoff(
-            envelope_id=envelope_id, decision=decision, actor=request.user
-        )
+        services.acknowledge_handoff(envelope_id=envelope_id, decision=decision, actor=request.user)
     except FireflyError as exc:
         if not is_htmx(request):
             return _refused(request, exc, back)

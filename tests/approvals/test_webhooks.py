@@ -21,6 +21,7 @@ from approvals import services, webhooks
 from approvals.admin import WebhookForm
 from approvals.models import HumanTask, Webhook, WebhookDelivery, validate_webhook_url
 from approvals.tasks import deliver_webhook
+from pipelines import dispatch
 from pipelines import services as pipelines
 from pipelines.models import Run
 from tests.approvals.conftest import drive, open_task
@@ -101,8 +102,8 @@ class Offline:
 def offline(monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any) -> Offline:
     """After-commit callbacks run, but nothing reaches the broker; collects delivery ids."""
     done = Offline(django_capture_on_commit_callbacks)
-    monkeypatch.setattr(pipelines, "_enqueue_advance", lambda run_id: None)
-    monkeypatch.setattr(pipelines, "_enqueue_steps", lambda ids, countdown=0: None)
+    monkeypatch.setattr(dispatch, "advance_run", lambda run_id: None)
+    monkeypatch.setattr(dispatch, "execute_steps", lambda ids, countdown=0: None)
     monkeypatch.setattr(webhooks, "enqueue", done.queued.append)
     return done
 

@@ -10,7 +10,7 @@ from django.db import connection
 from kombu import Queue
 
 from firefly_site.celery import app
-from pipelines import services
+from pipelines import dispatch, services
 from pipelines.audit import chains, verify_chain
 from pipelines.models import AuditEntry, Checkpoint, Run, StepRun
 from pipelines.tasks import execute_step
@@ -393,16 +393,16 @@ def test_the_reaper_resends_lost_messages_and_advances_stalled_runs(
     name = make_pipeline(
         [{"name": "a", "type": "noop"}, {"name": "b", "type": "noop", "after": ["a"]}]
     )
-    sent = services._enqueue_steps
+    sent = dispatch.execute_steps
     # The broker "loses" every message: the run is created and its first step queued,
     # but nothing reaches a worker.
-    monkeypatch.setattr(services, "_enqueue_advance", lambda run_id: None)
-    monkeypatch.setattr(services, "_enqueue_steps", lambda ids, countdown=0: None)
+    monkeypatch.setattr(dispatch, "advance_run", lambda run_id: None)
+    monkeypatch.setattr(dispatch, "execute_steps", lambda ids, countdown=0: None)
     stalled = services.run_start(pipeline=name, inputs={})
     queued = services.run_start(pipeline=name, inputs={})
     services.run_advance(run_id=queued.pk)
     assert queued.steps.get(step_name="a").status == "queued"
-    monkeypatch.setattr(services, "_enqueue_steps", sent)
+    monkeypatch.setattr(dispatch, "execute_steps", sent)
     settings.FIREFLY_REQUEUE_AFTER_S = 0
 
     report = services.reap()

@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from pipelines import lifecycle, services
+from pipelines import services
 from pipelines.models import HandoffEnvelope, Run
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +41,7 @@ def test_envelopes_list_filter_and_search(admin_client: Any, origin: Run, hand_o
     accepted = hand_off(origin, to="intake", payload={"ticket": 7}, wait=True)
     queued = hand_off(origin, to="billing", started=False)
     settled = hand_off(origin, to="billing")
-    lifecycle.acknowledge_handoff(envelope_id=settled.pk, decision="paid")
+    services.acknowledge_handoff(envelope_id=settled.pk, decision="paid")
 
     listing = admin_client.get(CHANGELIST)
     by_status = {

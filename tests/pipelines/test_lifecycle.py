@@ -13,10 +13,11 @@ from django.utils import timezone
 
 from approvals import services as approvals
 from firefly_site.celery import app
-from pipelines import lifecycle, services
+from pipelines import services
 from pipelines.audit import chains, verify_chain
 from pipelines.errors import Conflict, InvalidInput, NotFound, SpecError
 from pipelines.models import AuditEntry, HandoffEnvelope, Run, StepRun
+from pipelines.services import finishing
 from pipelines.spec import load_text
 from tests.approvals.conftest import drive, open_task
 from tests.conftest import wait_finished, wait_for
@@ -55,7 +56,7 @@ def finish_in_process(run: Run) -> Run:
     """Drive a run's steps here, then run its on_finish here (no broker)."""
     run = drive(run)
     assert run.is_finishing, f"run {run.pk} is {run.status}, not finishing"
-    lifecycle.run_finalize(run_id=run.pk)
+    services.run_finalize(run_id=run.pk)
     run.refresh_from_db()
     return run
 
@@ -108,13 +109,13 @@ def test_a_retried_on_finish_records_one_disposition(db, make_pipeline):
     name = make_pipeline(VALUES, on_finish="tests.pipelines.callables.slow_finalize")
     run = drive(services.run_start(pipeline=name, inputs={}))
     # Attempt 1 records its disposition, then its worker dies: the lease runs out.
-    assert lifecycle._claim_finish(run.pk) == 1
+    assert finishing._claim_finish(run.pk) == 1
     run.refresh_from_db()
-    lifecycle.Harness(run, name, attempt=1).finalize({"attempt": 1})
+    services.Harness(run, name, attempt=1).finalize({"attempt": 1})
     Run.objects.filter(pk=run.pk).update(finish_lease_until=timezone.now() - timedelta(seconds=1))
 
     assert services.reap().finishing == 1
-    lifecycle.run_finalize(run_id=run.pk)  # what the reaper's message does: attempt 2
+    services.run_finalize(run_id=run.pk)  # what the reaper's message does: attempt 2
     run.refresh_from_db()
 
     assert run.status == R.SUCCEEDED, run.error
@@ -124,7 +125,7 @@ def test_a_retried_on_finish_records_one_disposition(db, make_pipeline):
     assert events_of(run).count("lifecycle.settled") == 1  # attempt 2's
     # The first attempt, had it lived on, can no longer write.
     with pytest.raises(Conflict, match="no longer finishing"):
-        lifecycle.Harness(run, name, attempt=1).emit_audit("late")
+        services.Harness(run, name, attempt=1).emit_audit("late")
 
 
 def test_on_finish_raising_fails_the_run_and_keeps_the_steps(db, make_pipeline):
@@ -159,7 +160,7 @@ def test_a_cancelled_run_skips_on_finish_and_cancel_beats_a_running_one(db, make
         services.run_rollback(run_id=run.pk, to_step="a")
 
     services.run_cancel(run_id=run.pk)
-    lifecycle.run_finalize(run_id=run.pk)  # the queued finish finds the run closed
+    services.run_finalize(run_id=run.pk)  # the queued finish finds the run closed
     run.refresh_from_db()
 
     assert run.status == R.CANCELLED
@@ -183,10 +184,10 @@ def test_on_finish_must_be_an_allowed_callable(db):
 def test_harness_checks_what_it_is_given(db, make_pipeline):
     name = make_pipeline(VALUES, on_finish="tests.pipelines.callables.total")
     run = drive(services.run_start(pipeline=name, inputs={}))
-    attempt = lifecycle._claim_finish(run.pk)
+    attempt = finishing._claim_finish(run.pk)
     assert attempt is not None
     run.refresh_from_db()
-    harness = lifecycle.Harness(run, name, attempt=attempt)
+    harness = services.Harness(run, name, attempt=attempt)
 
     with pytest.raises(InvalidInput, match="Audit kind"):
         harness.emit_audit("Not Valid!")
@@ -260,7 +261,7 @@ def test_a_waiting_handoff_ends_as_its_child_did(worker, make_pipeline):
     events = events_of(parent)
     assert events.index("step.waiting") < events.index("handoff.acknowledged")
     assert events.index("handoff.acknowledged") < events.index("run.finished")
-    assert lifecycle.unsettled(parent.pk).summary == "no unsettled work"
+    assert services.unsettled(parent.pk).summary == "no unsettled work"
 
 
 def test_a_waiting_handoff_fails_when_its_child_fails(worker, make_pipeline):
@@ -347,7 +348,7 @@ def test_cancelling_the_parent_cancels_the_child_it_waits_for(db, make_pipeline)
     assert child.status == R.CANCELLED
     assert "handoff.acknowledged" in events_of(parent)
     # The child's late news changes nothing.
-    assert lifecycle.handoff_settle(child_run_id=child.pk) is False
+    assert services.handoff_settle(child_run_id=child.pk) is False
 
 
 def test_a_child_finishing_before_anyone_tells_the_parent_is_found_by_the_reaper(
@@ -391,7 +392,7 @@ def test_unsettled_work_and_acknowledging_a_handoff(db, make_pipeline, users):
     envelope = HandoffEnvelope.objects.get(origin_run=run)
     task = open_task(run)
 
-    found = lifecycle.unsettled(run.pk)
+    found = services.unsettled(run.pk)
     assert found.summary == "1 open task, 1 unacknowledged handoff, 1 step in flight"
     assert found.counts == {
         "unacknowledged_handoffs": 1,
@@ -402,10 +403,10 @@ def test_unsettled_work_and_acknowledging_a_handoff(db, make_pipeline, users):
     assert found.items["open_tasks"][0]["id"] == task.pk
     assert found.items["unacknowledged_handoffs"][0]["id"] == envelope.pk
 
-    lifecycle.acknowledge_handoff(
+    services.acknowledge_handoff(
         envelope_id=envelope.pk, decision={"accepted": True}, actor=users["boss"]
     )
-    assert lifecycle.unsettled(run.pk).summary == "1 open task, 1 step in flight"
+    assert services.unsettled(run.pk).summary == "1 open task, 1 step in flight"
     entry = AuditEntry.objects.get(run=run, event="handoff.acknowledged")
     assert entry.actor_name == users["boss"].get_username()
     assert entry.data == {
@@ -414,11 +415,11 @@ def test_unsettled_work_and_acknowledging_a_handoff(db, make_pipeline, users):
         "decision": {"accepted": True},
     }
     with pytest.raises(Conflict, match="already acknowledged by boss"):
-        lifecycle.acknowledge_handoff(envelope_id=envelope.pk, decision="again")
+        services.acknowledge_handoff(envelope_id=envelope.pk, decision="again")
     with pytest.raises(InvalidInput, match="decision"):
-        lifecycle.acknowledge_handoff(envelope_id=envelope.pk, decision="  ")
+        services.acknowledge_handoff(envelope_id=envelope.pk, decision="  ")
     with pytest.raises(NotFound):
-        lifecycle.acknowledge_handoff(envelope_id=envelope.pk + 100, decision="x")
+        services.acknowledge_handoff(envelope_id=envelope.pk + 100, decision="x")
     assert events_of(run).count("handoff.acknowledged") == 1
 
 
@@ -457,7 +458,7 @@ def test_the_rollout_demo_waits_for_its_deploy_run(db, users):
     drive(child)
     services.reap()  # stands in for the settle message: the parent's step ends as the child did
     run.refresh_from_db()
-    lifecycle.run_finalize(run_id=run.pk)
+    services.run_finalize(run_id=run.pk)
     run.refresh_from_db()
 
     assert run.status == R.SUCCEEDED

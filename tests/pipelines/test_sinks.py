@@ -19,7 +19,7 @@ from django.db import transaction
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 
-from pipelines import services, sinks
+from pipelines import dispatch, services, sinks
 from pipelines.models import AuditEntry, Pipeline, Run
 
 pytestmark = pytest.mark.django_db
@@ -273,6 +273,41 @@ def test_bad_sink_setting_is_improperly_configured(settings, value, message):
     with pytest.raises(ImproperlyConfigured, match=message):
         services.pipeline_create(spec=SPEC)
     assert not Pipeline.objects.filter(name="s1").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bad_sink_setting_commits_nothing_even_when_the_commit_is_pipelined(
+    settings, monkeypatch
+):
+    """A step's writes and its COMMIT go out in one pipeline (real commits here).
+
+    Were the sinks resolved after that COMMIT, a bad setting would leave the step
+    committed as queued while its message, an on-commit callback, was dropped: the run
+    would stall until the reaper. They are resolved first, so nothing is written.
+    """
+    sent: list[tuple[str, Any]] = []
+    monkeypatch.setattr(
+        dispatch.app, "send_task", lambda name, args, **o: sent.append((name, args))
+    )
+    services.pipeline_create(spec=SPEC)
+    run = services.run_start(pipeline="s1", inputs={})
+    step = run.steps.get(step_name="a")
+    entries = AuditEntry.objects.filter(run=run).count()
+    settings.FIREFLY_AUDIT_SINKS = ["kafka:topic"]
+
+    with pytest.raises(ImproperlyConfigured, match="unknown sink"):
+        services.run_advance(run_id=run.pk)
+
+    step.refresh_from_db()
+    assert step.status == "pending"
+    assert AuditEntry.objects.filter(run=run).count() == entries
+    assert sent == [(dispatch.ADVANCE_RUN, (run.pk,))]  # run_start's, nothing since
+
+    settings.FIREFLY_AUDIT_SINKS = []
+    services.run_advance(run_id=run.pk)
+    step.refresh_from_db()
+    assert step.status == "queued"
+    assert sent[-1] == (dispatch.EXECUTE_STEP, (step.pk,))
 
 
 def test_blank_items_are_ignored():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from pipelines import lifecycle, services
+from pipelines import services
 from pipelines.errors import PermissionDenied
 from pipelines.models import AuditEntry, HandoffEnvelope, Pipeline, Run, SecurityEvent
 from tests.api.conftest import error_of
@@ -61,7 +61,7 @@ def test_outsiders_cannot_acknowledge_a_handoff(users, client_for, waiting_run, 
         == "Only staff or the person who started a run may acknowledge its handoffs."
     )
     with pytest.raises(PermissionDenied):
-        lifecycle.acknowledge_handoff(envelope_id=envelope.pk, decision="x", actor=users["r1"])
+        services.acknowledge_handoff(envelope_id=envelope.pk, decision="x", actor=users["r1"])
     assert HandoffEnvelope.objects.get(pk=envelope.pk).acknowledged_at is None
     refusals = AuditEntry.objects.filter(run=run, event="run.refused")
     assert sorted(r.actor_name for r in refusals) == ["outsider", "r1"]

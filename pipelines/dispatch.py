@@ -1,0 +1,55 @@
+"""Celery messages the services send, by task name, once their transaction commits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from kombu import Queue
+
+from firefly_site.celery import app
+
+# The names are the contract with queued messages and the beat schedule: keep them.
+ADVANCE_RUN = "pipelines.tasks.advance_run"
+EXECUTE_STEP = "pipelines.tasks.execute_step"
+FINISH_RUN = "pipelines.tasks.finish_run"
+SETTLE_HANDOFF = "pipelines.tasks.settle_handoff"
+
+
+def advance_run(run_id: int) -> None:
+    transaction.on_commit(lambda: app.send_task(ADVANCE_RUN, (run_id,)))
+
+
+def finish_run(run_id: int) -> None:
+    transaction.on_commit(lambda: app.send_task(FINISH_RUN, (run_id,)))
+
+
+def settle_handoff(child_run_id: int) -> None:
+    transaction.on_commit(lambda: app.send_task(SETTLE_HANDOFF, (child_run_id,)))
+
+
+def execute_steps(steps: list[tuple[int, str]], countdown: float = 0) -> None:
+    """Send `execute_step` for each (step run id, queue) once this transaction commits.
+
+    The queue is the step's `queue` field ("": Celery's default queue).
+    """
+
+    def send() -> None:
+        for step_run_id, queue in steps:
+            route: dict[str, Any] = {"queue": queue} if queue else {}
+            app.send_task(EXECUTE_STEP, (step_run_id,), countdown=countdown, **route)
+
+    if steps:
+        transaction.on_commit(send)
+
+
+def broker_backlog(queue: str) -> int:
+    """How many messages wait in a broker queue ("": the default queue); 0 if unknown."""
+    name = queue or app.conf.task_default_queue
+    try:
+        with app.connection_for_read() as broker:
+            # (queue, message_count, consumer_count); kombu's type stubs say otherwise.
+            declared: Any = Queue(name)(broker).queue_declare(passive=True)
+            return int(declared.message_count)
+    except Exception:  # an empty queue does not exist on Redis; or the broker cannot say
+        return 0

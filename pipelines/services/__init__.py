@@ -1,0 +1,81 @@
+"""Every state change of pipelines and runs, each in one transaction with its audit entries."""
+
+from pipelines.services.execution import (
+    LazyUpstream,
+    Outcome,
+    OutcomeQueue,
+    Started,
+    StepTimeout,
+    step_begin,
+    step_execute,
+    step_finish,
+)
+from pipelines.services.finishing import Harness, Unsettled, run_finalize, unsettled
+from pipelines.services.handoffs import acknowledge_handoff, handoff_settle, open_handoff
+from pipelines.services.hooks import cancel_hooks, pause_hooks, unsettled_sources
+from pipelines.services.recovery import ReapReport, reap
+from pipelines.services.runs import (
+    checkpoint_state,
+    decided_elsewhere,
+    refuse_operation,
+    run_advance,
+    run_cancel,
+    run_fork,
+    run_resume,
+    run_rollback,
+    run_start,
+    run_start_or_replay,
+)
+from pipelines.services.unit_of_work import RunTxn, Snapshot, StaleRun, locked_run, step_states
+from pipelines.versions import (
+    VersionInfo,
+    pipeline_create,
+    pipeline_create_or_get,
+    pipeline_version,
+    version_info,
+    version_spec,
+)
+
+__all__ = [
+    "Harness",
+    "LazyUpstream",
+    "Outcome",
+    "OutcomeQueue",
+    "ReapReport",
+    "RunTxn",
+    "Snapshot",
+    "StaleRun",
+    "Started",
+    "StepTimeout",
+    "Unsettled",
+    "VersionInfo",
+    "acknowledge_handoff",
+    "cancel_hooks",
+    "checkpoint_state",
+    "decided_elsewhere",
+    "handoff_settle",
+    "locked_run",
+    "open_handoff",
+    "pause_hooks",
+    "pipeline_create",
+    "pipeline_create_or_get",
+    "pipeline_version",
+    "reap",
+    "refuse_operation",
+    "run_advance",
+    "run_cancel",
+    "run_finalize",
+    "run_fork",
+    "run_resume",
+    "run_rollback",
+    "run_start",
+    "run_start_or_replay",
+    "step_begin",
+    "step_execute",
+    "step_finish",
+    "step_states",
+    "unsettled",
+    "unsettled_sources",
+    "version_info",
+    "version_spec",
+]

@@ -1,0 +1,386 @@
+"""Executing steps: claim, call the handler under its timeout, commit the outcome."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from pipelines import fastpath, registry, tracing
+from pipelines.context import Handoff, Pause, StepContext
+from pipelines.leases import leases
+from pipelines.limits import json_problem
+from pipelines.models import Checkpoint, StepRun
+from pipelines.services import handoffs, transitions
+from pipelines.services.hooks import pause_hooks
+from pipelines.services.unit_of_work import RunTxn, Snapshot, StaleRun, emit_event, locked_run
+from pipelines.versions import version_info, version_spec
+
+log = logging.getLogger(__name__)
+
+S = StepRun.Status
+
+
+@dataclass
+class Outcome:
+    outputs: dict[str, Any] | None = None
+    error: str = ""
+    pause: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    # A step that hands work to another pipeline (opened when this outcome commits).
+    handoff: Handoff | None = None
+    # The child run a waiting step waits for (no human task is opened for it).
+    waits_for: int | None = None
+    # The attempt's span ids, when tracing is on (kept on its audit entry).
+    trace: dict[str, str] | None = None
+
+
+@dataclass
+class Started:
+    """A step this worker moved to running, and what it knew of the run at that commit."""
+
+    step: StepRun
+    snapshot: Snapshot | None
+
+
+def step_begin(*, step_run_id: int) -> Started | None:
+    """Claim a queued step for this worker; None when another delivery already took it.
+
+    The claim is a lease, not an outcome: it takes no run lock, so parallel branches
+    start without queueing behind each other. The attempt's audit entry is written
+    when it ends (its outcome, or `step.lost`) and records when it started.
+    """
+    now = timezone.now()
+    lease_until = now + timedelta(seconds=settings.FIREFLY_STEP_LEASE_S)
+    # The conditional update is the guard: a duplicate or late message finds the step
+    # no longer queued and changes nothing.
+    step = fastpath.claim(step_run_id, now, lease_until)
+    if step is None:
+        return None
+    pipeline = version_info(step.run.pipeline_version_id).pipeline_name
+    emit_event(
+        "step.started",
+        run_id=step.run.pk,
+        pipeline=pipeline,
+        step=step.step_name,
+        status=S.RUNNING,
+        attempt=step.attempt,
+    )
+    return Started(step, None)
+
+
+def step_execute(*, step_run_id: int) -> None:
+    """Run a queued step, commit its outcome, and go on with a lone ready successor."""
+    started = step_begin(step_run_id=step_run_id)
+    while started is not None:
+        outcome = call_handler(started.step)
+        started = step_finish(started=started, outcome=outcome)
+
+
+def step_finish(*, started: Started, outcome: Outcome) -> Started | None:
+    """Commit a step's outcome with its checkpoint and audit entry.
+
+    Returns the next step to run in this worker when exactly one automatic step became
+    ready. An outcome that arrives after the step was cancelled, rolled back or given to
+    another worker (lease expired) is audited and dropped.
+    """
+    if started.snapshot is not None:
+        try:
+            with locked_run(started.step.run.pk, known=started.snapshot) as txn:
+                step = commit_outcome(txn, started.step, outcome)
+            return Started(step, txn.snapshot()) if step else None
+        except StaleRun:
+            pass  # someone else changed the run: commit under its lock
+    return _outcomes.commit(started, outcome)
+
+
+@dataclass(eq=False)
+class _Pending:
+    started: Started
+    outcome: Outcome
+    done: bool = False
+    next: Started | None = None
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
+class _RunQueue:
+    turn: threading.Lock = field(default_factory=threading.Lock)
+    pending: list[_Pending] = field(default_factory=list)
+    users: int = 0
+
+
+class OutcomeQueue:
+    """Commits the outcomes that threads of this process hold for one run together.
+
+    Outcomes of parallel steps arrive at once and each needs the run's lock. Rather
+    than queueing for it one by one, each thread adds its outcome here and waits for
+    its turn; whoever's turn it is takes every outcome added by then (its own among
+    them) into one transaction. The others find theirs committed when their turn
+    comes: one lock, one round trip and one commit for the lot.
+    """
+
+    def __init__(self) -> None:
+        self.mutex = threading.Lock()
+        self.runs: dict[int, _RunQueue] = {}
+
+    def commit(self, started: Started, outcome: Outcome) -> Started | None:
+        run_id = started.step.run.pk
+        mine = _Pending(started, outcome)
+        with self.mutex:
+            queue = self.runs.setdefault(run_id, _RunQueue())
+            queue.pending.append(mine)
+            queue.users += 1
+        try:
+            with queue.turn:
+                if not mine.done:
+                    self._commit_pending(run_id, queue)
+        finally:
+            with self.mutex:
+                queue.users -= 1
+                if not queue.users:
+                    del self.runs[run_id]
+        if mine.error is not None:
+            raise mine.error
+        return mine.next
+
+    def _commit_pending(self, run_id: int, queue: _RunQueue) -> None:
+        # Taken before the run is locked and its steps read: each of these steps was
+        # claimed before then, so the read shows it running. (One claimed later would
+        # look still queued to this transaction, and its outcome would be dropped.)
+        with self.mutex:
+            batch, queue.pending = queue.pending, []
+        try:
+            with locked_run(run_id) as txn:
+                steps = [commit_outcome(txn, p.started.step, p.outcome) for p in batch]
+        except BaseException as exc:
+            for pending in batch:
+                pending.error, pending.done = exc, True
+            return
+        snapshot = txn.snapshot()
+        for pending, step in zip(batch, steps, strict=True):
+            pending.next, pending.done = Started(step, snapshot) if step else None, True
+
+
+_outcomes = OutcomeQueue()
+
+
+def commit_outcome(txn: RunTxn, step: StepRun, outcome: Outcome) -> StepRun | None:
+    """Write one attempt's outcome; returns a successor this worker runs next, if any."""
+    name = step.step_name
+    spec_step = txn.spec.by_name[name]
+    # Under the run lock the states are authoritative: a step cancelled, rolled back or
+    # handed to another worker (lease expired) is no longer this running attempt.
+    current = txn.states.get(name)
+    if current != (step.pk, S.RUNNING, step.generation, step.attempt) or txn.run.is_finished:
+        txn.audit(
+            "step.outcome_dropped",
+            step_name=name,
+            status=_outcome_status(outcome),
+            outputs=outcome.outputs,
+            error_message=outcome.error,
+            started_at=outcome.started_at,
+            completed_at=outcome.finished_at,
+            data={"reason": "the step was no longer running", "attempt": step.attempt},
+        )
+        return None
+    if outcome.handoff is not None:
+        outcome = _open_handoff(txn, step, outcome)
+    times: dict[str, Any] = {"started_at": outcome.started_at, "completed_at": outcome.finished_at}
+    if outcome.trace:
+        times["data"] = dict(outcome.trace)
+    if outcome.error and outcome.pause is None:
+        txn.set_steps(
+            [name], S.FAILED, finished_at=outcome.finished_at, lease_until=None, error=outcome.error
+        )
+        return transitions.step_failed(
+            txn, name, error=outcome.error, fields=times, inline_from=spec_step
+        )
+    if outcome.pause is None:
+        txn.set_steps(
+            [name],
+            S.SUCCEEDED,
+            finished_at=outcome.finished_at,
+            lease_until=None,
+            outputs=outcome.outputs,
+        )
+        txn.audit(
+            "step.succeeded", step_name=name, status=S.SUCCEEDED, outputs=outcome.outputs, **times
+        )
+        transitions.step_event(txn, "step.succeeded", name, S.SUCCEEDED, outcome.outputs)
+        txn.checkpoint(
+            Checkpoint.Kind.STEP, step_name=name, step_run_id=step.pk, status=S.SUCCEEDED
+        )
+        return transitions.progress(txn, inline_from=spec_step, after=name)
+    txn.set_steps([name], S.WAITING, lease_until=None)
+    reason = outcome.pause or ""
+    txn.audit("step.waiting", step_name=name, status=S.WAITING, pause_reason=reason, **times)
+    transitions.step_event(txn, "step.waiting", name, S.WAITING)
+    txn.checkpoint(
+        Checkpoint.Kind.STEP,
+        step_name=name,
+        step_run_id=step.pk,
+        status=S.WAITING,
+        paused=True,
+        pause_reason=reason,
+    )
+    if outcome.waits_for is None:  # a Pause: people decide, in a human task
+        for hook in pause_hooks:
+            hook(txn=txn, step_run=StepRun.objects.get(pk=step.pk), reason=outcome.pause)
+    return transitions.progress(txn, inline_from=spec_step)
+
+
+def _open_handoff(txn: RunTxn, step: StepRun, outcome: Outcome) -> Outcome:
+    """Turn a step's Handoff into its outcome: the child started, waited for, or refused."""
+    assert outcome.handoff is not None
+    opened = handoffs.open_step_handoff(txn, step, outcome.handoff)
+    if isinstance(opened, str):
+        return replace(outcome, handoff=None, error=opened)
+    pipeline = outcome.handoff.pipeline
+    if outcome.handoff.wait:
+        reason = f"waiting for run {opened.child_run_id} of {pipeline}"
+        return replace(outcome, handoff=None, pause=reason, waits_for=opened.child_run_id)
+    outputs = {"envelope": opened.pk, "run": opened.child_run_id, "pipeline": pipeline}
+    return replace(outcome, handoff=None, outputs=outputs)
+
+
+def _outcome_status(outcome: Outcome) -> str:
+    if outcome.pause is not None:
+        return S.WAITING
+    return S.FAILED if outcome.error else S.SUCCEEDED
+
+
+def call_handler(step: StepRun) -> Outcome:
+    """Run the step's handler outside any transaction and capture what happened."""
+    run = step.run
+    spec = version_spec(run.pipeline_version_id)
+    spec_step = spec.by_name[step.step_name]
+    ctx = StepContext(
+        run_id=run.pk,
+        step_name=step.step_name,
+        generation=step.generation,
+        attempt=step.attempt,
+        inputs=run.inputs,
+        upstream=LazyUpstream(run.pk, spec_step.after),
+        config=spec_step.config,
+        idempotency_key=f"run-{run.pk}-{step.step_name}-gen-{step.generation}",
+        logger=logging.getLogger(f"firefly.step.{spec.name}.{step.step_name}"),
+        extra=_step_extra(step),
+        step_run_id=step.pk,
+    )
+    handler = registry.get(spec_step.type).handler
+    assert handler is not None
+    started = step.started_at or timezone.now()
+    if tracing.enabled():
+        with tracing.step_span(step, spec.name, run.trace_id) as span:
+            outcome = _run_handler(handler, ctx, spec_step.timeout_s, started)
+            span.finish(outcome.error)
+            outcome.trace = span.ids
+        return outcome
+    return _run_handler(handler, ctx, spec_step.timeout_s, started)
+
+
+def _run_handler(
+    handler: registry.Handler, ctx: StepContext, timeout_s: float | None, started: datetime
+) -> Outcome:
+    leases.hold(ctx.step_run_id, ctx.cancelled)
+    try:
+        result = call_with_timeout(handler, ctx, timeout_s) if timeout_s else handler(ctx)
+    except Exception as exc:
+        log.info("step %s of run %s failed: %s", ctx.step_name, ctx.run_id, exc)
+        error = "".join(traceback.format_exception_only(exc)).strip()
+        return Outcome(error=error, started_at=started, finished_at=timezone.now())
+    finally:
+        leases.release(ctx.step_run_id)
+    if isinstance(result, Pause):
+        return Outcome(pause=result.reason, started_at=started, finished_at=timezone.now())
+    problem = _result_problem(result)
+    if problem:
+        # Refused here, as the attempt's own failure: stored as it is, the value would
+        # fail the outcome's commit, and the step would sit running until its lease ran
+        # out and be retried as if its worker were lost.
+        log.info("step %s of run %s returned no JSON: %s", ctx.step_name, ctx.run_id, problem)
+        return Outcome(error=problem, started_at=started, finished_at=timezone.now())
+    if isinstance(result, Handoff):
+        return Outcome(handoff=result, started_at=started, finished_at=timezone.now())
+    return Outcome(outputs=result, started_at=started, finished_at=timezone.now())
+
+
+def _result_problem(result: Any) -> str | None:
+    """Why a handler's result cannot be stored as the step's outputs, or None."""
+    if isinstance(result, Handoff):
+        return json_problem(result.payload, "handoff payload")
+    if not isinstance(result, dict):
+        return f"the step returned a {type(result).__name__}; a step returns a JSON object."
+    return json_problem(result, "output")
+
+
+class StepTimeout(Exception):
+    pass
+
+
+def call_with_timeout(handler: Callable[[Any], Any], ctx: Any, timeout_s: float) -> Any:
+    # Python cannot kill a thread: on timeout the step fails and the handler is told
+    # through ctx.cancelled; whatever it returns later is ignored.
+    def call() -> Any:
+        try:
+            return handler(ctx)
+        finally:
+            close_old_connections()
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="firefly-step")
+    try:
+        return pool.submit(call).result(timeout=timeout_s)
+    except FutureTimeout:
+        ctx.cancelled.set()
+        raise StepTimeout(f"step timed out after {timeout_s:g}s") from None
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _step_extra(step: StepRun) -> dict[str, Any]:
+    inputs = step.inputs
+    if inputs is None and step.generation > 1:
+        inputs = StepRun.objects.filter(pk=step.pk).values_list("inputs", flat=True).first()
+    return dict(inputs or {})
+
+
+class LazyUpstream(Mapping[str, Any]):
+    """Outputs of a step's direct upstream steps, read from the database on first use."""
+
+    def __init__(self, run_id: int, names: tuple[str, ...]) -> None:
+        self.run_id = run_id
+        self.names = names
+        self._data: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        if self._data is None:
+            rows = (
+                StepRun.objects.filter(
+                    run_id=self.run_id, step_name__in=self.names, status=S.SUCCEEDED
+                )
+                .order_by("generation", "attempt")
+                .values_list("step_name", "outputs")
+            )
+            self._data = dict(rows)
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._load()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
