@@ -13,5 +13,3 @@ class ApprovalsConfig(AppConfig):
 
         steps.register()
         lifecycle.unsettled_sources["open_tasks"] = selectors.run_open_tasks
-        lifecycle.unsettled_sources["queued_webhook_deliveries"] = selectors.run_pending_deliveries
-        import approvals.webhooks  # noqa: F401  (importing it registers the webhook listeners)
