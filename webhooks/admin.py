@@ -6,7 +6,9 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.http import HttpRequest
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -25,13 +27,13 @@ class WebhookForm(forms.ModelForm):
 
     class Meta:
         model = Webhook
-        fields = ("url", "events", "secret", "active")
+        # No secret: it is generated, shown once, and replaced only by rotating it.
+        fields = ("url", "events", "active")
         help_texts = {
             "url": (
                 "Its host and port must be in FIREFLY_WEBHOOK_ALLOWED_HOSTS, and its "
                 "addresses public (or in FIREFLY_OUTBOUND_ALLOWED_ADDRESSES)."
             ),
-            "secret": "Signs every delivery (HMAC-SHA256); share it with the receiver.",
         }
 
     def clean_url(self) -> str:
@@ -42,6 +44,17 @@ class WebhookForm(forms.ModelForm):
         return url
 
 
+def masked(secret: str) -> str:
+    # The last characters let an admin tell which secret a receiver holds.
+    return f"{'•' * 8}{secret[-4:]}" if secret else "-"
+
+
+def secrets_page(request: HttpRequest, hooks: list[Webhook], title: str) -> HttpResponse:
+    """The one page that shows secrets in full, answered directly (never stored)."""
+    context = {**admin.site.each_context(request), "title": title, "hooks": hooks}
+    return TemplateResponse(request, "admin/webhooks/secrets.html", context)
+
+
 @admin.register(Webhook)
 class WebhookAdmin(admin.ModelAdmin):
     form = WebhookForm
@@ -49,7 +62,12 @@ class WebhookAdmin(admin.ModelAdmin):
     list_filter = ("active",)
     list_select_related = ("created_by",)
     search_fields = ("url",)
-    readonly_fields = ("created_by", "created_at", "log")
+    readonly_fields = ("signing_secret", "created_by", "created_at", "log")
+    actions = ("rotate_secret",)
+
+    @admin.display(description="secret")
+    def signing_secret(self, obj: Webhook) -> str:
+        return masked(obj.secret) if obj.pk is not None else "generated when saved"
 
     @admin.display(description="deliveries")
     def log(self, obj: Webhook) -> str:
@@ -57,6 +75,16 @@ class WebhookAdmin(admin.ModelAdmin):
             return "-"
         url = reverse("admin:webhooks_webhookdelivery_changelist")
         return format_html('<a href="{}?webhook__id__exact={}">delivery log</a>', url, obj.pk)
+
+    @admin.action(description="Rotate the secret of the selected webhooks", permissions=["change"])
+    def rotate_secret(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> HttpResponse:
+        rotated = [
+            services.webhook_secret_rotate(webhook_id=pk)
+            for pk in queryset.order_by("pk").values_list("pk", flat=True)
+        ]
+        for hook in rotated:
+            self.log_change(request, hook, "Rotated the secret.")
+        return secrets_page(request, rotated, "New webhook secrets")
 
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
@@ -72,24 +100,25 @@ class WebhookAdmin(admin.ModelAdmin):
                 webhook_id=obj.pk,
                 url=obj.url,
                 events=obj.events,
-                secret=obj.secret,
                 active=obj.active,
                 actor=actor,
                 address=address,
             )
             return
         created = services.webhook_create(
-            url=obj.url,
-            events=obj.events,
-            secret=obj.secret,
-            active=obj.active,
-            actor=actor,
-            address=address,
+            url=obj.url, events=obj.events, active=obj.active, actor=actor, address=address
         )
         obj.pk = created.pk
+        obj.secret = created.secret
         obj.created_by = created.created_by
         obj.created_at = created.created_at
         obj._state = created._state
+
+    def response_add(
+        self, request: HttpRequest, obj: Webhook, post_url_continue: Any = None
+    ) -> Any:
+        # The receiver needs the generated secret: shown here once, as the API does.
+        return secrets_page(request, [obj], "Webhook added")
 
 
 @admin.register(WebhookDelivery)
