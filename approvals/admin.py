@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
 
-from approvals import webhooks
-from approvals.models import WEBHOOK_EVENTS, Decision, HumanTask, Webhook, WebhookDelivery
+from approvals.models import Decision, HumanTask
 from pipelines.admin import ReadOnlyAdmin, ReadOnlyInline, run_link
 
 
@@ -69,111 +65,3 @@ class DecisionAdmin(ReadOnlyAdmin):
     list_filter = ("action",)
     list_select_related = ("task", "user")
     search_fields = ("=task__id", "=task__run__id")
-
-
-class WebhookForm(forms.ModelForm):
-    url = forms.URLField(max_length=500, assume_scheme="https")
-    # Set by WebhookAdmin, so that a refused URL is recorded with who tried it.
-    request: HttpRequest | None = None
-    events = forms.MultipleChoiceField(
-        choices=[(e, e) for e in WEBHOOK_EVENTS], widget=forms.CheckboxSelectMultiple
-    )
-
-    class Meta:
-        model = Webhook
-        fields = ("url", "events", "secret", "active")
-        help_texts = {
-            "url": (
-                "Its host and port must be in FIREFLY_WEBHOOK_ALLOWED_HOSTS, and its "
-                "addresses public (or in FIREFLY_OUTBOUND_ALLOWED_ADDRESSES)."
-            ),
-            "secret": "Signs every delivery (HMAC-SHA256); share it with the receiver.",
-        }
-
-    def clean_url(self) -> str:
-        url: str = self.cleaned_data["url"]
-        user = self.request.user if self.request is not None else None
-        address = self.request.META.get("REMOTE_ADDR") if self.request is not None else None
-        webhooks.webhook_url_check(url=url, actor=user, address=address)
-        return url
-
-
-@admin.register(Webhook)
-class WebhookAdmin(admin.ModelAdmin):
-    form = WebhookForm
-    list_display = ("id", "url", "events", "active", "created_by", "created_at", "log")
-    list_filter = ("active",)
-    list_select_related = ("created_by",)
-    search_fields = ("url",)
-    readonly_fields = ("created_by", "created_at", "log")
-
-    @admin.display(description="deliveries")
-    def log(self, obj: Webhook) -> str:
-        if obj.pk is None:
-            return "-"
-        url = reverse("admin:approvals_webhookdelivery_changelist")
-        return format_html('<a href="{}?webhook__id__exact={}">delivery log</a>', url, obj.pk)
-
-    def get_form(
-        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
-    ) -> Any:
-        form = super().get_form(request, obj, change, **kwargs)
-        return type(form.__name__, (form,), {"request": request})
-
-    def save_model(self, request: HttpRequest, obj: Webhook, form: Any, change: bool) -> None:
-        actor = request.user if request.user.is_authenticated else None
-        address = request.META.get("REMOTE_ADDR")
-        if change:
-            webhooks.webhook_update(
-                webhook_id=obj.pk,
-                url=obj.url,
-                events=obj.events,
-                secret=obj.secret,
-                active=obj.active,
-                actor=actor,
-                address=address,
-            )
-            return
-        created = webhooks.webhook_create(
-            url=obj.url,
-            events=obj.events,
-            secret=obj.secret,
-            active=obj.active,
-            actor=actor,
-            address=address,
-        )
-        obj.pk = created.pk
-        obj.created_by = created.created_by
-        obj.created_at = created.created_at
-        obj._state = created._state
-
-
-@admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReadOnlyAdmin):
-    list_display = (
-        "created_at",
-        "event",
-        "webhook",
-        "status",
-        "attempts",
-        "response_code",
-        "latency_ms",
-        "delivered_at",
-    )
-    list_filter = ("status", "event", "webhook")
-    list_select_related = ("webhook",)
-    search_fields = ("=event_id",)
-    date_hierarchy = "created_at"
-    readonly_fields = (
-        "webhook",
-        "event",
-        "event_id",
-        "status",
-        "attempts",
-        "response_code",
-        "latency_ms",
-        "last_error",
-        "created_at",
-        "delivered_at",
-        "payload",
-    )

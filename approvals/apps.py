@@ -8,10 +8,8 @@ class ApprovalsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from approvals import selectors, steps, webhooks
+        from approvals import selectors, steps
         from pipelines.services import hooks
 
         steps.register()
         hooks.unsettled_source("open_tasks", selectors.run_open_tasks)
-        hooks.unsettled_source("queued_webhook_deliveries", selectors.run_pending_deliveries)
-        webhooks.register()  # subscribes webhooks to run and task events (once)

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 # Called with (event, task) after the transaction that caused the event commits.
 # Events: task.opened, task.escalated, task.decided, task.expired. Email is one
-# listener; others (webhooks) register here too.
+# listener; webhooks subscribe to the event stream (pipelines.events) instead.
 Listener = Callable[[str, HumanTask], None]
 listeners: list[Listener] = []
 

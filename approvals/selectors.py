@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.models import F, Q, QuerySet
 
-from approvals.models import Decision, HumanTask, WebhookDelivery
+from approvals.models import Decision, HumanTask
 
 
 def for_user(user: Any) -> Q:
@@ -70,7 +70,7 @@ def task_decisions(task: HumanTask) -> QuerySet[Decision]:
 
 
 def run_open_tasks(run_id: int) -> list[dict[str, Any]]:
-    """A run's open tasks, for its unsettled work (pipelines.lifecycle)."""
+    """A run's open tasks, for its unsettled work (pipelines.services.finishing)."""
     rows = HumanTask.objects.filter(run_id=run_id, status=HumanTask.Status.OPEN).values(
         "id", "step_name", "kind", "due_at"
     )
@@ -78,11 +78,3 @@ def run_open_tasks(run_id: int) -> list[dict[str, Any]]:
         {"id": r["id"], "step": r["step_name"], "kind": r["kind"], "due_at": r["due_at"]}
         for r in rows
     ]
-
-
-def run_pending_deliveries(run_id: int) -> list[dict[str, Any]]:
-    """Webhook deliveries about a run still waiting to be sent."""
-    rows = WebhookDelivery.objects.filter(
-        status=WebhookDelivery.Status.PENDING, payload__run=run_id
-    ).values("id", "event", "webhook_id", "attempts")
-    return [dict(row) for row in rows]

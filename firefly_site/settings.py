@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "axes",
     "pipelines",
     "approvals",
+    "webhooks",
 ]
 
 MIDDLEWARE = [

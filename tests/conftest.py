@@ -133,7 +133,7 @@ def hand_off(
 ) -> Callable[..., HandoffEnvelope]:
     """Envelopes to show: from `origin` to a run of a one-step pipeline, its child.
 
-    For the page, API and admin tests; the engine opens envelopes in pipelines.lifecycle.
+    For the page, API and admin tests; the engine opens envelopes in pipelines.services.handoffs.
     """
     target = make_pipeline([{"name": "intake", "type": "noop"}], name="intake")
 

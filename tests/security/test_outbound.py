@@ -20,12 +20,12 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from approvals import webhooks
-from approvals.models import Webhook, WebhookDelivery
-from approvals.tasks import deliver_webhook
 from pipelines import outbound, services
 from pipelines.models import AuditEntry, Run, SecurityEvent, StepRun
 from tests.approvals.conftest import drive
+from webhooks import services as webhooks
+from webhooks.models import Webhook, WebhookDelivery
+from webhooks.tasks import deliver_webhook
 
 pytestmark = pytest.mark.django_db
 
@@ -374,8 +374,8 @@ def test_an_admin_cannot_move_a_webhook_inward(settings, listen, hosts, admin_cl
     settings.FIREFLY_OUTBOUND_ALLOWED_ADDRESSES = ["127.0.0.2"]
     url = f"http://127.0.0.2:{outside.port}/hook"
     hook = webhooks.webhook_create(url=url, events=["run.finished"])
-    change = reverse("admin:approvals_webhook_change", args=[hook.pk])
-    form = {"events": ["run.finished"], "secret": hook.secret, "active": "on"}
+    change = reverse("admin:webhooks_webhook_change", args=[hook.pk])
+    form = {"events": ["run.finished"], "active": "on"}
 
     refused = admin_client.post(change, {**form, "url": f"http://{inside}:{outside.port}/"})
 

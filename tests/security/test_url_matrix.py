@@ -13,8 +13,9 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.authtoken.models import Token
 
-from approvals.models import Decision, HumanTask, Webhook, WebhookDelivery
+from approvals.models import Decision, HumanTask
 from pipelines.models import AuditEntry, Checkpoint, HandoffEnvelope, Run, StepRun
+from webhooks.models import Webhook, WebhookDelivery
 
 ROLES = ("anonymous", "outsider", "starter", "reviewer", "staff")
 # Refusals write their own audit entries; everything else they must leave alone.

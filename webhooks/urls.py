@@ -1,8 +1,8 @@
-"""REST routes for outbound webhook subscriptions (admin only)."""
+"""REST routes for outbound webhook subscriptions (staff only), under /api/v1/webhooks/."""
 
 from django.urls import URLPattern, path
 
-from approvals.webhooks_api import WebhookListCreate
+from webhooks.api import WebhookListCreate
 
 urlpatterns: list[URLPattern] = [
     path("", WebhookListCreate.as_view(), name="api-webhooks"),

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from approvals import webhooks
-from approvals.models import WEBHOOK_EVENTS, Webhook
+from webhooks import selectors, services
+from webhooks.models import WEBHOOK_EVENTS, Webhook
 
 
 class WebhookSerializer(serializers.ModelSerializer):
@@ -44,14 +45,16 @@ class WebhookListCreate(generics.ListCreateAPIView):
 
     permission_classes = (permissions.IsAdminUser,)
     serializer_class = WebhookSerializer
-    queryset = Webhook.objects.select_related("created_by").order_by("-created_at", "-id")
+
+    def get_queryset(self) -> QuerySet[Webhook]:
+        return selectors.webhook_list()
 
     @extend_schema(request=WebhookSerializer, responses={201: WebhookCreatedSerializer})
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = WebhookSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            webhook = webhooks.webhook_create(
+            webhook = services.webhook_create(
                 **serializer.validated_data,
                 actor=request.user,
                 address=request.META.get("REMOTE_ADDR"),

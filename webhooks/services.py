@@ -1,4 +1,4 @@
-"""Outbound webhooks: subscriptions, one delivery row per event, signed HTTP attempts."""
+"""Webhook writes: subscriptions, one delivery row per event, signed HTTP attempts, the sweep."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ from functools import partial
 from typing import Any
 
 import requests
+from celery import current_app
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
-from approvals.models import (
+from pipelines import events, outbound
+from pipelines.security import refusal_record
+from webhooks.models import (
     REFUSED,
     WEBHOOK_EVENTS,
     Webhook,
@@ -27,13 +30,16 @@ from approvals.models import (
     validate_webhook_events,
     validate_webhook_url,
 )
-from pipelines import events, outbound
-from pipelines.security import refusal_record
 
 log = logging.getLogger(__name__)
 
 # Longest wait between two attempts, whatever the attempt number.
 MAX_BACKOFF_S = 3600.0
+
+# The names the tasks had in the approvals app: queued messages and the beat schedule
+# of an older deployment still find them.
+DELIVER_TASK = "approvals.tasks.deliver_webhook"
+SWEEP_TASK = "approvals.tasks.sweep_webhooks"
 
 
 def webhook_url_check(*, url: str, actor: Any = None, address: str | None = None) -> None:
@@ -80,11 +86,12 @@ def webhook_update(
     webhook_id: int,
     url: str,
     events: list[str],
-    secret: str,
     active: bool,
+    secret: str = "",
     actor: Any = None,
     address: str | None = None,
 ) -> Webhook:
+    """Change a subscription; an empty `secret` keeps the one it has."""
     webhook_url_check(url=url, actor=actor, address=address)
     validate_webhook_events(events)
     with transaction.atomic():
@@ -94,6 +101,15 @@ def webhook_update(
         webhook.secret = secret or webhook.secret
         webhook.active = active
         webhook.save(update_fields=["url", "events", "secret", "active"])
+        return webhook
+
+
+def webhook_secret_rotate(*, webhook_id: int) -> Webhook:
+    """Give a subscription a new secret; deliveries signed from now on use it."""
+    with transaction.atomic():
+        webhook = Webhook.objects.select_for_update().get(pk=webhook_id)
+        webhook.secret = new_webhook_secret()
+        webhook.save(update_fields=["secret"])
         return webhook
 
 
@@ -119,9 +135,8 @@ def deliveries_create(*, event: str, data: dict[str, Any]) -> list[int]:
 
 
 def enqueue(delivery_id: int) -> None:
-    from approvals.tasks import deliver_webhook
-
-    deliver_webhook.delay(delivery_id)
+    # By name: the tasks call these services, so the services never import the tasks.
+    current_app.send_task(DELIVER_TASK, args=(delivery_id,))
 
 
 def on_event(event: str, payload: dict[str, Any]) -> None:
@@ -132,13 +147,10 @@ _hook: events.Hook | None = None
 
 
 def register() -> None:
+    """Subscribe webhooks to the event stream (once; WebhooksConfig.ready calls it)."""
     global _hook
     if _hook is None:
         _hook = events.register(on_event, events=WEBHOOK_EVENTS)
-
-
-# Importing this module (approvals.apps.ready does) subscribes webhooks to both streams.
-register()
 
 
 # --- sending --------------------------------------------------------------------------

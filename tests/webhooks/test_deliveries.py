@@ -2,148 +2,27 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
-from rest_framework.test import APIClient
 
-from approvals import services, webhooks
-from approvals.admin import WebhookForm
-from approvals.models import HumanTask, Webhook, WebhookDelivery, validate_webhook_url
-from approvals.tasks import deliver_webhook
-from pipelines import dispatch
+from approvals import services
+from approvals.models import HumanTask
 from pipelines import services as pipelines
 from pipelines.models import Run
-from tests.approvals.conftest import drive, open_task
+from tests.approvals.conftest import drive
 from tests.conftest import wait_finished, wait_for
-
-
-class Receiver:
-    """An HTTP server on 127.0.0.1 answering with `answers` in turn (the last one repeats)."""
-
-    def __init__(self, answers: list[int], delay: float = 0.0) -> None:
-        self.answers = answers
-        self.delay = delay
-        self.received: list[dict[str, Any]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-                receiver.received.append({"headers": dict(self.headers), "body": body})
-                time.sleep(receiver.delay)
-                answer = receiver.answers[min(len(receiver.received), len(receiver.answers)) - 1]
-                self.send_response(answer)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receive(settings: Any) -> Iterator[Any]:
-    made: list[Receiver] = []
-
-    def make(answers: list[int] | None = None, delay: float = 0.0) -> Receiver:
-        made.append(Receiver(answers or [200], delay))
-        port = made[-1].server.server_address[1]
-        allowed = settings.FIREFLY_WEBHOOK_ALLOWED_HOSTS
-        settings.FIREFLY_WEBHOOK_ALLOWED_HOSTS = [*allowed, f"127.0.0.1:{port}"]
-        return made[-1]
-
-    yield make
-    for receiver in made:
-        receiver.close()
-
-
-@pytest.fixture
-def hook_settings(settings: Any) -> Any:
-    # Receivers listen on 127.0.0.1 on any port: the address and each port must be listed.
-    settings.FIREFLY_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1", "127.0.0.1:9"]
-    settings.FIREFLY_OUTBOUND_ALLOWED_ADDRESSES = ["127.0.0.1"]
-    settings.FIREFLY_WEBHOOK_TIMEOUT_S = 0.5
-    settings.FIREFLY_WEBHOOK_MAX_ATTEMPTS = 5
-    return settings
-
-
-class Offline:
-    def __init__(self, capture: Any) -> None:
-        self.capture = capture
-        self.queued: list[int] = []
-
-    def __call__(self) -> Any:
-        """A block whose after-commit callbacks run when it ends, as after a real commit."""
-        return self.capture(execute=True)
-
-
-@pytest.fixture
-def offline(monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any) -> Offline:
-    """After-commit callbacks run, but nothing reaches the broker; collects delivery ids."""
-    done = Offline(django_capture_on_commit_callbacks)
-    monkeypatch.setattr(dispatch, "advance_run", lambda run_id: None)
-    monkeypatch.setattr(dispatch, "execute_steps", lambda ids, countdown=0: None)
-    monkeypatch.setattr(webhooks, "enqueue", done.queued.append)
-    return done
-
-
-def gated_run(users: dict[str, Any], offline: Offline, name: str = "hooked", **review: Any) -> Run:
-    """A run waiting for review (the task.opened event committed)."""
-    pipelines.pipeline_create(
-        spec={
-            "name": name,
-            "steps": [
-                {"name": "build", "type": "noop"},
-                {
-                    "name": "review",
-                    "type": "approval",
-                    "after": ["build"],
-                    "config": {"assignee_role": "reviewers", **review},
-                },
-            ],
-        }
-    )
-    with offline():
-        run = pipelines.run_start(pipeline=name, inputs={}, actor=users["starter"])
-        return drive(run)
-
-
-def approve_and_finish(run: Run, users: dict[str, Any], offline: Offline) -> Run:
-    with offline():
-        services.task_approve(task_id=open_task(run).pk, user=users["r1"])
-        return drive(run)
-
-
-def verify(secret: str, headers: dict[str, str], body: str, tolerance: int = 300) -> bool:
-    """What a receiver does (the README shows the same)."""
-    timestamp = headers["Firefly-Timestamp"]
-    expected = hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256)
-    fresh = abs(time.time() - int(timestamp)) <= tolerance
-    return fresh and hmac.compare_digest(
-        f"sha256={expected.hexdigest()}", headers["Firefly-Signature"]
-    )
-
+from tests.webhooks.conftest import Receiver, approve_and_finish, gated_run, verify
+from webhooks import services as webhooks
+from webhooks.admin import WebhookForm
+from webhooks.models import Webhook, WebhookDelivery, validate_webhook_url
+from webhooks.tasks import deliver_webhook
 
 pytestmark = pytest.mark.django_db
 
@@ -367,55 +246,6 @@ def test_the_sweep_sends_again_a_delivery_whose_message_was_lost(
     assert (delivery.status, delivery.attempts) == (WebhookDelivery.Status.DELIVERED, 2)
     assert webhooks.deliveries_sweep() == 0  # delivered: never again
     assert len(receiver.received) == 2
-
-
-# --- API ------------------------------------------------------------------------------
-
-
-def test_the_api_is_for_staff_only(hook_settings, users):
-    client = APIClient()
-    body = {"url": "http://127.0.0.1:9/hook", "events": ["run.finished"]}
-    assert client.post("/api/v1/webhooks/", body, format="json").status_code in (401, 403)
-    client.force_authenticate(users["r1"])
-    assert client.post("/api/v1/webhooks/", body, format="json").status_code == 403
-    assert client.get("/api/v1/webhooks/").status_code == 403
-    assert not Webhook.objects.exists()
-
-
-def test_staff_create_a_webhook_and_see_its_secret_once(hook_settings, users):
-    client = APIClient()
-    client.force_authenticate(users["boss"])
-    body = {"url": "http://127.0.0.1:9/hook", "events": ["run.finished", "task.opened"]}
-
-    created = client.post("/api/v1/webhooks/", body, format="json")
-
-    assert created.status_code == 201, created.content
-    hook = Webhook.objects.get()
-    assert created.json()["secret"] == hook.secret
-    assert created.json()["created_by"] == "boss"
-    assert hook.events == ["run.finished", "task.opened"]
-    listed = client.get("/api/v1/webhooks/").json()
-    rows = listed["results"] if isinstance(listed, dict) else listed
-    assert [row["id"] for row in rows] == [hook.pk]
-    assert "secret" not in rows[0]
-
-
-@pytest.mark.parametrize(
-    ("body", "field"),
-    [
-        ({"url": "http://10.0.0.1/hook", "events": ["run.finished"]}, "url"),
-        ({"url": "http://127.0.0.1:9/hook", "events": ["run.exploded"]}, "events"),
-        ({"url": "http://127.0.0.1:9/hook", "events": []}, "events"),
-        ({"url": "not a url", "events": ["run.finished"]}, "url"),
-    ],
-)
-def test_bad_webhooks_are_a_400(hook_settings, users, body, field):
-    client = APIClient()
-    client.force_authenticate(users["boss"])
-    response = client.post("/api/v1/webhooks/", body, format="json")
-    assert response.status_code == 400
-    assert field in json.dumps(response.json())
-    assert not Webhook.objects.exists()
 
 
 # --- end to end -----------------------------------------------------------------------
