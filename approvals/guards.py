@@ -1,0 +1,156 @@
+"""Who may act on a human task, and the locked, audited frame every decision runs in."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.utils import timezone
+
+from approvals.models import Decision, HumanTask
+from pipelines import permissions
+from pipelines.errors import Conflict, NotFound, PermissionDenied
+from pipelines.services.unit_of_work import RunTxn, locked_run
+
+log = logging.getLogger(__name__)
+
+T = HumanTask.Status
+A = Decision.Action
+
+
+class AlreadyDecided(Conflict):
+    """The task is no longer open; the message says who closed it and when."""
+
+    code = "already_decided"
+
+
+def user_named(username: str | None) -> Any:
+    if not username:
+        return None
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        log.warning(
+            "task assignee %r does not exist; only its role and superusers may act", username
+        )
+    return user
+
+
+def role_named(name: str | None) -> Group | None:
+    # A role named in a spec is a group: create it so an admin only has to add members.
+    return Group.objects.get_or_create(name=name)[0] if name else None
+
+
+def task_data(task: HumanTask, **extra: Any) -> dict[str, Any]:
+    return {
+        "task": task.pk,
+        "kind": task.kind,
+        "assignee": task.assignee.get_username() if task.assignee else None,
+        "role": task.assignee_role.name if task.assignee_role else None,
+        **extra,
+    }
+
+
+def close(task: HumanTask, status: str, user: Any, txn: RunTxn) -> None:
+    task.status, task.decided_at, task.decided_by = status, txn.now, user
+    task.save(update_fields=["status", "decided_at", "decided_by"])
+
+
+# --- who may act ----------------------------------------------------------------------
+
+
+def can_act(user: Any, task: HumanTask) -> bool:
+    """The assignee, members of the assignee role, and superusers may decide a task."""
+    if not user or not user.is_authenticated:
+        return False
+    if user.is_superuser or (task.assignee_id is not None and task.assignee_id == user.pk):
+        return True
+    return (
+        task.assignee_role_id is not None and user.groups.filter(pk=task.assignee_role_id).exists()
+    )
+
+
+def claim_holder(task: HumanTask, now: datetime | None = None) -> Any:
+    """Who holds the task's claim; None when unclaimed or the claim has lapsed."""
+    if task.claimed_by_id is None or task.claimed_at is None:
+        return None
+    ttl = timedelta(seconds=settings.FIREFLY_CLAIM_TTL_S)
+    return task.claimed_by if task.claimed_at + ttl > (now or timezone.now()) else None
+
+
+def refusal_for(task: HumanTask, user: Any, action: str, txn: RunTxn) -> Exception | None:
+    if not task.is_open:
+        by = task.decided_by.get_username() if task.decided_by else "the deadline"
+        verbs = {T.COMPLETED: "decided", T.REJECTED: "rejected", T.EXPIRED: "expired"}
+        verb = verbs.get(T(task.status), "cancelled")
+        when = f"{task.decided_at:%Y-%m-%d %H:%M:%S} UTC" if task.decided_at else "earlier"
+        return AlreadyDecided(f"Task {task.pk} was already {verb} by {by} at {when}.")
+    if action in ("reassign", "break_claim"):  # staff, checked by the service
+        return None
+    if not can_act(user, task):
+        names = []
+        if task.assignee is not None:
+            names.append(task.assignee.get_username())
+        if task.assignee_role is not None:
+            names.append(f"role {task.assignee_role.name}")
+        who = " / ".join(names)
+        return PermissionDenied(
+            f"You may not act on task {task.pk}: it is for {who or 'superusers'}."
+        )
+    holder = claim_holder(task, txn.now)
+    if holder is not None and holder.pk != user.pk and not user.is_superuser:
+        return PermissionDenied(f"Task {task.pk} is claimed by {holder.get_username()}.")
+    # Separation of duties: whoever started this run, or any run it was forked or
+    # handed off from, may not move it on (nor claim it, which only serves to decide).
+    moves_on = action in (A.APPROVE, A.SUBMIT, A.CHOOSE, "claim")
+    if (
+        moves_on
+        and not task.allow_self_approval
+        and user.pk in permissions.lineage_starters(txn.run)
+    ):
+        if txn.run.created_by_id == user.pk:
+            why = "You started this run"
+        else:
+            why = "You started a run this one was forked or handed off from"
+        return PermissionDenied(f"{why}, so you may not approve it yourself.")
+    if action == A.APPROVE and task.decisions.filter(user=user, action=A.APPROVE).exists():
+        return Conflict(f"You have already approved task {task.pk}.")
+    return None
+
+
+def decide(
+    task_id: int, user: Any, action: str, apply: Callable[[RunTxn, HumanTask], None]
+) -> HumanTask:
+    """Lock the run then the task, check the guard, and apply the decision.
+
+    The run lock serializes every decision and the deadline on one task: the first
+    wins, and the others see it closed. A refusal is audited and committed, then raised.
+    """
+    run_id = HumanTask.objects.filter(pk=task_id).values_list("run_id", flat=True).first()
+    if run_id is None:
+        raise NotFound(f"No task {task_id}.")
+    refusal = None
+    with locked_run(run_id, actor=user) as txn:
+        task = (
+            HumanTask.objects.select_for_update(of=("self",))
+            .select_related("assignee", "assignee_role", "claimed_by", "decided_by")
+            .get(pk=task_id)
+        )
+        refusal = refusal_for(task, user, action, txn)
+        if refusal is None:
+            apply(txn, task)
+        else:
+            txn.audit(
+                "task.refused",
+                step_name=task.step_name,
+                status=task.status,
+                error_message=str(refusal),
+                data={"task": task.pk, "action": action},
+            )
+    if refusal is not None:
+        raise refusal
+    return task
