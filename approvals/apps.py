@@ -8,8 +8,9 @@ class ApprovalsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from approvals import selectors, steps
+        from approvals import notifications, selectors, steps
         from pipelines.services import hooks
 
         steps.register()
         hooks.unsettled_source("open_tasks", selectors.run_open_tasks)
+        notifications.listen(notifications.email_assignees)

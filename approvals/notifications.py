@@ -23,6 +23,12 @@ Listener = Callable[[str, HumanTask], None]
 listeners: list[Listener] = []
 
 
+def listen(listener: Listener) -> None:
+    """Add a listener (from an AppConfig.ready()); adding one twice changes nothing."""
+    if listener not in listeners:
+        listeners.append(listener)
+
+
 def notify_after_commit(event: str, task: HumanTask) -> None:
     task_id = task.pk
     transaction.on_commit(lambda: notify(event, task_id))
@@ -101,5 +107,3 @@ def email_assignees(event: str, task: HumanTask) -> None:
         lines.append(f"Due: {task.due_at:%Y-%m-%d %H:%M} UTC")
     send_mail(subject, "\n".join(lines), settings.DEFAULT_FROM_EMAIL, to)
 
-
-listeners.append(email_assignees)
