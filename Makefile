@@ -31,6 +31,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
+	$(VENV)/bin/lint-imports
 
 test: install
 	bash scripts/services.sh $(TEST_DATABASE_URL) $(TEST_BROKER_URL)
