@@ -34,6 +34,23 @@ def race(*calls: Callable[[], Any]) -> list[Any]:
     return results
 
 
+def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Start the call in a thread of its own; the list gets its value or its exception."""
+    result: list[Any] = []
+
+    def run() -> None:
+        try:
+            result.append(call())
+        except Exception as exc:
+            result.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
 def chain_is_intact(run: Run) -> bool:
     entries = list(AuditEntry.objects.filter(run=run).order_by("seq"))
     run.refresh_from_db()

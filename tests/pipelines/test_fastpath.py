@@ -18,7 +18,7 @@ from pipelines.services import Outcome, OutcomeQueue, StaleRun, Started, locked_
 from pipelines.services.execution import commit_outcome
 from tests.approvals.conftest import drive
 from tests.conftest import wait_for
-from tests.races import race
+from tests.races import in_thread, race
 
 S = StepRun.Status
 
@@ -188,22 +188,6 @@ class RunLock:
                 self.release.wait(20)
         finally:
             connection.close()
-
-
-def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    result: list[Any] = []
-
-    def run() -> None:
-        try:
-            result.append(call())
-        except Exception as exc:
-            result.append(exc)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, result
 
 
 def test_a_failing_outcome_fails_its_whole_queue_batch_and_the_reaper_recovers_the_steps(
