@@ -134,9 +134,9 @@ def deliveries_create(*, event: str, data: dict[str, Any]) -> list[int]:
     return ids
 
 
-def enqueue(delivery_id: int) -> None:
+def enqueue(delivery_id: int, attempt: int = 1) -> None:
     # By name: the tasks call these services, so the services never import the tasks.
-    current_app.send_task(DELIVER_TASK, args=(delivery_id,))
+    current_app.send_task(DELIVER_TASK, args=(delivery_id,), kwargs={"attempt": attempt})
 
 
 def on_event(event: str, payload: dict[str, Any]) -> None:
@@ -175,17 +175,27 @@ def backoff(attempt: int) -> float:
     return float(min(settings.FIREFLY_WEBHOOK_BACKOFF_S * 2 ** (attempt - 1), MAX_BACKOFF_S))
 
 
-def delivery_attempt(*, delivery_id: int) -> float | None:
-    """Make one attempt; return the seconds to wait before the next, or None when done."""
+def delivery_attempt(*, delivery_id: int, attempt: int = 1) -> float | None:
+    """Make attempt number `attempt`; return the seconds to wait before the next, or None.
+
+    Each message names the attempt it makes (the first message 1, a retry the next, the
+    sweep the one after the last made), so a copy of a message, whether it arrives with
+    the original, while its request is in flight or after it, finds that attempt taken
+    and sends nothing. None when done, or when the attempt is not this message's to make.
+    """
     delivery = WebhookDelivery.objects.select_related("webhook").filter(pk=delivery_id).first()
-    if delivery is None or delivery.status != WebhookDelivery.Status.PENDING:
+    if (
+        delivery is None
+        or delivery.status != WebhookDelivery.Status.PENDING
+        or delivery.attempts != attempt - 1
+    ):
         return None
-    # Claim the attempt number; a duplicate message racing us for the same attempt
-    # loses here and stops, so one attempt is never counted twice.
-    attempt = delivery.attempts + 1
+    # The claim: only the message that moves `attempts` from attempt - 1 sends. Taking
+    # the number from the row instead would let a copy that reads it after this claim
+    # take the next number and send the same event while this request is in flight.
     in_flight = timedelta(seconds=settings.FIREFLY_WEBHOOK_TIMEOUT_S)
     claimed = WebhookDelivery.objects.filter(
-        pk=delivery.pk, status=WebhookDelivery.Status.PENDING, attempts=delivery.attempts
+        pk=delivery.pk, status=WebhookDelivery.Status.PENDING, attempts=attempt - 1
     ).update(attempts=attempt, next_attempt_at=timezone.now() + in_flight)
     if not claimed:
         return None
@@ -289,9 +299,10 @@ def deliveries_sweep() -> int:
     """Send again the pending deliveries whose message was lost; returns how many.
 
     A delivery's next attempt is due at `next_attempt_at`; one still pending
-    FIREFLY_REQUEUE_AFTER_S later was never picked up. Each is sent once per sweep that
-    finds it (the conditional update), and a repeat is harmless: an attempt is claimed
-    by its number, and the receiver can drop an event id it already has.
+    FIREFLY_REQUEUE_AFTER_S later was never picked up (or its worker died mid-attempt).
+    Each is sent once per sweep that finds it (the conditional update), for the attempt
+    after the last one made: should the lost message turn up after all, it names the
+    same attempt, and only one of the two sends.
     """
     now = timezone.now()
     overdue = now - timedelta(seconds=settings.FIREFLY_REQUEUE_AFTER_S)
@@ -299,11 +310,14 @@ def deliveries_sweep() -> int:
         status=WebhookDelivery.Status.PENDING, next_attempt_at__lt=overdue
     )
     sent = 0
-    for delivery_id, due in pending.values_list("pk", "next_attempt_at"):
+    for delivery_id, due, made in pending.values_list("pk", "next_attempt_at", "attempts"):
         if WebhookDelivery.objects.filter(
-            pk=delivery_id, status=WebhookDelivery.Status.PENDING, next_attempt_at=due
+            pk=delivery_id,
+            status=WebhookDelivery.Status.PENDING,
+            next_attempt_at=due,
+            attempts=made,
         ).update(next_attempt_at=now):
-            enqueue(delivery_id)
+            enqueue(delivery_id, attempt=made + 1)
             sent += 1
     if sent:
         log.warning("webhooks: sent %s pending deliveries again (their messages were lost)", sent)

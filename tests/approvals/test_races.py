@@ -1,51 +1,19 @@
-"""Real races: threads released together by a barrier, each on its own connection."""
+"""Real races between human decisions and deadlines (helpers in tests/races.py)."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from approvals import services
 from approvals.models import HumanTask
 from approvals.services import AlreadyDecided
-from pipelines import audit
-from pipelines.models import AuditEntry, Run
+from pipelines.models import AuditEntry
 from tests.approvals.conftest import open_task
 from tests.approvals.test_services import waiting_run
-
-
-def race(*calls: Callable[[], Any]) -> list[Any]:
-    """Run the calls at once in threads; each returns its value or its exception."""
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def run(index: int, call: Callable[[], Any]) -> None:
-        try:
-            barrier.wait()
-            results[index] = call()
-        except Exception as exc:
-            results[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return results
-
-
-def chain_is_intact(run: Run) -> bool:
-    entries = list(AuditEntry.objects.filter(run=run).order_by("seq"))
-    run.refresh_from_db()
-    return audit.verify_chain(f"run {run.pk}", entries, (run.audit_seq, run.audit_head)) is None
+from tests.races import chain_is_intact, race
 
 
 @pytest.mark.parametrize("attempt", range(3))

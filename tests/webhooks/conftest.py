@@ -84,6 +84,11 @@ class Offline:
     def __init__(self, capture: Any) -> None:
         self.capture = capture
         self.queued: list[int] = []
+        self.attempts: list[int] = []  # the attempt each queued message names
+
+    def enqueue(self, delivery_id: int, attempt: int = 1) -> None:
+        self.queued.append(delivery_id)
+        self.attempts.append(attempt)
 
     def __call__(self) -> Any:
         """A block whose after-commit callbacks run when it ends, as after a real commit."""
@@ -96,7 +101,7 @@ def offline(monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks:
     done = Offline(django_capture_on_commit_callbacks)
     monkeypatch.setattr(dispatch, "advance_run", lambda run_id: None)
     monkeypatch.setattr(dispatch, "execute_steps", lambda ids, countdown=0: None)
-    monkeypatch.setattr(webhooks, "enqueue", done.queued.append)
+    monkeypatch.setattr(webhooks, "enqueue", done.enqueue)
     return done
 
 

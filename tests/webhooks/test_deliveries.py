@@ -241,7 +241,9 @@ def test_the_sweep_sends_again_a_delivery_whose_message_was_lost(
 
     overdue(delivery_id)
     assert webhooks.deliveries_sweep() == 1
-    assert webhooks.delivery_attempt(delivery_id=delivery_id) is None
+    assert offline.attempts == [1, 1, 2]  # the sweep's message names the next attempt
+    assert webhooks.delivery_attempt(delivery_id=delivery_id, attempt=1) is None  # a stale copy
+    assert webhooks.delivery_attempt(delivery_id=delivery_id, attempt=2) is None
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == (WebhookDelivery.Status.DELIVERED, 2)
     assert webhooks.deliveries_sweep() == 0  # delivered: never again
