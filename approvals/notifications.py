@@ -106,4 +106,3 @@ def email_assignees(event: str, task: HumanTask) -> None:
     if task.due_at:
         lines.append(f"Due: {task.due_at:%Y-%m-%d %H:%M} UTC")
     send_mail(subject, "\n".join(lines), settings.DEFAULT_FROM_EMAIL, to)
-
