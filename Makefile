@@ -46,6 +46,7 @@ deploy-check: install
 	env -i PATH="$$PATH" HOME="$$HOME" \
 	  SECRET_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
 	  FIREFLY_AUDIT_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+	  FIREFLY_SECRETS_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
 	  ALLOWED_HOSTS=firefly.example.com DATABASE_URL=$(TEST_DATABASE_URL) \
 	  CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) manage.py check --deploy --fail-level WARNING
 

@@ -37,6 +37,7 @@ def configure_env(default_database_url: str) -> str:
     os.environ.setdefault("DEBUG", "false")
     os.environ.setdefault("SECRET_KEY", "firefly-bench-secret-key-for-benchmarks-only")
     os.environ.setdefault("FIREFLY_AUDIT_KEY", "firefly-bench-audit-key-for-benchmarks-only")
+    os.environ.setdefault("FIREFLY_SECRETS_KEY", "firefly-bench-secrets-key-for-benchmarks-only")
     # Django's test client speaks plain HTTP: no HTTPS redirect, no secure-only cookies.
     os.environ.setdefault("FIREFLY_PLAIN_HTTP", "true")
     if urlsplit(database_url).scheme not in ("postgres", "postgresql", "pgsql", "psql"):

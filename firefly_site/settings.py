@@ -18,9 +18,11 @@ DEBUG = env.bool("DEBUG", default=False)
 # --- Secrets --------------------------------------------------------------------------
 # Outside debug the development keys are refused (they are published in this file), and
 # so is any key too short to resist guessing: sessions, password resets and CSRF tokens
-# are signed with SECRET_KEY, the audit chain with FIREFLY_AUDIT_KEY.
+# are signed with SECRET_KEY, the audit chain with FIREFLY_AUDIT_KEY, and webhook secrets
+# are encrypted with FIREFLY_SECRETS_KEY.
 _DEV_SECRET = "firefly-insecure-development-key-do-not-use-in-production"  # noqa: S105
 _DEV_AUDIT_KEY = "firefly-development-audit-key"
+_DEV_SECRETS_KEY = "firefly-development-secrets-key"
 SECRET_MIN_BYTES = 32
 
 
@@ -47,6 +49,11 @@ SECRET_KEY = _secret("SECRET_KEY", _DEV_SECRET)
 # The audit chain's HMAC key lives outside the database, so an attacker with only
 # database access cannot rewrite history and recompute the hashes.
 FIREFLY_AUDIT_KEY = _secret("FIREFLY_AUDIT_KEY", _DEV_AUDIT_KEY)
+# Encrypts webhook secrets at rest (webhooks/crypto.py); outside the database for the same
+# reason. To change it, move the old value into FIREFLY_SECRETS_OLD_KEYS (comma separated):
+# rows encrypted with an old key still decrypt, new ones use the new key.
+FIREFLY_SECRETS_KEY = _secret("FIREFLY_SECRETS_KEY", _DEV_SECRETS_KEY)
+FIREFLY_SECRETS_OLD_KEYS = env.list("FIREFLY_SECRETS_OLD_KEYS", default=[])
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -321,6 +328,9 @@ FIREFLY_WEBHOOK_TIMEOUT_S = env.float("FIREFLY_WEBHOOK_TIMEOUT_S", default=5.0)
 # doubled after each attempt.
 FIREFLY_WEBHOOK_MAX_ATTEMPTS = env.int("FIREFLY_WEBHOOK_MAX_ATTEMPTS", default=5)
 FIREFLY_WEBHOOK_BACKOFF_S = env.float("FIREFLY_WEBHOOK_BACKOFF_S", default=10.0)
+# After a rotation, deliveries carry the previous secret's signature too for this many
+# seconds, so receivers can switch to the new secret without dropping events.
+FIREFLY_WEBHOOK_SECRET_GRACE_S = env.int("FIREFLY_WEBHOOK_SECRET_GRACE_S", default=24 * 3600)
 
 # --- REST API -------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -8,6 +8,7 @@ os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 # the development keys outside debug.
 os.environ.setdefault("SECRET_KEY", "firefly-test-secret-key-used-by-the-test-suite-only")
 os.environ.setdefault("FIREFLY_AUDIT_KEY", "firefly-test-audit-key-used-by-the-test-suite-only")
+os.environ.setdefault("FIREFLY_SECRETS_KEY", "firefly-test-secrets-key-used-by-the-test-suite-only")
 
 from firefly_site.settings import *  # noqa: F403
 

@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from pipelines.admin import ReadOnlyAdmin
@@ -44,9 +45,15 @@ class WebhookForm(forms.ModelForm):
         return url
 
 
-def masked(secret: str) -> str:
-    # The last characters let an admin tell which secret a receiver holds.
-    return f"{'•' * 8}{secret[-4:]}" if secret else "-"
+def masked(webhook: Webhook) -> str:
+    # Nothing of the secret: it is stored encrypted and decrypted only to sign.
+    if webhook.pk is None:
+        return "generated when saved"
+    shown = f"{'•' * 12} (shown once, when created or rotated)"
+    until = webhook.previous_secret_until
+    if webhook.previous_secret_encrypted and until is not None and until > timezone.now():
+        shown += f"; the previous secret also signs until {until:%Y-%m-%d %H:%M %Z}"
+    return shown
 
 
 def secrets_page(request: HttpRequest, hooks: list[Webhook], title: str) -> HttpResponse:
@@ -67,7 +74,7 @@ class WebhookAdmin(admin.ModelAdmin):
 
     @admin.display(description="secret")
     def signing_secret(self, obj: Webhook) -> str:
-        return masked(obj.secret) if obj.pk is not None else "generated when saved"
+        return masked(obj)
 
     @admin.display(description="deliveries")
     def log(self, obj: Webhook) -> str:
@@ -109,7 +116,8 @@ class WebhookAdmin(admin.ModelAdmin):
             url=obj.url, events=obj.events, active=obj.active, actor=actor, address=address
         )
         obj.pk = created.pk
-        obj.secret = created.secret
+        obj.secret_encrypted = created.secret_encrypted
+        obj.new_secret = created.new_secret
         obj.created_by = created.created_by
         obj.created_at = created.created_at
         obj._state = created._state

@@ -37,7 +37,10 @@ class WebhookSerializer(serializers.ModelSerializer):
 
 
 class WebhookCreatedSerializer(WebhookSerializer):
-    secret = serializers.CharField(read_only=True, help_text="Keep it: it is not shown again.")
+    # The plaintext the service just generated or was given: the stored secret is encrypted.
+    secret = serializers.CharField(
+        source="new_secret", read_only=True, help_text="Keep it: it is not shown again."
+    )
 
 
 class WebhookListCreate(generics.ListCreateAPIView):

@@ -11,6 +11,7 @@ from django.db import models
 from django.utils import timezone
 
 from pipelines import outbound
+from webhooks import crypto
 
 # The code of a URL the outbound guard refused (callers audit those refusals).
 REFUSED = "outbound_refused"
@@ -27,6 +28,11 @@ WEBHOOK_EVENTS = (
 
 def new_webhook_secret() -> str:
     return secrets.token_urlsafe(32)
+
+
+def new_encrypted_secret() -> str:
+    # A row made without the services still gets a secret, and never in plaintext.
+    return crypto.encrypt(new_webhook_secret())
 
 
 def validate_webhook_url(url: str) -> None:
@@ -50,11 +56,19 @@ def validate_webhook_events(events: object) -> None:
 
 
 class Webhook(models.Model):
-    """An outbound subscription: matching events are POSTed, signed with `secret`."""
+    """An outbound subscription: matching events are POSTed, signed with its secret.
+
+    The secrets are stored encrypted (`webhooks.crypto`); the services decrypt them only
+    to sign a delivery.
+    """
 
     url = models.URLField(max_length=500, validators=[validate_webhook_url])
     events = models.JSONField(default=list, validators=[validate_webhook_events])
-    secret = models.CharField(max_length=128, default=new_webhook_secret)
+    secret_encrypted = models.TextField(default=new_encrypted_secret, editable=False)
+    # The secret a rotation replaced, still signed with until `previous_secret_until`, so
+    # that receivers can switch over without refusing deliveries.
+    previous_secret_encrypted = models.TextField(blank=True, default="", editable=False)
+    previous_secret_until = models.DateTimeField(null=True, blank=True, editable=False)
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.ForeignKey(
@@ -65,6 +79,10 @@ class Webhook(models.Model):
         # The table the approvals app created: moving the model left the rows in place.
         db_table = "approvals_webhook"
         ordering = ["-created_at", "-id"]
+
+    # The plaintext of a secret just created or rotated, set only on the instance the
+    # service returns so that it can be shown once; never stored.
+    new_secret: str = ""
 
     def __str__(self) -> str:
         return self.url

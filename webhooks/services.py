@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from pipelines import events, outbound
 from pipelines.security import refusal_record
+from webhooks import crypto
 from webhooks.models import (
     REFUSED,
     WEBHOOK_EVENTS,
@@ -71,14 +72,17 @@ def webhook_create(
     # Checked before the transaction: the refusal's record must outlive its rollback.
     webhook_url_check(url=url, actor=actor, address=address)
     validate_webhook_events(events)
+    plaintext = secret or new_webhook_secret()
     with transaction.atomic():
-        return Webhook.objects.create(
+        webhook = Webhook.objects.create(
             url=url,
             events=list(dict.fromkeys(events)),
-            secret=secret or new_webhook_secret(),
+            secret_encrypted=crypto.encrypt(plaintext),
             active=active,
             created_by=actor,
         )
+    webhook.new_secret = plaintext  # for the one response that shows it
+    return webhook
 
 
 def webhook_update(
@@ -98,19 +102,36 @@ def webhook_update(
         webhook = Webhook.objects.select_for_update().get(pk=webhook_id)
         webhook.url = url
         webhook.events = list(dict.fromkeys(events))
-        webhook.secret = secret or webhook.secret
+        if secret:
+            webhook.secret_encrypted = crypto.encrypt(secret)
         webhook.active = active
-        webhook.save(update_fields=["url", "events", "secret", "active"])
+        webhook.save(update_fields=["url", "events", "secret_encrypted", "active"])
         return webhook
 
 
 def webhook_secret_rotate(*, webhook_id: int) -> Webhook:
-    """Give a subscription a new secret; deliveries signed from now on use it."""
+    """Give a subscription a new secret; the one it replaces still signs for a grace period.
+
+    Deliveries sent in the next FIREFLY_WEBHOOK_SECRET_GRACE_S carry a signature with each
+    secret, so a receiver may switch to the new one at any time in between. Rotating again
+    within the grace period drops the oldest secret at once.
+    """
+    plaintext = new_webhook_secret()
+    grace = timedelta(seconds=settings.FIREFLY_WEBHOOK_SECRET_GRACE_S)
     with transaction.atomic():
         webhook = Webhook.objects.select_for_update().get(pk=webhook_id)
-        webhook.secret = new_webhook_secret()
-        webhook.save(update_fields=["secret"])
-        return webhook
+        webhook.previous_secret_encrypted = webhook.secret_encrypted
+        webhook.previous_secret_until = timezone.now() + grace
+        webhook.secret_encrypted = crypto.encrypt(plaintext)
+        webhook.save(
+            update_fields=[
+                "secret_encrypted",
+                "previous_secret_encrypted",
+                "previous_secret_until",
+            ]
+        )
+    webhook.new_secret = plaintext  # for the one page that shows it
+    return webhook
 
 
 # --- events -> deliveries -------------------------------------------------------------
@@ -171,6 +192,18 @@ def sign(secret: str, timestamp: int, body: str) -> str:
     return f"sha256={mac.hexdigest()}"
 
 
+def signature_header(webhook: Webhook, timestamp: int, body: str) -> str:
+    """`sha256=<current>`, then `, sha256=<previous>` while a rotated-out secret is in grace.
+
+    The only place secrets are decrypted; raises crypto.Undecryptable when the key is wrong.
+    """
+    secrets = [crypto.decrypt(webhook.secret_encrypted)]
+    until = webhook.previous_secret_until
+    if webhook.previous_secret_encrypted and until is not None and until > timezone.now():
+        secrets.append(crypto.decrypt(webhook.previous_secret_encrypted))
+    return ", ".join(sign(secret, timestamp, body) for secret in secrets)
+
+
 def backoff(attempt: int) -> float:
     return float(min(settings.FIREFLY_WEBHOOK_BACKOFF_S * 2 ** (attempt - 1), MAX_BACKOFF_S))
 
@@ -206,13 +239,21 @@ def delivery_attempt(*, delivery_id: int, attempt: int = 1) -> float | None:
 
     body = body_of(delivery)
     timestamp = int(time.time())
+    try:
+        signature = signature_header(webhook, timestamp, body)
+    except crypto.Undecryptable as exc:
+        # Final, and loud: sending unsigned or wrongly signed would only be refused, and
+        # every retry would fail the same way until the key is put right.
+        log.error("webhook %s delivery %s: %s", webhook.pk, delivery.pk, exc)
+        _record(delivery, status=WebhookDelivery.Status.FAILED, error=str(exc))
+        return None
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "Firefly-Webhooks/1",
         "Firefly-Event": delivery.event,
         "Firefly-Delivery": str(delivery.event_id),
         "Firefly-Timestamp": str(timestamp),
-        "Firefly-Signature": sign(webhook.secret, timestamp, body),
+        "Firefly-Signature": signature,
     }
     code: int | None = None
     error = ""

@@ -22,6 +22,7 @@ from pipelines.management.commands.load_demo import DEMO_USERS
 ROOT = Path(__file__).resolve().parents[2]
 DEV_SECRET = "firefly-insecure-development-key-do-not-use-in-production"
 DEV_AUDIT_KEY = "firefly-development-audit-key"
+DEV_SECRETS_KEY = "firefly-development-secrets-key"
 # A production process starts with none of what the suite sets for itself (its keys,
 # DJANGO_ALLOW_ASYNC_UNSAFE for the browser tests): only these are passed on.
 PASSED_ON = ("PATH", "HOME", "LANG", "TMPDIR", "DATABASE_URL", "CELERY_BROKER_URL")
@@ -35,6 +36,7 @@ def production_env(tmp_path: Path) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="firefly_site.settings",
         SECRET_KEY=secrets.token_urlsafe(50),
         FIREFLY_AUDIT_KEY=secrets.token_urlsafe(50),
+        FIREFLY_SECRETS_KEY=secrets.token_urlsafe(50),
         ALLOWED_HOSTS="firefly.example.com",
         FIREFLY_VAR_DIR=str(tmp_path / "var"),
         PYTHONPATH=str(ROOT),
@@ -97,6 +99,9 @@ def test_the_forwarded_proto_header_is_trusted_only_when_a_proxy_sets_it(product
         ("FIREFLY_AUDIT_KEY", DEV_AUDIT_KEY),
         ("FIREFLY_AUDIT_KEY", ""),
         ("FIREFLY_AUDIT_KEY", "y" * 31),
+        ("FIREFLY_SECRETS_KEY", DEV_SECRETS_KEY),
+        ("FIREFLY_SECRETS_KEY", ""),
+        ("FIREFLY_SECRETS_KEY", "z" * 31),
     ],
 )
 def test_outside_debug_a_public_missing_or_short_key_is_refused(production_env, name, value):
@@ -146,6 +151,7 @@ def secrets_of_the_server() -> list[str]:
         "RuntimeError",
         settings.SECRET_KEY,
         settings.FIREFLY_AUDIT_KEY,
+        settings.FIREFLY_SECRETS_KEY,
         settings.CELERY_BROKER_URL,
         os.environ["DATABASE_URL"],
         str(database["NAME"]),

@@ -59,9 +59,7 @@ def world(users, waiting_run, hand_off, django_user_model) -> dict[str, Any]:
     task = HumanTask.objects.get(run=run, status="open")
     envelope = hand_off(run)
     # A row as an admin would have made it (its URL checks have tests of their own).
-    hook = Webhook.objects.create(
-        url="https://hooks.example.com/firefly", events=["run.finished"], secret="s" * 32
-    )
+    hook = Webhook.objects.create(url="https://hooks.example.com/firefly", events=["run.finished"])
     return {"run": run, "task": task, "envelope": envelope, "webhook": hook}
 
 
@@ -158,7 +156,7 @@ def state() -> dict[str, Any]:
             HandoffEnvelope.objects.order_by("pk").values_list("pk", "acknowledged_at")
         ),
         "webhooks": list(
-            Webhook.objects.order_by("pk").values_list("pk", "url", "active", "secret")
+            Webhook.objects.order_by("pk").values_list("pk", "url", "active", "secret_encrypted")
         ),
         "deliveries": WebhookDelivery.objects.count(),
         "audit": AuditEntry.objects.exclude(event__in=REFUSALS).count(),

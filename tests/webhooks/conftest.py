@@ -17,7 +17,9 @@ from pipelines import dispatch
 from pipelines import services as pipelines
 from pipelines.models import Run
 from tests.approvals.conftest import drive, open_task
+from webhooks import crypto
 from webhooks import services as webhooks
+from webhooks.models import Webhook
 
 
 class Receiver:
@@ -133,10 +135,15 @@ def approve_and_finish(run: Run, users: dict[str, Any], offline: Offline) -> Run
 
 
 def verify(secret: str, headers: dict[str, str], body: str, tolerance: int = 300) -> bool:
-    """What a receiver does (the README shows the same)."""
+    """What a receiver does (the README shows the same): any one signature may match."""
     timestamp = headers["Firefly-Timestamp"]
-    expected = hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256)
+    mac = hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256)
+    expected = f"sha256={mac.hexdigest()}"
     fresh = abs(time.time() - int(timestamp)) <= tolerance
-    return fresh and hmac.compare_digest(
-        f"sha256={expected.hexdigest()}", headers["Firefly-Signature"]
-    )
+    given = [part.strip() for part in headers["Firefly-Signature"].split(",")]
+    return fresh and any(hmac.compare_digest(expected, part) for part in given)
+
+
+def stored_secret(hook: Webhook) -> str:
+    """The plaintext of a webhook's current secret, as the row holds it now."""
+    return crypto.decrypt(Webhook.objects.get(pk=hook.pk).secret_encrypted)

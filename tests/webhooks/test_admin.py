@@ -6,7 +6,8 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
-from webhooks import services
+from tests.webhooks.conftest import stored_secret
+from webhooks import crypto, services
 from webhooks.models import Webhook
 
 pytestmark = pytest.mark.django_db
@@ -23,12 +24,14 @@ def test_adding_a_webhook_shows_its_generated_secret_once(hook_settings, admin_c
     assert added.status_code == 200, added.content
     hook = Webhook.objects.get()
     assert (hook.url, hook.events, hook.created_by.username) == (URL, ["run.finished"], "admin")
-    assert hook.secret != "chosen-by-hand"
-    assert len(hook.secret) >= 32
-    assert hook.secret in added.content.decode()
+    secret = stored_secret(hook)
+    assert secret != "chosen-by-hand"
+    assert len(secret) >= 32
+    assert secret in added.content.decode()
     change = admin_client.get(reverse("admin:webhooks_webhook_change", args=[hook.pk]))
-    assert hook.secret not in change.content.decode()
-    assert hook.secret[-4:] in change.content.decode()  # masked, but recognisable
+    assert secret not in change.content.decode()
+    assert secret[-4:] not in change.content.decode()
+    assert hook.secret_encrypted not in change.content.decode()
 
 
 def test_a_change_keeps_the_secret_whatever_is_posted(hook_settings, admin_client):
@@ -43,7 +46,7 @@ def test_a_change_keeps_the_secret_whatever_is_posted(hook_settings, admin_clien
     assert saved.status_code == 302
     moved = Webhook.objects.get()
     assert (moved.url, moved.events, moved.active) == (f"{URL}/v2", ["task.opened"], False)
-    assert moved.secret == hook.secret
+    assert stored_secret(moved) == hook.new_secret
 
 
 def test_rotating_secrets_shows_the_new_ones_once(hook_settings, admin_client):
@@ -58,10 +61,19 @@ def test_rotating_secrets_shows_the_new_ones_once(hook_settings, admin_client):
     assert rotated.status_code == 200
     page = rotated.content.decode()
     for old in (first, second):
-        new = Webhook.objects.get(pk=old.pk)
-        assert new.secret != old.secret
-        assert new.secret in page
-        assert old.secret not in page
+        new = stored_secret(old)
+        assert new != old.new_secret
+        assert new in page
+        assert old.new_secret not in page
+        # Afterwards neither the new secret nor the one still in its grace period shows.
+        change = admin_client.get(reverse("admin:webhooks_webhook_change", args=[old.pk]))
+        assert change.status_code == 200
+        assert new not in change.content.decode()
+        assert old.new_secret not in change.content.decode()
+        assert "previous secret also signs until" in change.content.decode()
+    listed = admin_client.get(reverse("admin:webhooks_webhook_changelist")).content.decode()
+    assert stored_secret(first) not in listed
+    assert stored_secret(second) not in listed
     assert LogEntry.objects.filter(change_message="Rotated the secret.").count() == 2
 
 
@@ -70,7 +82,12 @@ def test_the_rotate_service_keeps_everything_else(hook_settings):
 
     rotated = services.webhook_secret_rotate(webhook_id=hook.pk)
 
-    assert rotated.secret != "s" * 32
-    assert len(rotated.secret) >= 32
+    assert rotated.new_secret != "s" * 32
+    assert len(rotated.new_secret) >= 32
     stored = Webhook.objects.get()
-    assert (stored.secret, stored.url, stored.events) == (rotated.secret, URL, ["run.finished"])
+    assert (stored_secret(stored), stored.url, stored.events) == (
+        rotated.new_secret,
+        URL,
+        ["run.finished"],
+    )
+    assert crypto.decrypt(stored.previous_secret_encrypted) == "s" * 32

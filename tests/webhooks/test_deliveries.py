@@ -30,14 +30,14 @@ pytestmark = pytest.mark.django_db
 def test_a_task_event_is_delivered_signed(hook_settings, receive, users, offline):
     receiver = receive([200])
     hook = webhooks.webhook_create(url=receiver.url, events=["task.opened"], actor=users["boss"])
-    assert len(hook.secret) >= 32
+    assert len(hook.new_secret) >= 32
 
     run = gated_run(users, offline)
     [delivery_id] = offline.queued
     deliver_webhook.apply(args=(delivery_id,))
 
     [request] = receiver.received
-    assert verify(hook.secret, request["headers"], request["body"])
+    assert verify(hook.new_secret, request["headers"], request["body"])
     assert not verify("another-secret", request["headers"], request["body"])
     body = json.loads(request["body"])
     delivery = WebhookDelivery.objects.get(pk=delivery_id)
