@@ -66,7 +66,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -75,6 +74,7 @@ INSTALLED_APPS = [
     "pipelines",
     "approvals",
     "webhooks",
+    "tokens",
 ]
 
 MIDDLEWARE = [
@@ -332,11 +332,16 @@ FIREFLY_WEBHOOK_BACKOFF_S = env.float("FIREFLY_WEBHOOK_BACKOFF_S", default=10.0)
 # seconds, so receivers can switch to the new secret without dropping events.
 FIREFLY_WEBHOOK_SECRET_GRACE_S = env.int("FIREFLY_WEBHOOK_SECRET_GRACE_S", default=24 * 3600)
 
+# --- API tokens -----------------------------------------------------------------------
+# Days a new API token lives unless its creator says otherwise (`create_token --days`,
+# `expires_in_days`); only `create_token --no-expiry` makes one that never expires.
+FIREFLY_TOKEN_TTL_DAYS = env.int("FIREFLY_TOKEN_TTL_DAYS", default=90)
+
 # --- REST API -------------------------------------------------------------------------
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes an anonymous request a 401, not a 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "tokens.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -6,12 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from pipelines import services
 from pipelines.models import Run
 from tests.approvals.conftest import drive
+from tokens.services import token_create
 
 GATED = {
     "name": "gated",
@@ -41,13 +41,13 @@ def superuser(django_user_model: Any) -> Any:
 
 @pytest.fixture
 def client_for(db: Any) -> Callable[[Any], APIClient]:
-    """An APIClient authenticated with the user's DRF token (None: anonymous)."""
+    """An APIClient authenticated with a new API token of the user (None: anonymous)."""
 
     def make(user: Any) -> APIClient:
         client = APIClient()
         if user is not None:
-            token, _ = Token.objects.get_or_create(user=user)
-            client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+            _, key = token_create(user=user, name="tests")
+            client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
         return client
 
     return make

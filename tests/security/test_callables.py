@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command  # noqa: F401 (the bait of an attack below)
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from pipelines import registry
 from pipelines.models import Pipeline, SecurityEvent
 from tests.api.conftest import error_of
+from tokens.services import token_create
 
 pytestmark = pytest.mark.django_db
 
@@ -39,8 +39,8 @@ ATTACKS = [
 
 def api(user: Any) -> APIClient:
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    _, key = token_create(user=user, name="tests")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     return client
 
 

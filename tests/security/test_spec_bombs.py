@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from approvals.models import HumanTask
@@ -17,6 +16,7 @@ from pipelines import services
 from pipelines.models import Pipeline, Run, SecurityEvent
 from tests.api.conftest import GATED, error_of
 from tests.approvals.conftest import drive
+from tokens.services import token_create
 
 pytestmark = pytest.mark.django_db
 
@@ -43,8 +43,8 @@ EVIL_INPUT = "a" * 50 + "!"
 
 def api(user: Any) -> APIClient:
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    _, key = token_create(user=user, name="tests")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     return client
 
 

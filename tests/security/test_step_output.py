@@ -6,20 +6,20 @@ import time
 from typing import Any
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from pipelines.models import AuditEntry, Run, StepRun
 from tests.approvals.conftest import drive
 from tests.conftest import wait_finished
+from tokens.services import token_create
 
 HOSTILE = "tests.security.hostile_steps"
 
 
 def api(user: Any) -> APIClient:
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    _, key = token_create(user=user, name="tests")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     return client
 
 

@@ -11,10 +11,11 @@ from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
-from rest_framework.authtoken.models import Token
 
 from approvals.models import Decision, HumanTask
 from pipelines.models import AuditEntry, Checkpoint, HandoffEnvelope, Run, StepRun
+from tokens.models import ApiToken
+from tokens.services import token_create
 from webhooks.models import Webhook, WebhookDelivery
 
 ROLES = ("anonymous", "outsider", "starter", "reviewer", "staff")
@@ -54,13 +55,14 @@ def _params(entry: URLPattern | URLResolver) -> list[str]:
 @pytest.fixture
 def world(users, waiting_run, hand_off, django_user_model) -> dict[str, Any]:
     """One of everything a URL can name: a run waiting at its gate (started by `starter`,
-    reviewed by `reviewers`), its task, a handoff, a webhook."""
+    reviewed by `reviewers`), its task, a handoff, a webhook, an API token of `starter`."""
     run = waiting_run()
     task = HumanTask.objects.get(run=run, status="open")
     envelope = hand_off(run)
     # A row as an admin would have made it (its URL checks have tests of their own).
     hook = Webhook.objects.create(url="https://hooks.example.com/firefly", events=["run.finished"])
-    return {"run": run, "task": task, "envelope": envelope, "webhook": hook}
+    token, _ = token_create(user=users["starter"], name="ci")
+    return {"run": run, "task": task, "envelope": envelope, "webhook": hook, "token": token}
 
 
 def clients(users: dict[str, Any]) -> dict[str, tuple[Client, Any]]:
@@ -136,6 +138,8 @@ def _fill(name: str, param: str, world: dict[str, Any]) -> Any:
             return world["envelope"].pk
         if "webhook" in name:
             return world["webhook"].pk
+        if "token" in name:
+            return world["token"].pk
         return world["run"].pk
     raise AssertionError(f"no value for {param!r} of {name!r}")
 
@@ -160,7 +164,7 @@ def state() -> dict[str, Any]:
         ),
         "deliveries": WebhookDelivery.objects.count(),
         "audit": AuditEntry.objects.exclude(event__in=REFUSALS).count(),
-        "tokens": Token.objects.count(),
+        "tokens": list(ApiToken.objects.order_by("pk").values_list("pk", "revoked_at")),
     }
 
 
@@ -205,6 +209,9 @@ ALLOWED: dict[str, tuple[set[str], dict[str, Any]]] = {
         {"staff"},
         {"url": "https://hooks.example.com/other", "events": ["run.finished"]},
     ),
+    # Anyone signed in makes tokens for themselves; a token is revoked by its owner or staff.
+    "api-tokens": ({"outsider", "starter", "reviewer", "staff"}, {"name": "mine"}),
+    "api-token-revoke": ({"starter", "staff"}, {}),
     "run-cancel": ({"starter", "staff"}, {}),
     "run-resume": ({"starter", "staff"}, {}),
     "run-fork": ({"starter", "staff"}, {"checkpoint": 1}),
