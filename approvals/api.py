@@ -116,7 +116,7 @@ class TaskFilter(django_filters.FilterSet):
     ) -> QuerySet[HumanTask]:
         if not value:
             return queryset
-        return queryset.filter(selectors.for_user(self.request.user))
+        return queryset.filter(selectors.for_user(self.request.user, self.request.organization))
 
 
 # --- views ------------------------------------------------------------------------------
@@ -128,7 +128,7 @@ class TaskList(generics.ListAPIView):
     filterset_class = TaskFilter
 
     def get_queryset(self) -> QuerySet[HumanTask]:
-        return selectors.tasks()
+        return selectors.tasks(self.request.user, self.request.organization)
 
     @extend_schema(
         summary="Human tasks, newest first",
@@ -138,8 +138,13 @@ class TaskList(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
+def _visible(request: Request, task_id: int) -> HumanTask:
+    """The task, if the user may open it in the request's organization; else 404."""
+    return get_object_or_404(selectors.tasks(request.user, request.organization), pk=task_id)
+
+
 def _detail(request: Request, task_id: int) -> Response:
-    task = get_object_or_404(selectors.tasks(), pk=task_id)
+    task = _visible(request, task_id)
     return Response(TaskDetailSerializer(task, context={"request": request}).data)
 
 
@@ -172,6 +177,7 @@ def _action(
             responses={200: TaskDetailSerializer, **DECIDE_ERRORS},
         )
         def post(self, request: Request, pk: int) -> Response:
+            _visible(request, pk)
             fields = validated(body, request) if body is not None else {}
             call(task_id=pk, user=request.user, **fields)
             return _detail(request, pk)
@@ -195,5 +201,5 @@ TaskComplete = _action(
 TaskClaim = _action("Claim a task for yourself", None, services.task_claim)
 TaskUnclaim = _action("Unclaim a task: give it back to its role", None, services.task_unclaim)
 TaskBreakClaim = _action(
-    "Break someone else's claim on a task (staff)", None, services.task_claim_break
+    "Break someone else's claim on a task (organization admins)", None, services.task_claim_break
 )

@@ -31,7 +31,11 @@ def task_expire(*, task_id: int) -> bool:
         if policy.startswith("escalate:"):
             group = role_named(policy.split(":", 1)[1])
             Decision.objects.create(
-                task=task, action=A.ESCALATE, data={"to": policy}, created_at=txn.now
+                organization_id=task.organization_id,
+                task=task,
+                action=A.ESCALATE,
+                data={"to": policy},
+                created_at=txn.now,
             )
             task.assignee, task.assignee_role, task.claimed_by, task.due_at = (
                 None,
@@ -49,7 +53,11 @@ def task_expire(*, task_id: int) -> bool:
             notifications.notify_after_commit("task.escalated", task)
             return True
         Decision.objects.create(
-            task=task, action=A.EXPIRE, data={"on_timeout": policy}, created_at=txn.now
+            organization_id=task.organization_id,
+            task=task,
+            action=A.EXPIRE,
+            data={"on_timeout": policy},
+            created_at=txn.now,
         )
         close(task, T.EXPIRED, None, txn)
         txn.audit(

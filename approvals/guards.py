@@ -7,12 +7,14 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import rules
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from approvals.models import Decision, HumanTask
+from orgs import selectors as orgs
 from pipelines import permissions
 from pipelines.errors import Conflict, NotFound, PermissionDenied
 from pipelines.services.unit_of_work import RunTxn, locked_run
@@ -63,15 +65,53 @@ def close(task: HumanTask, status: str, user: Any, txn: RunTxn) -> None:
 # --- who may act ----------------------------------------------------------------------
 
 
-def can_act(user: Any, task: HumanTask) -> bool:
-    """The assignee, members of the assignee role, and superusers may decide a task."""
-    if not user or not user.is_authenticated:
+@rules.predicate
+def decides(user: Any, task: HumanTask) -> bool:
+    """The assignee and members of the assignee role who belong to the task's
+    organization (groups span organizations, tasks never do), and superusers."""
+    if not permissions.is_person(user) or not orgs.is_member(user, task.organization_id):
         return False
     if user.is_superuser or (task.assignee_id is not None and task.assignee_id == user.pk):
         return True
-    return (
-        task.assignee_role_id is not None and user.groups.filter(pk=task.assignee_role_id).exists()
-    )
+    return task.assignee_role_id is not None and task.assignee_role_id in _group_ids(user)
+
+
+def _group_ids(user: Any) -> set[int]:
+    cached = getattr(user, "_firefly_groups", None)
+    if cached is None:
+        cached = set(user.groups.values_list("pk", flat=True))
+        user._firefly_groups = cached
+    return cached
+
+
+@rules.predicate
+def views_tasks_run(user: Any, task: HumanTask) -> bool:
+    return permissions.allowed(user, "view_run", task.run)
+
+
+@rules.predicate
+def administers_task(user: Any, task: HumanTask) -> bool:
+    return orgs.is_admin(user, task.organization_id)
+
+
+TASK_RULES = rules.RuleSet()
+# Who may decide sees the task and the context it shows, and no more of the run.
+TASK_RULES.add_rule("view_task", decides | views_tasks_run)
+TASK_RULES.add_rule("decide_task", decides)
+# Reassigning and breaking another's claim: the organization's admins.
+TASK_RULES.add_rule("manage_task", administers_task)
+
+
+def can_act(user: Any, task: HumanTask) -> bool:
+    return TASK_RULES.test_rule("decide_task", user, task)
+
+
+def can_view(user: Any, task: HumanTask) -> bool:
+    return TASK_RULES.test_rule("view_task", user, task)
+
+
+def can_manage(user: Any, task: HumanTask) -> bool:
+    return TASK_RULES.test_rule("manage_task", user, task)
 
 
 def claim_holder(task: HumanTask, now: datetime | None = None) -> Any:
@@ -83,14 +123,21 @@ def claim_holder(task: HumanTask, now: datetime | None = None) -> Any:
 
 
 def refusal_for(task: HumanTask, user: Any, action: str, txn: RunTxn) -> Exception | None:
+    if user is not None and not can_view(user, task):
+        # Not even told whether it is open: as if it did not exist.
+        return NotFound(f"No task {task.pk}.")
     if not task.is_open:
         by = task.decided_by.get_username() if task.decided_by else "the deadline"
         verbs = {T.COMPLETED: "decided", T.REJECTED: "rejected", T.EXPIRED: "expired"}
         verb = verbs.get(T(task.status), "cancelled")
         when = f"{task.decided_at:%Y-%m-%d %H:%M:%S} UTC" if task.decided_at else "earlier"
         return AlreadyDecided(f"Task {task.pk} was already {verb} by {by} at {when}.")
-    if action in ("reassign", "break_claim"):  # staff, checked by the service
-        return None
+    if action in ("reassign", "break_claim"):
+        if can_manage(user, task):
+            return None
+        return PermissionDenied(
+            f"Only the organization's admins may {action.replace('_', ' ')} task {task.pk}."
+        )
     if not can_act(user, task):
         names = []
         if task.assignee is not None:

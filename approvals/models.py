@@ -24,6 +24,9 @@ class HumanTask(models.Model):
         EXPIRED = "expired"
         CANCELLED = "cancelled"
 
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tasks")
     # The waiting attempt this task decides; one task per attempt.
     step_run = models.OneToOneField(StepRun, on_delete=models.CASCADE, related_name="task")
@@ -60,6 +63,7 @@ class HumanTask(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["status", "due_at"], name="task_status_due"),
+            models.Index(fields=["organization", "status", "due_at"], name="task_org_status_due"),
             models.Index(fields=["assignee", "status"], name="task_assignee_status"),
             models.Index(fields=["assignee_role", "status"], name="task_role_status"),
         ]
@@ -86,6 +90,9 @@ class Decision(models.Model):
         EXPIRE = "expire"
         ESCALATE = "escalate"
 
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     task = models.ForeignKey(HumanTask, on_delete=models.CASCADE, related_name="decisions")
     # Empty for the deadline's own decisions (expire, escalate, approve/reject on timeout).
     user = models.ForeignKey(

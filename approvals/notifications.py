@@ -12,6 +12,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 
 from approvals.models import HumanTask
+from orgs import selectors as orgs
 from pipelines import events
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def notify(event: str, task_id: int) -> None:
 
 def task_payload(task: HumanTask) -> dict[str, Any]:
     return {
+        "organization": orgs.slug_of(task.organization_id),
         "id": task.pk,
         "run": task.run_id,
         "pipeline": task.run.pipeline_version.pipeline.name,
@@ -78,10 +80,15 @@ def task_url(task: HumanTask) -> str:
 
 
 def recipients(task: HumanTask) -> list[str]:
+    """The addresses of the task's assignee or role members who belong to its organization
+    (a role is a group, and groups span organizations: mail never does)."""
+    members = get_user_model().objects.filter(
+        is_active=True, memberships__organization_id=task.organization_id
+    )
     if task.assignee is not None:
-        people = [task.assignee]
+        people = list(members.filter(pk=task.assignee_id))
     elif task.assignee_role is not None:
-        people = list(get_user_model().objects.filter(groups=task.assignee_role, is_active=True))
+        people = list(members.filter(groups=task.assignee_role))
     else:
         people = []
     return sorted({person.email for person in people if person.email})

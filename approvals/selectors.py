@@ -7,22 +7,44 @@ from typing import Any
 from django.db.models import F, Q, QuerySet
 
 from approvals.models import Decision, HumanTask
+from orgs import selectors as orgs
+from pipelines import selectors as pipeline_selectors
 
 
-def for_user(user: Any) -> Q:
-    """Tasks for this user: assigned to them or one of their roles (superusers: all)."""
+def _org(organization: Any) -> int | None:
+    return getattr(organization, "pk", organization)
+
+
+def for_user(user: Any, organization: Any) -> Q:
+    """The organization's tasks this user may decide: assigned to them or to one of their
+    roles (superusers: all). `guards.decides` in SQL; nothing for a non-member."""
+    org = _org(organization)
+    if not orgs.is_member(user, org):
+        return Q(pk__in=[])
     if user.is_superuser:
-        return Q()
+        return Q(organization_id=org)
     # The groups subquery keeps "assigned to me or to one of my roles" one SQL statement.
-    return Q(assignee=user) | Q(assignee_role__in=user.groups.values("pk"))
+    return Q(organization_id=org) & (
+        Q(assignee=user) | Q(assignee_role__in=user.groups.values("pk"))
+    )
+
+
+def visible(user: Any, organization: Any) -> Q:
+    """The organization's tasks the user may open (`guards.view_task` in SQL): those they
+    may decide, and those of the runs they may see."""
+    org = _org(organization)
+    if orgs.is_admin(user, org):
+        return Q(organization_id=org)
+    runs = pipeline_selectors.visible_runs(user, org).values("pk")
+    return for_user(user, org) | (Q(organization_id=org) & Q(run__in=runs))
 
 
 def inbox_tasks(
-    user: Any, *, pipeline: str = "", kind: str = "", sort: str = "due"
+    user: Any, organization: Any, *, pipeline: str = "", kind: str = "", sort: str = "due"
 ) -> QuerySet[HumanTask]:
     """Open tasks the user may act on (superusers: all), ready to list without more queries."""
     tasks = (
-        HumanTask.objects.filter(for_user(user), status=HumanTask.Status.OPEN)
+        HumanTask.objects.filter(for_user(user, organization), status=HumanTask.Status.OPEN)
         .select_related(
             "run__pipeline_version__pipeline", "claimed_by", "assignee", "assignee_role"
         )
@@ -39,20 +61,31 @@ def inbox_tasks(
     return tasks.order_by(F("due_at").asc(nulls_last=True), "created_at", "id")
 
 
-def open_task_count(user: Any) -> int:
-    return HumanTask.objects.filter(for_user(user), status=HumanTask.Status.OPEN).count()
+def open_task_count(user: Any, organization: Any) -> int:
+    return HumanTask.objects.filter(
+        for_user(user, organization), status=HumanTask.Status.OPEN
+    ).count()
 
 
-def tasks() -> QuerySet[HumanTask]:
-    """Tasks newest first, with the names the API shows (one query for a page)."""
-    return HumanTask.objects.select_related(
-        "run__pipeline_version__pipeline", "assignee", "assignee_role", "claimed_by", "decided_by"
-    ).order_by("-created_at", "-id")
-
-
-def task_detail(task_id: int) -> HumanTask | None:
+def tasks(user: Any, organization: Any) -> QuerySet[HumanTask]:
+    """Tasks the user may open, newest first, with the names the API shows."""
     return (
-        HumanTask.objects.select_related(
+        HumanTask.objects.filter(visible(user, organization))
+        .select_related(
+            "run__pipeline_version__pipeline",
+            "assignee",
+            "assignee_role",
+            "claimed_by",
+            "decided_by",
+        )
+        .order_by("-created_at", "-id")
+    )
+
+
+def task_detail(user: Any, organization: Any, task_id: int) -> HumanTask | None:
+    return (
+        HumanTask.objects.filter(visible(user, organization))
+        .select_related(
             "run__pipeline_version__pipeline",
             "run__created_by",
             "assignee",

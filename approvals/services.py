@@ -65,6 +65,7 @@ def task_open(
     now = txn.now
     timeout = config.get("timeout_hours")
     task = HumanTask.objects.create(
+        organization_id=txn.run.organization_id,
         run=txn.run,
         step_run=step_run,
         step_name=step_run.step_name,
@@ -124,7 +125,12 @@ def task_approve(*, task_id: int, user: Any, comment: str = "") -> HumanTask:
         if task.kind not in (HumanTask.Kind.APPROVAL, HumanTask.Kind.PAUSE):
             raise InvalidInput(f"Task {task.pk} is a {task.kind} task: complete it instead.")
         Decision.objects.create(
-            task=task, user=user, action=A.APPROVE, comment=comment, created_at=txn.now
+            organization_id=task.organization_id,
+            task=task,
+            user=user,
+            action=A.APPROVE,
+            comment=comment,
+            created_at=txn.now,
         )
         votes = list(task.decisions.filter(action=A.APPROVE).select_related("user").order_by("id"))
         done = len(votes) >= task.quorum
@@ -159,7 +165,12 @@ def task_reject(*, task_id: int, user: Any, comment: str) -> HumanTask:
     def apply(txn: RunTxn, task: HumanTask) -> None:
         withdrawn = _vote_withdrawn(task, user)
         Decision.objects.create(
-            task=task, user=user, action=A.REJECT, comment=comment, created_at=txn.now
+            organization_id=task.organization_id,
+            task=task,
+            user=user,
+            action=A.REJECT,
+            comment=comment,
+            created_at=txn.now,
         )
         close(task, T.REJECTED, user, txn)
         txn.audit(
@@ -205,6 +216,7 @@ def task_rollback(*, task_id: int, user: Any, to_step: str, comment: str = "") -
             )
         withdrawn = _vote_withdrawn(task, user)
         Decision.objects.create(
+            organization_id=task.organization_id,
             task=task,
             user=user,
             action=A.ROLLBACK,
@@ -245,7 +257,12 @@ def task_complete(
             raise InvalidInput(f"Task {task.pk} is an {task.kind} task: approve or reject it.")
         outputs["by"] = user.get_username()
         Decision.objects.create(
-            task=task, user=user, action=action, data=outputs, created_at=txn.now
+            organization_id=task.organization_id,
+            task=task,
+            user=user,
+            action=action,
+            data=outputs,
+            created_at=txn.now,
         )
         close(task, T.COMPLETED, user, txn)
         txn.audit(

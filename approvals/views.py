@@ -31,7 +31,9 @@ def inbox(request: HttpRequest) -> HttpResponse:
     pipeline = request.GET.get("pipeline", "")
     kind = request.GET.get("kind", "")
     sort = request.GET.get("sort", "due")
-    tasks = selectors.inbox_tasks(request.user, pipeline=pipeline, kind=kind, sort=sort)
+    tasks = selectors.inbox_tasks(
+        request.user, request.organization, pipeline=pipeline, kind=kind, sort=sort
+    )
     page = Paginator(tasks, INBOX_PAGE_SIZE).get_page(request.GET.get("page"))
     filters = request.GET.copy()
     filters.pop("page", None)
@@ -43,7 +45,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
         "kind": kind,
         "sort": sort,
         "kinds": HumanTask.Kind.values,
-        "pipelines": pipeline_selectors.pipeline_names(),
+        "pipelines": pipeline_selectors.pipeline_names(request.user, request.organization),
         "query": request.GET.urlencode(),
     }
     template = "partials/inbox_table.html" if is_htmx(request) else "approvals/inbox.html"
@@ -52,12 +54,12 @@ def inbox(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def inbox_count(request: HttpRequest) -> HttpResponse:
-    count = selectors.open_task_count(request.user)
+    count = selectors.open_task_count(request.user, request.organization)
     return HttpResponse(str(count) if count else "", content_type="text/plain")
 
 
-def _task_or_404(task_id: int) -> HumanTask:
-    task = selectors.task_detail(task_id)
+def _task_or_404(request: HttpRequest, task_id: int) -> HumanTask:
+    task = selectors.task_detail(request.user, request.organization, task_id)
     if task is None:
         raise Http404(f"No task {task_id}.")
     return task
@@ -104,7 +106,7 @@ def _pretty(value: Any) -> str:
 
 @login_required
 def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
-    task = _task_or_404(task_id)
+    task = _task_or_404(request, task_id)
     if is_htmx(request) and request.GET.get("part") == "panel":
         return render(request, "partials/task_panel.html", _panel_context(request, task))
     spec = version_spec(task.run.pipeline_version_id)
@@ -131,7 +133,7 @@ def task_action(request: HttpRequest, task_id: int, action: str) -> HttpResponse
     """Apply one decision through its service; a refusal is shown where the form was."""
     if action not in ACTIONS:
         raise Http404(f"No action {action!r}.")
-    task = _task_or_404(task_id)
+    task = _task_or_404(request, task_id)
     user, comment = request.user, request.POST.get("comment", "")
     posted: Any = None
     try:
@@ -164,7 +166,7 @@ def task_action(request: HttpRequest, task_id: int, action: str) -> HttpResponse
             services.task_claim_break(task_id=task.pk, user=user)
             done = "Claim broken: the task is back with its role."
     except FireflyError as exc:
-        task = _task_or_404(task_id)
+        task = _task_or_404(request, task_id)
         if is_htmx(request):
             context = _panel_context(
                 request, task, errors=field_errors(exc), posted=posted, message=exc.message
@@ -175,7 +177,7 @@ def task_action(request: HttpRequest, task_id: int, action: str) -> HttpResponse
             back = reverse("task", args=[task.pk])
             return render(request, "403.html", {"text": exc.message, "back": back}, status=403)
         return redirect("task", task_id=task.pk)
-    task = _task_or_404(task_id)
+    task = _task_or_404(request, task_id)
     if is_htmx(request):
         context = _panel_context(request, task, message=done, level="success")
         response = render(request, "partials/task_panel.html", context)

@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "csp",
     "axes",
+    "orgs",
     "pipelines",
     "approvals",
     "webhooks",
@@ -84,6 +85,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.organization: the tenant every page reads and writes in.
+    "orgs.middleware.CurrentOrganizationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes requires: it turns a locked-out login into the lockout page.
@@ -202,6 +205,10 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15
 AXES_LOCKOUT_PARAMETERS = [["username"], ["ip_address"]]
 AXES_LOCKOUT_CALLABLE = "firefly_site.errors.login_locked_out"
 AXES_RESET_ON_SUCCESS = True
+
+# Organizations (tenants). Rows made without one (a single-team install, the commands)
+# belong to this one; upgrading put every earlier row and user in it.
+FIREFLY_DEFAULT_ORGANIZATION = env.str("FIREFLY_DEFAULT_ORGANIZATION", default="default")
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="firefly@localhost")
@@ -344,7 +351,9 @@ REST_FRAMEWORK = {
         "tokens.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Signed in, and request.organization set: the token's, or the one that
+    # X-Firefly-Organization names among the session user's (orgs/api.py).
+    "DEFAULT_PERMISSION_CLASSES": ["orgs.api.InOrganization"],
     # JSON only: request bodies hold nested objects (inputs, specs, form data); the
     # parser bounds a body's size and depth (FIREFLY_API_MAX_BODY_BYTES, _JSON_MAX_DEPTH).
     "DEFAULT_PARSER_CLASSES": ["firefly_site.parsers.BoundedJSONParser"],

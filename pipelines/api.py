@@ -14,7 +14,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.pagination import CursorPagination, PageNumberPagination
-from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -74,25 +74,24 @@ class AuditCursor(CursorPagination):
 # --- views ------------------------------------------------------------------------------
 
 
-class StaffMayCreate(BasePermission):
-    """Any signed-in user reads; only staff add pipeline versions (a spec names code to run)."""
+def organization_or_404(request: Request) -> Any:
+    """The organization the request acts in; a user of none finds nothing to act on."""
+    if request.organization is None:
+        raise exceptions.NotFound("You belong to no organization.")
+    return request.organization
 
-    message = "Only staff may create pipelines."
 
-    def has_permission(self, request: Request, view: Any) -> bool:
-        user = request.user
-        if not (user and user.is_authenticated):
-            return False
-        return request.method in ("GET", "HEAD", "OPTIONS") or bool(user.is_staff)
+def visible_run(request: Request, pk: int) -> Run:
+    """The run, if the user may see it in the request's organization; else 404."""
+    return get_object_or_404(selectors.run_keys(request.user, request.organization), pk=pk)
 
 
 class PipelineList(generics.ListAPIView):
-    permission_classes = [StaffMayCreate]
     serializer_class = PipelineSerializer
     pagination_class = Page
 
     def get_queryset(self) -> QuerySet[Pipeline]:
-        return selectors.pipelines_with_latest_version()
+        return selectors.pipelines_with_latest_version(self.request.user, self.request.organization)
 
     @extend_schema(
         summary="List pipelines",
@@ -102,7 +101,7 @@ class PipelineList(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     @extend_schema(
-        summary="Create a pipeline, or a new version of it, from a spec (staff)",
+        summary="Create a pipeline, or a new version of it, from a spec (authors)",
         request=PipelineCreateSerializer,
         responses={
             201: OpenApiResponse(PipelineDetailSerializer, description="A new version."),
@@ -119,7 +118,9 @@ class PipelineList(generics.ListAPIView):
         try:
             if isinstance(spec, str):
                 spec = load_text(spec)
-            version, created = services.pipeline_create_or_get(spec=spec, actor=request.user)
+            version, created = services.pipeline_create_or_get(
+                spec=spec, actor=request.user, organization=organization_or_404(request)
+            )
         except SpecError as exc:
             # A spec names code to run: a refused one is kept, outside the rolled-back
             # transaction, with who sent it and why it was refused.
@@ -146,7 +147,10 @@ class PipelineDetail(APIView):
         responses={200: PipelineDetailSerializer, **AUTH_ERRORS, **NOT_FOUND},
     )
     def get(self, request: Request, name: str) -> Response:
-        version = services.pipeline_version(name)
+        pipeline = selectors.pipeline_by_name(request.user, request.organization, name)
+        if pipeline is None:
+            raise exceptions.NotFound(f"No pipeline {name!r}.")
+        version = services.pipeline_version(name, organization=pipeline.organization_id)
         return Response(PipelineDetailSerializer(version).data)
 
 
@@ -191,6 +195,7 @@ class RunStart(APIView):
             version=data.get("version"),
             actor=request.user,
             idempotency_key=key,
+            organization=organization_or_404(request),
         )
         headers = {"Location": reverse("api:run", args=[run.pk])}
         if not created:
@@ -204,7 +209,7 @@ class RunList(generics.ListAPIView):
     filterset_class = RunFilter
 
     def get_queryset(self) -> QuerySet[Run]:
-        return selectors.runs()
+        return selectors.runs(self.request.user, self.request.organization)
 
     @extend_schema(
         summary="Runs, newest first",
@@ -220,31 +225,35 @@ class RunDetail(APIView):
         responses={200: RunDetailSerializer, **AUTH_ERRORS, **NOT_FOUND},
     )
     def get(self, request: Request, pk: int) -> Response:
-        return Response(RunDetailSerializer(get_object_or_404(selectors.run_details(), pk=pk)).data)
+        found = selectors.run_details(request.user, request.organization)
+        return Response(RunDetailSerializer(get_object_or_404(found, pk=pk)).data)
 
 
-def _run_detail(run: Run) -> dict[str, Any]:
-    return dict(RunDetailSerializer(selectors.run_details().get(pk=run.pk)).data)
+def _run_detail(request: Request, run: Run) -> dict[str, Any]:
+    found = selectors.run_details(request.user, request.organization)
+    return dict(RunDetailSerializer(found.get(pk=run.pk)).data)
 
 
 class RunCancel(APIView):
     @extend_schema(
-        summary="Cancel a run (staff or the run's starter)",
+        summary="Cancel a run (operators or the run's starter)",
         request=None,
         responses={200: RunDetailSerializer, **AUTH_ERRORS, **NOT_FOUND, **CONFLICT},
     )
     def post(self, request: Request, pk: int) -> Response:
-        return Response(_run_detail(services.run_cancel(run_id=pk, actor=request.user)))
+        visible_run(request, pk)
+        return Response(_run_detail(request, services.run_cancel(run_id=pk, actor=request.user)))
 
 
 class RunResume(APIView):
     @extend_schema(
-        summary="Resume a failed run from its last checkpoint (staff or the run's starter)",
+        summary="Resume a failed run from its last checkpoint (operators or the run's starter)",
         request=None,
         responses={200: RunDetailSerializer, **AUTH_ERRORS, **NOT_FOUND, **CONFLICT},
     )
     def post(self, request: Request, pk: int) -> Response:
-        return Response(_run_detail(services.run_resume(run_id=pk, actor=request.user)))
+        visible_run(request, pk)
+        return Response(_run_detail(request, services.run_resume(run_id=pk, actor=request.user)))
 
 
 class RunFork(APIView):
@@ -257,6 +266,7 @@ class RunFork(APIView):
         responses={201: RunSerializer, **INVALID, **AUTH_ERRORS, **NOT_FOUND, **THROTTLED},
     )
     def post(self, request: Request, pk: int) -> Response:
+        visible_run(request, pk)
         data = validated(ForkSerializer, request)
         run = services.run_fork(run_id=pk, checkpoint_seq=data["checkpoint"], actor=request.user)
         return Response(
@@ -272,12 +282,13 @@ class HandoffDetail(APIView):
         responses={200: HandoffSerializer, **AUTH_ERRORS, **NOT_FOUND},
     )
     def get(self, request: Request, pk: int) -> Response:
-        return Response(HandoffSerializer(get_object_or_404(selectors.handoffs(), pk=pk)).data)
+        found = selectors.handoffs(request.user, request.organization)
+        return Response(HandoffSerializer(get_object_or_404(found, pk=pk)).data)
 
 
 class HandoffAcknowledge(APIView):
     @extend_schema(
-        summary="Acknowledge a handoff: record how it was settled (staff or the run's starter)",
+        summary="Acknowledge a handoff: record how it was settled (operators or the run's starter)",
         request=AcknowledgeSerializer,
         responses={
             200: HandoffSerializer,
@@ -288,12 +299,12 @@ class HandoffAcknowledge(APIView):
         },
     )
     def post(self, request: Request, pk: int) -> Response:
-        envelope = get_object_or_404(selectors.handoffs(), pk=pk)
+        envelope = get_object_or_404(selectors.handoffs(request.user, request.organization), pk=pk)
         data = validated(AcknowledgeSerializer, request)
         services.acknowledge_handoff(
             envelope_id=envelope.pk, decision=data["decision"], actor=request.user
         )
-        return Response(HandoffSerializer(selectors.handoffs().get(pk=envelope.pk)).data)
+        return Response(HandoffSerializer(selectors.all_handoffs().get(pk=envelope.pk)).data)
 
 
 class RunCheckpoints(generics.ListAPIView):
@@ -303,7 +314,7 @@ class RunCheckpoints(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[Checkpoint]:
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return Checkpoint.objects.none()
-        run = get_object_or_404(selectors.run_keys(), pk=self.kwargs["pk"])
+        run = visible_run(self.request, self.kwargs["pk"])
         return selectors.run_checkpoints(run, newest_first=False)
 
     @extend_schema(
@@ -321,7 +332,7 @@ class RunAudit(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[AuditEntry]:
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return AuditEntry.objects.none()
-        run = get_object_or_404(selectors.run_keys(), pk=self.kwargs["pk"])
+        run = visible_run(self.request, self.kwargs["pk"])
         return selectors.run_audit_in_order(run)
 
     @extend_schema(
@@ -338,7 +349,7 @@ class AuditList(generics.ListAPIView):
     pagination_class = AuditCursor
 
     def get_queryset(self) -> QuerySet[AuditEntry]:
-        return selectors.audit_entries()
+        return selectors.audit_entries(self.request.user, self.request.organization)
 
     @extend_schema(
         summary="The audit log, newest first (cursor pagination)",

@@ -80,6 +80,7 @@ class AuditChain:
         if started_at and completed_at:
             latency_ms = max(0, int((completed_at - started_at).total_seconds() * 1000))
         entry = AuditEntry(
+            organization_id=owner.organization_id,
             run_id=run.pk if run else None,
             pipeline_id=self.pipeline_id,
             seq=owner.audit_seq + 1,
@@ -191,15 +192,22 @@ def verify_chain(
     return None
 
 
-def chains(run_id: int | None = None) -> Iterator[tuple[str, list[AuditEntry], tuple[int, str]]]:
-    """Every chain (or one run's), with its owner's head, read one chain at a time."""
+def chains(
+    run_id: int | None = None, organization_id: int | None = None
+) -> Iterator[tuple[str, list[AuditEntry], tuple[int, str]]]:
+    """Every chain (or one run's, or one organization's), with its owner's head, read one
+    chain at a time."""
     runs = Run.objects.order_by("pk").values_list("pk", "audit_seq", "audit_head")
+    if organization_id is not None:
+        runs = runs.filter(organization_id=organization_id)
     if run_id is not None:
         runs = runs.filter(pk=run_id)
     else:
         pipelines = Pipeline.objects.order_by("pk").values_list(
             "pk", "name", "audit_seq", "audit_head"
         )
+        if organization_id is not None:
+            pipelines = pipelines.filter(organization_id=organization_id)
         for pk, name, seq, head in pipelines:
             entries = AuditEntry.objects.filter(pipeline_id=pk, run__isnull=True).order_by("seq")
             yield f"pipeline {name}", list(entries), (seq, head)

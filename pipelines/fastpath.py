@@ -248,4 +248,6 @@ def claim(step_run_id: int, now: datetime, lease_until: datetime) -> StepRun | N
 @lru_cache(maxsize=1024)
 def _run_for_steps(run_id: int) -> Run:
     """What a step handler needs of its run (inputs and version never change)."""
-    return Run.objects.only("pipeline_version_id", "inputs", "trace_id").get(pk=run_id)
+    return Run.objects.only("organization_id", "pipeline_version_id", "inputs", "trace_id").get(
+        pk=run_id
+    )

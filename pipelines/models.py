@@ -38,22 +38,85 @@ class ImmutableModel(models.Model):
         raise TypeError(f"{type(self).__name__} rows are immutable and cannot be deleted.")
 
 
+class PipelineRole(models.TextChoices):
+    """What a pipeline grant allows; each role includes the ones before it."""
+
+    VIEWER = "viewer", "viewer (sees runs and their data)"
+    STARTER = "starter", "starter (also starts runs)"
+    OPERATOR = "operator", "operator (also cancels, resumes, forks, acknowledges)"
+
+
+ROLE_RANK = {PipelineRole.VIEWER: 1, PipelineRole.STARTER: 2, PipelineRole.OPERATOR: 3}
+
+
 class Pipeline(models.Model):
-    name = models.SlugField(max_length=100, unique=True)
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="pipelines", db_index=False
+    )
+    # Unique within its organization: two organizations may both have a "release".
+    name = models.SlugField(max_length=100)
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Its author sees and operates it whatever the grants say.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The role every member of the organization holds; blank: only the author, the
+    # grants and the organization's admins see the pipeline.
+    member_role = models.CharField(
+        max_length=10, choices=PipelineRole.choices, blank=True, default=""
+    )
     # Head of the audit chain for entries about the pipeline itself (not about a run).
     audit_seq = models.PositiveIntegerField(default=0)
     audit_head = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="pipeline_unique_name")
+        ]
 
     def __str__(self) -> str:
         return self.name
 
 
+class PipelineGrant(models.Model):
+    """A role on one pipeline, given to a user or to a group (exactly one of them)."""
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="grants")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="pipeline_grants",
+    )
+    group = models.ForeignKey(
+        "auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    role = models.CharField(max_length=10, choices=PipelineRole.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["pipeline", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False, group__isnull=True)
+                | models.Q(user__isnull=True, group__isnull=False),
+                name="grant_user_or_group",
+            ),
+            models.UniqueConstraint(fields=["pipeline", "user"], name="grant_unique_user"),
+            models.UniqueConstraint(fields=["pipeline", "group"], name="grant_unique_group"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} of {self.pipeline} for {self.user or self.group}"
+
+
 class PipelineVersion(ImmutableModel):
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     pipeline = models.ForeignKey(Pipeline, on_delete=models.PROTECT, related_name="versions")
     number = models.PositiveIntegerField()
     spec = models.JSONField()
@@ -84,6 +147,9 @@ class Run(models.Model):
 
     FINISHED = states.RUN_FINISHED
 
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     pipeline_version = models.ForeignKey(
         PipelineVersion, on_delete=models.PROTECT, related_name="runs"
     )
@@ -146,6 +212,7 @@ class Run(models.Model):
             models.Index(fields=["status", "-created_at"], name="run_status_created"),
             # The runs list's order: the newest page is an index scan that stops early.
             models.Index(fields=["-created_at", "-id"], name="run_created"),
+            models.Index(fields=["organization", "-created_at", "-id"], name="run_org_created"),
             models.Index(fields=["pipeline_version", "-created_at"], name="run_version_created"),
         ]
 
@@ -176,6 +243,9 @@ class StepRun(models.Model):
         CANCELLED = states.CANCELLED
 
     # Indexed by the unique (run, step_name, generation, attempt) constraint.
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps", db_index=False)
     step_name = models.CharField(max_length=100)
     generation = models.PositiveIntegerField(default=1)
@@ -234,6 +304,9 @@ class Checkpoint(ImmutableModel):
         FORK = "fork"
 
     # Indexed by the unique (run, seq) constraint.
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     run = models.ForeignKey(
         Run, on_delete=models.CASCADE, related_name="checkpoints", db_index=False
     )
@@ -261,6 +334,10 @@ class Checkpoint(ImmutableModel):
 class AuditEntry(ImmutableModel):
     """One link of a run's (or a pipeline's) tamper-evident audit chain."""
 
+    # Indexed by the organization's newest-first index below.
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     # Both indexed by the constraints and indexes below, led by these columns.
     run = models.ForeignKey(
         Run, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
@@ -307,6 +384,7 @@ class AuditEntry(ImmutableModel):
             models.Index(fields=["event", "-created_at"], name="audit_event_created"),
             models.Index(fields=["pipeline", "-created_at"], name="audit_pipeline_created"),
             models.Index(fields=["-created_at"], name="audit_created"),
+            models.Index(fields=["organization", "-created_at"], name="audit_org_created"),
             # For the admin's filters and search (pipelines/admin.py): each filter column
             # leads an index, which serves the filtered page in created_at order and the
             # loose index scan that lists the filter's choices.
@@ -329,6 +407,9 @@ class HandoffEnvelope(models.Model):
         ACCEPTED = "accepted"  # the child run started work on it
         ACKNOWLEDGED = "acknowledged"  # settled
 
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     origin_run = models.ForeignKey(
         Run, on_delete=models.CASCADE, related_name="envelopes", db_index=False
     )
@@ -391,6 +472,10 @@ class SecurityEvent(ImmutableModel):
     Append-only like the audit trail (a PostgreSQL trigger refuses UPDATE and DELETE).
     """
 
+    # The organization the refused request acted in; empty when it acted in none.
+    organization = models.ForeignKey(
+        "orgs.Organization", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     event = models.CharField(max_length=64)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"

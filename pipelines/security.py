@@ -13,7 +13,13 @@ log = logging.getLogger("firefly.security")
 
 
 def refusal_record(
-    *, event: str, reason: str, actor: Any = None, address: str | None = None, **data: Any
+    *,
+    event: str,
+    reason: str,
+    actor: Any = None,
+    address: str | None = None,
+    organization: Any = None,
+    **data: Any,
 ) -> SecurityEvent:
     """Write one refusal (and log it): who tried what, from where, and why it was refused.
 
@@ -24,6 +30,7 @@ def refusal_record(
     name = user.get_username() if user is not None else str(data.pop("username", "") or "anonymous")
     log.warning("refused %s by %s from %s: %s", event, name, address or "-", reason)
     return SecurityEvent.objects.create(
+        organization_id=getattr(organization, "pk", organization),
         event=event,
         actor=user,
         actor_name=name[:150],

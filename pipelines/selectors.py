@@ -1,4 +1,10 @@
-"""Read queries shared by commands, pages, the API and admin."""
+"""Read queries shared by commands, pages, the API and admin.
+
+Every query a person's request makes takes the user and the organization the request
+acts in, and returns only what `pipelines.permissions` lets that user see there; an
+organization of None (a user of none) sees nothing. Ids outside that are as if they did
+not exist: the callers answer 404.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
+from orgs import selectors as orgs
 from pipelines import permissions, states
 from pipelines.models import (
     AuditEntry,
@@ -35,6 +42,19 @@ from pipelines.versions import version_spec
 def may_operate(user: Any, run: Run) -> bool:
     """Whether the pages offer cancel, resume, fork and acknowledge (the services decide)."""
     return permissions.is_person(user) and permissions.may_operate(user, run)
+
+
+def _org(organization: Any) -> int | None:
+    return getattr(organization, "pk", organization)
+
+
+def visible_runs(user: Any, organization: Any) -> QuerySet[Run]:
+    """The organization's runs the user may see (`view_run`)."""
+    return Run.objects.filter(permissions.runs_filter(user, _org(organization)))
+
+
+def visible_pipelines(user: Any, organization: Any, at_least: int = 1) -> QuerySet[Pipeline]:
+    return permissions.pipelines_for(user, _org(organization), at_least)
 
 
 def run_steps(run: Run) -> QuerySet[StepRun]:
@@ -63,7 +83,9 @@ def current_states(run: Run, steps: Iterable[StepRun] | None = None) -> dict[str
 DONE_STATUSES = tuple(sorted(states.DONE))
 
 
-def runs_list(*, status: str = "", pipeline: str = "") -> QuerySet[Run]:
+def runs_list(
+    user: Any, organization: Any, *, status: str = "", pipeline: str = ""
+) -> QuerySet[Run]:
     """Runs newest first with `steps_total` and `steps_done` computed by the database.
 
     A step counts as done when its latest attempt succeeded or was skipped, so a roll
@@ -90,7 +112,8 @@ def runs_list(*, status: str = "", pipeline: str = "") -> QuerySet[Run]:
         .values("n")
     )
     runs = (
-        Run.objects.select_related("pipeline_version__pipeline", "created_by")
+        visible_runs(user, organization)
+        .select_related("pipeline_version__pipeline", "created_by")
         .defer("inputs", "output", "pipeline_version__spec")
         .annotate(
             steps_done=Coalesce(Subquery(done, output_field=IntegerField()), 0),
@@ -105,28 +128,31 @@ def runs_list(*, status: str = "", pipeline: str = "") -> QuerySet[Run]:
     return runs
 
 
-def runs() -> QuerySet[Run]:
+def runs(user: Any, organization: Any) -> QuerySet[Run]:
     """Runs newest first, with what a list of them shows (the API's)."""
-    return Run.objects.select_related("pipeline_version__pipeline", "created_by").order_by(
-        "-created_at", "-id"
-    )
-
-
-def run_details() -> QuerySet[Run]:
-    """Runs with their children and handoffs: one query each, however many there are."""
-    return runs().prefetch_related(
-        Prefetch("children", queryset=child_runs()), Prefetch("envelopes", queryset=handoffs())
-    )
-
-
-def run_keys() -> QuerySet[Run]:
-    """Runs with nothing read but their key: enough to answer 404 or to filter by."""
-    return Run.objects.only("pk")
-
-
-def run_detail(run_id: int) -> Run | None:
     return (
-        Run.objects.select_related("pipeline_version__pipeline", "created_by", "forked_from")
+        visible_runs(user, organization)
+        .select_related("pipeline_version__pipeline", "created_by")
+        .order_by("-created_at", "-id")
+    )
+
+
+def run_details(user: Any, organization: Any) -> QuerySet[Run]:
+    """Runs with their children and handoffs: one query each, however many there are."""
+    return runs(user, organization).prefetch_related(
+        Prefetch("children", queryset=child_runs()), Prefetch("envelopes", queryset=all_handoffs())
+    )
+
+
+def run_keys(user: Any, organization: Any) -> QuerySet[Run]:
+    """Runs with nothing read but their key: enough to answer 404 or to filter by."""
+    return visible_runs(user, organization).only("pk")
+
+
+def run_detail(user: Any, organization: Any, run_id: int) -> Run | None:
+    return (
+        visible_runs(user, organization)
+        .select_related("pipeline_version__pipeline", "created_by", "forked_from")
         .filter(pk=run_id)
         .first()
     )
@@ -145,13 +171,23 @@ def run_audit(run: Run) -> QuerySet[AuditEntry]:
     )
 
 
-def audit_entries() -> QuerySet[AuditEntry]:
-    """Audit entries with their pipeline's name, for the API (which shows every field)."""
-    return AuditEntry.objects.select_related("pipeline")
+def audit_entries(user: Any, organization: Any) -> QuerySet[AuditEntry]:
+    """The organization's audit entries the user may see, with their pipeline's name (the
+    API shows every field): all of them for its admins; else those of the pipelines the
+    user views and of the runs they started."""
+    org = _org(organization)
+    entries = AuditEntry.objects.select_related("pipeline").filter(organization_id=org)
+    if not orgs.is_member(user, org):
+        return entries.none()
+    if orgs.is_admin(user, org):
+        return entries
+    return entries.filter(
+        Q(pipeline__in=visible_pipelines(user, org).values("pk")) | Q(run__created_by=user)
+    )
 
 
 def run_audit_in_order(run: Run) -> QuerySet[AuditEntry]:
-    return audit_entries().filter(run=run).order_by("seq")
+    return AuditEntry.objects.select_related("pipeline").filter(run=run).order_by("seq")
 
 
 # --- handoffs -------------------------------------------------------------------------
@@ -178,14 +214,19 @@ def run_children(run: Run) -> list[Run]:
     return list(child_runs().filter(parent=run))
 
 
-def handoffs() -> QuerySet[HandoffEnvelope]:
+def all_handoffs() -> QuerySet[HandoffEnvelope]:
     """Envelopes with what their status and links need, in the order they were made."""
     return HandoffEnvelope.objects.select_related("acknowledged_by", "child_run").order_by("id")
 
 
+def handoffs(user: Any, organization: Any) -> QuerySet[HandoffEnvelope]:
+    """The envelopes of the runs the user may see."""
+    return all_handoffs().filter(origin_run__in=visible_runs(user, organization).values("pk"))
+
+
 def run_handoffs(run: Run) -> QuerySet[HandoffEnvelope]:
     """The work a run handed off."""
-    return handoffs().filter(origin_run=run)
+    return all_handoffs().filter(origin_run=run)
 
 
 def handoff_origin(run: Run) -> HandoffEnvelope | None:
@@ -199,9 +240,10 @@ def handoff_origin(run: Run) -> HandoffEnvelope | None:
     )
 
 
-def handoff_origin_run_id(envelope_id: int) -> int | None:
+def handoff_origin_run_id(user: Any, organization: Any, envelope_id: int) -> int | None:
     return (
-        HandoffEnvelope.objects.filter(pk=envelope_id)
+        handoffs(user, organization)
+        .filter(pk=envelope_id)
         .values_list("origin_run_id", flat=True)
         .first()
     )
@@ -216,36 +258,44 @@ def handoffs_with_status(
 # --- pipelines ------------------------------------------------------------------------
 
 
-def pipeline_names() -> QuerySet[Pipeline, str]:
-    return Pipeline.objects.values_list("name", flat=True)
+def pipeline_names(user: Any, organization: Any) -> QuerySet[Pipeline, str]:
+    return visible_pipelines(user, organization).order_by("name").values_list("name", flat=True)
 
 
-def pipeline_by_name(name: str) -> Pipeline | None:
-    return Pipeline.objects.filter(name=name).first()
+def pipeline_by_name(user: Any, organization: Any, name: str) -> Pipeline | None:
+    return visible_pipelines(user, organization).filter(name=name).first()
 
 
-def pipelines_with_latest_version() -> QuerySet[Pipeline]:
+def pipelines_with_latest_version(user: Any, organization: Any) -> QuerySet[Pipeline]:
     """Pipelines by name, each with its latest version number (the API's list)."""
-    return Pipeline.objects.annotate(latest_version=Max("versions__number")).order_by("name")
+    return (
+        visible_pipelines(user, organization)
+        .annotate(latest_version=Max("versions__number"))
+        .order_by("name")
+    )
 
 
 def version_with_pipeline(version_id: int) -> PipelineVersion:
     return PipelineVersion.objects.select_related("pipeline").get(pk=version_id)
 
 
-def pipelines_list() -> QuerySet[Pipeline]:
+def pipelines_list(user: Any, organization: Any) -> QuerySet[Pipeline]:
     latest = PipelineVersion.objects.filter(pipeline=OuterRef("pk")).order_by("-number")
-    return Pipeline.objects.annotate(
-        latest_version=Subquery(latest.values("number")[:1]),
-        run_count=Subquery(
-            Run.objects.filter(pipeline_version__pipeline=OuterRef("pk"))
-            .order_by()
-            .values("pipeline_version__pipeline")
-            .annotate(n=Count("pk"))
-            .values("n"),
-            output_field=IntegerField(),
-        ),
-    ).order_by("name")
+    return (
+        visible_pipelines(user, organization)
+        .annotate(
+            latest_version=Subquery(latest.values("number")[:1]),
+            run_count=Subquery(
+                Run.objects.filter(pipeline_version__pipeline=OuterRef("pk"))
+                .order_by()
+                .values("pipeline_version__pipeline")
+                .annotate(n=Count("pk"))
+                .values("n"),
+                output_field=IntegerField(),
+            ),
+        )
+        .order_by("name")
+    )
 
 
 def pipeline_versions(pipeline: Pipeline) -> QuerySet[PipelineVersion]:

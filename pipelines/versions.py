@@ -7,9 +7,12 @@ from typing import Any
 
 from django.db import transaction
 
+from orgs import selectors as orgs
+from pipelines import permissions
 from pipelines.audit import AuditChain
-from pipelines.errors import NotFound
+from pipelines.errors import NotFound, PermissionDenied
 from pipelines.models import Pipeline, PipelineVersion
+from pipelines.security import refusal_record
 from pipelines.spec import PipelineSpec, parse_spec
 
 
@@ -40,26 +43,69 @@ def version_spec(version_id: int) -> PipelineSpec:
     return version_info(version_id).spec
 
 
-def pipeline_create(*, spec: Any, actor: Any = None) -> PipelineVersion:
+def pipeline_create(
+    *, spec: Any, actor: Any = None, organization: Any = None, member_role: str | None = None
+) -> PipelineVersion:
     """Validate a spec and save it as the pipeline's next version.
 
     A spec identical to the latest version returns that version unchanged.
     """
-    version, _ = pipeline_create_or_get(spec=spec, actor=actor)
+    version, _ = pipeline_create_or_get(
+        spec=spec, actor=actor, organization=organization, member_role=member_role
+    )
     return version
 
 
-@transaction.atomic
-def pipeline_create_or_get(*, spec: Any, actor: Any = None) -> tuple[PipelineVersion, bool]:
-    """As `pipeline_create`; returns (version, created): False for the unchanged latest."""
+def pipeline_create_or_get(
+    *, spec: Any, actor: Any = None, organization: Any = None, member_role: str | None = None
+) -> tuple[PipelineVersion, bool]:
+    """As `pipeline_create`; returns (version, created): False for the unchanged latest.
+
+    In `organization` (None: the default one). A new pipeline needs an author of the
+    organization and is seen only by its author, its grants and the organization's
+    admins until `member_role` (here, or later by an admin) opens it to every member; a
+    new version needs an author who operates the pipeline. Refusals are recorded.
+    """
+    org_id = orgs.pk_of(organization)
     parsed = parse_spec(spec)
-    pipeline, _ = Pipeline.objects.get_or_create(name=parsed.name)
+    existing = Pipeline.objects.filter(organization_id=org_id, name=parsed.name).first()
+    rule, obj = ("create_version", existing) if existing else ("create_pipeline", org_id)
+    if not permissions.allowed(actor, rule, obj):
+        reason = (
+            f"You may not add pipeline {parsed.name!r} or a version of it in this"
+            " organization: that takes its author role and, for an existing pipeline,"
+            " its operator role."
+        )
+        refusal_record(
+            event="pipeline.refused",
+            reason=reason,
+            actor=actor,
+            organization=org_id,
+            pipeline=parsed.name,
+        )
+        raise PermissionDenied(reason)
+    return _create_version(spec, parsed, actor, org_id, member_role)
+
+
+@transaction.atomic
+def _create_version(
+    spec: Any, parsed: PipelineSpec, actor: Any, org_id: int, member_role: str | None
+) -> tuple[PipelineVersion, bool]:
+    person = actor if permissions.is_person(actor) else None
+    pipeline, created = Pipeline.objects.get_or_create(
+        organization_id=org_id,
+        name=parsed.name,
+        defaults={"created_by": person, "member_role": member_role or ""},
+    )
+    if not created and member_role is not None and pipeline.member_role != member_role:
+        Pipeline.objects.filter(pk=pipeline.pk).update(member_role=member_role)
     # Lock the pipeline so two uploads of one name cannot take the same number.
     pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
     latest = pipeline.versions.order_by("-number").first()
     if latest is not None and latest.spec == spec:
         return latest, False
     version = PipelineVersion.objects.create(
+        organization_id=org_id,
         pipeline=pipeline,
         number=(latest.number if latest else 0) + 1,
         spec=spec,
@@ -74,8 +120,13 @@ def pipeline_create_or_get(*, spec: Any, actor: Any = None) -> tuple[PipelineVer
     return version, True
 
 
-def pipeline_version(name: str, number: int | None = None) -> PipelineVersion:
-    versions = PipelineVersion.objects.select_related("pipeline").filter(pipeline__name=name)
+def pipeline_version(
+    name: str, number: int | None = None, *, organization: Any = None
+) -> PipelineVersion:
+    """The version (latest when `number` is None) of the organization's pipeline `name`."""
+    versions = PipelineVersion.objects.select_related("pipeline").filter(
+        organization_id=orgs.pk_of(organization), pipeline__name=name
+    )
     version = (versions.filter(number=number) if number else versions.order_by("-number")).first()
     if version is None:
         what = f"pipeline {name!r}" + (f" version {number}" if number else "")

@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from pipelines import dag, selectors, services
+from pipelines import dag, permissions, selectors, services
 from pipelines.errors import FireflyError
 from pipelines.forms import field_errors, parse_schema_form, schema_fields
 from pipelines.htmx import is_htmx
@@ -31,9 +31,10 @@ AUDIT_PER_PAGE = 20
 def runs_list(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status", "")
     pipeline = request.GET.get("pipeline", "")
-    page = Paginator(selectors.runs_list(status=status, pipeline=pipeline), RUNS_PER_PAGE).get_page(
-        request.GET.get("page")
+    runs_found = selectors.runs_list(
+        request.user, request.organization, status=status, pipeline=pipeline
     )
+    page = Paginator(runs_found, RUNS_PER_PAGE).get_page(request.GET.get("page"))
     runs = list(page.object_list)
     filters = request.GET.copy()
     filters.pop("page", None)
@@ -44,7 +45,7 @@ def runs_list(request: HttpRequest) -> HttpResponse:
         "status": status,
         "pipeline": pipeline,
         "statuses": Run.Status.values,
-        "pipelines": selectors.pipeline_names(),
+        "pipelines": selectors.pipeline_names(request.user, request.organization),
         "live": any(not run.is_finished for run in runs),
         "query": request.GET.urlencode(),
     }
@@ -52,8 +53,8 @@ def runs_list(request: HttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
-def _run_or_404(run_id: int) -> Run:
-    run = selectors.run_detail(run_id)
+def _run_or_404(request: HttpRequest, run_id: int) -> Run:
+    run = selectors.run_detail(request.user, request.organization, run_id)
     if run is None:
         raise Http404(f"No run {run_id}.")
     return run
@@ -139,7 +140,7 @@ def _handoffs_context(
 
 @login_required
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _run_or_404(run_id)
+    run = _run_or_404(request, run_id)
     if is_htmx(request) and request.GET.get("part") == "handoffs":
         return render(request, "partials/run_handoffs.html", _handoffs_context(request, run))
     context = _run_live_context(request, run)
@@ -177,7 +178,7 @@ def _refused(request: HttpRequest, exc: FireflyError, back: str) -> HttpResponse
 
 def _operate(request: HttpRequest, run_id: int, verb: str, act: Any, done: str) -> HttpResponse:
     """Cancel or resume: only staff or the run's starter, through the service."""
-    run = _run_or_404(run_id)
+    run = _run_or_404(request, run_id)
     back = reverse("run", args=[run.pk])
     try:
         act(run_id=run.pk, actor=request.user)
@@ -204,10 +205,10 @@ def run_resume(request: HttpRequest, run_id: int) -> HttpResponse:
 @login_required
 def handoff_acknowledge(request: HttpRequest, envelope_id: int) -> HttpResponse:
     """Settle a handoff of a run: the same people who may cancel the run."""
-    run_id = selectors.handoff_origin_run_id(envelope_id)
+    run_id = selectors.handoff_origin_run_id(request.user, request.organization, envelope_id)
     if run_id is None:
         raise Http404(f"No handoff {envelope_id}.")
-    run = _run_or_404(run_id)
+    run = _run_or_404(request, run_id)
     back = reverse("run", args=[run.pk]) + f"#handoff-{envelope_id}"
     decision = request.POST.get("decision", "").strip()
     try:
@@ -235,7 +236,7 @@ def handoff_acknowledge(request: HttpRequest, envelope_id: int) -> HttpResponse:
 @require_POST
 @login_required
 def run_fork(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _run_or_404(run_id)
+    run = _run_or_404(request, run_id)
     back = reverse("run", args=[run.pk])
     try:
         seq = int(request.POST.get("checkpoint", ""))
@@ -256,15 +257,17 @@ def run_fork(request: HttpRequest, run_id: int) -> HttpResponse:
 @login_required
 def pipelines_list(request: HttpRequest) -> HttpResponse:
     return render(
-        request, "pipelines/pipelines.html", {"pipelines": list(selectors.pipelines_list())}
+        request,
+        "pipelines/pipelines.html",
+        {"pipelines": list(selectors.pipelines_list(request.user, request.organization))},
     )
 
 
-def _pipeline_context(name: str) -> dict[str, Any]:
-    pipeline = selectors.pipeline_by_name(name)
+def _pipeline_context(request: HttpRequest, name: str) -> dict[str, Any]:
+    pipeline = selectors.pipeline_by_name(request.user, request.organization, name)
     if pipeline is None:
         raise Http404(f"No pipeline {name!r}.")
-    version = services.pipeline_version(name)
+    version = services.pipeline_version(name, organization=pipeline.organization_id)
     spec = services.version_spec(version.pk)
     return {
         "pipeline": pipeline,
@@ -272,13 +275,16 @@ def _pipeline_context(name: str) -> dict[str, Any]:
         "spec": spec,
         "svg": dag.render_svg(spec),
         "versions": list(selectors.pipeline_versions(pipeline)[:50]),
-        "recent_runs": list(selectors.runs_list(pipeline=name)[:10]),
+        "recent_runs": list(
+            selectors.runs_list(request.user, request.organization, pipeline=name)[:10]
+        ),
+        "may_start": permissions.allowed(request.user, "start_run", pipeline),
     }
 
 
 @login_required
 def pipeline_detail(request: HttpRequest, name: str) -> HttpResponse:
-    context = _pipeline_context(name)
+    context = _pipeline_context(request, name)
     context["fields"] = schema_fields(context["spec"].input_schema)
     return render(request, "pipelines/pipeline.html", context)
 
@@ -286,11 +292,16 @@ def pipeline_detail(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 @login_required
 def pipeline_start(request: HttpRequest, name: str) -> HttpResponse:
-    context = _pipeline_context(name)
+    context = _pipeline_context(request, name)
     schema = context["spec"].input_schema
     inputs = parse_schema_form(schema, request.POST)
     try:
-        run = services.run_start(pipeline=name, inputs=inputs, actor=request.user)
+        run = services.run_start(
+            pipeline=name,
+            inputs=inputs,
+            actor=request.user,
+            organization=context["pipeline"].organization_id,
+        )
     except FireflyError as exc:
         errors = field_errors(exc)
         context.update(

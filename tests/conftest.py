@@ -12,6 +12,7 @@ from django.core.cache import cache
 from kombu import Queue
 
 from firefly_site.celery import app
+from orgs.models import Membership, Organization
 from pipelines import services
 from pipelines.models import HandoffEnvelope, Run
 from tests.workers import WorkerProcess
@@ -107,7 +108,11 @@ def make_pipeline(db: Any) -> Callable[..., str]:
 
     def make(steps: list[dict[str, Any]], name: str = "", **extra: Any) -> str:
         name = name or f"test-{next(counter)}"
-        services.pipeline_create(spec={"name": name, "steps": steps, **extra})
+        # Open to every member of the default organization as a starter, as an admin
+        # would mark a shared pipeline; the access tests make their own.
+        services.pipeline_create(
+            spec={"name": name, "steps": steps, **extra}, member_role="starter"
+        )
         return name
 
     return make
@@ -124,6 +129,12 @@ def users(db: Any, django_user_model: Any) -> dict[str, Any]:
         )
     for name in ("r1", "r2", "r3"):
         made[name].groups.add(reviewers)
+    # Everyone is a member of the default organization; boss administers it (as staff
+    # did before organizations).
+    org = Organization.objects.default()
+    for name, user in made.items():
+        role = Membership.Role.ADMIN if name == "boss" else Membership.Role.MEMBER
+        Membership.objects.create(user=user, organization=org, role=role)
     return made
 
 

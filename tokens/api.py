@@ -1,4 +1,4 @@
-"""REST API for API tokens: list your own (staff: all), create one for yourself, revoke."""
+"""REST API for API tokens: list yours (admins: all of the organization), create, revoke."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
-from rest_framework import generics, serializers, status
+from rest_framework import exceptions, generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -62,14 +62,16 @@ class ApiTokenCreatedSerializer(ApiTokenSerializer):
 
 
 class TokenListCreate(generics.ListCreateAPIView):
-    """Your API tokens (staff: everyone's), without their secrets."""
+    """Your API tokens in this organization (its admins: everyone's), without their secrets."""
 
     serializer_class = ApiTokenSerializer
 
     def get_queryset(self) -> QuerySet[ApiToken]:
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return ApiToken.objects.none()
-        return selectors.token_list(viewer=self.request.user)
+        return selectors.token_list(
+            viewer=self.request.user, organization=self.request.organization
+        )
 
     @extend_schema(responses={200: ApiTokenSerializer(many=True), **AUTH_ERRORS})
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -84,8 +86,11 @@ class TokenListCreate(generics.ListCreateAPIView):
         serializer = ApiTokenCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         days = serializer.validated_data.get("expires_in_days")
+        if request.organization is None:
+            raise exceptions.NotFound("You belong to no organization.")
         token, key = services.token_create(
             user=request.user,
+            organization=request.organization,
             name=serializer.validated_data["name"],
             expires_in=timedelta(days=days) if days else None,
         )
@@ -95,7 +100,7 @@ class TokenListCreate(generics.ListCreateAPIView):
 
 class TokenRevoke(APIView):
     @extend_schema(
-        summary="Revoke a token (its owner or staff)",
+        summary="Revoke a token (its owner or an organization admin)",
         request=None,
         responses={200: ApiTokenSerializer, **AUTH_ERRORS, **NOT_FOUND},
     )

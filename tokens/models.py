@@ -36,10 +36,13 @@ def new_token_key() -> tuple[str, str]:
 
 
 class ApiToken(models.Model):
-    """One token of one user. (An `organization` key joins `user` when organizations do.)"""
+    """One token of one user, acting in one organization."""
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.CASCADE, related_name="+"
     )
     name = models.CharField(max_length=100)
     # Not secret: shown in lists and admin so a person can tell their tokens apart.

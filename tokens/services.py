@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from orgs import selectors as orgs
 from pipelines.errors import NotFound, PermissionDenied
 from pipelines.security import refusal_record
 from tokens.models import ApiToken, new_token_key, token_hash
@@ -28,14 +29,19 @@ def token_create(
     *,
     user: Any,
     name: str,
+    organization: Any = None,
     expires_in: timedelta | None = None,
     never_expires: bool = False,
 ) -> tuple[ApiToken, str]:
     """A new token and its key. The key is not stored (only its hash): show it once.
 
-    `expires_in` defaults to FIREFLY_TOKEN_TTL_DAYS; a token without an expiry must be
-    asked for by `never_expires=True`.
+    The token acts in `organization` (None: the default one), which its user must belong
+    to. `expires_in` defaults to FIREFLY_TOKEN_TTL_DAYS; a token without an expiry must
+    be asked for by `never_expires=True`.
     """
+    org_id = orgs.pk_of(organization)
+    if not orgs.is_member(user, org_id):
+        raise PermissionDenied("A token acts in an organization its user belongs to.")
     prefix, key = new_token_key()
     now = timezone.now()
     if never_expires:
@@ -43,6 +49,7 @@ def token_create(
     else:
         expires_at = now + (expires_in if expires_in is not None else default_lifetime())
     token = ApiToken.objects.create(
+        organization_id=org_id,
         user=user,
         name=name,
         prefix=prefix,
@@ -54,21 +61,24 @@ def token_create(
 
 
 def token_revoke(*, token_id: int, actor: Any, address: str | None = None) -> ApiToken:
-    """Revoke a token: its owner or staff may. Revoking twice changes nothing."""
+    """Revoke a token: its owner or an admin of its organization may. Revoking twice
+    changes nothing. Anyone else is told it does not exist (and the attempt recorded)."""
     token = ApiToken.objects.filter(pk=token_id).first()
     if token is None:
         raise NotFound(f"No token {token_id}.")
-    if actor is None or not (actor.is_staff or actor.pk == token.user_id):
+    owner = actor is not None and actor.pk == token.user_id
+    if actor is None or not (owner or orgs.is_admin(actor, token.organization_id)):
         # Recorded outside any transaction, so the refusal outlives the request.
         refusal_record(
             event="token.refused",
-            reason="only the token's owner and staff may revoke it",
+            reason="only the token's owner and its organization's admins may revoke it",
             actor=actor,
             address=address,
+            organization=token.organization_id,
             token=token.pk,
             owner=token.user_id,
         )
-        raise PermissionDenied("Only the token's owner and staff may revoke it.")
+        raise NotFound(f"No token {token_id}.")
     # Conditional: the first revocation keeps its time and its author.
     ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
         revoked_at=timezone.now(), revoked_by=actor

@@ -1,4 +1,4 @@
-"""REST API for outbound webhook subscriptions: list and create (staff only)."""
+"""REST API for outbound webhook subscriptions: list and create (organization admins)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
-from rest_framework import generics, permissions, serializers, status
+from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from orgs import selectors as orgs
+from orgs.api import InOrganization
 from webhooks import selectors, services
 from webhooks.models import WEBHOOK_EVENTS, Webhook
 
@@ -43,14 +45,25 @@ class WebhookCreatedSerializer(WebhookSerializer):
     )
 
 
-class WebhookListCreate(generics.ListCreateAPIView):
-    """Outbound webhook subscriptions. Staff only."""
+class AdministersOrganization(InOrganization):
+    """The request's organization, administered by the user."""
 
-    permission_classes = (permissions.IsAdminUser,)
+    message = "Only the organization's admins manage its webhooks."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return super().has_permission(request, view) and orgs.is_admin(
+            request.user, getattr(request.organization, "pk", None)
+        )
+
+
+class WebhookListCreate(generics.ListCreateAPIView):
+    """The organization's outbound webhook subscriptions. Its admins only."""
+
+    permission_classes = (AdministersOrganization,)
     serializer_class = WebhookSerializer
 
     def get_queryset(self) -> QuerySet[Webhook]:
-        return selectors.webhook_list()
+        return selectors.webhook_list(self.request.organization)
 
     @extend_schema(request=WebhookSerializer, responses={201: WebhookCreatedSerializer})
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -61,6 +74,7 @@ class WebhookListCreate(generics.ListCreateAPIView):
                 **serializer.validated_data,
                 actor=request.user,
                 address=request.META.get("REMOTE_ADDR"),
+                organization=request.organization,
             )
         except DjangoValidationError as exc:
             raise serializers.ValidationError({"url": exc.messages}) from exc

@@ -62,6 +62,10 @@ class Webhook(models.Model):
     to sign a delivery.
     """
 
+    # A webhook hears only of its own organization's events.
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+"
+    )
     url = models.URLField(max_length=500, validators=[validate_webhook_url])
     events = models.JSONField(default=list, validators=[validate_webhook_events])
     secret_encrypted = models.TextField(default=new_encrypted_secret, editable=False)
@@ -96,6 +100,9 @@ class WebhookDelivery(models.Model):
         DELIVERED = "delivered"
         FAILED = "failed"
 
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
     event = models.CharField(max_length=32)
     # Stable over retries, so a receiver can drop a repeat it already handled.

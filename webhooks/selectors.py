@@ -9,8 +9,13 @@ from django.db.models import QuerySet
 from webhooks.models import Webhook, WebhookDelivery
 
 
-def webhook_list() -> QuerySet[Webhook]:
-    return Webhook.objects.select_related("created_by").order_by("-created_at", "-id")
+def webhook_list(organization: Any) -> QuerySet[Webhook]:
+    """The organization's webhooks (its admins manage them)."""
+    return (
+        Webhook.objects.filter(organization_id=getattr(organization, "pk", organization))
+        .select_related("created_by")
+        .order_by("-created_at", "-id")
+    )
 
 
 def run_pending_deliveries(run_id: int) -> list[dict[str, Any]]:

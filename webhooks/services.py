@@ -19,7 +19,9 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
+from orgs import selectors as orgs
 from pipelines import events, outbound
+from pipelines.errors import PermissionDenied
 from pipelines.security import refusal_record
 from webhooks import crypto
 from webhooks.models import (
@@ -68,13 +70,28 @@ def webhook_create(
     active: bool = True,
     actor: Any = None,
     address: str | None = None,
+    organization: Any = None,
 ) -> Webhook:
+    """A webhook of `organization` (None: the default one); an admin of it (or Firefly
+    itself, actor None) creates it. It only ever hears of that organization's events."""
+    org_id = orgs.pk_of(organization)
+    if actor is not None and not orgs.is_admin(actor, org_id):
+        reason = "only the organization's admins may add webhooks"
+        refusal_record(
+            event="webhook.refused",
+            reason=reason,
+            actor=actor,
+            address=address,
+            organization=org_id,
+        )
+        raise PermissionDenied("Only the organization's admins may add webhooks.")
     # Checked before the transaction: the refusal's record must outlive its rollback.
     webhook_url_check(url=url, actor=actor, address=address)
     validate_webhook_events(events)
     plaintext = secret or new_webhook_secret()
     with transaction.atomic():
         webhook = Webhook.objects.create(
+            organization_id=org_id,
             url=url,
             events=list(dict.fromkeys(events)),
             secret_encrypted=crypto.encrypt(plaintext),
@@ -138,15 +155,26 @@ def webhook_secret_rotate(*, webhook_id: int) -> Webhook:
 
 
 def deliveries_create(*, event: str, data: dict[str, Any]) -> list[int]:
-    """One pending delivery per active webhook subscribed to `event`; sent after commit."""
-    hooks = [h for h in Webhook.objects.filter(active=True) if event in h.events]
+    """One pending delivery per active webhook of the event's organization subscribed to
+    `event`; sent after commit. An event of no organization reaches no webhook."""
+    organization = data.get("organization")
+    if not organization:
+        return []
+    hooks = [
+        h
+        for h in Webhook.objects.filter(active=True, organization__slug=organization)
+        if event in h.events
+    ]
     if not hooks:
         return []
     # Round-trip through JSON now, so every attempt sends exactly what the event said.
     payload = json.loads(json.dumps(data, cls=DjangoJSONEncoder))
     with transaction.atomic():
         made = WebhookDelivery.objects.bulk_create(
-            WebhookDelivery(webhook=hook, event=event, payload=payload) for hook in hooks
+            WebhookDelivery(
+                organization_id=hook.organization_id, webhook=hook, event=event, payload=payload
+            )
+            for hook in hooks
         )
         ids = [d.pk for d in made]
         for delivery_id in ids:

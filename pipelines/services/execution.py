@@ -73,6 +73,7 @@ def step_begin(*, step_run_id: int) -> Started | None:
         "step.started",
         run_id=step.run.pk,
         pipeline=pipeline,
+        organization_id=step.run.organization_id,
         step=step.step_name,
         status=S.RUNNING,
         attempt=step.attempt,

@@ -54,6 +54,7 @@ def open_handoff(
             pipeline=pipeline, inputs=payload, actor=txn.run.created_by, parent=txn.run
         )
         envelope = HandoffEnvelope.objects.create(
+            organization_id=txn.run.organization_id,
             origin_run=txn.run,
             origin_step=origin_step,
             origin_step_run_id=origin_step_run_id,

@@ -9,9 +9,17 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
+from orgs import selectors as orgs
 from pipelines import dispatch, engine, permissions, tracing
-from pipelines.errors import Conflict, IdempotencyKeyReused, NotFound, PermissionDenied
-from pipelines.models import Checkpoint, Run, StepRun
+from pipelines.errors import (
+    Conflict,
+    FireflyError,
+    IdempotencyKeyReused,
+    NotFound,
+    PermissionDenied,
+)
+from pipelines.models import Checkpoint, PipelineVersion, Run, StepRun
+from pipelines.security import refusal_record
 from pipelines.services import transitions
 from pipelines.services.unit_of_work import RunTxn, locked_run
 from pipelines.spec import PipelineSpec, validate_inputs
@@ -29,6 +37,7 @@ def run_start(
     version: int | None = None,
     idempotency_key: str = "",
     parent: Run | None = None,
+    organization: Any = None,
 ) -> Run:
     """Validate the inputs, create the run with a pending row per step, and queue it.
 
@@ -41,11 +50,11 @@ def run_start(
         version=version,
         idempotency_key=idempotency_key,
         parent=parent,
+        organization=organization,
     )
     return run
 
 
-@transaction.atomic
 def run_start_or_replay(
     *,
     pipeline: str,
@@ -54,21 +63,59 @@ def run_start_or_replay(
     version: int | None = None,
     idempotency_key: str = "",
     parent: Run | None = None,
+    organization: Any = None,
 ) -> tuple[Run, bool]:
     """Start a run as `run_start` does; returns (run, created).
 
+    The pipeline is the one of that name in `organization` (a `parent` run's own; None:
+    the default organization). A person needs its starter role: a pipeline they may not
+    see answers as if it did not exist, one they may only view is refused (recorded).
     An `idempotency_key` is scoped to the actor and the pipeline: the same key with the
     same request returns the run it started (created False); with another request it is
     refused (`IdempotencyKeyReused`), never answered with a run the request did not ask
     for. A `parent` run (a handoff) shares its trace.
     """
+    org_id = parent.organization_id if parent is not None else orgs.pk_of(organization)
+    found = pipeline_version(pipeline, version, organization=org_id)
+    # A handoff's child is started by Firefly for the parent's spec (its author chose the
+    # target, in the same organization); the parent's starter is recorded, not checked.
+    asking = None if parent is not None else actor
+    if not permissions.allowed(asking, "view_pipeline", found.pipeline):
+        raise NotFound(f"No pipeline {pipeline!r}.")
+    if not permissions.allowed(asking, "start_run", found.pipeline):
+        reason = f"You may view pipeline {pipeline!r} but not start its runs (starter role)."
+        refusal_record(
+            event="run.start_refused",
+            reason=reason,
+            actor=actor,
+            organization=org_id,
+            pipeline=pipeline,
+        )
+        raise PermissionDenied(reason)
+    return _start(found, pipeline, inputs, actor, version, idempotency_key, parent)
+
+
+@transaction.atomic
+def _start(
+    pipeline_version_: PipelineVersion,
+    pipeline: str,
+    inputs: Any,
+    actor: Any,
+    version: int | None,
+    idempotency_key: str,
+    parent: Run | None,
+) -> tuple[Run, bool]:
     request_hash = _request_hash(pipeline, version, inputs) if idempotency_key else ""
-    scope = {"created_by": actor, "idempotency_scope": pipeline, "idempotency_key": idempotency_key}
+    scope = {
+        "organization_id": pipeline_version_.organization_id,
+        "created_by": actor,
+        "idempotency_scope": pipeline,
+        "idempotency_key": idempotency_key,
+    }
     if idempotency_key:
         first = Run.objects.filter(**scope).first()
         if first is not None:
             return _replay(first, request_hash, idempotency_key), False
-    pipeline_version_ = pipeline_version(pipeline, version)
     spec = version_spec(pipeline_version_.pk)
     validate_inputs(spec, inputs)
     try:
@@ -76,6 +123,7 @@ def run_start_or_replay(
         # until the other commits, then fails here and returns the other's run.
         with transaction.atomic():
             run = Run.objects.create(
+                organization_id=pipeline_version_.organization_id,
                 pipeline_version=pipeline_version_,
                 inputs=inputs,
                 created_by=actor,
@@ -125,9 +173,17 @@ def _replay(first: Run, request_hash: str, key: str) -> Run:
 def _create_steps(run: Run, rows: Mapping[str, StepRun | None]) -> None:
     """Create the first row of each step: pending, or a copy of a finished attempt (fork)."""
     StepRun.objects.bulk_create(
-        StepRun(run=run, step_name=name, generation=1, attempt=1, status=S.PENDING)
+        StepRun(
+            organization_id=run.organization_id,
+            run=run,
+            step_name=name,
+            generation=1,
+            attempt=1,
+            status=S.PENDING,
+        )
         if source is None
         else StepRun(
+            organization_id=run.organization_id,
             run=run,
             step_name=name,
             generation=1,
@@ -187,16 +243,22 @@ def run_resume(*, run_id: int, actor: Any = None) -> Run:
     return txn.run
 
 
-def refuse_operation(txn: RunTxn, verb: str) -> PermissionDenied | None:
+def refuse_operation(txn: RunTxn, verb: str) -> FireflyError | None:
     """The refusal, audited in the run's chain, when `txn.actor` may not `verb` the run.
 
-    The caller lets the transaction commit (the audit entry is the evidence) and raises
-    the refusal after it.
+    Someone who may not even see the run is told it does not exist (404), so ids do not
+    leak; the attempt is in the run's chain all the same. The caller lets the
+    transaction commit (the audit entry is the evidence) and raises the refusal after it.
     """
     if permissions.may_operate(txn.actor, txn.run):
         return None
     what = "acknowledge its handoffs" if verb == "acknowledge" else f"{verb} it"
-    refusal = PermissionDenied(f"Only staff or the person who started a run may {what}.")
+    refusal: FireflyError = PermissionDenied(
+        f"Only the run's starter, its pipeline's operators and the organization's admins"
+        f" may {what}."
+    )
+    if not permissions.allowed(txn.actor, "view_run", txn.run):
+        refusal = NotFound(f"No run {txn.run.pk}.")
     person = permissions.is_person(txn.actor)
     txn.audit(
         "run.refused",
@@ -246,6 +308,7 @@ def _fork(source: Run, checkpoint_seq: int, actor: Any) -> Run:
     done = {name: step_run_id for name, step_run_id in done.items() if name not in redo}
     sources = StepRun.objects.in_bulk(done.values())
     run = Run.objects.create(
+        organization_id=source.organization_id,
         pipeline_version=source.pipeline_version,
         inputs=source.inputs,
         created_by=actor,

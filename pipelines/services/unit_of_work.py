@@ -11,6 +11,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from orgs import selectors as orgs
 from pipelines import engine, events, fastpath, sinks
 from pipelines.audit import AuditChain
 from pipelines.errors import NotFound
@@ -20,12 +21,23 @@ from pipelines.versions import version_info
 S = StepRun.Status
 
 
-def emit_event(event: str, *, run_id: int, pipeline: str, **payload: Any) -> None:
+def emit_event(
+    event: str, *, run_id: int, pipeline: str, organization_id: int, **payload: Any
+) -> None:
     """Tell event hooks of a run's event once this transaction commits.
 
-    Every event of a run goes through here; payloads carry `run` and `pipeline` first.
+    Every event of a run goes through here; payloads carry `organization` (its slug),
+    `run` and `pipeline` first: a webhook hears only of its own organization's events.
     """
-    events.emit_after_commit(event, {"run": run_id, "pipeline": pipeline, **payload})
+    events.emit_after_commit(
+        event,
+        {
+            "organization": orgs.slug_of(organization_id),
+            "run": run_id,
+            "pipeline": pipeline,
+            **payload,
+        },
+    )
 
 
 class RunTxn:
@@ -72,12 +84,19 @@ class RunTxn:
         self.chain.add(event, now=self.now, **fields)
 
     def emit(self, event: str, **payload: Any) -> None:
-        emit_event(event, run_id=self.run.pk, pipeline=self.version.pipeline_name, **payload)
+        emit_event(
+            event,
+            run_id=self.run.pk,
+            pipeline=self.version.pipeline_name,
+            organization_id=self.run.organization_id,
+            **payload,
+        )
 
     def checkpoint(self, kind: str, **fields: Any) -> None:
         self.run.checkpoint_seq += 1
         self.checkpoints.append(
             Checkpoint(
+                organization_id=self.run.organization_id,
                 run_id=self.run.pk,
                 seq=self.run.checkpoint_seq,
                 kind=kind,
@@ -107,6 +126,7 @@ class RunTxn:
             attempt = state.attempt + 1 if state and state.generation == generation else 1
             rows.append(
                 StepRun(
+                    organization_id=self.run.organization_id,
                     run_id=self.run.pk,
                     step_name=name,
                     generation=generation,

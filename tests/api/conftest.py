@@ -55,7 +55,7 @@ def client_for(db: Any) -> Callable[[Any], APIClient]:
 
 @pytest.fixture
 def gated(db: Any) -> str:
-    services.pipeline_create(spec=GATED)
+    services.pipeline_create(member_role="starter", spec=GATED)
     return "gated"
 
 

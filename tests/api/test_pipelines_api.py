@@ -267,7 +267,9 @@ def test_runs_are_listed_newest_first_and_paginated(client_for, users, gated):
 
 
 def test_runs_filter_by_status_and_pipeline(client_for, users, gated):
-    services.pipeline_create(spec={"name": "other", "steps": [{"name": "a", "type": "noop"}]})
+    services.pipeline_create(
+        member_role="starter", spec={"name": "other", "steps": [{"name": "a", "type": "noop"}]}
+    )
     waiting = drive(_started(users)[0])
     pending = _started(users)[0]
     other = services.run_start(pipeline="other", inputs={}, actor=users["starter"])
@@ -325,6 +327,7 @@ def test_resume_a_running_run_is_409_and_a_failed_one_resumes(client_for, users,
     assert "only a failed run" in error["message"]
 
     services.pipeline_create(
+        member_role="starter",
         spec={
             "name": "fragile",
             "steps": [
@@ -336,7 +339,7 @@ def test_resume_a_running_run_is_409_and_a_failed_one_resumes(client_for, users,
                     "config": {"callable": "tests.pipelines.callables.pick"},
                 },
             ],
-        }
+        },
     )
     failed = drive(services.run_start(pipeline="fragile", inputs={}, actor=users["starter"]))
     assert failed.status == Run.Status.FAILED

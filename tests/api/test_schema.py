@@ -91,7 +91,7 @@ def test_fuzz_every_operation_from_the_schema(
     _, token = token_create(user=root, name="fuzz")
     # What the second pass of the revoke operation aims at (not the token fuzzing uses).
     spare, _ = token_create(user=root, name="spare")
-    services.pipeline_create(spec=GATED)
+    services.pipeline_create(member_role="starter", spec=GATED)
     # Over HTTP, against a live server, as an integration would call it.
     schema = schemathesis.openapi.from_url(f"{live_server.url}/api/schema/?format=json")
     headers = {"Authorization": f"Token {token}"}

@@ -20,7 +20,7 @@ def task_url(task: HumanTask, action: str = "") -> str:
 
 
 def one_step_run(users, name: str, step: dict) -> Run:
-    services.pipeline_create(spec={"name": name, "steps": [step]})
+    services.pipeline_create(member_role="starter", spec={"name": name, "steps": [step]})
     run = drive(services.run_start(pipeline=name, inputs={}, actor=users["starter"]))
     assert run.status == Run.Status.WAITING
     return run

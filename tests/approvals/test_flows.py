@@ -29,7 +29,7 @@ def task_of(run: Run, step: str) -> HumanTask:
 
 
 def start(users: dict, steps: list[dict], name: str) -> Run:
-    pipelines.pipeline_create(spec={"name": name, "steps": steps})
+    pipelines.pipeline_create(member_role="starter", spec={"name": name, "steps": steps})
     return pipelines.run_start(pipeline=name, inputs={"v": 1}, actor=users["starter"])
 
 

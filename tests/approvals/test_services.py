@@ -23,6 +23,7 @@ pytestmark = pytest.mark.django_db
 def gate(name: str = "gated", **config: object) -> str:
     review = {"assignee_role": "reviewers", "instructions": "Check the build.", **config}
     pipelines.pipeline_create(
+        member_role="starter",
         spec={
             "name": name,
             "steps": [
@@ -30,7 +31,7 @@ def gate(name: str = "gated", **config: object) -> str:
                 {"name": "review", "type": "approval", "after": ["build"], "config": review},
                 {"name": "ship", "type": "noop", "after": ["review"]},
             ],
-        }
+        },
     )
     return name
 
@@ -238,12 +239,14 @@ def test_a_new_task_emails_the_roles_members_with_a_link(users, django_capture_o
 def test_an_interactive_step_needs_someone_to_act():
     with pytest.raises(SpecError, match="assignee"):
         pipelines.pipeline_create(
-            spec={"name": "nobody", "steps": [{"name": "r", "type": "approval", "config": {}}]}
+            member_role="starter",
+            spec={"name": "nobody", "steps": [{"name": "r", "type": "approval", "config": {}}]},
         )
     with pytest.raises(SpecError, match="options"):
         pipelines.pipeline_create(
+            member_role="starter",
             spec={
                 "name": "nochoice",
                 "steps": [{"name": "c", "type": "choice", "config": {"assignee": "x"}}],
-            }
+            },
         )

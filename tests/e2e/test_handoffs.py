@@ -17,14 +17,16 @@ def test_approve_the_child_then_the_parent_finishes_and_its_starter_acknowledges
     worker, users, page_for, live_server
 ):
     services.pipeline_create(
+        member_role="starter",
         spec={
             "name": "browser-child",
             "steps": [
                 {"name": "check", "type": "approval", "config": {"assignee_role": "reviewers"}}
             ],
-        }
+        },
     )
     services.pipeline_create(
+        member_role="starter",
         spec={
             "name": "browser-parent",
             "steps": [
@@ -35,7 +37,7 @@ def test_approve_the_child_then_the_parent_finishes_and_its_starter_acknowledges
                     "config": {"pipeline": "browser-child", "wait": True},
                 },
             ],
-        }
+        },
     )
     parent = services.run_start(pipeline="browser-parent", inputs={}, actor=users["starter"])
     wait_for(lambda: HumanTask.objects.filter(status="open").count() == 2, message="two tasks")

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.worker
 
 def gated_run(users: dict, name: str, gate: dict) -> Run:
     services.pipeline_create(
+        member_role="starter",
         spec={
             "name": name,
             "steps": [
@@ -24,7 +25,7 @@ def gated_run(users: dict, name: str, gate: dict) -> Run:
                 {**gate, "name": "review", "after": ["build"]},
                 {"name": "ship", "type": "sleep", "after": ["review"], "config": {"seconds": 1}},
             ],
-        }
+        },
     )
     run = services.run_start(pipeline=name, inputs={"version": "1.0"}, actor=users["starter"])
     wait_for(lambda: HumanTask.objects.filter(run=run, status="open").exists(), message="the task")
@@ -150,6 +151,7 @@ def test_reject_needs_a_reason_then_ends_the_run(worker, users, page_for, live_s
 
 def test_roll_back_then_approve_the_new_generation(worker, users, page_for, live_server):
     services.pipeline_create(
+        member_role="starter",
         spec={
             "name": "browser-rollback",
             "steps": [
@@ -163,7 +165,7 @@ def test_roll_back_then_approve_the_new_generation(worker, users, page_for, live
                 },
                 {"name": "ship", "type": "sleep", "after": ["review"], "config": {"seconds": 1}},
             ],
-        }
+        },
     )
     run = services.run_start(pipeline="browser-rollback", inputs={}, actor=users["starter"])
     first = wait_for(

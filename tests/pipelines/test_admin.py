@@ -24,7 +24,9 @@ def change_url(entry: AuditEntry) -> str:
 
 def start_run(name: str = "a1", *, cancel: bool = False) -> Run:
     """A run made by the real services, so its entries carry real HMAC chains."""
-    services.pipeline_create(spec={"name": name, "steps": [{"name": "a", "type": "noop"}]})
+    services.pipeline_create(
+        member_role="starter", spec={"name": name, "steps": [{"name": "a", "type": "noop"}]}
+    )
     run = services.run_start(pipeline=name, inputs={})
     if cancel:
         services.run_cancel(run_id=run.pk)

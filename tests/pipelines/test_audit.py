@@ -28,7 +28,7 @@ STEPS = [
 
 def finished_run(name: str = "chain", steps: list | None = None) -> Run:
     """A run executed in-process: run.created, run.started, 3 steps, run.finished."""
-    services.pipeline_create(spec={"name": name, "steps": steps or STEPS})
+    services.pipeline_create(member_role="starter", spec={"name": name, "steps": steps or STEPS})
     run = services.run_start(pipeline=name, inputs={"x": 1})
     services.run_advance(run_id=run.pk)
     services.step_execute(step_run_id=run.steps.get(step_name="a").pk)
@@ -83,7 +83,7 @@ def test_a_visit_records_its_times_latency_and_outputs():
 
 
 def test_every_service_writes_exactly_its_entries():
-    services.pipeline_create(spec={"name": "walk", "steps": STEPS})
+    services.pipeline_create(member_role="starter", spec={"name": "walk", "steps": STEPS})
     assert list(AuditEntry.objects.filter(run__isnull=True).values_list("event", flat=True)) == [
         "pipeline.version_created"
     ]
@@ -109,7 +109,8 @@ def test_every_service_writes_exactly_its_entries():
     assert events(fork)[1:] == [("run.cancelled", ""), ("run.finished", "")]
 
     services.pipeline_create(
-        spec={"name": "flaky", "steps": [{"name": "f", "type": "fail", "config": {"times": 1}}]}
+        member_role="starter",
+        spec={"name": "flaky", "steps": [{"name": "f", "type": "fail", "config": {"times": 1}}]},
     )
     failing = services.run_start(pipeline="flaky", inputs={})
     services.run_advance(run_id=failing.pk)
@@ -119,7 +120,9 @@ def test_every_service_writes_exactly_its_entries():
     services.run_resume(run_id=failing.pk)
     assert events(failing)[4:] == [("run.resumed", "")]
 
-    services.pipeline_create(spec={"name": "slow", "steps": [{"name": "s", "type": "noop"}]})
+    services.pipeline_create(
+        member_role="starter", spec={"name": "slow", "steps": [{"name": "s", "type": "noop"}]}
+    )
     lost = services.run_start(pipeline="slow", inputs={})
     services.run_advance(run_id=lost.pk)
     step = lost.steps.get()
@@ -141,7 +144,7 @@ def test_rollback_writes_its_entry_with_the_reset_steps():
 
 
 def test_a_failure_inside_the_transaction_leaves_neither_change_nor_entry(monkeypatch):
-    services.pipeline_create(spec={"name": "atomic", "steps": STEPS})
+    services.pipeline_create(member_role="starter", spec={"name": "atomic", "steps": STEPS})
     run = services.run_start(pipeline="atomic", inputs={})
     before = events(run)
     original = services.RunTxn.flush
@@ -162,7 +165,9 @@ def test_a_failure_inside_the_transaction_leaves_neither_change_nor_entry(monkey
 
 def test_large_snapshots_are_replaced_by_a_marker_with_size_and_hash(settings):
     settings.FIREFLY_AUDIT_SNAPSHOT_LIMIT = 100
-    services.pipeline_create(spec={"name": "big", "steps": [{"name": "a", "type": "noop"}]})
+    services.pipeline_create(
+        member_role="starter", spec={"name": "big", "steps": [{"name": "a", "type": "noop"}]}
+    )
     run = services.run_start(pipeline="big", inputs={"text": "x" * 500})
 
     snapshot = AuditEntry.objects.get(run=run, event="run.created").inputs

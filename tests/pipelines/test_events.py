@@ -27,7 +27,7 @@ def heard() -> Iterator[list[tuple[str, dict[str, Any]]]]:
 
 
 def test_hooks_hear_step_and_run_events_after_commit(heard, django_capture_on_commit_callbacks):
-    services.pipeline_create(spec={"name": "heard", "steps": TWO_STEPS})
+    services.pipeline_create(member_role="starter", spec={"name": "heard", "steps": TWO_STEPS})
     with django_capture_on_commit_callbacks(execute=True):
         run = drive(services.run_start(pipeline="heard", inputs={}))
 
@@ -52,7 +52,7 @@ def test_a_hook_for_one_pipeline_and_some_events(django_capture_on_commit_callba
     )
     try:
         for name in ("mine", "theirs"):
-            services.pipeline_create(spec={"name": name, "steps": TWO_STEPS})
+            services.pipeline_create(member_role="starter", spec={"name": name, "steps": TWO_STEPS})
             with django_capture_on_commit_callbacks(execute=True):
                 drive(services.run_start(pipeline=name, inputs={}))
     finally:
@@ -68,7 +68,7 @@ def test_a_failing_hook_is_logged_and_changes_nothing(
 
     hook = events.register(broken, events=["step.succeeded"])
     try:
-        services.pipeline_create(spec={"name": "sturdy", "steps": TWO_STEPS})
+        services.pipeline_create(member_role="starter", spec={"name": "sturdy", "steps": TWO_STEPS})
         with django_capture_on_commit_callbacks(execute=True):
             run = drive(services.run_start(pipeline="sturdy", inputs={}))
     finally:
@@ -81,7 +81,7 @@ def test_a_failing_hook_is_logged_and_changes_nothing(
 def test_nothing_is_heard_when_the_transaction_rolls_back(
     heard, django_capture_on_commit_callbacks
 ):
-    services.pipeline_create(spec={"name": "undone", "steps": TWO_STEPS})
+    services.pipeline_create(member_role="starter", spec={"name": "undone", "steps": TWO_STEPS})
     run = services.run_start(pipeline="undone", inputs={})
 
     def cancel_then_fail() -> None:
@@ -96,12 +96,13 @@ def test_nothing_is_heard_when_the_transaction_rolls_back(
 
 def test_task_events_come_through_the_same_stream(heard, users, django_capture_on_commit_callbacks):
     services.pipeline_create(
+        member_role="starter",
         spec={
             "name": "gated-events",
             "steps": [
                 {"name": "review", "type": "approval", "config": {"assignee_role": "reviewers"}}
             ],
-        }
+        },
     )
     with django_capture_on_commit_callbacks(execute=True):
         run = drive(services.run_start(pipeline="gated-events", inputs={}, actor=users["starter"]))

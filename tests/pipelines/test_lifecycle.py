@@ -175,7 +175,7 @@ def test_on_finish_must_be_an_allowed_callable(db):
         "on_finish": "os.system",
     }
     with pytest.raises(SpecError) as caught:
-        services.pipeline_create(spec=spec)
+        services.pipeline_create(member_role="starter", spec=spec)
     assert caught.value.details[0]["field"] == "on_finish"
     assert "outside the allowed modules" in caught.value.details[0]["message"]
     assert not Run.objects.exists()
@@ -293,7 +293,9 @@ def test_payload_from_must_be_upstream(db):
         {"name": "hand", "type": "handoff", "config": {"pipeline": "x", "payload_from": "a"}},
     ]
     with pytest.raises(SpecError) as caught:
-        services.pipeline_create(spec={"name": "bad-handoff", "steps": steps})
+        services.pipeline_create(
+            member_role="starter", spec={"name": "bad-handoff", "steps": steps}
+        )
     assert caught.value.details == [
         {
             "step": "hand",
@@ -447,7 +449,9 @@ def test_on_finish_hands_off_and_sees_it_unsettled(db, make_pipeline):
 
 def test_the_rollout_demo_waits_for_its_deploy_run(db, users):
     for name in ("deploy", "rollout"):
-        services.pipeline_create(spec=load_text(Path(f"pipelines/demo/{name}.yaml").read_text()))
+        services.pipeline_create(
+            member_role="starter", spec=load_text(Path(f"pipelines/demo/{name}.yaml").read_text())
+        )
     run = drive(
         services.run_start(pipeline="rollout", inputs={"version": "2.0"}, actor=users["starter"])
     )

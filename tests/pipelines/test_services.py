@@ -39,7 +39,7 @@ def test_invalid_spec_names_every_problem_and_writes_nothing():
         ],
     }
     with pytest.raises(SpecError) as caught:
-        services.pipeline_create(spec=spec)
+        services.pipeline_create(member_role="starter", spec=spec)
 
     problems = {(e["step"], e["field"]) for e in caught.value.errors}
     assert ("b", "type") in problems
@@ -51,12 +51,14 @@ def test_invalid_spec_names_every_problem_and_writes_nothing():
 
 
 def test_versions_are_immutable_and_runs_keep_theirs():
-    first = services.pipeline_create(spec=RELEASE)
-    assert services.pipeline_create(spec=RELEASE) == first  # same spec, same version
+    first = services.pipeline_create(member_role="starter", spec=RELEASE)
+    assert (
+        services.pipeline_create(member_role="starter", spec=RELEASE) == first
+    )  # same spec, same version
     run = services.run_start(pipeline="release", inputs={"version": "1"})
 
     changed = {**RELEASE, "description": "now with a description"}
-    second = services.pipeline_create(spec=changed)
+    second = services.pipeline_create(member_role="starter", spec=changed)
 
     assert (first.number, second.number) == (1, 2)
     run.refresh_from_db()
@@ -75,7 +77,7 @@ def test_versions_are_immutable_and_runs_keep_theirs():
 
 
 def test_invalid_inputs_name_the_field_and_create_no_run():
-    services.pipeline_create(spec=RELEASE)
+    services.pipeline_create(member_role="starter", spec=RELEASE)
     with pytest.raises(InvalidInput) as caught:
         services.run_start(pipeline="release", inputs={"version": 3})
     assert caught.value.details == [{"field": "version", "message": "3 is not of type 'string'"}]
@@ -97,7 +99,7 @@ def test_unknown_pipeline_and_run_are_not_found():
 
 
 def test_run_start_creates_pending_steps_and_its_audit_entry():
-    services.pipeline_create(spec=RELEASE)
+    services.pipeline_create(member_role="starter", spec=RELEASE)
     run = services.run_start(pipeline="release", inputs={"version": "1"})
 
     assert run.status == Run.Status.PENDING
@@ -112,7 +114,9 @@ def test_run_start_creates_pending_steps_and_its_audit_entry():
 
 
 def test_executing_the_same_step_twice_commits_it_once():
-    services.pipeline_create(spec={"name": "one", "steps": [{"name": "only", "type": "noop"}]})
+    services.pipeline_create(
+        member_role="starter", spec={"name": "one", "steps": [{"name": "only", "type": "noop"}]}
+    )
     run = services.run_start(pipeline="one", inputs={})
     services.run_advance(run_id=run.pk)
     step = run.steps.get()
@@ -128,7 +132,9 @@ def test_executing_the_same_step_twice_commits_it_once():
 
 
 def test_run_state_guards_refuse_with_the_reason():
-    services.pipeline_create(spec={"name": "one", "steps": [{"name": "only", "type": "noop"}]})
+    services.pipeline_create(
+        member_role="starter", spec={"name": "one", "steps": [{"name": "only", "type": "noop"}]}
+    )
     run = services.run_start(pipeline="one", inputs={})
     with pytest.raises(Conflict, match="only a failed run can be resumed"):
         services.run_resume(run_id=run.pk)
@@ -144,7 +150,9 @@ def test_run_state_guards_refuse_with_the_reason():
 
 
 def test_fork_needs_an_existing_checkpoint():
-    services.pipeline_create(spec={"name": "one", "steps": [{"name": "only", "type": "noop"}]})
+    services.pipeline_create(
+        member_role="starter", spec={"name": "one", "steps": [{"name": "only", "type": "noop"}]}
+    )
     run = services.run_start(pipeline="one", inputs={})
     with pytest.raises(NotFound, match="no checkpoint 3"):
         services.run_fork(run_id=run.pk, checkpoint_seq=3)
@@ -152,7 +160,7 @@ def test_fork_needs_an_existing_checkpoint():
 
 
 def test_rollback_only_to_a_completed_step():
-    services.pipeline_create(spec=RELEASE)
+    services.pipeline_create(member_role="starter", spec=RELEASE)
     run = services.run_start(pipeline="release", inputs={"version": "1"})
     services.run_advance(run_id=run.pk)
     with pytest.raises(InvalidInput, match="Unknown step 'nope'"):
@@ -181,7 +189,7 @@ def test_load_pipeline_command_reports_the_file_and_loads_nothing_on_error(tmp_p
 
 
 def test_start_run_and_run_status_commands():
-    services.pipeline_create(spec=RELEASE)
+    services.pipeline_create(member_role="starter", spec=RELEASE)
     with pytest.raises(CommandError, match="--inputs is not valid JSON"):
         call_command("start_run", "release", "--inputs", "{nope")
     with pytest.raises(CommandError, match="version"):

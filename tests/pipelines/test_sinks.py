@@ -42,7 +42,7 @@ def start_run(django_capture_on_commit_callbacks: Any) -> Callable[[], Run]:
 
     def start() -> Run:
         with django_capture_on_commit_callbacks(execute=True):
-            services.pipeline_create(spec=SPEC)
+            services.pipeline_create(member_role="starter", spec=SPEC)
             return services.run_start(pipeline="s1", inputs={})
 
     return start
@@ -71,7 +71,7 @@ class Boom:
 def test_no_sinks_registers_nothing(settings, django_capture_on_commit_callbacks):
     settings.FIREFLY_AUDIT_SINKS = []
     with django_capture_on_commit_callbacks() as callbacks:
-        services.pipeline_create(spec=SPEC)
+        services.pipeline_create(member_role="starter", spec=SPEC)
     assert callbacks == []
 
 
@@ -82,7 +82,7 @@ def test_jsonl_gets_one_line_per_entry_after_commit(
     settings.FIREFLY_AUDIT_SINKS = [f"jsonl:{path}"]
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.pipeline_create(spec=SPEC)
+        services.pipeline_create(member_role="starter", spec=SPEC)
         run = services.run_start(pipeline="s1", inputs={})
         assert not path.exists()  # nothing before the commit
 
@@ -228,7 +228,7 @@ def test_nothing_is_published_when_the_transaction_rolls_back(
 
     def start_and_abort() -> None:
         with transaction.atomic():
-            services.pipeline_create(spec=SPEC)
+            services.pipeline_create(member_role="starter", spec=SPEC)
             services.run_start(pipeline="s1", inputs={})
             raise RuntimeError("abort")
 
@@ -249,7 +249,7 @@ def test_sinks_follow_the_setting_when_it_changes(
 
     settings.FIREFLY_AUDIT_SINKS = ["logging"]
     with django_capture_on_commit_callbacks(execute=True):
-        services.pipeline_create(spec=SPEC)
+        services.pipeline_create(member_role="starter", spec=SPEC)
     settings.FIREFLY_AUDIT_SINKS = [f"jsonl:{path}"]
     with django_capture_on_commit_callbacks(execute=True):
         run = services.run_start(pipeline="s1", inputs={})
@@ -271,7 +271,7 @@ def test_sinks_follow_the_setting_when_it_changes(
 def test_bad_sink_setting_is_improperly_configured(settings, value, message):
     settings.FIREFLY_AUDIT_SINKS = value
     with pytest.raises(ImproperlyConfigured, match=message):
-        services.pipeline_create(spec=SPEC)
+        services.pipeline_create(member_role="starter", spec=SPEC)
     assert not Pipeline.objects.filter(name="s1").exists()
 
 
@@ -289,7 +289,7 @@ def test_a_bad_sink_setting_commits_nothing_even_when_the_commit_is_pipelined(
     monkeypatch.setattr(
         dispatch.app, "send_task", lambda name, args, **o: sent.append((name, args))
     )
-    services.pipeline_create(spec=SPEC)
+    services.pipeline_create(member_role="starter", spec=SPEC)
     run = services.run_start(pipeline="s1", inputs={})
     step = run.steps.get(step_name="a")
     entries = AuditEntry.objects.filter(run=run).count()

@@ -11,6 +11,7 @@ from tests.approvals.conftest import drive
 
 def test_a_resumed_gate_does_not_count_votes_from_before(users):
     services.pipeline_create(
+        member_role="starter",
         spec={
             "name": "flaky-gate",
             "steps": [
@@ -22,7 +23,7 @@ def test_a_resumed_gate_does_not_count_votes_from_before(users):
                 },
                 {"name": "ship", "type": "noop", "after": ["check", "review"]},
             ],
-        }
+        },
     )
     run = services.run_start(pipeline="flaky-gate", inputs={}, actor=users["starter"])
     services.run_advance(run_id=run.pk)

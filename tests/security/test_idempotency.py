@@ -19,7 +19,9 @@ def start(api, pipeline: str, key: str, **inputs):
 
 
 def test_the_same_key_on_another_pipeline_starts_that_pipeline(users, client_for, gated):
-    services.pipeline_create(spec={"name": "other", "steps": [{"name": "a", "type": "noop"}]})
+    services.pipeline_create(
+        member_role="starter", spec={"name": "other", "steps": [{"name": "a", "type": "noop"}]}
+    )
     api = client_for(users["starter"])
     first = start(api, "gated", "k-1")
     other = start(api, "other", "k-1")

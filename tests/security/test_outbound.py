@@ -208,7 +208,8 @@ def http_step_run(url: str) -> Run:
     """A real pipeline with one `http` step, run through the services in this process."""
     name = f"call-{secrets.token_hex(3)}"
     services.pipeline_create(
-        spec={"name": name, "steps": [{"name": "call", "type": "http", "config": {"url": url}}]}
+        member_role="starter",
+        spec={"name": name, "steps": [{"name": "call", "type": "http", "config": {"url": url}}]},
     )
     run = services.run_start(pipeline=name, inputs={})
     return drive(run)

@@ -160,7 +160,7 @@ def _deep_body(depth: int) -> bytes:
 
 @pytest.mark.parametrize("depth", [65, 990, 200_000])
 def test_a_deep_json_body_is_a_400_on_every_endpoint(users, depth):
-    services.pipeline_create(spec=GATED)
+    services.pipeline_create(member_role="starter", spec=GATED)
     run = drive(services.run_start(pipeline="gated", inputs={"version": "1"}, actor=users["r1"]))
     task = HumanTask.objects.get(run=run)
     endpoints = [
@@ -194,7 +194,7 @@ def test_a_body_over_the_limit_is_a_400(users, settings):
 
 
 def test_nan_and_infinity_are_not_json(users):
-    services.pipeline_create(spec=GATED)
+    services.pipeline_create(member_role="starter", spec=GATED)
     response = api(users["starter"]).post(
         f"{V1}/pipelines/gated/runs/",
         '{"inputs": {"version": NaN}}',
@@ -205,7 +205,7 @@ def test_nan_and_infinity_are_not_json(users):
 
 
 def test_run_inputs_over_the_limit_are_refused(users, settings):
-    services.pipeline_create(spec=GATED)
+    services.pipeline_create(member_role="starter", spec=GATED)
     inputs = {"version": "1", "blob": "x" * settings.FIREFLY_INPUTS_MAX_BYTES}
     response = api(users["starter"]).post(
         f"{V1}/pipelines/gated/runs/", {"inputs": inputs}, format="json"
@@ -310,7 +310,7 @@ def test_a_catastrophic_pattern_does_not_hang_the_start_page(client, users):
             "properties": {"code": {"type": "string", "pattern": CATASTROPHIC}},
         }
     )
-    services.pipeline_create(spec=spec)
+    services.pipeline_create(member_role="starter", spec=spec)
     client.force_login(users["starter"])
 
     started = time.monotonic()

@@ -15,6 +15,7 @@ V1 = "/api/v1"
 
 def quorum_of_two(users) -> tuple[Run, HumanTask]:
     services.pipeline_create(
+        member_role="starter",
         spec={
             "name": "two-keys",
             "steps": [
@@ -25,7 +26,7 @@ def quorum_of_two(users) -> tuple[Run, HumanTask]:
                 },
                 {"name": "ship", "type": "noop", "after": ["review"]},
             ],
-        }
+        },
     )
     run = services.run_start(pipeline="two-keys", inputs={}, actor=users["starter"])
     services.run_advance(run_id=run.pk)
@@ -51,6 +52,7 @@ def test_reject_after_own_approval_over_the_api(users, client_for):
 
 def test_roll_back_after_own_approval_on_the_page(users):
     services.pipeline_create(
+        member_role="starter",
         spec={
             "name": "redo",
             "steps": [
@@ -62,7 +64,7 @@ def test_roll_back_after_own_approval_on_the_page(users):
                     "config": {"assignee_role": "reviewers", "quorum": 2},
                 },
             ],
-        }
+        },
     )
     run = services.run_start(pipeline="redo", inputs={}, actor=users["starter"])
     drive(run)

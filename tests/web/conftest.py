@@ -19,6 +19,7 @@ def gate_pipeline(name: str = "gated", kind: str = "approval", **config: Any) ->
         "config": {"assignee_role": "reviewers", "instructions": "Check the build.", **config},
     }
     services.pipeline_create(
+        member_role="starter",
         spec={
             "name": name,
             "input_schema": {
@@ -31,7 +32,7 @@ def gate_pipeline(name: str = "gated", kind: str = "approval", **config: Any) ->
                 step,
                 {"name": "ship", "type": "noop", "after": ["review"]},
             ],
-        }
+        },
     )
     return name
 

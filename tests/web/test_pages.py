@@ -354,13 +354,14 @@ def test_cancel_only_while_unfinished(client, users):
 
 def test_resume_only_a_failed_run(client, users):
     services.pipeline_create(
+        member_role="starter",
         spec={
             "name": "flaky",
             "steps": [
                 {"name": "a", "type": "noop"},
                 {"name": "b", "type": "fail", "after": ["a"], "config": {"times": 1}},
             ],
-        }
+        },
     )
     run = drive(services.run_start(pipeline="flaky", inputs={}, actor=users["starter"]))
     assert run.status == Run.Status.FAILED
@@ -475,7 +476,7 @@ def test_dag_svg_has_every_step_of_a_big_pipeline(client, users):
     for index in range(1, 35):
         after = [f"step-{index - 1}"] + ([f"step-{index - 3}"] if index >= 3 else [])
         steps.append({"name": f"step-{index}", "type": "noop", "after": after})
-    services.pipeline_create(spec={"name": "big", "steps": steps})
+    services.pipeline_create(member_role="starter", spec={"name": "big", "steps": steps})
     spec = services.version_spec(services.pipeline_version("big").pk)
     svg = str(render_svg(spec))
     assert svg == str(render_svg(spec))  # deterministic

@@ -110,6 +110,7 @@ def offline(monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks:
 def gated_run(users: dict[str, Any], offline: Offline, name: str = "hooked", **review: Any) -> Run:
     """A run waiting for review (the task.opened event committed)."""
     pipelines.pipeline_create(
+        member_role="starter",
         spec={
             "name": name,
             "steps": [
@@ -121,7 +122,7 @@ def gated_run(users: dict[str, Any], offline: Offline, name: str = "hooked", **r
                     "config": {"assignee_role": "reviewers", **review},
                 },
             ],
-        }
+        },
     )
     with offline():
         run = pipelines.run_start(pipeline=name, inputs={}, actor=users["starter"])

@@ -127,7 +127,8 @@ def test_a_failed_run_sends_run_failed(hook_settings, receive, users, offline):
     receiver = receive([200])
     webhooks.webhook_create(url=receiver.url, events=["run.failed"])
     pipelines.pipeline_create(
-        spec={"name": "broken", "steps": [{"name": "f", "type": "fail", "config": {}}]}
+        member_role="starter",
+        spec={"name": "broken", "steps": [{"name": "f", "type": "fail", "config": {}}]},
     )
     with offline():
         run = drive(pipelines.run_start(pipeline="broken", inputs={}))
@@ -282,10 +283,11 @@ def hook_worker(worker: Any, hanging: Receiver) -> Iterator[Any]:
 def test_a_dead_endpoint_never_slows_a_real_run(hook_settings, hanging, hook_worker):
     webhooks.webhook_create(url=hanging.url, events=["run.finished"])
     pipelines.pipeline_create(
+        member_role="starter",
         spec={
             "name": "quick",
             "steps": [{"name": "a", "type": "noop"}, {"name": "b", "type": "noop", "after": ["a"]}],
-        }
+        },
     )
 
     started = time.monotonic()

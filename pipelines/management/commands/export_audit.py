@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from pipelines.audit import export_line
+from pipelines.management.commands.load_pipeline import organization_named
 from pipelines.models import AuditEntry
 
 
@@ -31,6 +32,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--run", type=int, help="one run's chain")
+        parser.add_argument("--organization", help="only this organization's entries (its slug)")
         parser.add_argument("--since", help="entries created at or after this date or time")
         parser.add_argument("--until", help="entries created up to this date or time")
         parser.add_argument("--output", type=Path, help="file to write (default: standard output)")
@@ -45,6 +47,8 @@ class Command(BaseCommand):
                 entries = entries.filter(created_at__lte=moment(options["until"], end=True))
         else:
             raise CommandError("Give --run ID, or --since DATE (and optionally --until DATE).")
+        if options.get("organization"):
+            entries = entries.filter(organization=organization_named(options["organization"]))
         out = options["output"].open("w") if options["output"] else sys.stdout
         count = 0
         try:

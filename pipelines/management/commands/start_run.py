@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pipelines import selectors, services
 from pipelines.errors import FireflyError
+from pipelines.management.commands.load_pipeline import organization_named
 from pipelines.models import Run
 
 
@@ -25,6 +26,9 @@ class Command(BaseCommand):
             dest="pipeline_version",
             help="a version number (default: the latest)",
         )
+        parser.add_argument(
+            "--organization", help="the organization's slug (default: the default organization)"
+        )
         parser.add_argument("--wait", action="store_true", help="follow the run until it ends")
         parser.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
 
@@ -35,7 +39,10 @@ class Command(BaseCommand):
             raise CommandError(f"--inputs is not valid JSON: {exc}") from exc
         try:
             run = services.run_start(
-                pipeline=options["pipeline"], inputs=inputs, version=options["pipeline_version"]
+                pipeline=options["pipeline"],
+                inputs=inputs,
+                version=options["pipeline_version"],
+                organization=organization_named(options.get("organization")),
             )
         except FireflyError as exc:
             raise CommandError(exc.message) from exc

@@ -1,4 +1,5 @@
-"""`manage.py verify_audit [--run ID] [--against FILE]`: check the audit chains."""
+"""`manage.py verify_audit [--run ID] [--organization SLUG] [--against FILE]`: check the
+audit chains."""
 
 import json
 import time
@@ -8,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pipelines.audit import Break, chains, verify_chain
+from pipelines.management.commands.load_pipeline import organization_named
 from pipelines.models import AuditEntry
 
 
@@ -20,6 +22,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--run", type=int, help="check only this run's chain")
         parser.add_argument(
+            "--organization", help="check only this organization's chains (its slug)"
+        )
+        parser.add_argument(
             "--against", type=Path, help="also check the database against an export_audit file"
         )
 
@@ -27,7 +32,9 @@ class Command(BaseCommand):
         started = time.perf_counter()
         checked = 0
         problem: Break | None = None
-        for chain, entries, head in chains(run):
+        slug = options.get("organization")
+        org_id = organization_named(slug).pk if slug else None
+        for chain, entries, head in chains(run, org_id):
             checked += len(entries)
             problem = verify_chain(chain, entries, head)
             if problem:

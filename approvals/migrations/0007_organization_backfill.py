@@ -1,0 +1,15 @@
+"""Earlier rows belong to the default organization."""
+
+from django.db import migrations
+
+from orgs.backfill import fill
+
+
+def forward(apps, schema_editor):
+    fill(schema_editor, apps, ["approvals_humantask", "approvals_decision"])
+
+
+class Migration(migrations.Migration):
+    dependencies = [("approvals", "0006_organizations"), ("orgs", "0002_default_organization")]
+
+    operations = [migrations.RunPython(forward, migrations.RunPython.noop)]

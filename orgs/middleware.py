@@ -1,0 +1,29 @@
+"""The organization a page request acts in: `request.organization`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+from orgs import selectors
+
+SESSION_KEY = "firefly_organization"
+
+
+class CurrentOrganizationMiddleware:
+    """Sets `request.organization` from the session's choice (the header's switcher) or
+    the user's first organization; None for visitors and users of no organization.
+
+    The API sets it again after its own authentication (tokens carry their organization;
+    `X-Firefly-Organization` picks one for session users of several).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = getattr(request, "user", None)
+        wanted = request.session.get(SESSION_KEY) if hasattr(request, "session") else None
+        request.organization = selectors.resolve(user, wanted)  # type: ignore[attr-defined]
+        return self.get_response(request)
