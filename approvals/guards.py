@@ -135,9 +135,8 @@ def refusal_for(task: HumanTask, user: Any, action: str, txn: RunTxn) -> Excepti
     if action in ("reassign", "break_claim"):
         if can_manage(user, task):
             return None
-        return PermissionDenied(
-            f"Only the organization's admins may {action.replace('_', ' ')} task {task.pk}."
-        )
+        verb = "reassign" if action == "reassign" else "break a claim on"
+        return PermissionDenied(f"Only the organization's admins may {verb} task {task.pk}.")
     if not can_act(user, task):
         names = []
         if task.assignee is not None:

@@ -86,7 +86,7 @@ def recipients(task: HumanTask) -> list[str]:
         is_active=True, memberships__organization_id=task.organization_id
     )
     if task.assignee is not None:
-        people = list(members.filter(pk=task.assignee_id))
+        people = list(members.filter(pk=task.assignee.pk))
     elif task.assignee_role is not None:
         people = list(members.filter(groups=task.assignee_role))
     else:

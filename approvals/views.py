@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 
 from approvals import selectors, services
 from approvals.models import Decision, HumanTask
+from orgs.middleware import organization_of
 from pipelines import dag
 from pipelines import selectors as pipeline_selectors
 from pipelines.errors import FireflyError
@@ -32,7 +33,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
     kind = request.GET.get("kind", "")
     sort = request.GET.get("sort", "due")
     tasks = selectors.inbox_tasks(
-        request.user, request.organization, pipeline=pipeline, kind=kind, sort=sort
+        request.user, organization_of(request), pipeline=pipeline, kind=kind, sort=sort
     )
     page = Paginator(tasks, INBOX_PAGE_SIZE).get_page(request.GET.get("page"))
     filters = request.GET.copy()
@@ -45,7 +46,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
         "kind": kind,
         "sort": sort,
         "kinds": HumanTask.Kind.values,
-        "pipelines": pipeline_selectors.pipeline_names(request.user, request.organization),
+        "pipelines": pipeline_selectors.pipeline_names(request.user, organization_of(request)),
         "query": request.GET.urlencode(),
     }
     template = "partials/inbox_table.html" if is_htmx(request) else "approvals/inbox.html"
@@ -54,12 +55,12 @@ def inbox(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def inbox_count(request: HttpRequest) -> HttpResponse:
-    count = selectors.open_task_count(request.user, request.organization)
+    count = selectors.open_task_count(request.user, organization_of(request))
     return HttpResponse(str(count) if count else "", content_type="text/plain")
 
 
 def _task_or_404(request: HttpRequest, task_id: int) -> HumanTask:
-    task = selectors.task_detail(request.user, request.organization, task_id)
+    task = selectors.task_detail(request.user, organization_of(request), task_id)
     if task is None:
         raise Http404(f"No task {task_id}.")
     return task

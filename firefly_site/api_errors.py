@@ -122,6 +122,7 @@ def _record_forbidden(exc: exceptions.APIException, context: dict[str, Any]) -> 
         reason=str(exc.detail),
         actor=getattr(request, "user", None),
         address=request.META.get("REMOTE_ADDR"),
+        organization=getattr(request, "organization", None),
         method=request.method,
         path=request.path,
     )

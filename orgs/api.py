@@ -41,6 +41,6 @@ class InOrganization(BasePermission):
             org = selectors.resolve(user, wanted)
             if org is None and request.headers.get(HEADER):
                 raise exceptions.NotFound(f"No organization {request.headers[HEADER]!r}.")
-        request.organization = org  # type: ignore[attr-defined]
-        request._request.organization = org  # type: ignore[attr-defined]
+        request.organization = org
+        request._request.organization = org
         return True

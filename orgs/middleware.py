@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
 from orgs import selectors
+from orgs.models import Organization
 
 SESSION_KEY = "firefly_organization"
 
@@ -27,3 +29,8 @@ class CurrentOrganizationMiddleware:
         wanted = request.session.get(SESSION_KEY) if hasattr(request, "session") else None
         request.organization = selectors.resolve(user, wanted)  # type: ignore[attr-defined]
         return self.get_response(request)
+
+
+def organization_of(request: Any) -> Organization | None:
+    """The organization a request acts in (None: the user belongs to none)."""
+    return getattr(request, "organization", None)

@@ -87,6 +87,7 @@ def visible_run(request: Request, pk: int) -> Run:
 
 
 class PipelineList(generics.ListAPIView):
+    queryset = Pipeline.objects.none()  # for the schema; get_queryset scopes every request
     serializer_class = PipelineSerializer
     pagination_class = Page
 
@@ -119,7 +120,10 @@ class PipelineList(generics.ListAPIView):
             if isinstance(spec, str):
                 spec = load_text(spec)
             version, created = services.pipeline_create_or_get(
-                spec=spec, actor=request.user, organization=organization_or_404(request)
+                spec=spec,
+                actor=request.user,
+                organization=organization_or_404(request),
+                member_role=data.get("member_role") or None,
             )
         except SpecError as exc:
             # A spec names code to run: a refused one is kept, outside the rolled-back
@@ -204,6 +208,7 @@ class RunStart(APIView):
 
 
 class RunList(generics.ListAPIView):
+    queryset = Run.objects.none()  # for the schema; get_queryset scopes every request
     serializer_class = RunSerializer
     pagination_class = Page
     filterset_class = RunFilter
@@ -344,6 +349,7 @@ class RunAudit(generics.ListAPIView):
 
 
 class AuditList(generics.ListAPIView):
+    queryset = AuditEntry.objects.none()  # for the schema; get_queryset scopes every request
     serializer_class = AuditEntrySerializer
     filterset_class = AuditFilter
     pagination_class = AuditCursor

@@ -46,7 +46,11 @@ class PipelineRole(models.TextChoices):
     OPERATOR = "operator", "operator (also cancels, resumes, forks, acknowledges)"
 
 
-ROLE_RANK = {PipelineRole.VIEWER: 1, PipelineRole.STARTER: 2, PipelineRole.OPERATOR: 3}
+ROLE_RANK: dict[str, int] = {
+    PipelineRole.VIEWER: 1,
+    PipelineRole.STARTER: 2,
+    PipelineRole.OPERATOR: 3,
+}
 
 
 class Pipeline(models.Model):

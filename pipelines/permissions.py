@@ -79,7 +79,7 @@ def pipeline_rank(user: Any, pipeline: Pipeline) -> int:
         return 0
     if org_rank >= orgs.ADMIN or pipeline.created_by_id == user.pk:
         return OPERATOR
-    return max(ROLE_RANK.get(pipeline.member_role, 0), _grants(user).get(pipeline.pk, 0))  # type: ignore[call-overload]
+    return max(ROLE_RANK.get(pipeline.member_role, 0), _grants(user).get(pipeline.pk, 0))
 
 
 def pipeline_of(run: Run) -> Pipeline:
@@ -174,10 +174,10 @@ def pipelines_for(
     user: Any, organization_id: int | None, at_least: int = VIEWER
 ) -> QuerySet[Pipeline]:
     """The organization's pipelines on which the user holds at least `at_least`."""
-    found = Pipeline.objects.filter(organization_id=organization_id)
     rank = orgs.rank_in(user, organization_id)
-    if not rank:
-        return found.none()
+    if organization_id is None or not rank:
+        return Pipeline.objects.none()
+    found = Pipeline.objects.filter(organization_id=organization_id)
     if rank >= orgs.ADMIN:
         return found
     roles = roles_at_least(at_least)

@@ -176,9 +176,9 @@ def audit_entries(user: Any, organization: Any) -> QuerySet[AuditEntry]:
     API shows every field): all of them for its admins; else those of the pipelines the
     user views and of the runs they started."""
     org = _org(organization)
+    if org is None or not orgs.is_member(user, org):
+        return AuditEntry.objects.none()
     entries = AuditEntry.objects.select_related("pipeline").filter(organization_id=org)
-    if not orgs.is_member(user, org):
-        return entries.none()
     if orgs.is_admin(user, org):
         return entries
     return entries.filter(

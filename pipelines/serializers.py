@@ -8,7 +8,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from pipelines import selectors
-from pipelines.models import Checkpoint, HandoffEnvelope, PipelineVersion, Run, StepRun
+from pipelines.models import (
+    Checkpoint,
+    HandoffEnvelope,
+    PipelineRole,
+    PipelineVersion,
+    Run,
+    StepRun,
+)
 
 # --- input hygiene ----------------------------------------------------------------------
 
@@ -65,6 +72,9 @@ class VersionSerializer(serializers.Serializer):
 class PipelineSerializer(serializers.Serializer):
     name = serializers.CharField()
     description = serializers.CharField(allow_blank=True)
+    member_role = serializers.CharField(
+        allow_blank=True, help_text="The role every member has on it; blank: grants only."
+    )
     created_at = serializers.DateTimeField()
     latest_version = serializers.IntegerField(allow_null=True)
 
@@ -72,6 +82,7 @@ class PipelineSerializer(serializers.Serializer):
 class PipelineDetailSerializer(serializers.Serializer):
     name = serializers.CharField(source="pipeline.name")
     description = serializers.CharField(source="pipeline.description", allow_blank=True)
+    member_role = serializers.CharField(source="pipeline.member_role", allow_blank=True)
     created_at = serializers.DateTimeField(source="pipeline.created_at")
     version = serializers.IntegerField(source="number", help_text="The latest version.")
     spec = serializers.JSONField(help_text="The latest version's spec.")
@@ -94,6 +105,16 @@ class SpecField(CleanJSONField):
 
 class PipelineCreateSerializer(serializers.Serializer):
     spec = SpecField()
+    member_role = serializers.ChoiceField(
+        choices=["", *PipelineRole.values],
+        required=False,
+        allow_blank=True,
+        help_text=(
+            "A new pipeline only: the role every member of the organization gets on it. "
+            "Left out or blank, it is seen only by you, its grants and the organization's "
+            "admins. Ignored for a new version (admins change it)."
+        ),
+    )
 
 
 class RunSerializer(serializers.Serializer):

@@ -92,13 +92,11 @@ def _create_version(
     spec: Any, parsed: PipelineSpec, actor: Any, org_id: int, member_role: str | None
 ) -> tuple[PipelineVersion, bool]:
     person = actor if permissions.is_person(actor) else None
-    pipeline, created = Pipeline.objects.get_or_create(
+    pipeline, _ = Pipeline.objects.get_or_create(
         organization_id=org_id,
         name=parsed.name,
         defaults={"created_by": person, "member_role": member_role or ""},
     )
-    if not created and member_role is not None and pipeline.member_role != member_role:
-        Pipeline.objects.filter(pk=pipeline.pk).update(member_role=member_role)
     # Lock the pipeline so two uploads of one name cannot take the same number.
     pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
     latest = pipeline.versions.order_by("-number").first()

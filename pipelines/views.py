@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from orgs.middleware import organization_of
 from pipelines import dag, permissions, selectors, services
 from pipelines.errors import FireflyError
 from pipelines.forms import field_errors, parse_schema_form, schema_fields
@@ -32,7 +33,7 @@ def runs_list(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status", "")
     pipeline = request.GET.get("pipeline", "")
     runs_found = selectors.runs_list(
-        request.user, request.organization, status=status, pipeline=pipeline
+        request.user, organization_of(request), status=status, pipeline=pipeline
     )
     page = Paginator(runs_found, RUNS_PER_PAGE).get_page(request.GET.get("page"))
     runs = list(page.object_list)
@@ -45,7 +46,7 @@ def runs_list(request: HttpRequest) -> HttpResponse:
         "status": status,
         "pipeline": pipeline,
         "statuses": Run.Status.values,
-        "pipelines": selectors.pipeline_names(request.user, request.organization),
+        "pipelines": selectors.pipeline_names(request.user, organization_of(request)),
         "live": any(not run.is_finished for run in runs),
         "query": request.GET.urlencode(),
     }
@@ -54,7 +55,7 @@ def runs_list(request: HttpRequest) -> HttpResponse:
 
 
 def _run_or_404(request: HttpRequest, run_id: int) -> Run:
-    run = selectors.run_detail(request.user, request.organization, run_id)
+    run = selectors.run_detail(request.user, organization_of(request), run_id)
     if run is None:
         raise Http404(f"No run {run_id}.")
     return run
@@ -205,7 +206,7 @@ def run_resume(request: HttpRequest, run_id: int) -> HttpResponse:
 @login_required
 def handoff_acknowledge(request: HttpRequest, envelope_id: int) -> HttpResponse:
     """Settle a handoff of a run: the same people who may cancel the run."""
-    run_id = selectors.handoff_origin_run_id(request.user, request.organization, envelope_id)
+    run_id = selectors.handoff_origin_run_id(request.user, organization_of(request), envelope_id)
     if run_id is None:
         raise Http404(f"No handoff {envelope_id}.")
     run = _run_or_404(request, run_id)
@@ -259,12 +260,12 @@ def pipelines_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "pipelines/pipelines.html",
-        {"pipelines": list(selectors.pipelines_list(request.user, request.organization))},
+        {"pipelines": list(selectors.pipelines_list(request.user, organization_of(request)))},
     )
 
 
 def _pipeline_context(request: HttpRequest, name: str) -> dict[str, Any]:
-    pipeline = selectors.pipeline_by_name(request.user, request.organization, name)
+    pipeline = selectors.pipeline_by_name(request.user, organization_of(request), name)
     if pipeline is None:
         raise Http404(f"No pipeline {name!r}.")
     version = services.pipeline_version(name, organization=pipeline.organization_id)
@@ -276,7 +277,7 @@ def _pipeline_context(request: HttpRequest, name: str) -> dict[str, Any]:
         "svg": dag.render_svg(spec),
         "versions": list(selectors.pipeline_versions(pipeline)[:50]),
         "recent_runs": list(
-            selectors.runs_list(request.user, request.organization, pipeline=name)[:10]
+            selectors.runs_list(request.user, organization_of(request), pipeline=name)[:10]
         ),
         "may_start": permissions.allowed(request.user, "start_run", pipeline),
     }

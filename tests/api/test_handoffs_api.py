@@ -176,7 +176,7 @@ def test_an_outsider_may_not_acknowledge(client_for, users, waiting_run, hand_of
     )
 
     error = error_of(response, 403, "forbidden")
-    assert "person who started" in error["message"]
+    assert "run's starter" in error["message"]
     envelope.refresh_from_db()
     assert envelope.status == "accepted"
     assert acknowledged_entries(origin) == 0

@@ -11,6 +11,7 @@ from django.db import connection
 from approvals import services
 from approvals.models import Decision, HumanTask
 from approvals.services import AlreadyDecided
+from orgs.models import Membership, Organization
 from pipelines import services as pipelines
 from pipelines.errors import InvalidInput
 from pipelines.models import AuditEntry, Run
@@ -220,6 +221,8 @@ def test_twenty_reviewers_approving_at_once_record_one_approval(worker, users, d
 
     group = Group.objects.get(name="reviewers")
     crowd = [django_user_model.objects.create_user(f"crowd{i}") for i in range(20)]
+    org = Organization.objects.default()
+    Membership.objects.bulk_create(Membership(user=u, organization=org) for u in crowd)
     for person in crowd:
         person.groups.add(group)
     run = start(

@@ -157,10 +157,10 @@ def test_claimed_tasks_belong_to_the_claimer_until_released(users):
     ]
 
 
-def test_only_staff_reassign(users):
+def test_only_organization_admins_reassign(users):
     run = waiting_run(users)
     task = open_task(run)
-    with pytest.raises(PermissionDenied, match="Only staff"):
+    with pytest.raises(PermissionDenied, match="Only the organization's admins"):
         services.task_reassign(task_id=task.pk, user=users["r1"], assignee="outsider")
     services.task_reassign(task_id=task.pk, user=users["boss"], assignee="outsider")
     services.task_approve(task_id=task.pk, user=users["outsider"])

@@ -118,7 +118,17 @@ def write_then_collide(run: Run) -> None:
         )
         batch.insert(chain.entries)
         # Last, just before the COMMIT: a checkpoint whose (run, seq) the run already has.
-        batch.insert([Checkpoint(run_id=run.pk, seq=1, generation=1, step_name="a")])
+        batch.insert(
+            [
+                Checkpoint(
+                    organization_id=run.organization_id,
+                    run_id=run.pk,
+                    seq=1,
+                    generation=1,
+                    step_name="a",
+                )
+            ]
+        )
         batch.execute(commit=True)
 
 

@@ -40,13 +40,15 @@ def test_a_claim_lapses_after_its_ttl(users, client_for, waiting_run, settings):
     assert response.json()["status"] == "completed"
 
 
-def test_staff_break_a_claim_and_others_may_not(users, client_for, waiting_run):
+def test_admins_break_a_claim_and_others_may_not(users, client_for, waiting_run):
     run = waiting_run()
     task = HumanTask.objects.get(run=run, status="open")
     approvals.task_claim(task_id=task.pk, user=users["r1"])
 
     error = error_of(client_for(users["r2"]).post(f"{V1}/tasks/{task.pk}/break-claim/"), 403)
-    assert error["message"] == "Only staff may break a claim."
+    assert error["message"] == (
+        f"Only the organization's admins may break a claim on task {task.pk}."
+    )
     task.refresh_from_db()
     assert task.claimed_by == users["r1"]
     refused = AuditEntry.objects.get(run=run, event="task.refused")

@@ -15,6 +15,9 @@ from tests.approvals.conftest import drive
 from tests.conftest import wait_finished, wait_for
 
 V1 = "/api/v1"
+ONLY_OPERATORS = (
+    "Only the run's starter, its pipeline's operators and the organization's admins may"
+)
 
 
 def shipped(run: Run) -> int:
@@ -94,7 +97,7 @@ def test_only_staff_and_the_starter_may_fork(users, client_for, waiting_run, who
         client_for(users[who]).post(f"{V1}/runs/{run.pk}/fork/", {"checkpoint": 1}, format="json"),
         403,
     )
-    assert error["message"] == "Only staff or the person who started a run may fork it."
+    assert error["message"] == f"{ONLY_OPERATORS} fork it."
     page = Client()
     page.force_login(users[who])
     assert page.post(f"/runs/{run.pk}/fork/", {"checkpoint": 1}).status_code == 403

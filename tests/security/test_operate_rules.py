@@ -5,12 +5,16 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from orgs.models import Organization
 from pipelines import services
 from pipelines.errors import PermissionDenied
 from pipelines.models import AuditEntry, HandoffEnvelope, Pipeline, Run, SecurityEvent
 from tests.api.conftest import error_of
 
 V1 = "/api/v1"
+ONLY_OPERATORS = (
+    "Only the run's starter, its pipeline's operators and the organization's admins may"
+)
 
 
 @pytest.mark.parametrize("verb", ["cancel", "resume"])
@@ -18,7 +22,7 @@ def test_outsiders_cannot_operate_a_run(users, client_for, waiting_run, verb):
     run = waiting_run()
     revision = run.revision
     error = error_of(client_for(users["r1"]).post(f"{V1}/runs/{run.pk}/{verb}/"), 403)
-    assert error["message"] == f"Only staff or the person who started a run may {verb} it."
+    assert error["message"] == f"{ONLY_OPERATORS} {verb} it."
     page = Client()
     page.force_login(users["outsider"])
     assert page.post(f"/runs/{run.pk}/{verb}/").status_code == 403
@@ -56,10 +60,7 @@ def test_outsiders_cannot_acknowledge_a_handoff(users, client_for, waiting_run, 
         ),
         403,
     )
-    assert (
-        error["message"]
-        == "Only staff or the person who started a run may acknowledge its handoffs."
-    )
+    assert error["message"] == f"{ONLY_OPERATORS} acknowledge its handoffs."
     with pytest.raises(PermissionDenied):
         services.acknowledge_handoff(envelope_id=envelope.pk, decision="x", actor=users["r1"])
     assert HandoffEnvelope.objects.get(pk=envelope.pk).acknowledged_at is None
@@ -67,14 +68,15 @@ def test_outsiders_cannot_acknowledge_a_handoff(users, client_for, waiting_run, 
     assert sorted(r.actor_name for r in refusals) == ["outsider", "r1"]
 
 
-def test_staff_only_endpoints_record_who_was_refused(users, client_for):
+def test_refused_endpoints_record_who_was_refused(users, client_for):
     spec = {"name": "sneaky", "steps": [{"name": "a", "type": "noop"}]}
     response = client_for(users["outsider"]).post(f"{V1}/pipelines/", {"spec": spec}, format="json")
     error_of(response, 403)
     error_of(client_for(users["r1"]).get(f"{V1}/webhooks/"), 403)
     events = SecurityEvent.objects.order_by("id")
-    assert [(e.event, e.actor_name, e.data["path"]) for e in events] == [
-        ("api.forbidden", "outsider", f"{V1}/pipelines/"),
+    assert [(e.event, e.actor_name, e.data.get("path") or e.data["pipeline"]) for e in events] == [
+        ("pipeline.refused", "outsider", "sneaky"),
         ("api.forbidden", "r1", f"{V1}/webhooks/"),
     ]
+    assert {e.organization for e in events} == {Organization.objects.default()}
     assert not Pipeline.objects.filter(name="sneaky").exists()

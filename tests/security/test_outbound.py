@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from orgs.models import Organization
 from pipelines import outbound, services
 from pipelines.models import AuditEntry, Run, SecurityEvent, StepRun
 from tests.approvals.conftest import drive
@@ -308,8 +309,11 @@ def test_a_webhook_aimed_at_an_internal_address_is_a_400_and_recorded(targets, u
 def pending_delivery(url: str) -> WebhookDelivery:
     # Saved as it was before the rules were tightened (or before its name moved):
     # creation would refuse it now, and delivery has to refuse it on its own.
-    hook = Webhook.objects.create(url=url, events=["run.finished"])
-    return WebhookDelivery.objects.create(webhook=hook, event="run.finished", payload={})
+    org = Organization.objects.default()
+    hook = Webhook.objects.create(organization=org, url=url, events=["run.finished"])
+    return WebhookDelivery.objects.create(
+        organization=org, webhook=hook, event="run.finished", payload={}
+    )
 
 
 def assert_refused_for_good(delivery: WebhookDelivery, refusal: str) -> None:
@@ -355,7 +359,9 @@ def test_a_webhook_whose_name_moved_inward_is_refused_at_delivery(settings, list
     hook = webhooks.webhook_create(
         url=f"http://{name}:{outside.port}/hook", events=["run.finished"]
     )
-    delivery = WebhookDelivery.objects.create(webhook=hook, event="run.finished", payload={})
+    delivery = WebhookDelivery.objects.create(
+        organization_id=hook.organization_id, webhook=hook, event="run.finished", payload={}
+    )
     hosts(name, "127.0.0.1")  # the name's owner points it at the loopback address
 
     deliver_webhook.apply(args=(delivery.pk,))

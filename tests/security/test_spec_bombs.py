@@ -49,7 +49,8 @@ def api(user: Any) -> APIClient:
 
 
 def post_spec(user: Any, spec: Any) -> Any:
-    return api(user).post(f"{V1}/pipelines/", {"spec": spec}, format="json")
+    body = {"spec": spec, "member_role": "starter"}
+    return api(user).post(f"{V1}/pipelines/", body, format="json")
 
 
 def nested(depth: int, leaf: Any = 1) -> Any:

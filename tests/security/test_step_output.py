@@ -33,7 +33,9 @@ def start(users: dict[str, Any], callable_: str, retries: int = 0) -> Run:
     if retries:
         step.update(retries=retries, retry_backoff_s=0.05)
     spec = {"name": f"hostile-{callable_.replace('_', '-')}", "steps": [step]}
-    created = api(users["boss"]).post("/api/v1/pipelines/", {"spec": spec}, format="json")
+    created = api(users["boss"]).post(
+        "/api/v1/pipelines/", {"spec": spec, "member_role": "starter"}, format="json"
+    )
     assert created.status_code == 201, created.content
     started = api(users["starter"]).post(
         f"/api/v1/pipelines/{spec['name']}/runs/", {"inputs": {}}, format="json"

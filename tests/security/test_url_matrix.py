@@ -13,6 +13,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from approvals.models import Decision, HumanTask
+from orgs.models import Organization
 from pipelines.models import AuditEntry, Checkpoint, HandoffEnvelope, Run, StepRun
 from tokens.models import ApiToken
 from tokens.services import token_create
@@ -60,7 +61,11 @@ def world(users, waiting_run, hand_off, django_user_model) -> dict[str, Any]:
     task = HumanTask.objects.get(run=run, status="open")
     envelope = hand_off(run)
     # A row as an admin would have made it (its URL checks have tests of their own).
-    hook = Webhook.objects.create(url="https://hooks.example.com/firefly", events=["run.finished"])
+    hook = Webhook.objects.create(
+        organization=Organization.objects.default(),
+        url="https://hooks.example.com/firefly",
+        events=["run.finished"],
+    )
     token, _ = token_create(user=users["starter"], name="ci")
     return {"run": run, "task": task, "envelope": envelope, "webhook": hook, "token": token}
 

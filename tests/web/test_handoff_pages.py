@@ -222,14 +222,14 @@ def test_run_page_queries_do_not_grow(client, users, hand_off, django_assert_max
     envelopes = [hand_off(origin) for _ in range(rows)]
     client.force_login(users["starter"])
     page(client, origin)  # the pipeline spec is cached after this
-    # session, user, run, steps, child runs, envelopes, checkpoints, audit page.
-    with django_assert_max_num_queries(8):
+    # session, user, memberships, run, steps, child runs, envelopes, checkpoints, audit page.
+    with django_assert_max_num_queries(9):
         html = page(client, origin)
-    # session, user, run, child runs, envelopes.
-    with django_assert_max_num_queries(5):
+    # session, user, memberships, run, child runs, envelopes.
+    with django_assert_max_num_queries(6):
         fragment = page(client, origin, part="handoffs")
     # A child's page adds the envelope it came from.
-    with django_assert_max_num_queries(9):
+    with django_assert_max_num_queries(10):
         child = page(client, envelopes[-1].child_run_id)
     assert html.count("Acknowledge</button>") == rows
     assert fragment.count('<tr id="handoff-') == rows

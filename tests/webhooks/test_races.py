@@ -20,7 +20,9 @@ def delivery(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
     def make(receiver: Receiver) -> int:
         webhooks.webhook_create(url=receiver.url, events=["run.finished"])
-        [delivery_id] = webhooks.deliveries_create(event="run.finished", data={"run": 1})
+        [delivery_id] = webhooks.deliveries_create(
+            event="run.finished", data={"organization": "default", "run": 1}
+        )
         return delivery_id
 
     return make

@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import migrations
 from django.utils import timezone
 
+from orgs.backfill import default_organization_id
+
 TABLE = "authtoken_token"
 
 
@@ -21,6 +23,10 @@ def carry_over(apps, schema_editor):
         return
     ApiToken = apps.get_model("tokens", "ApiToken")
     expires_at = timezone.now() + timedelta(days=settings.FIREFLY_TOKEN_TTL_DAYS)
+    # Run against a schema with organizations (a database upgraded in one step is
+    # migrated before they exist; the carried-over keys then join the default one).
+    fields = {field.name for field in ApiToken._meta.fields}
+    extra = {"organization_id": default_organization_id(apps)} if "organization" in fields else {}
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT key, user_id, created FROM {TABLE}")
         rows = cursor.fetchall()
@@ -33,6 +39,7 @@ def carry_over(apps, schema_editor):
                 secret_hash=hashlib.sha256(key.encode()).hexdigest(),
                 created_at=created,
                 expires_at=expires_at,
+                **extra,
             )
             for key, user_id, created in rows
         )
