@@ -262,9 +262,7 @@ def _audited(pipeline: Pipeline, event: str, *, actor: Any, data: dict[str, Any]
 
 def _grant_delete(grant: PipelineGrant, *, actor: Any, why: str) -> None:
     pipeline = Pipeline.objects.select_for_update().get(pk=grant.pipeline_id)
-    holder = (
-        {"user": grant.user.get_username()} if grant.user_id else {"group": grant.group.name}
-    )
+    holder = {"user": grant.user.get_username()} if grant.user_id else {"group": grant.group.name}
     grant.delete()
     _audited(
         pipeline,
@@ -305,9 +303,7 @@ def grant_set(
         if username:
             user = (
                 get_user_model()
-                .objects.filter(
-                    username=username, memberships__organization=org, is_active=True
-                )
+                .objects.filter(username=username, memberships__organization=org, is_active=True)
                 .first()
             )
             if user is None:

@@ -61,9 +61,7 @@ def _context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
         "organization": org,
         "is_admin": admin,
         "own_memberships": list(selectors.memberships_of(user)),
-        "tokens": list(
-            token_selectors.token_list(viewer=user, organization=org)[:TOKENS_SHOWN]
-        ),
+        "tokens": list(token_selectors.token_list(viewer=user, organization=org)[:TOKENS_SHOWN]),
         "member_roles": Membership.Role.choices,
         "pipeline_roles": PipelineRole.choices,
         "webhook_events": WEBHOOK_EVENTS,
@@ -119,7 +117,11 @@ def member_add(request: HttpRequest) -> HttpResponse:
     username = request.POST.get("username", "").strip()
     role = request.POST.get("role", "")
     return _act(
-        request, services.membership_add, f"{username} added as {role}.", username=username, role=role
+        request,
+        services.membership_add,
+        f"{username} added as {role}.",
+        username=username,
+        role=role,
     )
 
 
@@ -139,9 +141,7 @@ def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
 @require_POST
 @login_required
 def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
-    return _act(
-        request, services.membership_remove, "Member removed.", membership_id=membership_id
-    )
+    return _act(request, services.membership_remove, "Member removed.", membership_id=membership_id)
 
 
 # --- pipelines ------------------------------------------------------------------------
@@ -258,9 +258,7 @@ def webhook_create(request: HttpRequest) -> HttpResponse:
 @require_POST
 @login_required
 def webhook_deactivate(request: HttpRequest, webhook_id: int) -> HttpResponse:
-    return _act(
-        request, services.webhook_deactivate, "Webhook deactivated.", webhook_id=webhook_id
-    )
+    return _act(request, services.webhook_deactivate, "Webhook deactivated.", webhook_id=webhook_id)
 
 
 # --- the switcher ---------------------------------------------------------------------

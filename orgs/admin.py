@@ -20,9 +20,7 @@ def in_scope(request: HttpRequest, organization_id: int | None) -> bool:
     """Whether the signed-in user administers the organization (superusers: every one)."""
     if not _scoped(request):
         return True
-    return organization_id is not None and organization_id in selectors.administered(
-        request.user
-    )
+    return organization_id is not None and organization_id in selectors.administered(request.user)
 
 
 class ScopedRelatedFilter(admin.RelatedFieldListFilter):
@@ -38,9 +36,9 @@ class ScopedRelatedFilter(admin.RelatedFieldListFilter):
         administered = selectors.administered(request.user)
         if related is get_user_model():
             allowed = set(
-                related.objects.filter(
-                    memberships__organization_id__in=administered
-                ).values_list("pk", flat=True)
+                related.objects.filter(memberships__organization_id__in=administered).values_list(
+                    "pk", flat=True
+                )
             )
         elif _has_organization(related):
             allowed = set(

@@ -161,6 +161,7 @@ def hand_off(
         count = HandoffEnvelope.objects.filter(origin_run=origin).count()
         fields.setdefault("origin_step", "review")
         return HandoffEnvelope.objects.create(
+            organization_id=origin.organization_id,
             origin_run=origin,
             key=f"handoff-{count + 1}",
             target_pipeline=to,

@@ -153,7 +153,10 @@ def test_a_member_may_not_change_anything(client, tenants):
     assert not Membership.objects.filter(user=tenants["erin"]).exists()
     pipeline.refresh_from_db()
     assert pipeline.member_role == "viewer"
-    assert SecurityEvent.objects.filter(event="organization.refused", actor=tenants["bob"]).count() == 3
+    assert (
+        SecurityEvent.objects.filter(event="organization.refused", actor=tenants["bob"]).count()
+        == 3
+    )
 
 
 def test_an_admin_of_another_organization_gets_404_for_acme_objects(client, tenants):
@@ -170,7 +173,10 @@ def test_an_admin_of_another_organization_gets_404_for_acme_objects(client, tena
         (f"/org/members/{bob.pk}/role/", {"role": "admin"}),
         (f"/org/members/{bob.pk}/remove/", {}),
         (f"/org/pipelines/{tenants['acme_pipeline'].pk}/member-role/", {"role": "operator"}),
-        (f"/org/pipelines/{tenants['acme_pipeline'].pk}/grants/", {"name": "carol", "role": "viewer"}),
+        (
+            f"/org/pipelines/{tenants['acme_pipeline'].pk}/grants/",
+            {"name": "carol", "role": "viewer"},
+        ),
         (f"/org/webhooks/{hook.pk}/deactivate/", {}),
     ):
         assert client.post(url, body).status_code == 404, url
@@ -226,7 +232,9 @@ def test_webhooks_are_created_with_their_secret_shown_once_and_deactivated(
     settings.FIREFLY_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1:9"]
     settings.FIREFLY_OUTBOUND_ALLOWED_ADDRESSES = ["127.0.0.1"]
     client = login(client, tenants["alice"])
-    page = client.post("/org/webhooks/", {"url": "http://127.0.0.1:9/acme", "events": ["run.failed"]})
+    page = client.post(
+        "/org/webhooks/", {"url": "http://127.0.0.1:9/acme", "events": ["run.failed"]}
+    )
     assert page.status_code == 200, page.content.decode()
     hook = Webhook.objects.get()
     assert hook.organization == tenants["acme"] and hook.created_by == tenants["alice"]
@@ -272,7 +280,10 @@ def test_switching_to_an_organization_you_are_not_in_is_404_and_recorded(client,
         assert client.post("/org/switch/", {"organization": wanted}).status_code == 404
     assert client.session[SESSION_KEY] == "acme"
     assert Run.objects.count() == 2
-    assert SecurityEvent.objects.filter(event="organization.refused", actor=tenants["bob"]).count() == 5
+    assert (
+        SecurityEvent.objects.filter(event="organization.refused", actor=tenants["bob"]).count()
+        == 5
+    )
 
 
 @pytest.mark.parametrize(
