@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from io import StringIO
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.core.management import call_command
 
 from orgs.middleware import SESSION_KEY
 from orgs.models import Membership, Organization
@@ -310,3 +313,26 @@ def test_the_switcher_works_without_javascript_from_the_keyboard(client, tenants
     assert '<label for="org-switch-select"' in html
     assert '<select id="org-switch-select" name="organization">' in html
     assert '<button type="submit" class="small">Switch</button>' in html
+
+
+def test_the_demo_ships_two_organizations_with_the_same_pipeline_names(db, settings, client):
+    settings.FIREFLY_DEMO = True
+    out = StringIO()
+    call_command("load_demo", stdout=out)
+    call_command("load_demo", stdout=StringIO())  # idempotent
+    assert "demo user engineer / firefly-engineer  in acme author, globex member" in out.getvalue()
+    names = {
+        slug: set(Pipeline.objects.filter(organization__slug=slug).values_list("name", flat=True))
+        for slug in ("acme", "globex")
+    }
+    assert names["acme"] and names["acme"] == names["globex"]
+    users = get_user_model().objects
+    seen = {}
+    for username in ("reviewer1", "reviewer2"):
+        client.force_login(users.get(username=username))
+        page = client.get("/pipelines/")
+        seen[username] = {p.pk for p in page.context["pipelines"]}
+        assert len(seen[username]) == len(names["acme"])
+    assert not seen["reviewer1"] & seen["reviewer2"]
+    client.force_login(users.get(username="engineer"))
+    assert 'action="/org/switch/"' in client.get("/").content.decode()
