@@ -178,9 +178,9 @@ def membership_set_role(
         with transaction.atomic():
             membership = _membership_locked(org, membership_id)
             previous = membership.role
-            if previous == Membership.Role.ADMIN and role != previous:
-                if not _other_admin_exists(org, membership):
-                    raise Conflict("The organization's last admin stays an admin.")
+            demoted = previous == Membership.Role.ADMIN and role != previous
+            if demoted and not _other_admin_exists(org, membership):
+                raise Conflict("The organization's last admin stays an admin.")
             if role != previous:
                 Membership.objects.filter(pk=membership.pk).update(role=role)
                 membership.role = role
@@ -262,7 +262,11 @@ def _audited(pipeline: Pipeline, event: str, *, actor: Any, data: dict[str, Any]
 
 def _grant_delete(grant: PipelineGrant, *, actor: Any, why: str) -> None:
     pipeline = Pipeline.objects.select_for_update().get(pk=grant.pipeline_id)
-    holder = {"user": grant.user.get_username()} if grant.user_id else {"group": grant.group.name}
+    holder: dict[str, str] = (
+        {"user": grant.user.get_username()}
+        if grant.user is not None
+        else {"group": grant.group.name if grant.group is not None else ""}
+    )
     grant.delete()
     _audited(
         pipeline,

@@ -115,7 +115,7 @@ class WebhookAdmin(OrganizationScopedAdmin):
     ) -> Any:
         form = super().get_form(request, obj, change, **kwargs)
         organization = form.base_fields.get("organization")
-        if organization is not None:
+        if isinstance(organization, forms.ModelChoiceField):
             # Superusers may leave it to the default organization; staff pick one of theirs.
             organization.required = not request.user.is_superuser
             if not request.user.is_superuser:

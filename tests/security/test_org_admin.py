@@ -245,8 +245,8 @@ def test_staff_see_none_of_another_organizations_rows_in_the_admin(two):
             # Django answers a row it cannot find with a redirect to the admin index.
             assert change.status_code in (302, 404), (label, pk, change.status_code)
     # Filter choices name only her organization's pipelines and people.
-    page = client.get(reverse("admin:pipelines_auditentry_changelist")).content.decode()
-    assert "carol" not in page
+    audit = client.get(reverse("admin:pipelines_auditentry_changelist")).content.decode()
+    assert "carol" not in audit
     organizations = client.get(reverse("admin:orgs_organization_changelist"))
     assert [o.slug for o in organizations.context["cl"].result_list] == ["acme"]
 
