@@ -19,14 +19,16 @@ DEMO_DIR = Path(__file__).resolve().parents[2] / "demo"
 DEMO_ORGANIZATIONS = [("acme", "Acme"), ("globex", "Globex")]
 
 # username, password, groups, {organization slug: role}. Demo only: published in README,
-# printed once when created. engineer belongs to both, to show the header's switcher.
+# printed once when created. A deploy needs two reviewers, so each organization has two;
+# reviewer2 and engineer belong to both, to show the header's switcher.
 DEMO_USERS = [
     ("admin", "firefly-admin", ["superuser"], {"acme": "admin", "globex": "admin"}),
-    ("reviewer1", "firefly-review", ["reviewers"], {"acme": "member"}),
     ("manager", "firefly-manager", ["release-managers"], {"acme": "admin"}),
+    ("reviewer1", "firefly-review", ["reviewers"], {"acme": "member"}),
+    ("reviewer2", "firefly-review", ["reviewers"], {"acme": "member", "globex": "member"}),
     ("engineer", "firefly-engineer", [], {"acme": "author", "globex": "member"}),
-    ("reviewer2", "firefly-review", ["reviewers"], {"globex": "member"}),
     ("director", "firefly-director", ["release-managers"], {"globex": "admin"}),
+    ("reviewer3", "firefly-review", ["reviewers"], {"globex": "member"}),
 ]
 
 
