@@ -113,7 +113,9 @@ class WebhookAdmin(OrganizationScopedAdmin):
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
     ) -> Any:
+        # The subclass's metaclass builds its fields anew: adjust them after it.
         form = super().get_form(request, obj, change, **kwargs)
+        form = type(form.__name__, (form,), {"request": request})
         organization = form.base_fields.get("organization")
         if isinstance(organization, forms.ModelChoiceField):
             # Superusers may leave it to the default organization; staff pick one of theirs.
@@ -122,7 +124,7 @@ class WebhookAdmin(OrganizationScopedAdmin):
                 organization.queryset = Organization.objects.filter(
                     pk__in=administered(request.user)
                 )
-        return type(form.__name__, (form,), {"request": request})
+        return form
 
     def save_model(self, request: HttpRequest, obj: Webhook, form: Any, change: bool) -> None:
         actor = request.user if request.user.is_authenticated else None
