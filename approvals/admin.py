@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from approvals.models import Decision, HumanTask
+from orgs.admin import OrganizationScopedAdmin
 from pipelines.admin import ReadOnlyAdmin, ReadOnlyInline, run_link
 
 
@@ -35,7 +36,7 @@ class DecisionInline(ReadOnlyInline):
 
 
 @admin.register(HumanTask)
-class HumanTaskAdmin(ReadOnlyAdmin):
+class HumanTaskAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     list_display = (
         "id",
         "kind",
@@ -60,7 +61,7 @@ class HumanTaskAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Decision)
-class DecisionAdmin(ReadOnlyAdmin):
+class DecisionAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     list_display = ("created_at", "task", "user", "action", "rollback_to", "comment")
     list_filter = ("action",)
     list_select_related = ("task", "user")

@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "approvals",
     "webhooks",
     "tokens",
+    "accounts",
 ]
 
 MIDDLEWARE = [
@@ -106,6 +107,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "accounts.context_processors.organizations",
             ],
         },
     },

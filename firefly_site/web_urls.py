@@ -1,7 +1,7 @@
 """Reviewer and operator pages."""
 
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from approvals import views as approvals
 from pipelines import views as pipelines
@@ -26,4 +26,5 @@ urlpatterns = [
     path("pipelines/", pipelines.pipelines_list, name="pipelines"),
     path("pipelines/<slug:name>/", pipelines.pipeline_detail, name="pipeline"),
     path("pipelines/<slug:name>/start/", pipelines.pipeline_start, name="pipeline-start"),
+    path("org/", include("accounts.urls")),
 ]

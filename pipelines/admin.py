@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from orgs.admin import OrganizationScopedAdmin
 from pipelines import selectors
 from pipelines.admin_paging import IndexedValuesFilter, LargeTableAdmin, indexed_datetimes
 from pipelines.audit import entry_hash
@@ -22,6 +23,7 @@ from pipelines.models import (
     HandoffEnvelope,
     ImmutableQuerySet,
     Pipeline,
+    PipelineGrant,
     PipelineVersion,
     Run,
     SecurityEvent,
@@ -63,15 +65,26 @@ class VersionInline(ReadOnlyInline):
     fields = readonly_fields = ("number", "created_at", "created_by")
 
 
+class GrantInline(ReadOnlyInline):
+    """Who holds which role on the pipeline; changed on the organization page (/org/),
+    whose services audit each change in the pipeline's chain."""
+
+    model = PipelineGrant
+    show_change_link = False
+    fields = readonly_fields = ("user", "group", "role", "created_at")
+
+
 @admin.register(Pipeline)
-class PipelineAdmin(ReadOnlyAdmin):
-    list_display = ["name", "description", "created_at"]
+class PipelineAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
+    list_display = ["name", "organization", "member_role", "created_by", "created_at"]
+    list_filter = ["organization"]
+    list_select_related = ["organization", "created_by"]
     search_fields = ["name"]
-    inlines = [VersionInline]
+    inlines = [GrantInline, VersionInline]
 
 
 @admin.register(PipelineVersion)
-class PipelineVersionAdmin(ReadOnlyAdmin):
+class PipelineVersionAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     list_display = ["pipeline", "number", "created_at", "created_by"]
     list_filter = ["pipeline"]
     list_select_related = ["pipeline", "created_by"]
@@ -141,7 +154,7 @@ class EnvelopeInline(ReadOnlyInline):
 
 
 @admin.register(Run)
-class RunAdmin(ReadOnlyAdmin):
+class RunAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     list_display = ["id", "pipeline_version", "status", "created_by", "created_at", "finished_at"]
     list_filter = ["status", "pipeline_version__pipeline"]
     list_select_related = ["pipeline_version__pipeline", "created_by"]
@@ -182,7 +195,7 @@ class HandoffStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(HandoffEnvelope)
-class HandoffEnvelopeAdmin(ReadOnlyAdmin):
+class HandoffEnvelopeAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     list_display = [
         "id",
         "origin_run_link",
@@ -229,7 +242,7 @@ class HandoffEnvelopeAdmin(ReadOnlyAdmin):
 
 
 @admin.register(StepRun)
-class StepRunAdmin(ReadOnlyAdmin):
+class StepRunAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     list_display = [
         "step_name",
         "run_id_link",
@@ -249,7 +262,7 @@ class StepRunAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Checkpoint)
-class CheckpointAdmin(ReadOnlyAdmin):
+class CheckpointAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     list_display = [
         "seq",
         "run_id_link",
@@ -270,7 +283,7 @@ class CheckpointAdmin(ReadOnlyAdmin):
 
 
 @admin.register(SecurityEvent)
-class SecurityEventAdmin(ReadOnlyAdmin):
+class SecurityEventAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     list_display = ["created_at", "event", "actor_name", "address", "reason"]
     list_filter = ["event"]
     search_fields = ["actor_name", "=address"]
@@ -315,7 +328,7 @@ def failed_mark(why: str = "") -> SafeString:
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(LargeTableAdmin, ReadOnlyAdmin):
+class AuditEntryAdmin(OrganizationScopedAdmin, LargeTableAdmin, ReadOnlyAdmin):
     list_display = [
         "created_at",
         "run_id_link",

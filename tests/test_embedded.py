@@ -76,6 +76,8 @@ def test_a_run_completes_on_sqlite_and_the_filesystem_broker(embedded_env, tmp_p
             embedded_env,
             "start_run",
             "fan-out",
+            "--organization",
+            "acme",
             "--inputs",
             '{"text": "a b"}',
             "--wait",

@@ -8,16 +8,18 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from orgs.admin import OrganizationScopedAdmin
 from tokens import services
 from tokens.models import ApiToken
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(OrganizationScopedAdmin):
     list_display = (
         "id",
         "name",
         "prefix",
+        "organization",
         "user",
         "created_at",
         "expires_at",
@@ -25,8 +27,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
         "revoked_at",
         "revoked_by",
     )
-    list_filter = ("revoked_at", "expires_at")
-    list_select_related = ("user", "revoked_by")
+    list_filter = ("organization", "revoked_at", "expires_at")
+    list_select_related = ("organization", "user", "revoked_by")
     search_fields = ("name", "prefix", "user__username")
     # The hash is left out too: it is no use to a person, and only services write rows.
     fields = list_display

@@ -13,6 +13,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from orgs.admin import OrganizationScopedAdmin
+from orgs.models import Organization
+from orgs.selectors import administered
 from pipelines.admin import ReadOnlyAdmin
 from webhooks import services
 from webhooks.models import WEBHOOK_EVENTS, Webhook, WebhookDelivery
@@ -29,7 +32,7 @@ class WebhookForm(forms.ModelForm):
     class Meta:
         model = Webhook
         # No secret: it is generated, shown once, and replaced only by rotating it.
-        fields = ("url", "events", "active")
+        fields = ("organization", "url", "events", "active")
         help_texts = {
             "url": (
                 "Its host and port must be in FIREFLY_WEBHOOK_ALLOWED_HOSTS, and its "
@@ -63,11 +66,20 @@ def secrets_page(request: HttpRequest, hooks: list[Webhook], title: str) -> Http
 
 
 @admin.register(Webhook)
-class WebhookAdmin(admin.ModelAdmin):
+class WebhookAdmin(OrganizationScopedAdmin):
     form = WebhookForm
-    list_display = ("id", "url", "events", "active", "created_by", "created_at", "log")
-    list_filter = ("active",)
-    list_select_related = ("created_by",)
+    list_display = (
+        "id",
+        "organization",
+        "url",
+        "events",
+        "active",
+        "created_by",
+        "created_at",
+        "log",
+    )
+    list_filter = ("organization", "active")
+    list_select_related = ("organization", "created_by")
     search_fields = ("url",)
     readonly_fields = ("signing_secret", "created_by", "created_at", "log")
     actions = ("rotate_secret",)
@@ -93,11 +105,26 @@ class WebhookAdmin(admin.ModelAdmin):
             self.log_change(request, hook, "Rotated the secret.")
         return secrets_page(request, rotated, "New webhook secrets")
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # A webhook stays in the organization it was made for: it hears only its events.
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return ("organization", *fields) if obj is not None else fields
+
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
     ) -> Any:
+        # The subclass's metaclass builds its fields anew: adjust them after it.
         form = super().get_form(request, obj, change, **kwargs)
-        return type(form.__name__, (form,), {"request": request})
+        form = type(form.__name__, (form,), {"request": request})
+        organization = form.base_fields.get("organization")
+        if isinstance(organization, forms.ModelChoiceField):
+            # Superusers may leave it to the default organization; staff pick one of theirs.
+            organization.required = not request.user.is_superuser
+            if not request.user.is_superuser:
+                organization.queryset = Organization.objects.filter(
+                    pk__in=administered(request.user)
+                )
+        return form
 
     def save_model(self, request: HttpRequest, obj: Webhook, form: Any, change: bool) -> None:
         actor = request.user if request.user.is_authenticated else None
@@ -113,7 +140,12 @@ class WebhookAdmin(admin.ModelAdmin):
             )
             return
         created = services.webhook_create(
-            url=obj.url, events=obj.events, active=obj.active, actor=actor, address=address
+            url=obj.url,
+            events=obj.events,
+            active=obj.active,
+            actor=actor,
+            address=address,
+            organization=obj.organization_id,
         )
         obj.pk = created.pk
         obj.secret_encrypted = created.secret_encrypted
@@ -130,7 +162,7 @@ class WebhookAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReadOnlyAdmin):
+class WebhookDeliveryAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     list_display = (
         "created_at",
         "event",

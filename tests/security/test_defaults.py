@@ -263,7 +263,7 @@ def test_demo_passwords_are_printed_only_when_the_users_are_created(settings, cl
     first, second = StringIO(), StringIO()
     call_command("load_demo", stdout=first)
     call_command("load_demo", stdout=second)
-    for username, password, _groups in DEMO_USERS:
+    for username, password, _groups, _roles in DEMO_USERS:
         assert f"demo user {username} / {password}" in first.getvalue()
         assert password not in second.getvalue()
     assert "passwords not shown again" in second.getvalue()
@@ -293,7 +293,7 @@ def test_no_demo_users_on_postgresql_unless_asked_for(settings):
     out = StringIO()
     call_command("load_demo", stdout=out)
     assert "Demo data not loaded" in out.getvalue()
-    names = [username for username, _password, _groups in DEMO_USERS]
+    names = [username for username, *_ in DEMO_USERS]
     assert not get_user_model().objects.filter(username__in=names).exists()
 
 

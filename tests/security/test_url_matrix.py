@@ -13,8 +13,16 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from approvals.models import Decision, HumanTask
-from orgs.models import Organization
-from pipelines.models import AuditEntry, Checkpoint, HandoffEnvelope, Run, StepRun
+from orgs.models import Membership, Organization
+from pipelines.models import (
+    AuditEntry,
+    Checkpoint,
+    HandoffEnvelope,
+    Pipeline,
+    PipelineGrant,
+    Run,
+    StepRun,
+)
 from tokens.models import ApiToken
 from tokens.services import token_create
 from webhooks.models import Webhook, WebhookDelivery
@@ -67,7 +75,20 @@ def world(users, waiting_run, hand_off, django_user_model) -> dict[str, Any]:
         events=["run.finished"],
     )
     token, _ = token_create(user=users["starter"], name="ci")
-    return {"run": run, "task": task, "envelope": envelope, "webhook": hook, "token": token}
+    # For the organization page: a user to add, a member to change, a grant to remove.
+    django_user_model.objects.create_user("newcomer", password="x")
+    pipeline = Pipeline.objects.get(name="gated")
+    grant = PipelineGrant.objects.create(pipeline=pipeline, user=users["r2"], role="viewer")
+    return {
+        "run": run,
+        "task": task,
+        "envelope": envelope,
+        "webhook": hook,
+        "token": token,
+        "pipeline": pipeline,
+        "grant": grant,
+        "membership": Membership.objects.get(user=users["outsider"]),
+    }
 
 
 def clients(users: dict[str, Any]) -> dict[str, tuple[Client, Any]]:
@@ -127,6 +148,8 @@ def _fill(name: str, param: str, world: dict[str, Any]) -> Any:
         return world["envelope"].pk
     if param == "format":
         return ".json"
+    if param in ("membership_id", "pipeline_id", "grant_id", "token_id", "webhook_id"):
+        return world[param.removesuffix("_id")].pk
     if name.startswith("admin:") and param in ("object_id", "id"):
         app_model = name.split(":", 1)[1].rsplit("_", 1)[0]
         app_label, _, model_name = app_model.partition("_")
@@ -170,6 +193,15 @@ def state() -> dict[str, Any]:
         "deliveries": WebhookDelivery.objects.count(),
         "audit": AuditEntry.objects.exclude(event__in=REFUSALS).count(),
         "tokens": list(ApiToken.objects.order_by("pk").values_list("pk", "revoked_at")),
+        "memberships": list(
+            Membership.objects.order_by("pk").values_list(
+                "pk", "user_id", "organization_id", "role"
+            )
+        ),
+        "grants": list(
+            PipelineGrant.objects.order_by("pk").values_list("pk", "user_id", "group_id", "role")
+        ),
+        "member_roles": list(Pipeline.objects.order_by("pk").values_list("pk", "member_role")),
     }
 
 
@@ -226,6 +258,22 @@ ALLOWED: dict[str, tuple[set[str], dict[str, Any]]] = {
         {"inputs": '{"version": "2"}'},
     ),
     "task-action": ({"reviewer", "staff"}, {"comment": "no", "to_step": "build"}),
+    # The organization page: its admins manage members, grants and webhooks; everyone
+    # makes their own tokens and switches among their own organizations.
+    "org-switch": ({"outsider", "starter", "reviewer", "staff"}, {"organization": "default"}),
+    "org-member-add": ({"staff"}, {"username": "newcomer", "role": "member"}),
+    "org-member-role": ({"staff"}, {"role": "author"}),
+    "org-member-remove": ({"staff"}, {}),
+    "org-pipeline-member-role": ({"staff"}, {"role": "operator"}),
+    "org-grant-add": ({"staff"}, {"name": "outsider", "role": "viewer"}),
+    "org-grant-remove": ({"staff"}, {}),
+    "org-token-create": ({"outsider", "starter", "reviewer", "staff"}, {"name": "mine"}),
+    "org-token-revoke": ({"starter", "staff"}, {}),
+    "org-webhook-create": (
+        {"staff"},
+        {"url": "https://hooks.example.com/other", "events": ["run.finished"]},
+    ),
+    "org-webhook-deactivate": ({"staff"}, {}),
     # Signing in and out change only the caller's own session.
     "login": (set(ROLES), {"username": "starter", "password": "wrong"}),
     "logout": (set(ROLES), {}),

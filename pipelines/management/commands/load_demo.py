@@ -1,4 +1,4 @@
-"""`manage.py load_demo`: load the demo pipelines and create the demo users."""
+"""`manage.py load_demo`: two demo organizations with the same pipelines, and their users."""
 
 from pathlib import Path
 from typing import Any
@@ -10,15 +10,25 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
+from orgs.models import Membership, Organization
+
 DEMO_DIR = Path(__file__).resolve().parents[2] / "demo"
 
-# username, password, groups. Demo only: published in README, printed once when created.
+# slug, name. Both get every demo pipeline under the same names: what one organization
+# runs, the other never sees.
+DEMO_ORGANIZATIONS = [("acme", "Acme"), ("globex", "Globex")]
+
+# username, password, groups, {organization slug: role}. Demo only: published in README,
+# printed once when created. A deploy needs two reviewers, so each organization has two;
+# reviewer2 and engineer belong to both, to show the header's switcher.
 DEMO_USERS = [
-    ("admin", "firefly-admin", ["superuser"]),
-    ("reviewer1", "firefly-review", ["reviewers"]),
-    ("reviewer2", "firefly-review", ["reviewers"]),
-    ("manager", "firefly-manager", ["release-managers"]),
-    ("engineer", "firefly-engineer", []),
+    ("admin", "firefly-admin", ["superuser"], {"acme": "admin", "globex": "admin"}),
+    ("manager", "firefly-manager", ["release-managers"], {"acme": "admin"}),
+    ("reviewer1", "firefly-review", ["reviewers"], {"acme": "member"}),
+    ("reviewer2", "firefly-review", ["reviewers"], {"acme": "member", "globex": "member"}),
+    ("engineer", "firefly-engineer", [], {"acme": "author", "globex": "member"}),
+    ("director", "firefly-director", ["release-managers"], {"globex": "admin"}),
+    ("reviewer3", "firefly-review", ["reviewers"], {"globex": "member"}),
 ]
 
 
@@ -41,23 +51,44 @@ class Command(BaseCommand):
                     "Refusing to create demo users (their passwords are published) with "
                     "DEBUG off. Set FIREFLY_DEMO=true to load them anyway."
                 )
-        for username, password, groups in self.load():
+        for username, password, groups, roles in self.load():
+            where = ", ".join(f"{slug} {role}" for slug, role in roles.items())
             self.stdout.write(
-                f"demo user {username} / {password}  ({', '.join(groups) or 'starts runs'})"
+                f"demo user {username} / {password}  in {where}"
+                f" ({', '.join(groups) or 'starts runs'})"
             )
 
     @transaction.atomic
-    def load(self) -> list[tuple[str, str, list[str]]]:
-        """Load the pipelines and create the missing users; returns those just created.
+    def load(self) -> list[tuple[str, str, list[str], dict[str, str]]]:
+        """Create the organizations, load the pipelines into each, create the missing users
+        and their memberships; returns the users just created.
 
         Only those are printed: a password is shown once, never again at a later start,
         and never for a user who may since have changed it.
         """
-        call_command("load_pipeline", *sorted(DEMO_DIR.glob("*.yaml")), stdout=self.stdout)
+        organizations = {}
+        for slug, name in DEMO_ORGANIZATIONS:
+            organizations[slug], _ = Organization.objects.get_or_create(
+                slug=slug, defaults={"name": name}
+            )
+            call_command(
+                "load_pipeline",
+                *sorted(DEMO_DIR.glob("*.yaml")),
+                organization=slug,
+                member_role="starter",
+                stdout=self.stdout,
+            )
         users = get_user_model()
         created = []
-        for username, password, groups in DEMO_USERS:
-            if users.objects.filter(username=username).exists():
+        for username, password, groups, roles in DEMO_USERS:
+            existing = users.objects.filter(username=username).first()
+            if existing is not None:
+                # An older demo database: its users join the organizations too (roles
+                # an admin changed since are kept).
+                for slug, role in roles.items():
+                    Membership.objects.get_or_create(
+                        user=existing, organization=organizations[slug], defaults={"role": role}
+                    )
                 continue
             superuser = "superuser" in groups
             user = users(
@@ -73,7 +104,9 @@ class Command(BaseCommand):
             for name in groups:
                 if name != "superuser":
                     user.groups.add(Group.objects.get_or_create(name=name)[0])
-            created.append((username, password, groups))
+            for slug, role in roles.items():
+                Membership.objects.create(user=user, organization=organizations[slug], role=role)
+            created.append((username, password, groups, roles))
         if not created:
             self.stdout.write("demo users exist already (passwords not shown again)")
         return created
