@@ -1,4 +1,4 @@
-"""Single sign-on over OpenID Connect: a strict ID token check, users and memberships from claims."""
+"""Single sign-on over OpenID Connect: strict ID token checks, users and memberships from claims."""
 
 from __future__ import annotations
 

@@ -77,7 +77,12 @@ def provider(live_server: Any) -> Iterator[Provider]:
         }
         with log.open("w") as errors:
             process = subprocess.Popen(
-                [sys.executable, "-m", "tests.sso.provider.serve", f"{live_server.url}/oidc/callback/"],
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.sso.provider.serve",
+                    f"{live_server.url}/oidc/callback/",
+                ],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -97,7 +102,7 @@ def provider(live_server: Any) -> Iterator[Provider]:
 
 
 @pytest.fixture
-def sso(settings: Any, provider: Provider, transactional_db: Any) -> Provider:
+def sso(settings: Any, provider: Provider) -> Iterator[Provider]:
     """Firefly signing in through the provider, as the FIREFLY_OIDC_* variables would set it."""
     provider.configure()
     settings.OIDC_RP_CLIENT_ID = CLIENT_ID
@@ -128,8 +133,9 @@ class FormReader(HTMLParser):
         if tag == "form" and self.action is None:
             self.action = found.get("action") or ""
         elif tag == "input" and self.action is not None and found.get("type") != "submit":
-            if found.get("name"):
-                self.fields[found["name"] or ""] = found.get("value") or ""
+            name = found.get("name")
+            if name:
+                self.fields[name] = found.get("value") or ""
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "form" and self.action is not None:

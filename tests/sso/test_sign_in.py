@@ -42,9 +42,7 @@ def test_sign_in_makes_the_user_a_member_with_the_claimed_role(sso, live_server,
     assert not SecurityEvent.objects.filter(event="sso.refused").exists()
 
 
-def test_the_next_sign_in_follows_the_claim_and_leaves_local_memberships(
-    sso, live_server, acme
-):
+def test_the_next_sign_in_follows_the_claim_and_leaves_local_memberships(sso, live_server, acme):
     sign_in_through_provider(live_server.url)
     carol = User.objects.get(username="carol")
     beta = Organization.objects.create(slug="beta", name="Beta")
@@ -61,9 +59,9 @@ def test_the_next_sign_in_follows_the_claim_and_leaves_local_memberships(
     # Dropped from acme at the provider: the membership it made goes; beta's stays.
     sso.configure(carol={"groups": ["firefly:beta"]})
     sign_in_through_provider(live_server.url)
-    assert list(Membership.objects.filter(user=carol).values_list("organization__slug", "role")) == [
-        ("beta", "member")
-    ]
+    assert list(
+        Membership.objects.filter(user=carol).values_list("organization__slug", "role")
+    ) == [("beta", "member")]
 
 
 def test_plain_groups_become_django_groups_when_asked(sso, live_server, acme, settings):
@@ -121,7 +119,7 @@ def test_a_spoiled_id_token_is_refused_and_recorded(sso, live_server, acme, mode
     assert event.address == "127.0.0.1"
 
 
-def test_a_forged_callback_is_refused_and_recorded(sso, live_server):
+def test_a_forged_callback_is_refused_and_recorded(sso, db):
     client = Client()
 
     response = client.get("/oidc/callback/", {"code": "stolen", "state": "made-up"})
@@ -131,7 +129,7 @@ def test_a_forged_callback_is_refused_and_recorded(sso, live_server):
     assert "no sign-in began in this browser" in SecurityEvent.objects.get().reason
 
 
-def test_local_passwords_still_work_beside_sso(sso, live_server):
+def test_local_passwords_still_work_beside_sso(sso, db):
     User.objects.create_user("dave", password="dave-local-password")
     client = Client()
 
@@ -174,4 +172,3 @@ def test_claim_values_map_to_organization_roles(settings):
             "reviewers",
         ]
     ) == {"acme": "admin", "beta": "member"}
-

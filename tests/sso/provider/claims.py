@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from oauth2_provider.oauth2_validators import OAuth2Validator
 
 
 def control() -> dict[str, Any]:
     """{"mode": how to spoil the next ID token ("" for none), "users": {name: claims}}."""
-    return dict(json.loads((settings.DATA_DIR / "control.json").read_text()))
+    return dict(json.loads((Path(os.environ["PROVIDER_DIR"]) / "control.json").read_text()))
 
 
 class DirectoryValidator(OAuth2Validator):

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 CLIENT_ID = "firefly"
-CLIENT_SECRET = "firefly-client-secret-of-the-tests"  # noqa: S105
+CLIENT_SECRET = "firefly-client-secret-of-the-tests"
 
 
 class Server(ThreadingMixIn, WSGIServer):
@@ -25,7 +25,7 @@ class Server(ThreadingMixIn, WSGIServer):
 
 
 class QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DATA_DIR = Path(os.environ["PROVIDER_DIR"])
 
-SECRET_KEY = "provider-used-by-the-single-sign-on-tests-only"  # noqa: S105
+SECRET_KEY = "provider-used-by-the-single-sign-on-tests-only"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1"]
 INSTALLED_APPS = [
@@ -52,4 +52,4 @@ OAUTH2_PROVIDER = {
 }
 # Tables straight from the models: a fresh database in well under a second, where
 # running every migration would take several.
-MIGRATION_MODULES = {app: None for app in ("auth", "contenttypes", "sessions", "oauth2_provider")}
+MIGRATION_MODULES = dict.fromkeys(("auth", "contenttypes", "sessions", "oauth2_provider"))

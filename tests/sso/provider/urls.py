@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from typing import Any
 
 import jwt
-from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
@@ -42,7 +42,7 @@ def spoil(id_token: str, mode: str) -> str:
     }
     claims.update(changes[mode])
     kid = jwt.get_unverified_header(id_token)["kid"]
-    key = settings.OAUTH2_PROVIDER["OIDC_RSA_PRIVATE_KEY"]
+    key = os.environ["PROVIDER_RSA_KEY"]
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
 
 
