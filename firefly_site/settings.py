@@ -262,7 +262,7 @@ if OIDC_RP_CLIENT_ID:
     ]
     if _HTTPS and _oidc_plain:
         raise ImproperlyConfigured(
-            f"{', '.join(_oidc_plain)} must be https:// URLs (or set FIREFLY_PLAIN_HTTP=true)."
+            f"{', '.join(_oidc_plain)}: use https:// URLs (or set FIREFLY_PLAIN_HTTP=true)."
         )
 
 # Organizations (tenants). Rows made without one (a single-team install, the commands)

@@ -151,7 +151,12 @@ def submit(session: requests.Session, page: requests.Response, **values: str) ->
 
 
 def sign_in_through_provider(
-    firefly: str, *, username: str = "carol", password: str = CAROL_PASSWORD, next_url: str = ""
+    firefly: str,
+    *,
+    username: str = "carol",
+    password: str = CAROL_PASSWORD,
+    next_url: str = "",
+    consent: bool = True,
 ) -> tuple[requests.Session, requests.Response]:
     """The browser's part of the authorization-code flow: Firefly sends it to the provider,
     it signs in there and consents, the provider sends it back to Firefly's callback."""
@@ -159,7 +164,7 @@ def sign_in_through_provider(
     start = f"{firefly}/oidc/authenticate/" + (f"?next={next_url}" if next_url else "")
     login = browser.get(start, timeout=30)
     assert login.url.startswith("http://127.0.0.1:"), login.url  # at the provider
-    consent = submit(browser, login, username=username, password=password)
-    assert "Authorize" in consent.text, consent.text[:500]
-    back = submit(browser, consent, allow="Authorize")
+    asked = submit(browser, login, username=username, password=password)
+    assert "Authorize" in asked.text, asked.text[:500]
+    back = submit(browser, asked, **({"allow": "Authorize"} if consent else {}))
     return browser, back
