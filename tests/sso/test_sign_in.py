@@ -120,7 +120,7 @@ def test_a_spoiled_id_token_is_refused_and_recorded(sso, live_server, acme, mode
 
 
 def test_declining_at_the_provider_signs_nobody_in_and_is_recorded(sso, live_server, acme):
-    browser, page = sign_in_through_provider(live_server.url, consent=False)
+    _, page = sign_in_through_provider(live_server.url, consent=False)
 
     assert page.url == f"{live_server.url}/login/?sso=failed"
     assert not User.objects.filter(username="carol").exists()
