@@ -108,6 +108,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "accounts.context_processors.organizations",
+                # The login page's "Sign in with ..." button, when single sign-on is on.
+                "accounts.oidc.sign_in_options",
             ],
         },
     },
@@ -201,12 +203,68 @@ CONTENT_SECURITY_POLICY = {
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
+    # Single sign-on (below); it does nothing while FIREFLY_OIDC_CLIENT_ID is unset.
+    "accounts.oidc.OIDCBackend",
 ]
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username"], ["ip_address"]]
 AXES_LOCKOUT_CALLABLE = "firefly_site.errors.login_locked_out"
 AXES_RESET_ON_SUCCESS = True
+
+# --- Single sign-on ---------------------------------------------------------------------
+# OpenID Connect through mozilla-django-oidc (accounts/oidc.py): off unless
+# FIREFLY_OIDC_CLIENT_ID is set; local passwords keep working beside it. The provider's
+# ID tokens are RS256-signed and checked for signature, expiry, issuer, audience and
+# nonce; the authorization code is bound to the browser with PKCE.
+OIDC_RP_CLIENT_ID = env.str("FIREFLY_OIDC_CLIENT_ID", default="")
+OIDC_RP_CLIENT_SECRET = env.str("FIREFLY_OIDC_CLIENT_SECRET", default="")
+FIREFLY_OIDC_ISSUER = env.str("FIREFLY_OIDC_ISSUER", default="")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env.str("FIREFLY_OIDC_AUTHORIZATION_URL", default="")
+OIDC_OP_TOKEN_ENDPOINT = env.str("FIREFLY_OIDC_TOKEN_URL", default="")
+OIDC_OP_USER_ENDPOINT = env.str("FIREFLY_OIDC_USERINFO_URL", default="")
+OIDC_OP_JWKS_ENDPOINT = env.str("FIREFLY_OIDC_JWKS_URL", default="")
+# The login page's button says "Sign in with <this>".
+FIREFLY_OIDC_PROVIDER_NAME = env.str("FIREFLY_OIDC_PROVIDER_NAME", default="single sign-on")
+OIDC_RP_SCOPES = env.str("FIREFLY_OIDC_SCOPES", default="openid email profile")
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_USE_NONCE = True
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = env.float("FIREFLY_OIDC_TIMEOUT_S", default=10.0)
+OIDC_AUTHENTICATE_CLASS = "accounts.oidc.AuthenticateView"
+OIDC_CALLBACK_CLASS = "accounts.oidc.CallbackView"
+LOGIN_REDIRECT_URL_FAILURE = "/login/?sso=failed"
+# Clock skew allowed between the provider and Firefly when checking exp and iat.
+FIREFLY_OIDC_LEEWAY_S = env.int("FIREFLY_OIDC_LEEWAY_S", default=30)
+# The claim listing the user's groups. Values `<prefix><organization slug>[:<role>]`
+# (role member, author or admin; member when left out) make memberships; organizations
+# are never created from a claim. With FIREFLY_OIDC_SYNC_GROUPS the other values set the
+# user's Django groups (existing groups only; the ones a task or a grant can name).
+FIREFLY_OIDC_GROUPS_CLAIM = env.str("FIREFLY_OIDC_GROUPS_CLAIM", default="groups")
+FIREFLY_OIDC_ORGANIZATION_PREFIX = env.str("FIREFLY_OIDC_ORGANIZATION_PREFIX", default="firefly:")
+FIREFLY_OIDC_SYNC_GROUPS = env.bool("FIREFLY_OIDC_SYNC_GROUPS", default=False)
+if OIDC_RP_CLIENT_ID:
+    _oidc_required = {
+        "FIREFLY_OIDC_CLIENT_SECRET": OIDC_RP_CLIENT_SECRET,
+        "FIREFLY_OIDC_ISSUER": FIREFLY_OIDC_ISSUER,
+        "FIREFLY_OIDC_AUTHORIZATION_URL": OIDC_OP_AUTHORIZATION_ENDPOINT,
+        "FIREFLY_OIDC_TOKEN_URL": OIDC_OP_TOKEN_ENDPOINT,
+        "FIREFLY_OIDC_USERINFO_URL": OIDC_OP_USER_ENDPOINT,
+        "FIREFLY_OIDC_JWKS_URL": OIDC_OP_JWKS_ENDPOINT,
+    }
+    _oidc_missing = [name for name, value in _oidc_required.items() if not value]
+    if _oidc_missing:
+        raise ImproperlyConfigured(
+            f"FIREFLY_OIDC_CLIENT_ID is set, so single sign-on needs {', '.join(_oidc_missing)}."
+        )
+    # The token request carries the client secret; the answers carry who signs in.
+    _oidc_plain = [
+        name for name, value in list(_oidc_required.items())[2:] if not value.startswith("https://")
+    ]
+    if _HTTPS and _oidc_plain:
+        raise ImproperlyConfigured(
+            f"{', '.join(_oidc_plain)}: use https:// URLs (or set FIREFLY_PLAIN_HTTP=true)."
+        )
 
 # Organizations (tenants). Rows made without one (a single-team install, the commands)
 # belong to this one; upgrading put every earlier row and user in it.

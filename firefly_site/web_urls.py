@@ -9,6 +9,8 @@ from pipelines import views as pipelines
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Single sign-on (accounts/oidc.py): authenticate/, callback/, logout/; 404 while off.
+    path("oidc/", include("mozilla_django_oidc.urls")),
     path("", approvals.inbox, name="home"),
     path("inbox/count/", approvals.inbox_count, name="inbox-count"),
     path("tasks/<int:task_id>/", approvals.task_detail, name="task"),

@@ -277,6 +277,11 @@ ALLOWED: dict[str, tuple[set[str], dict[str, Any]]] = {
     # Signing in and out change only the caller's own session.
     "login": (set(ROLES), {"username": "starter", "password": "wrong"}),
     "logout": (set(ROLES), {}),
+    # Single sign-on: the way to the provider and its answer are GET only (404 while it is
+    # off); its logout, like the other, ends only the caller's own session.
+    "oidc_authentication_init": (set(), {}),
+    "oidc_authentication_callback": (set(), {}),
+    "oidc_logout": (set(ROLES), {}),
 }
 
 
