@@ -133,7 +133,7 @@ class EnvelopeInline(ReadOnlyInline):
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[HandoffEnvelope]:
-        return self.visible(request, selectors.handoffs())
+        return self.visible(request, selectors.all_handoffs())
 
     @admin.display(description="child run")
     def child_run_link(self, obj: HandoffEnvelope) -> str:
