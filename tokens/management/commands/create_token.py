@@ -1,4 +1,5 @@
-"""`create_token <username> --name NAME [--days N | --no-expiry]`: print a new key, once."""
+"""`create_token <username> --name NAME [--organization SLUG] [--days N | --no-expiry]`:
+print a new key, once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from orgs import selectors as orgs
 from tokens import services
 
 
@@ -17,6 +19,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
         parser.add_argument("--name", required=True, help="What the token is for.")
+        parser.add_argument(
+            "--organization",
+            help="The organization it acts in (its slug); default: the user's first by name.",
+        )
         expiry = parser.add_mutually_exclusive_group()
         expiry.add_argument(
             "--days", type=int, help="Days until it expires (default FIREFLY_TOKEN_TTL_DAYS)."
@@ -32,8 +38,14 @@ class Command(BaseCommand):
         days = options["days"]
         if days is not None and days < 1:
             raise CommandError("--days must be at least 1 (or use --no-expiry).")
+        organization = orgs.resolve(user, options["organization"])
+        if organization is None:
+            wanted = options["organization"]
+            where = f"organization {wanted!r}" if wanted else "any organization"
+            raise CommandError(f"{user} does not belong to {where}.")
         token, key = services.token_create(
             user=user,
+            organization=organization,
             name=options["name"],
             expires_in=timedelta(days=days) if days else None,
             never_expires=options["no_expiry"],
@@ -41,5 +53,8 @@ class Command(BaseCommand):
         expires = (
             f"expires {token.expires_at:%Y-%m-%d %H:%M %Z}" if token.expires_at else "never expires"
         )
-        self.stderr.write(f"Token {token.name!r} for {user} ({expires}); it is not shown again:")
+        self.stderr.write(
+            f"Token {token.name!r} for {user} in {organization.slug} ({expires});"
+            " it is not shown again:"
+        )
         self.stdout.write(key)
