@@ -53,16 +53,29 @@ def _refusals_recorded(
         raise
 
 
-def _administered(actor: Any, organization: Any, doing: str) -> Organization:
+def _administered(actor: Any, organization: Any, doing: str, target: Any = None) -> Organization:
     """The organization, if the actor administers it. A member who does not is refused
-    (403); anyone else is told it does not exist (404)."""
+    (403); anyone else is told it does not exist (404). `target` is (model, filters) of
+    the object acted on: one outside the organization is a 404 before any role is
+    checked, so a refusal never confirms that another organization's id exists."""
     org_id = getattr(organization, "pk", organization)
+    if target is not None:
+        model, filters = target
+        if (
+            org_id is None
+            or not model.objects.filter(**filters, **{_org_path(model): org_id}).exists()
+        ):
+            raise NotFound(f"No such {model._meta.verbose_name} in this organization.")
     org = Organization.objects.filter(pk=org_id).first() if org_id is not None else None
     if org is not None and permissions.allowed(actor, "manage_organization", org):
         return org
     if org is not None and orgs.is_member(actor, org.pk):
         raise PermissionDenied(f"Only the organization's admins may {doing}.")
     raise NotFound("No such organization.")
+
+
+def _org_path(model: Any) -> str:
+    return "pipeline__organization_id" if model is PipelineGrant else "organization_id"
 
 
 def _changed(
@@ -173,7 +186,9 @@ def membership_set_role(
         address=address,
         membership=membership_id,
     ):
-        org = _administered(actor, organization, "change roles")
+        org = _administered(
+            actor, organization, "change roles", (Membership, {"pk": membership_id})
+        )
         role = _choice(role, MEMBER_ROLES, "role")
         with transaction.atomic():
             membership = _membership_locked(org, membership_id)
@@ -210,7 +225,9 @@ def membership_remove(
         address=address,
         membership=membership_id,
     ):
-        org = _administered(actor, organization, "remove members")
+        org = _administered(
+            actor, organization, "remove members", (Membership, {"pk": membership_id})
+        )
         with transaction.atomic():
             membership = _membership_locked(org, membership_id)
             if membership.role == Membership.Role.ADMIN and not _other_admin_exists(
@@ -298,7 +315,12 @@ def grant_set(
         target=username or group,
         role=str(role),
     ):
-        org = _administered(actor, organization, "grant roles on pipelines")
+        org = _administered(
+            actor,
+            organization,
+            "grant roles on pipelines",
+            (Pipeline, {"pk": getattr(pipeline, "pk", pipeline)}),
+        )
         role = _choice(role, PIPELINE_ROLES, "role")
         if bool(username) == bool(group):
             raise InvalidInput("Name either a user or a group to grant the role to.")
@@ -349,7 +371,7 @@ def grant_remove(
     with _refusals_recorded(
         "grant_remove", actor=actor, organization=organization, address=address, grant=grant_id
     ):
-        org = _administered(actor, organization, "remove grants")
+        org = _administered(actor, organization, "remove grants", (PipelineGrant, {"pk": grant_id}))
         with transaction.atomic():
             grant = (
                 PipelineGrant.objects.select_related("user", "group")
@@ -377,7 +399,12 @@ def pipeline_set_member_role(
         pipeline=getattr(pipeline, "pk", pipeline),
         role=str(role),
     ):
-        org = _administered(actor, organization, "change who sees a pipeline")
+        org = _administered(
+            actor,
+            organization,
+            "change who sees a pipeline",
+            (Pipeline, {"pk": getattr(pipeline, "pk", pipeline)}),
+        )
         role = _choice(role, ["", *PIPELINE_ROLES], "member role")
         with transaction.atomic():
             locked = _pipeline_in(org, pipeline, lock=True)
@@ -410,7 +437,7 @@ def webhook_deactivate(
         address=address,
         webhook=webhook_id,
     ):
-        org = _administered(actor, organization, "manage webhooks")
+        org = _administered(actor, organization, "manage webhooks", (Webhook, {"pk": webhook_id}))
         with transaction.atomic():
             webhook = (
                 Webhook.objects.select_for_update().filter(pk=webhook_id, organization=org).first()

@@ -135,6 +135,11 @@ def seed() -> dict[str, Any]:
         organization=b, url=f"https://hooks.example.com/{B_MARK}", events=["run.finished"]
     )
     b_token, _ = token_create(user=b_starter, organization=b, name=B_MARK)
+    b_grant = PipelineGrant.objects.create(
+        pipeline=Pipeline.objects.get(organization=b, name=B_ONLY_NAME),
+        user=b_reviewer,
+        role="viewer",
+    )
 
     # A: the same names, private, with a grant for each pipeline role.
     users = {
@@ -179,6 +184,11 @@ def seed() -> dict[str, Any]:
         "b_envelopes": [b_envelope.pk],
         "b_tokens": [b_token.pk],
         "b_webhooks": [b_hook.pk],
+        "b_memberships": list(
+            Membership.objects.filter(organization=b).values_list("pk", flat=True)
+        ),
+        "b_pipelines": list(Pipeline.objects.filter(organization=b).values_list("pk", flat=True)),
+        "b_grants": [b_grant.pk],
         "b_users": [b_admin, b_starter, b_reviewer],
     }
 
@@ -218,6 +228,14 @@ def b_state(world: dict[str, Any]) -> dict[str, Any]:
         "envelopes": list(
             HandoffEnvelope.objects.filter(organization=b).values_list("pk", "acknowledged_at")
         ),
+        "memberships": list(
+            Membership.objects.filter(organization=b).order_by("pk").values_list("pk", "role")
+        ),
+        "grants": list(
+            PipelineGrant.objects.filter(pipeline__organization=b)
+            .order_by("pk")
+            .values_list("pk", "user_id", "group_id", "role")
+        ),
         "webhooks": list(
             Webhook.objects.filter(organization=b).values_list("pk", "url", "secret_encrypted")
         ),
@@ -240,6 +258,9 @@ def b_values(name: str, param: str, world: dict[str, Any]) -> list[Any]:
         return world["b_envelopes"]
     if param == "action":
         return list(TASK_ACTIONS)
+    for key in ("membership", "pipeline", "grant", "token", "webhook"):
+        if param == f"{key}_id":
+            return world[f"b_{key}s"]
     if param == "format":
         return [".json"]
     if param == "pk":
@@ -315,8 +336,8 @@ def walk(
     walkers skip them (the walk stays within seconds)."""
     problems = []
     for (name, url, only_b), method in itertools.product(urls, ("get", "post")):
-        if name == "logout" or (method, url) in closed:
-            continue  # logout ends the walker's own session, nothing of B
+        if name in ("logout", "oidc_logout") or (method, url) in closed:
+            continue  # the logouts end the walker's own session, nothing of B
         cache.clear()  # rate limits: each request judged on its own
         api = url.startswith("/api/")
         if method == "get":
