@@ -12,6 +12,7 @@ from django.utils import timezone
 from approvals import services
 from approvals.models import Decision, HumanTask
 from approvals.services import AlreadyDecided
+from orgs.models import Membership, Organization
 from pipelines import services as pipelines
 from pipelines.errors import Conflict, InvalidInput, PermissionDenied, SpecError
 from pipelines.models import AuditEntry, Run
@@ -250,3 +251,18 @@ def test_an_interactive_step_needs_someone_to_act():
                 "steps": [{"name": "c", "type": "choice", "config": {"assignee": "x"}}],
             },
         )
+
+
+def test_a_role_member_of_another_organization_gets_no_mail(
+    users, django_user_model, django_capture_on_commit_callbacks
+):
+    """Groups span organizations; a task's mail goes only to members of its organization."""
+    other = Organization.objects.create(slug="elsewhere", name="Elsewhere")
+    stranger = django_user_model.objects.create_user("stranger", email="stranger@example.com")
+    stranger.groups.add(users["r1"].groups.get(name="reviewers"))
+    Membership.objects.create(user=stranger, organization=other)
+    with django_capture_on_commit_callbacks(execute=True):
+        waiting_run(users)
+    (message,) = mail.outbox
+    assert "stranger@example.com" not in message.to
+    assert sorted(message.to) == ["r1@example.com", "r2@example.com", "r3@example.com"]
