@@ -64,6 +64,9 @@ class HumanTask(models.Model):
         indexes = [
             models.Index(fields=["status", "due_at"], name="task_status_due"),
             models.Index(fields=["organization", "status", "due_at"], name="task_org_status_due"),
+            # The API's list order: its newest page stops after the page, not a sort of the
+            # organization's tasks (bench/api.py).
+            models.Index(fields=["organization", "-created_at", "-id"], name="task_org_created"),
             models.Index(fields=["assignee", "status"], name="task_assignee_status"),
             models.Index(fields=["assignee_role", "status"], name="task_role_status"),
         ]

@@ -3,10 +3,12 @@
     python bench/audit_admin.py
 
 Reads DATABASE_URL like the app; when unset it uses a local PostgreSQL database
-`firefly_bench_audit` (never the SQLite file). It creates the database if needed,
+`firefly_bench_orgs` (never the SQLite file). It creates the database if needed,
 migrates it and, unless the audit table already holds 1,000,000 entries, seeds them with
-COPY: 20,000 runs of 50 entries over 20 pipelines, spread over 90 days, with valid HMAC
-chains. Then VACUUM ANALYZE (what autovacuum does to an insert-only table), a superuser,
+COPY: 20,000 runs of 50 entries, spread over 90 days, with valid HMAC chains, in 100
+organizations (`bench-org-00` to `-99`): the ten big ones hold 9% of the runs each, with
+20 pipelines; the 90 small ones share the other 10%, with 2 pipelines each. Then VACUUM
+ANALYZE (what autovacuum does to an insert-only table), a superuser,
 and Django's test client with DEBUG off times each admin page N times after a warm-up
 and counts its queries.
 
@@ -41,12 +43,15 @@ from bench.common import (  # noqa: E402
     time_ms,
 )
 
-DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/firefly_bench_audit"
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/firefly_bench_orgs"
 
 ENTRIES = 1_000_000
 ENTRIES_PER_RUN = 50
 RUNS = ENTRIES // ENTRIES_PER_RUN
-PIPELINES = 20
+PIPELINES = 20  # in each big organization; a small one has SMALL_PIPELINES
+SMALL_PIPELINES = 2
+ORGANIZATIONS = 100
+BIG_ORGANIZATIONS = 10  # 9% of the rows each; the other 90 share the last 10%
 STEPS = (ENTRIES_PER_RUN - 2) // 2  # run.created, (started, outcome) x 24, run.finished
 USERS = 12
 DAYS = 90
@@ -70,6 +75,7 @@ def configure_admin_env() -> str:
 
 RUN_COLUMNS = (
     "id",
+    "organization_id",
     "pipeline_version_id",
     "status",
     "inputs",
@@ -91,24 +97,74 @@ RUN_COLUMNS = (
 
 
 def audit_columns() -> tuple[str, ...]:
-    """The audit entry columns COPY fills: the fields the hash covers, `seq` and `hash`."""
+    """The audit entry columns COPY fills: the fields the hash covers, `seq`, `hash` and
+    the organization (unless the hash covers it already)."""
     from pipelines.audit import HASHED_FIELDS
 
-    return (*HASHED_FIELDS, "seq", "hash")
+    extra = () if "organization_id" in HASHED_FIELDS else ("organization_id",)
+    return (*HASHED_FIELDS, "seq", "hash", *extra)
+
+
+def organization_slug(index: int) -> str:
+    return f"bench-org-{index:02d}"
+
+
+def organization_index(n: int) -> int:
+    """The organization of the n-th seeded row: of every 100, 9 go to each of the 10 big
+    organizations and 10 to the next small ones in turn."""
+    block, position = divmod(n, 100)
+    big_share = 100 - 10
+    if position < big_share:
+        return position // (big_share // BIG_ORGANIZATIONS)
+    small = ORGANIZATIONS - BIG_ORGANIZATIONS
+    return BIG_ORGANIZATIONS + (block * 10 + position - big_share) % small
+
+
+def organizations() -> list[int]:
+    """The ids of the 100 bench organizations, created when missing."""
+    from orgs.models import Organization
+
+    ids = []
+    for index in range(ORGANIZATIONS):
+        org, _ = Organization.objects.get_or_create(
+            slug=organization_slug(index), defaults={"name": f"Bench org {index:02d}"}
+        )
+        ids.append(org.pk)
+    return ids
+
+
+def join(users: list[Any], organization_ids: list[int], role: str = "member") -> None:
+    """Make each user a member of each organization (kept as is where already one)."""
+    from orgs.models import Membership
+
+    Membership.objects.bulk_create(
+        [
+            Membership(user=user, organization_id=org_id, role=role)
+            for user in users
+            for org_id in organization_ids
+        ],
+        ignore_conflicts=True,
+    )
 
 
 def run_entries(
     rng: random.Random,
     run_id: int,
-    pipeline: tuple[int, str],
+    pipeline: tuple[int, str, int],
     users: list[tuple[int, str]],
     start: datetime,
 ) -> Iterator[dict[str, Any]]:
     """The 50 entries of one run, as field values: mostly successes, some failures and
     approvals by people, like a human-in-the-loop pipeline's trail."""
-    pipeline_id, pipeline_name = pipeline
+    pipeline_id, pipeline_name, organization_id = pipeline
     starter = rng.choice(users) if rng.random() < 0.3 else None
-    base = {"run_id": run_id, "pipeline_id": pipeline_id, "error_message": "", "pause_reason": ""}
+    base = {
+        "run_id": run_id,
+        "pipeline_id": pipeline_id,
+        "organization_id": organization_id,
+        "error_message": "",
+        "pause_reason": "",
+    }
     now = start
 
     def entry(event: str, **values: Any) -> dict[str, Any]:
@@ -193,7 +249,8 @@ def run_entries(
 
 
 def seed(database_url: str) -> float:
-    """Pipelines, versions, users, 20,000 runs and 1,000,000 entries, in one transaction."""
+    """Organizations, pipelines, versions, users, 20,000 runs and 1,000,000 entries, in
+    one transaction."""
     from django.contrib.auth import get_user_model
     from django.db import connection, transaction
 
@@ -212,20 +269,36 @@ def seed(database_url: str) -> float:
         cursor.execute("SET LOCAL session_replication_role = replica")
         users = [User.objects.get_or_create(username=f"reviewer{i:02d}")[0] for i in range(USERS)]
         user_refs = [(user.pk, user.get_username()) for user in users]
-        pipelines, versions = [], []
-        for i in range(PIPELINES):
-            pipeline = Pipeline.objects.create(
-                name=f"bench-audit-{i:02d}-{int(time.time())}",
-                description="bench/audit_admin.py",
-                created_at=first,
-            )
-            spec = {"name": pipeline.name, "steps": spec_steps}
-            versions.append(
-                PipelineVersion.objects.create(
-                    pipeline=pipeline, number=1, spec=spec, created_at=first
-                ).pk
-            )
-            pipelines.append((pipeline.pk, pipeline.name))
+        org_ids = organizations()
+        join(users, org_ids[:BIG_ORGANIZATIONS])
+        # Per organization: its pipelines as (pipeline id, name, organization id), versions.
+        pipelines: list[list[tuple[int, str, int]]] = []
+        versions: list[list[int]] = []
+        for index, org_id in enumerate(org_ids):
+            pipelines.append([])
+            versions.append([])
+            count = PIPELINES if index < BIG_ORGANIZATIONS else SMALL_PIPELINES
+            for i in range(count):
+                # Visible to every member, as the upgrade leaves existing pipelines.
+                made = Pipeline.objects.create(
+                    organization_id=org_id,
+                    name=f"bench-audit-{i:02d}-{int(time.time())}",
+                    description="bench/audit_admin.py",
+                    member_role="viewer",
+                    created_at=first,
+                )
+                spec = {"name": made.name, "steps": spec_steps}
+                versions[index].append(
+                    PipelineVersion.objects.create(
+                        organization_id=org_id,
+                        pipeline=made,
+                        number=1,
+                        spec=spec,
+                        created_at=first,
+                    ).pk
+                )
+                pipelines[index].append((made.pk, made.name, org_id))
+        runs_in = [0] * ORGANIZATIONS  # runs seeded so far per organization
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence('pipelines_run', 'id'))"
             " FROM generate_series(1, %s)",
@@ -241,13 +314,16 @@ def seed(database_url: str) -> float:
             run_rows: list[tuple[Any, ...]] = []
             for n in range(chunk, min(chunk + RUNS_PER_COPY, RUNS)):
                 run_id = run_ids[n]
-                pipeline_index = n % PIPELINES
+                org_index = organization_index(n)
+                pipeline_index = runs_in[org_index] % len(pipelines[org_index])
+                runs_in[org_index] += 1
+                pipeline = pipelines[org_index][pipeline_index]
                 created = first + timedelta(seconds=rng.uniform(0, DAYS * 86400 - 86400))
                 head = ""
                 status = "succeeded"
                 entry: dict[str, Any] = {}
                 for seq, entry in enumerate(
-                    run_entries(rng, run_id, pipelines[pipeline_index], user_refs, created), 1
+                    run_entries(rng, run_id, pipeline, user_refs, created), 1
                 ):
                     entry["seq"] = seq
                     entry["prev_hash"] = head
@@ -263,7 +339,8 @@ def seed(database_url: str) -> float:
                 run_rows.append(
                     (
                         run_id,
-                        versions[pipeline_index],
+                        pipeline[2],
+                        versions[org_index][pipeline_index],
                         status,
                         json.dumps({"document": f"doc-{run_id}.pdf"}),
                         "",

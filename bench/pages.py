@@ -3,19 +3,25 @@
     python bench/pages.py
 
 Reads DATABASE_URL like the app; when unset it uses the local PostgreSQL database
-`firefly_bench_audit` of bench/audit_admin.py (never the SQLite file), so its 1,000,000
-audit entries are reused, and seeded with its function when missing. On top of them it
-seeds, once, 10,000 open approval tasks: 10 pipelines `bench-pages-NN` whose approval
+`firefly_bench_orgs` of bench/audit_admin.py (never the SQLite file), so its 1,000,000
+audit entries in 100 organizations are reused, and seeded with its function when
+missing. On top of them it seeds, once, 10,000 open approval tasks spread over the same
+organizations (9% in each of the ten big ones, the rest over the 90 small ones):
+pipelines `bench-pages-NN` (10 in a big organization, 2 in a small one) whose approval
 step `review` (assignee_role `reviewers`) comes after 1 to 46 `noop` steps; each task
 has its waiting run, its step rows, checkpoints and an HMAC-chained audit trail (a run
 of the longest pipeline has 50 entries); a third of the tasks are overdue, a third due
-later, a third have no deadline. All with COPY, in one transaction.
+later, a third have no deadline. All with COPY, in one transaction. Pipelines 00 to 04
+are visible to every member (viewer); 05 to 09 are private, with a viewer grant to the
+group `reviewers`.
 
-Then a reviewer (a member of `reviewers`, neither staff nor superuser) is logged in with
-Django's test client (DEBUG off) and every page and htmx partial is requested 3 times
-to warm up, once inside CaptureQueriesContext to count queries, then 30 times timed. A
-small variant of each page (a 1-step run, a 5-task pipeline) is counted as well: the
-same number of queries on both shows the count does not grow with the data.
+Then a reviewer (a member of `reviewers` and of the big organization `bench-org-00`,
+where they work, and of the small `bench-org-10`; neither staff nor superuser) is
+logged in with Django's test client (DEBUG off) and every page and htmx partial is
+requested 3 times to warm up, once inside CaptureQueriesContext to count queries, then
+30 times timed. A small variant of each page (a 1-step run, a 5-task pipeline) is
+counted as well: the same number of queries on both shows the count does not grow with
+the data.
 
 Prints a table, then as its last line one JSON object with the figures. Exits 1 when
 the bench cannot run, 3 when a page misses the target (p95 <= 200 ms, queries
@@ -39,9 +45,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.audit_admin import (  # noqa: E402
+    BIG_ORGANIZATIONS,
+    ORGANIZATIONS,
     RUN_COLUMNS,
     audit_columns,
     configure_admin_env,
+    join,
+    organization_index,
+    organization_slug,
+    organizations,
     prepare,
 )
 from bench.common import (  # noqa: E402
@@ -54,9 +66,13 @@ from bench.common import (  # noqa: E402
 )
 
 TASKS = 10_000
-PIPELINES = 10
+PIPELINES = 10  # in a big organization; a small one has SMALL_PIPELINES
+SMALL_PIPELINES = 2
+PUBLIC_PIPELINES = 5  # 00 to 04 visible to every member; the others by a grant
+MEASURED = organization_slug(0)  # where the reviewer works: a big organization
+OTHER = organization_slug(BIG_ORGANIZATIONS)  # a small one the reviewer also belongs to
 PREFIX = "bench-pages"
-SMALL_PIPELINE_TASKS = 5  # pipeline 00 (1 step before the gate): the small variants
+SMALL_PIPELINE_TASKS = 5  # pipeline 00 (1 step before the gate) of each organization
 MAX_STEPS = 46  # noop steps before the gate in the longest pipeline: 50 audit entries
 ROLE = "reviewers"
 REVIEWER = "bench-reviewer"
@@ -71,6 +87,7 @@ TARGET_P95_MS = 200.0
 
 STEP_COLUMNS = (
     "id",
+    "organization_id",
     "run_id",
     "step_name",
     "generation",
@@ -84,6 +101,7 @@ STEP_COLUMNS = (
     "finished_at",
 )
 CHECKPOINT_COLUMNS = (
+    "organization_id",
     "run_id",
     "seq",
     "kind",
@@ -97,6 +115,7 @@ CHECKPOINT_COLUMNS = (
     "created_at",
 )
 TASK_COLUMNS = (
+    "organization_id",
     "run_id",
     "step_run_id",
     "step_name",
@@ -145,16 +164,29 @@ def pipeline_spec(index: int) -> dict[str, Any]:
 
 
 def reviewer() -> Any:
-    """The bench's reviewer: a member of the role, neither staff nor superuser."""
+    """The bench's reviewer: a member of the role and of the measured organization (and
+    of a small one), neither staff nor superuser."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
+
+    from orgs.models import Organization
 
     group, _ = Group.objects.get_or_create(name=ROLE)
     user, _ = get_user_model().objects.get_or_create(username=REVIEWER)
     if user.is_staff or user.is_superuser:
         raise BenchError(f"user {REVIEWER!r} must be neither staff nor superuser")
     user.groups.add(group)
+    join(
+        [user],
+        list(Organization.objects.filter(slug__in=[MEASURED, OTHER]).values_list("pk", flat=True)),
+    )
     return user
+
+
+def organization_id(slug: str = MEASURED) -> int:
+    from orgs.models import Organization
+
+    return Organization.objects.values_list("pk", flat=True).get(slug=slug)
 
 
 def open_tasks() -> int:
@@ -176,13 +208,15 @@ def reserve(cursor: Any, table: str, count: int) -> list[int]:
 
 
 def seed_tasks() -> float:
-    """10 pipelines, 10,000 waiting runs with their steps, checkpoints, audit trails and
-    open tasks, in one transaction (COPY; triggers off as in bench/audit_admin.py)."""
+    """Pipelines in each organization, 10,000 waiting runs with their steps, checkpoints,
+    audit trails and open tasks, in one transaction (COPY; triggers off as in
+    bench/audit_admin.py)."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
     from django.db import connection, transaction
 
     from pipelines import services
+    from pipelines.models import PipelineGrant
 
     started = time.perf_counter()
     rng = random.Random(SEED)
@@ -190,30 +224,50 @@ def seed_tasks() -> float:
     role = Group.objects.get(name=ROLE)
     User = get_user_model()
     with transaction.atomic(), connection.cursor() as cursor:
-        versions = []
-        for i in range(PIPELINES):
-            version = services.pipeline_create(spec=pipeline_spec(i))
-            noops = [s["name"] for s in version.spec["steps"] if s["type"] == "noop"][:-1]
-            versions.append(
-                SimpleNamespace(
-                    pk=version.pk,
-                    number=version.number,
-                    pipeline_id=version.pipeline_id,
-                    name=version.pipeline.name,
-                    noops=noops,
+        org_ids = organizations()
+        versions: list[list[Any]] = []  # per organization
+        for index, org_id in enumerate(org_ids):
+            versions.append([])
+            count = PIPELINES if index < BIG_ORGANIZATIONS else SMALL_PIPELINES
+            for i in range(count):
+                public = i < PUBLIC_PIPELINES
+                version = services.pipeline_create(
+                    spec=pipeline_spec(i),
+                    organization=org_id,
+                    member_role="viewer" if public else "",
                 )
-            )
-        starters = [
-            (u.pk, u.get_username())
-            for u in (
-                User.objects.get_or_create(username=f"bench-starter{i}")[0] for i in range(STARTERS)
-            )
+                if not public:
+                    PipelineGrant.objects.create(
+                        pipeline_id=version.pipeline_id, group=role, role="viewer"
+                    )
+                noops = [s["name"] for s in version.spec["steps"] if s["type"] == "noop"][:-1]
+                versions[index].append(
+                    SimpleNamespace(
+                        pk=version.pk,
+                        number=version.number,
+                        pipeline_id=version.pipeline_id,
+                        organization_id=org_id,
+                        name=version.pipeline.name,
+                        noops=noops,
+                    )
+                )
+        starter_users = [
+            User.objects.get_or_create(username=f"bench-starter{i}")[0] for i in range(STARTERS)
         ]
+        join(starter_users, org_ids)
+        starters = [(u.pk, u.get_username()) for u in starter_users]
         cursor.execute("SET LOCAL session_replication_role = replica")
-        # Pipeline 00 gets a handful of tasks (the small variants); the rest share the others.
-        plan = [0] * SMALL_PIPELINE_TASKS + [
-            1 + n % (PIPELINES - 1) for n in range(TASKS - SMALL_PIPELINE_TASKS)
-        ]
+        # Each organization's first tasks go to its pipeline 00 (the small variants); the
+        # rest share its other pipelines.
+        plan = []
+        tasks_in = [0] * ORGANIZATIONS
+        for n in range(TASKS):
+            org_index = organization_index(n)
+            j = tasks_in[org_index]
+            tasks_in[org_index] += 1
+            own = versions[org_index]
+            i = 0 if j < SMALL_PIPELINE_TASKS else 1 + (j - SMALL_PIPELINE_TASKS) % (len(own) - 1)
+            plan.append(own[i])
         run_ids = reserve(cursor, "pipelines_run", TASKS)
         raw = cursor.cursor  # the psycopg cursor under Django's wrapper
         copies = {
@@ -225,11 +279,11 @@ def seed_tasks() -> float:
         }
         for chunk in range(0, TASKS, CHUNK):
             indexes = range(chunk, min(chunk + CHUNK, TASKS))
-            step_count = sum(steps_before_gate(plan[n]) + 2 for n in indexes)
+            step_count = sum(len(plan[n].noops) + 2 for n in indexes)
             step_ids = iter(reserve(cursor, "pipelines_steprun", step_count))
             rows: dict[str, list[tuple[Any, ...]]] = {name: [] for name in copies}
             for n in indexes:
-                seed_run(rng, now, run_ids[n], versions[plan[n]], role, starters, step_ids, rows)
+                seed_run(rng, now, run_ids[n], plan[n], role, starters, step_ids, rows)
             for name in ("run", "step", "checkpoint", "audit", "task"):
                 with raw.copy(copies[name]) as copy:
                     for row in rows[name]:
@@ -252,6 +306,7 @@ def seed_run(
     from pipelines.audit import entry_hash
 
     pipeline_id, pipeline_name, noops = version.pipeline_id, version.name, version.noops
+    org_id = version.organization_id
     columns = audit_columns()
     starter = rng.choice(starters) if rng.random() < 0.7 else None
     inputs = {"document": f"doc-{run_id}.pdf", "priority": rng.randint(1, 5)}
@@ -266,6 +321,7 @@ def seed_run(
         entry: dict[str, Any] = {
             "run_id": run_id,
             "pipeline_id": pipeline_id,
+            "organization_id": org_id,
             "seq": seq,
             "step_name": "",
             "actor_id": actor[0] if actor else None,
@@ -310,6 +366,7 @@ def seed_run(
         rows["step"].append(
             (
                 step_id,
+                org_id,
                 run_id,
                 name,
                 1,
@@ -336,10 +393,24 @@ def seed_run(
     gate_id = next(step_ids)
     clock += timedelta(milliseconds=rng.randint(1, 20))
     rows["step"].append(
-        (gate_id, run_id, "review", 1, 1, "waiting", None, None, "", clock, clock, None)
+        (gate_id, org_id, run_id, "review", 1, 1, "waiting", None, None, "", clock, clock, None)
     )
     rows["step"].append(
-        (next(step_ids), run_id, "publish", 1, 1, "pending", None, None, "", None, None, None)
+        (
+            next(step_ids),
+            org_id,
+            run_id,
+            "publish",
+            1,
+            1,
+            "pending",
+            None,
+            None,
+            "",
+            None,
+            None,
+            None,
+        )
     )
     audit("step.waiting", step_name="review", status="waiting", started_at=clock)
     checkpoints.append(("review", gate_id, "waiting", True))
@@ -351,11 +422,12 @@ def seed_run(
     )
     for cp_seq, (name, step_id, status, paused) in enumerate(checkpoints, 1):
         rows["checkpoint"].append(
-            (run_id, cp_seq, "step", name, 1, step_id, status, paused, "", None, clock)
+            (org_id, run_id, cp_seq, "step", name, 1, step_id, status, paused, "", None, clock)
         )
     rows["run"].append(
         (
             run_id,
+            org_id,
             version.pk,
             "waiting",
             json.dumps(inputs),
@@ -384,6 +456,7 @@ def seed_run(
     context = {"inputs": inputs, "upstream": {noops[-1]: outputs}}
     rows["task"].append(
         (
+            org_id,
             run_id,
             gate_id,
             "review",
@@ -400,6 +473,15 @@ def seed_run(
             clock,
         )
     )
+
+
+def visible_tasks() -> int:
+    """Open tasks of the measured organization."""
+    from approvals.models import HumanTask
+
+    return HumanTask.objects.filter(
+        status=HumanTask.Status.OPEN, organization_id=organization_id()
+    ).count()
 
 
 def prepare_tasks() -> float | None:
@@ -429,6 +511,9 @@ def prepare_tasks() -> float | None:
             "approvals_humantask",
             "pipelines_pipeline",
             "pipelines_pipelineversion",
+            "pipelines_pipelinegrant",
+            "orgs_organization",
+            "orgs_membership",
         ):
             cursor.execute(f"VACUUM ANALYZE {table}")
     print(f"VACUUM ANALYZE in {time.perf_counter() - started:.1f} s")
@@ -438,13 +523,15 @@ def prepare_tasks() -> float | None:
 # --- timing ---------------------------------------------------------------------------
 
 
-def task_of(pipeline: str, offset: int = 0) -> tuple[int, int]:
-    """(task id, run id) of an open bench task of `pipeline`."""
+def task_of(pipeline: str, offset: int = 0, organization: str = MEASURED) -> tuple[int, int]:
+    """(task id, run id) of an open bench task of `pipeline` in `organization`."""
     from approvals.models import HumanTask
 
     return (
         HumanTask.objects.filter(
-            status=HumanTask.Status.OPEN, run__pipeline_version__pipeline__name=pipeline
+            status=HumanTask.Status.OPEN,
+            run__pipeline_version__pipeline__name=pipeline,
+            organization__slug=organization,
         )
         .order_by("id")
         .values_list("pk", "run_id")[offset]
@@ -526,8 +613,13 @@ def count_queries(client: Any, url: str, htmx: bool) -> tuple[int, float, list[s
 def time_pages(urls: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     from django.test import Client
 
+    from orgs.middleware import SESSION_KEY
+
     client = Client()
     client.force_login(reviewer())
+    session = client.session
+    session[SESSION_KEY] = MEASURED
+    session.save()
     fetch(client, urls.pop("_task_run")["url"], False)
     results = {}
     for name, page in urls.items():
@@ -623,8 +715,10 @@ def run_bench() -> int:
             explain_slowest(results, [n for n in failed if "p95" in missed(results[n])])
     print()
     print(
-        f"{entries:,} audit entries, {TASKS:,} open tasks; reviewer {REVIEWER!r} "
-        f"(role {ROLE!r}); {REPEATS} timed requests per page after {WARMUP}"
+        f"{entries:,} audit entries, {TASKS:,} open tasks in {ORGANIZATIONS} organizations;"
+        f" reviewer {REVIEWER!r} (role {ROLE!r}) in {MEASURED!r}"
+        f" ({visible_tasks():,} open tasks there); {REPEATS} timed requests per page after"
+        f" {WARMUP}"
     )
     print_table(results)
     summary = {
