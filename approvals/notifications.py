@@ -14,6 +14,7 @@ from django.db import transaction
 from approvals.models import HumanTask
 from orgs import selectors as orgs
 from pipelines import events
+from pipelines.services.outbox import outbox_write
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +32,28 @@ def listen(listener: Listener) -> None:
 
 
 def notify_after_commit(event: str, task: HumanTask) -> None:
+    """Tell listeners and hooks after commit; what durable hooks (webhooks) want is
+    written to the outbox now, in the transaction that caused the event."""
     task_id = task.pk
+    if any(hook.durable for hook in events.hooks):
+        fresh = _load(task_id)
+        if fresh is not None:
+            outbox_write(event, task_payload(fresh), organization_id=fresh.organization_id)
     transaction.on_commit(lambda: notify(event, task_id))
 
 
-def notify(event: str, task_id: int) -> None:
-    task = (
+def _load(task_id: int) -> HumanTask | None:
+    return (
         HumanTask.objects.select_related(
             "assignee", "assignee_role", "decided_by", "run__pipeline_version__pipeline"
         )
         .filter(pk=task_id)
         .first()
     )
+
+
+def notify(event: str, task_id: int) -> None:
+    task = _load(task_id)
     if task is None:
         return
     for listener in listeners:

@@ -14,6 +14,7 @@ ADVANCE_RUN = "pipelines.tasks.advance_run"
 EXECUTE_STEP = "pipelines.tasks.execute_step"
 FINISH_RUN = "pipelines.tasks.finish_run"
 SETTLE_HANDOFF = "pipelines.tasks.settle_handoff"
+RELAY_OUTBOX = "pipelines.tasks.relay_outbox"
 
 
 def advance_run(run_id: int) -> None:
@@ -26,6 +27,14 @@ def finish_run(run_id: int) -> None:
 
 def settle_handoff(child_run_id: int) -> None:
     transaction.on_commit(lambda: app.send_task(SETTLE_HANDOFF, (child_run_id,)))
+
+
+def relay_outbox() -> None:
+    """Send a relay message once this transaction (which wrote outbox rows) commits.
+
+    A duplicate is harmless: the relay locks each row and skips those relayed.
+    """
+    transaction.on_commit(lambda: app.send_task(RELAY_OUTBOX))
 
 
 def execute_steps(steps: list[tuple[int, str]], countdown: float = 0) -> None:

@@ -1,4 +1,9 @@
-"""In-process event hooks: callables run after commit with (event, payload)."""
+"""In-process event hooks: callables run after commit with (event, payload).
+
+A durable hook (webhooks) is not called after commit: the services write the events
+it wants to the outbox in the transaction that caused them, and the relay calls it
+(pipelines.services.outbox), so that no crash between the commit and the call loses one.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ class Hook:
     listener: Listener
     events: frozenset[str] | None  # None: every event
     pipeline: str | None  # None: every pipeline
+    durable: bool = False  # called by the outbox relay, in its transaction
 
     def wants(self, event: str, payload: dict[str, Any]) -> bool:
         return (self.events is None or event in self.events) and (
@@ -46,14 +52,22 @@ hooks: list[Hook] = []
 
 
 def register(
-    listener: Listener, *, events: Iterable[str] | None = None, pipeline: str | None = None
+    listener: Listener,
+    *,
+    events: Iterable[str] | None = None,
+    pipeline: str | None = None,
+    durable: bool = False,
 ) -> Hook:
-    """Call `listener(event, payload)` after commit for these events (of one pipeline)."""
+    """Call `listener(event, payload)` after commit for these events (of one pipeline).
+
+    A `durable` listener is called by the outbox relay instead, exactly once per event,
+    inside the transaction that marks the event relayed; its errors roll that back.
+    """
     wanted = frozenset(events) if events is not None else None
     unknown = sorted((wanted or set()) - set(EVENTS))
     if unknown:
         raise ValueError(f"unknown events {unknown}; known: {', '.join(EVENTS)}")
-    hook = Hook(listener, wanted, pipeline)
+    hook = Hook(listener, wanted, pipeline, durable)
     hooks.append(hook)
     return hook
 
@@ -65,13 +79,19 @@ def unregister(hook: Hook) -> None:
 
 def emit_after_commit(event: str, payload: dict[str, Any]) -> None:
     # On the path of every step: nothing is scheduled when no hook wants the event.
-    if any(hook.wants(event, payload) for hook in hooks):
+    if any(not hook.durable and hook.wants(event, payload) for hook in hooks):
         transaction.on_commit(lambda: emit(event, payload))
 
 
+def durable_wanted(event: str, payload: dict[str, Any]) -> bool:
+    """Whether some durable hook wants the event (then it goes to the outbox)."""
+    return any(hook.durable and hook.wants(event, payload) for hook in hooks)
+
+
 def emit(event: str, payload: dict[str, Any]) -> None:
+    """Call the hooks (not the durable ones) that want the event; their errors are logged."""
     for hook in list(hooks):
-        if not hook.wants(event, payload):
+        if hook.durable or not hook.wants(event, payload):
             continue
         try:
             hook.listener(event, payload)
@@ -79,3 +99,10 @@ def emit(event: str, payload: dict[str, Any]) -> None:
             # A hook's failure is its own: it never affects the run that emitted.
             run = payload.get("run")
             log.exception("event hook %r failed on %s of run %s", hook.listener, event, run)
+
+
+def relay(event: str, payload: dict[str, Any]) -> None:
+    """Call the durable hooks that want the event; an error propagates (to be retried)."""
+    for hook in list(hooks):
+        if hook.durable and hook.wants(event, payload):
+            hook.listener(event, payload)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 
@@ -496,3 +497,33 @@ class SecurityEvent(ImmutableModel):
 
     def __str__(self) -> str:
         return f"{self.event} by {self.actor_name}"
+
+
+class OutboxEvent(models.Model):
+    """An event some durable subscriber (webhooks) wants, written in the transaction
+    that caused it; the relay hands it to those subscribers once and marks it relayed.
+    """
+
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    event = models.CharField(max_length=32)
+    payload = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(default=timezone.now)
+    relayed_at = models.DateTimeField(null=True, blank=True)
+    # Relays that failed (a subscriber raised): the sweep tries again.
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(relayed_at__isnull=True),
+                name="outbox_pending",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} #{self.pk}"

@@ -35,3 +35,9 @@ def finish_run(run_id: int) -> None:
 @shared_task(name="pipelines.tasks.settle_handoff")
 def settle_handoff(child_run_id: int) -> None:
     services.handoff_settle(child_run_id=child_run_id)
+
+
+# Safe to run twice, or in parallel: each outbox row is locked and relayed once.
+@shared_task(name="pipelines.tasks.relay_outbox")
+def relay_outbox() -> None:
+    services.outbox_relay()

@@ -156,7 +156,11 @@ def webhook_secret_rotate(*, webhook_id: int) -> Webhook:
 
 def deliveries_create(*, event: str, data: dict[str, Any]) -> list[int]:
     """One pending delivery per active webhook of the event's organization subscribed to
-    `event`; sent after commit. An event of no organization reaches no webhook."""
+    `event`; sent after commit. An event of no organization reaches no webhook.
+
+    The outbox relay calls it in the transaction that marks the event relayed, so each
+    event makes its deliveries exactly once.
+    """
     organization = data.get("organization")
     if not organization:
         return []
@@ -196,10 +200,13 @@ _hook: events.Hook | None = None
 
 
 def register() -> None:
-    """Subscribe webhooks to the event stream (once; WebhooksConfig.ready calls it)."""
+    """Subscribe webhooks to the event stream (once; WebhooksConfig.ready calls it).
+
+    Durably: the events go through the outbox (pipelines.services.outbox).
+    """
     global _hook
     if _hook is None:
-        _hook = events.register(on_event, events=WEBHOOK_EVENTS)
+        _hook = events.register(on_event, events=WEBHOOK_EVENTS, durable=True)
 
 
 # --- sending --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pipelines.services.execution import (
 from pipelines.services.finishing import Harness, Unsettled, run_finalize, unsettled
 from pipelines.services.handoffs import acknowledge_handoff, handoff_settle, open_handoff
 from pipelines.services.hooks import cancel_hooks, pause_hooks, unsettled_sources
+from pipelines.services.outbox import outbox_relay, outbox_sweep, outbox_write
 from pipelines.services.recovery import ReapReport, reap
 from pipelines.services.runs import (
     checkpoint_state,
@@ -56,6 +57,9 @@ __all__ = [
     "handoff_settle",
     "locked_run",
     "open_handoff",
+    "outbox_relay",
+    "outbox_sweep",
+    "outbox_write",
     "pause_hooks",
     "pipeline_create",
     "pipeline_create_or_get",

@@ -16,6 +16,7 @@ from pipelines import dispatch
 from pipelines.models import HandoffEnvelope, Run, StepRun
 from pipelines.services import transitions
 from pipelines.services.handoffs import handoff_settle
+from pipelines.services.outbox import outbox_sweep
 from pipelines.services.runs import run_advance
 from pipelines.services.unit_of_work import locked_run
 from pipelines.versions import version_spec
@@ -36,6 +37,7 @@ class ReapReport:
     advanced: int = 0
     finishing: int = 0
     settled: int = 0
+    relayed: int = 0  # outbox events no on-commit relay took
 
 
 def reap() -> ReapReport:
@@ -51,6 +53,7 @@ def reap() -> ReapReport:
     report.advanced = advance_stalled_runs(stale_queue)
     report.finishing = resend_lost_finishes(now)
     report.settled = settle_lost_handoffs()
+    report.relayed = outbox_sweep()
     if report.lost or report.resent or report.settled:
         log.warning("reaper: %s", report)
     return report

@@ -21,10 +21,16 @@ R = Run.Status
 
 
 def step_event(
-    txn: RunTxn, event: str, name: str, status: str, outputs: Any = None, error: str = ""
+    txn: RunTxn,
+    event: str,
+    name: str,
+    status: str,
+    outputs: Any = None,
+    error: str = "",
+    **extra: Any,
 ) -> None:
     """A step's outcome for event hooks (step.succeeded, step.failed, step.waiting)."""
-    txn.emit(event, step=name, status=status, outputs=outputs, error=error)
+    txn.emit(event, step=name, status=status, outputs=outputs, error=error, **extra)
 
 
 def progress(
@@ -212,6 +218,8 @@ def step_failed(
             error_message=error,
             data={"attempt": state.attempt, "retrying": retry},
         )
+        # Hooks and webhooks hear of a lost worker as of any other failure.
+        step_event(txn, "step.failed", name, S.FAILED, error=error, lost=True)
         run_error = f"step {name!r} lost its worker {attempts} times"
     else:
         retry = state.attempt <= spec_step.retries and state.generation == txn.run.generation

@@ -15,29 +15,39 @@ from orgs import selectors as orgs
 from pipelines import engine, events, fastpath, sinks
 from pipelines.audit import AuditChain
 from pipelines.errors import NotFound
-from pipelines.models import Checkpoint, Run, StepRun
+from pipelines.models import Checkpoint, OutboxEvent, Run, StepRun
+from pipelines.services import outbox
 from pipelines.versions import version_info
 
 S = StepRun.Status
 
 
+def event_payload(
+    event: str, *, run_id: int, pipeline: str, organization_id: int, **payload: Any
+) -> dict[str, Any]:
+    """A run's event as hooks get it: `organization` (its slug), `run` and `pipeline` first.
+
+    A webhook hears only of its own organization's events.
+    """
+    return {
+        "organization": orgs.slug_of(organization_id),
+        "run": run_id,
+        "pipeline": pipeline,
+        **payload,
+    }
+
+
 def emit_event(
     event: str, *, run_id: int, pipeline: str, organization_id: int, **payload: Any
 ) -> None:
-    """Tell event hooks of a run's event once this transaction commits.
-
-    Every event of a run goes through here; payloads carry `organization` (its slug),
-    `run` and `pipeline` first: a webhook hears only of its own organization's events.
-    """
-    events.emit_after_commit(
-        event,
-        {
-            "organization": orgs.slug_of(organization_id),
-            "run": run_id,
-            "pipeline": pipeline,
-            **payload,
-        },
+    """Tell event hooks of a run's event outside a RunTxn (the outbox row is its own)."""
+    data = event_payload(
+        event, run_id=run_id, pipeline=pipeline, organization_id=organization_id, **payload
     )
+    events.emit_after_commit(event, data)
+    if events.durable_wanted(event, data):
+        with transaction.atomic():
+            outbox.outbox_write(event, data, organization_id=organization_id)
 
 
 class RunTxn:
@@ -63,6 +73,7 @@ class RunTxn:
         self.now = timezone.now()
         self.chain = AuditChain(run, self.version.pipeline_id)
         self.checkpoints: list[Checkpoint] = []
+        self.outbox: list[OutboxEvent] = []
         self.run_fields: dict[str, Any] = {}
         # Step rows' changes, written at flush; merged so that each row is updated once.
         self.step_updates: dict[int, dict[str, Any]] = {}
@@ -84,13 +95,20 @@ class RunTxn:
         self.chain.add(event, now=self.now, **fields)
 
     def emit(self, event: str, **payload: Any) -> None:
-        emit_event(
+        """Tell event hooks after commit; what durable hooks want goes to the outbox,
+        in this transaction's own write."""
+        org_id = self.run.organization_id
+        data = event_payload(
             event,
             run_id=self.run.pk,
             pipeline=self.version.pipeline_name,
-            organization_id=self.run.organization_id,
+            organization_id=org_id,
             **payload,
         )
+        events.emit_after_commit(event, data)
+        row = outbox.outbox_row(event, data, org_id)
+        if row is not None:
+            self.outbox.append(row)
 
     def checkpoint(self, kind: str, **fields: Any) -> None:
         self.run.checkpoint_seq += 1
@@ -163,7 +181,13 @@ class RunTxn:
 
         With `commit` the same round trip commits the transaction (see `locked_run`).
         """
-        if not (self.chain.entries or self.checkpoints or self.step_updates or self.run_fields):
+        if not (
+            self.chain.entries
+            or self.checkpoints
+            or self.step_updates
+            or self.run_fields
+            or self.outbox
+        ):
             return
         # Before the writes: with `commit` nothing may fail once they are sent, or the
         # transaction would be committed while Django, seeing the error, drops its
@@ -185,6 +209,10 @@ class RunTxn:
             batch.update(StepRun, step_id, values)
         batch.insert(self.chain.entries)
         batch.insert(self.checkpoints)
+        # In the same round trip as the change that caused them, and so in its commit.
+        batch.insert(self.outbox)
+        if self.outbox:
+            outbox.relay_on_commit()
         stale = f"run {self.run.pk} changed after revision {self.run.revision}"
         try:
             updated = batch.execute(commit=commit)
@@ -198,6 +226,7 @@ class RunTxn:
             raise StaleRun(stale)
         self.run.revision += 1
         self.chain.entries, self.checkpoints, self.step_updates, self.run_fields = [], [], {}, {}
+        self.outbox = []
 
 
 @dataclass

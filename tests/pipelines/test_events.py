@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
 from approvals import services as approvals
+from orgs.models import Organization
 from pipelines import events, services
-from pipelines.models import Run
+from pipelines.models import Run, StepRun
 from tests.approvals.conftest import drive, open_task
 
 pytestmark = pytest.mark.django_db
@@ -123,3 +126,22 @@ def test_task_events_come_through_the_same_stream(heard, users, django_capture_o
 def test_unknown_events_are_refused():
     with pytest.raises(ValueError, match="unknown events"):
         events.register(lambda event, payload: None, events=["step.exploded"])
+
+
+def test_a_lost_worker_is_heard_as_a_failed_step(heard, django_capture_on_commit_callbacks):
+    services.pipeline_create(
+        member_role="starter", spec={"name": "lost", "steps": [{"name": "s", "type": "noop"}]}
+    )
+    run = services.run_start(pipeline="lost", inputs={})
+    services.run_advance(run_id=run.pk)
+    step = run.steps.get()
+    services.step_begin(step_run_id=step.pk)
+    StepRun.objects.filter(pk=step.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    heard.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.reap().lost == 1
+
+    [payload] = [p for e, p in heard if e == "step.failed"]
+    assert (payload["step"], payload["run"], payload["lost"]) == ("s", run.pk, True)
+    assert "worker lost" in payload["error"]
+    assert payload["organization"] == Organization.objects.default().slug

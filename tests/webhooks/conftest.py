@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from django.db import transaction
 
 from approvals import services as approvals
 from pipelines import dispatch
@@ -104,7 +105,13 @@ def offline(monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks:
     monkeypatch.setattr(dispatch, "advance_run", lambda run_id: None)
     monkeypatch.setattr(dispatch, "execute_steps", lambda ids, countdown=0: None)
     monkeypatch.setattr(webhooks, "enqueue", done.enqueue)
+    monkeypatch.setattr(dispatch, "relay_outbox", relay_in_process)
     return done
+
+
+def relay_in_process() -> None:
+    """The outbox relay, run here after commit instead of by a worker."""
+    transaction.on_commit(pipelines.outbox_relay)
 
 
 def gated_run(users: dict[str, Any], offline: Offline, name: str = "hooked", **review: Any) -> Run:
