@@ -26,7 +26,9 @@ from webhooks.models import Webhook
 class Receiver:
     """An HTTP server on 127.0.0.1 answering with `answers` in turn (the last one repeats)."""
 
-    def __init__(self, answers: list[int], delay: float = 0.0) -> None:
+    def __init__(
+        self, answers: list[int], delay: float = 0.0, port: int = 0, location: str = ""
+    ) -> None:
         self.answers = answers
         self.delay = delay
         self.received: list[dict[str, Any]] = []
@@ -39,13 +41,15 @@ class Receiver:
                 time.sleep(receiver.delay)
                 answer = receiver.answers[min(len(receiver.received), len(receiver.answers)) - 1]
                 self.send_response(answer)
+                if location:
+                    self.send_header("Location", location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.server.block_on_close = False
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
@@ -61,8 +65,10 @@ class Receiver:
 def receive(settings: Any) -> Iterator[Any]:
     made: list[Receiver] = []
 
-    def make(answers: list[int] | None = None, delay: float = 0.0) -> Receiver:
-        made.append(Receiver(answers or [200], delay))
+    def make(
+        answers: list[int] | None = None, delay: float = 0.0, port: int = 0, location: str = ""
+    ) -> Receiver:
+        made.append(Receiver(answers or [200], delay, port, location))
         port = made[-1].server.server_address[1]
         allowed = settings.FIREFLY_WEBHOOK_ALLOWED_HOSTS
         settings.FIREFLY_WEBHOOK_ALLOWED_HOSTS = [*allowed, f"127.0.0.1:{port}"]
