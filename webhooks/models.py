@@ -17,6 +17,7 @@ from webhooks import crypto
 REFUSED = "outbound_refused"
 
 WEBHOOK_EVENTS = (
+    "step.failed",  # a handler's error, a timeout, or a lost worker (`lost`: true)
     "task.opened",
     "task.decided",
     "task.expired",

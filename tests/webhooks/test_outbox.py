@@ -7,14 +7,17 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
 from pipelines import events
 from pipelines import services as pipelines
-from pipelines.models import OutboxEvent, Run
+from pipelines.models import OutboxEvent, Run, StepRun
+from tests.webhooks.conftest import gated_run
 from tests.workers import ROOT, database_url
 from webhooks import services as webhooks
 from webhooks.models import WebhookDelivery
@@ -115,8 +118,6 @@ def test_a_relay_that_fails_leaves_the_event_for_the_sweep(hook_settings, monkey
 
 @pytest.mark.django_db
 def test_task_events_are_written_in_the_deciding_transaction(hook_settings, users, offline):
-    from tests.webhooks.conftest import gated_run
-
     webhooks.webhook_create(url="http://127.0.0.1:9/hook", events=["task.opened"])
     run = gated_run(users, offline)  # offline relays in this process after commit
     row = OutboxEvent.objects.get(event="task.opened")
@@ -133,6 +134,7 @@ import os, signal, sys
 import django
 django.setup()
 from django.db import transaction
+from django.utils import timezone
 from pipelines import services
 with transaction.atomic():
     transaction.on_commit(lambda: os.kill(os.getpid(), signal.SIGKILL))
@@ -293,3 +295,21 @@ def test_a_webhook_made_inactive_before_delivery_is_not_sent(one_delivery, recei
     delivery = WebhookDelivery.objects.get(pk=delivery_id)
     assert (delivery.status, delivery.last_error) == ("failed", "webhook is inactive")
     assert receiver.received == []
+
+
+@pytest.mark.django_db
+def test_a_webhook_hears_of_a_lost_worker_as_a_failed_step(hook_settings, offline):
+    webhooks.webhook_create(url="http://127.0.0.1:9/hook", events=["step.failed"])
+    run = pending_run("lost")
+    pipelines.run_advance(run_id=run.pk)
+    step = run.steps.get()
+    pipelines.step_begin(step_run_id=step.pk)
+    StepRun.objects.filter(pk=step.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    with offline():
+        assert pipelines.reap().lost == 1
+
+    [delivery_id] = offline.queued
+    delivery = WebhookDelivery.objects.get(pk=delivery_id)
+    assert delivery.event == "step.failed"
+    assert (delivery.payload["step"], delivery.payload["lost"]) == ("s", True)
+    assert "worker lost" in delivery.payload["error"]
