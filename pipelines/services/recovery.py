@@ -43,7 +43,8 @@ class ReapReport:
 def reap() -> ReapReport:
     """Recover from dead workers, lost messages and stalled runs (run by Celery beat).
 
-    Webhook deliveries have their own sweep (approvals' `sweep_webhooks`).
+    Webhook deliveries have their own sweep (`sweep_webhooks`); outbox events not
+    relayed after FIREFLY_OUTBOX_RELAY_AFTER_S are relayed here.
     """
     report = ReapReport()
     now = timezone.now()
