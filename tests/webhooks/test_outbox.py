@@ -14,9 +14,11 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from orgs.models import Organization
 from pipelines import events
 from pipelines import services as pipelines
 from pipelines.models import OutboxEvent, Run, StepRun
+from tests.races import race
 from tests.webhooks.conftest import gated_run
 from tests.workers import ROOT, database_url
 from webhooks import services as webhooks
@@ -313,3 +315,29 @@ def test_a_webhook_hears_of_a_lost_worker_as_a_failed_step(hook_settings, offlin
     assert delivery.event == "step.failed"
     assert (delivery.payload["step"], delivery.payload["lost"]) == ("s", True)
     assert "worker lost" in delivery.payload["error"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_relays_in_parallel_make_each_delivery_once(hook_settings, monkeypatch):
+    monkeypatch.setattr(webhooks, "enqueue", lambda delivery_id, attempt=1: None)
+    hooks = [
+        webhooks.webhook_create(url="http://127.0.0.1:9/hook", events=["run.finished"])
+        for _ in range(2)
+    ]
+    org = Organization.objects.default()
+    OutboxEvent.objects.bulk_create(
+        OutboxEvent(
+            organization=org,
+            event="run.finished",
+            payload={"organization": org.slug, "run": n, "pipeline": "p", "status": "succeeded"},
+        )
+        for n in range(250)  # more than one relay batch
+    )
+
+    relayed = race(*[pipelines.outbox_relay] * 3)
+
+    assert sum(relayed) == 250, relayed
+    assert not OutboxEvent.objects.filter(relayed_at__isnull=True).exists()
+    made = list(WebhookDelivery.objects.values_list("webhook_id", "payload__run"))
+    assert len(made) == len(set(made)) == 500
+    assert {hook for hook, _ in made} == {h.pk for h in hooks}
