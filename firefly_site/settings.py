@@ -329,6 +329,8 @@ FIREFLY_REQUEUE_AFTER_S = env.float("FIREFLY_REQUEUE_AFTER_S", default=120.0)
 # The reaper relays outbox events (webhook deliveries to be) still not relayed this long
 # after their commit: the on-commit relay message, or the process sending it, was lost.
 FIREFLY_OUTBOX_RELAY_AFTER_S = env.float("FIREFLY_OUTBOX_RELAY_AFTER_S", default=30.0)
+# Relayed outbox events are kept this long (their deliveries hold what was sent).
+FIREFLY_OUTBOX_KEEP_DAYS = env.float("FIREFLY_OUTBOX_KEEP_DAYS", default=7.0)
 # How many times a step is retried after its worker was lost, beyond its own retries.
 FIREFLY_LOST_WORKER_RETRIES = env.int("FIREFLY_LOST_WORKER_RETRIES", default=3)
 # A reviewer's claim on a task lapses after this long, so a claim left behind does not

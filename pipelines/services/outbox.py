@@ -94,8 +94,20 @@ def outbox_relay(*, older_than_s: float = 0.0, limit: int = 1000) -> int:
 
 
 def outbox_sweep() -> int:
-    """Relay what no on-commit relay took (its message or its process was lost)."""
+    """Relay what no on-commit relay took (its message or its process was lost), and
+    forget events relayed more than FIREFLY_OUTBOX_KEEP_DAYS ago; returns how many relayed.
+    """
     swept = outbox_relay(older_than_s=settings.FIREFLY_OUTBOX_RELAY_AFTER_S)
     if swept:
         log.warning("outbox: relayed %s events the on-commit relay missed", swept)
+    outbox_prune()
     return swept
+
+
+def outbox_prune(limit: int = 5000) -> int:
+    """Delete up to `limit` events relayed before the keep period, oldest first."""
+    cutoff = timezone.now() - timedelta(days=settings.FIREFLY_OUTBOX_KEEP_DAYS)
+    # Ids grow with time: the oldest rows come first in the primary key's order.
+    old = OutboxEvent.objects.filter(relayed_at__lt=cutoff).order_by("pk")[:limit]
+    deleted, _ = OutboxEvent.objects.filter(pk__in=list(old.values_list("pk", flat=True))).delete()
+    return deleted

@@ -341,3 +341,17 @@ def test_relays_in_parallel_make_each_delivery_once(hook_settings, monkeypatch):
     made = list(WebhookDelivery.objects.values_list("webhook_id", "payload__run"))
     assert len(made) == len(set(made)) == 500
     assert {hook for hook, _ in made} == {h.pk for h in hooks}
+
+
+@pytest.mark.django_db
+def test_the_sweep_forgets_events_relayed_before_the_keep_period(hook_settings):
+    org = Organization.objects.default()
+    long_ago = timezone.now() - timedelta(days=8)
+    _old, recent, pending = OutboxEvent.objects.bulk_create(
+        OutboxEvent(organization=org, event="run.finished", relayed_at=relayed)
+        for relayed in (long_ago, timezone.now(), None)
+    )
+    hook_settings.FIREFLY_OUTBOX_KEEP_DAYS = 7
+    hook_settings.FIREFLY_OUTBOX_RELAY_AFTER_S = 3600  # the pending one is not overdue
+    assert pipelines.outbox_sweep() == 0
+    assert set(OutboxEvent.objects.values_list("pk", flat=True)) == {recent.pk, pending.pk}
