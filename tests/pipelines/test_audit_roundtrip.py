@@ -27,6 +27,7 @@ from pipelines.canonical import (
     canonical,
     numbers,
 )
+from pipelines.errors import InvalidInput
 from pipelines.models import AuditEntry, Run
 from tests.approvals.conftest import drive
 from tests.conftest import wait_finished
@@ -163,6 +164,21 @@ def test_changing_an_entrys_scheme_is_an_edit(make_pipeline, scheme, message):
 
     with pytest.raises(CommandError, match=f"seq {visit.seq} .*edited: .*{message}"):
         verify("--run", str(run.pk))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("a\x00b", "Run inputs key 's' holds a NUL character"),
+        ("\ud800", "Run inputs key 's' holds a lone surrogate"),
+        (float("nan"), "Run inputs key 's' holds nan, which is not JSON"),
+    ],
+)
+def test_inputs_the_database_cannot_store_are_refused_by_name(make_pipeline, value, message):
+    name = make_pipeline(STEPS)
+    with pytest.raises(InvalidInput, match=message):
+        services.run_start(pipeline=name, inputs={"s": value})
+    assert not Run.objects.exists()
 
 
 # --- generated values ------------------------------------------------------------------
