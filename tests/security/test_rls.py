@@ -46,9 +46,7 @@ def tenant(slug: str, django_user_model: Any) -> dict[str, Any]:
     services.pipeline_create(spec=GATED, organization=org, member_role="starter")
     pipeline = Pipeline.objects.get(organization=org, name="payroll")
     PipelineGrant.objects.create(pipeline=pipeline, user=user, role="operator")
-    run = drive(
-        services.run_start(pipeline="payroll", inputs={}, actor=user, organization=org)
-    )
+    run = drive(services.run_start(pipeline="payroll", inputs={}, actor=user, organization=org))
     task = HumanTask.objects.get(run=run)
     Decision.objects.create(organization=org, task=task, user=user, action="approve")
     HandoffEnvelope.objects.create(

@@ -37,7 +37,7 @@ def unscoped_rows() -> dict[str, list[int]]:
     seen = {}
     with connection.cursor() as cursor:
         for table in TENANT_TABLES:
-            cursor.execute(f"SELECT DISTINCT organization_id FROM {table}")  # noqa: S608
+            cursor.execute(f"SELECT DISTINCT organization_id FROM {table}")
             seen[table] = sorted(row[0] for row in cursor.fetchall())
         cursor.execute("SELECT DISTINCT pipeline_id FROM pipelines_pipelinegrant")
         seen["pipelines_pipelinegrant"] = sorted(row[0] for row in cursor.fetchall())
