@@ -41,15 +41,16 @@ class RowLevelSecurityMiddleware:
     whole request (orgs/rls.py): a query that forgets its filter still sees nothing of
     another organization. After CurrentOrganizationMiddleware.
 
-    A request with an `Authorization` header is left to the API, which holds it once the
-    token says whose it is (orgs/api.py): the token lookup must see every token.
+    A request with an API token is left to the API, which holds it once the token says
+    whose it is (orgs/api.py): the token lookup must see every token.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if "Authorization" not in request.headers:
+        scheme = request.headers.get("Authorization", "").partition(" ")[0]
+        if scheme.lower() != "token":
             held = rls.held_to(getattr(request, "user", None), organization_of(request))
             if held is not None:
                 rls.enter(held)

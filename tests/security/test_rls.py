@@ -107,6 +107,15 @@ def test_an_unfiltered_query_in_a_page_sees_only_the_users_organization(a, b):
     assert response.json() == only(a)
 
 
+def test_a_page_behind_a_password_proxy_is_held_too(a, b):
+    """Only an API token's header defers to the API; a proxy's Basic header does not."""
+    client = page_client(a["user"])
+
+    seen = client.get("/rls/forgetful/", HTTP_AUTHORIZATION="Basic dXNlcjpwYXNz").json()
+
+    assert seen == only(a)
+
+
 def test_an_unfiltered_query_in_the_api_sees_only_the_tokens_organization(a, b):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {b['key']}")
