@@ -40,20 +40,22 @@ def before_task(task: Any = None, args: Any = (), kwargs: Any = None, **_: Any) 
         return
     close_old_connections()
     row = TENANT_TASKS.get(task.name)
-    if row is not None:
-        app_label, model, argument = row
-        pk = args[0] if args else (kwargs or {}).get(argument)
-        rls.enter_row(apps.get_model(app_label, model)._meta.db_table, pk)
+    if row is None:
+        rls.leave()  # a sweep: Firefly itself (nothing to do if the last task was one too)
+        return
+    app_label, model, argument = row
+    pk = args[0] if args else (kwargs or {}).get(argument)
+    # One statement sets the organization and the role, whatever the last task left.
+    rls.enter_row(apps.get_model(app_label, model)._meta.db_table, pk)
 
 
 @task_postrun.connect
 def after_task(task: Any = None, **_: Any) -> None:
-    """Back to Firefly itself, then drop broken or expired connections."""
+    """Drop broken or expired connections. The organization stays set: only tasks use a
+    worker's connection, and the next one sets its own (or leaves it, for a sweep), which
+    spares a round trip on every step."""
     from django.db import close_old_connections
-
-    from orgs import rls
 
     if getattr(task.request, "is_eager", False):
         return
-    rls.leave()
     close_old_connections()
