@@ -207,8 +207,8 @@ class Run(models.Model):
         constraints = [
             # Concurrent duplicates of one start collide here; the loser returns the winner.
             models.UniqueConstraint(
-                fields=["created_by", "idempotency_scope", "idempotency_key"],
-                name="run_unique_idempotency_key_scope",
+                fields=["organization", "created_by", "idempotency_scope", "idempotency_key"],
+                name="run_unique_idempotency_key_org",
                 condition=~models.Q(idempotency_key=""),
             )
         ]
