@@ -37,6 +37,6 @@ def uninstall(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("pipelines", "0012_audit_hash_scheme")]
+    dependencies = [("pipelines", "0013_audit_hash_scheme")]
 
     operations = [migrations.RunPython(install, uninstall)]

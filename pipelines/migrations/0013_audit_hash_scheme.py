@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("pipelines", "0011_organization_required")]
+    dependencies = [("pipelines", "0012_idempotency_key_per_organization")]
 
     operations = [
         migrations.AddField(
