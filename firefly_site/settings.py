@@ -88,6 +88,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # request.organization: the tenant every page reads and writes in.
     "orgs.middleware.CurrentOrganizationMiddleware",
+    # On PostgreSQL, the database itself holds the request's queries to that tenant.
+    "orgs.middleware.RowLevelSecurityMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes requires: it turns a locked-out login into the lockout page.
@@ -269,6 +271,10 @@ if OIDC_RP_CLIENT_ID:
 # Organizations (tenants). Rows made without one (a single-team install, the commands)
 # belong to this one; upgrading put every earlier row and user in it.
 FIREFLY_DEFAULT_ORGANIZATION = env.str("FIREFLY_DEFAULT_ORGANIZATION", default="default")
+# On PostgreSQL, row-level security holds each request's and task's queries to its
+# organization, whatever filter they forget (orgs/rls.py, docs/security.md). No effect on
+# SQLite.
+FIREFLY_RLS = env.bool("FIREFLY_RLS", default=True)
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="firefly@localhost")

@@ -8,7 +8,7 @@ from rest_framework import exceptions
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from orgs import selectors
+from orgs import rls, selectors
 from orgs.middleware import SESSION_KEY
 
 HEADER = "X-Firefly-Organization"
@@ -43,4 +43,6 @@ class InOrganization(BasePermission):
                 raise exceptions.NotFound(f"No organization {request.headers[HEADER]!r}.")
         request.organization = org
         request._request.organization = org
+        # Row-level security from here on; RowLevelSecurityMiddleware lets go at the end.
+        rls.enter(rls.held_to(user, org))
         return True

@@ -14,9 +14,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from pipelines import sinks
+from pipelines.canonical import CURRENT_SCHEME, json_default
 from pipelines.canonical import HASHED_FIELDS as HASHED_FIELDS
 from pipelines.canonical import canonical as canonical
-from pipelines.canonical import json_default
 from pipelines.models import AuditEntry, Pipeline, Run
 
 
@@ -41,6 +41,7 @@ def snapshot(value: Any) -> Any:
 
 
 def entry_hash(entry: AuditEntry) -> str:
+    """The HMAC of the entry's canonical JSON, in the entry's own hash scheme."""
     key = settings.FIREFLY_AUDIT_KEY.encode()
     return hmac.new(key, canonical(entry), hashlib.sha256).hexdigest()
 
@@ -99,6 +100,8 @@ class AuditChain:
             data=snapshot(data),
             created_at=now or timezone.now(),
             prev_hash=owner.audit_head,
+            # Explicit: the column's database default marks rows from before schemes.
+            hash_scheme=CURRENT_SCHEME,
         )
         entry.hash = entry_hash(entry)
         owner.audit_seq = entry.seq
@@ -155,7 +158,11 @@ def verify_chain(
         def broken(kind: str, message: str, at: AuditEntry = entry) -> Break:
             return Break(kind, chain, at.seq, at.pk, message)
 
-        if entry_hash(entry) != entry.hash:
+        try:
+            expected = entry_hash(entry)
+        except ValueError as exc:  # an unknown hash scheme: the row was changed
+            return broken("edited", str(exc))
+        if expected != entry.hash:
             if following == previous and following != entry.hash:
                 return broken(
                     "inserted", "it is not part of the chain: the next entry links past it"

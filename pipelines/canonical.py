@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -32,6 +34,16 @@ HASHED_FIELDS = (
     "prev_hash",
 )
 
+# How an entry's JSON values are put into canonical form before hashing
+# (AuditEntry.hash_scheme; entries keep the scheme they were written with):
+# 1: as they were (entries written before scheme 2; a number jsonb rewrites breaks them);
+# 2: numbers by their exact decimal value, in the form PostgreSQL and SQLite give back
+#    unchanged (see `numbers`); the scheme itself is hashed too, as `hash_scheme`.
+VALUES_AS_GIVEN = 1
+NUMBERS_BY_VALUE = 2
+CURRENT_SCHEME = NUMBERS_BY_VALUE
+SCHEMES = (VALUES_AS_GIVEN, NUMBERS_BY_VALUE)
+
 
 def json_default(value: Any) -> str:
     if isinstance(value, datetime):
@@ -39,12 +51,85 @@ def json_default(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def number(value: float) -> int | float:
+    """A float as an int when its shortest decimal form is a whole number, else itself.
+
+    PostgreSQL's jsonb keeps a number as the exact decimal that Python wrote (`repr`) and
+    gives it back without exponent or sign of zero: 1e16 comes back as the integer
+    10000000000000000, 1.5e300 as a 301-digit integer, -0.0 as 0.0, 5.0 as 5.0 and 1e-7
+    as 0.0000001, which reads back as the same float. Whole numbers therefore become exact
+    ints (5.0 and 5 hash alike, as jsonb compares them) and every other float stays as
+    it is, so a value and what the database returns for it have the same form.
+    """
+    if not math.isfinite(value):
+        return value  # not JSON: json_problem keeps it out of the trail
+    exact = Decimal(repr(value))
+    if exact == exact.to_integral_value():
+        return int(exact)
+    return value
+
+
+def _floats_in(value: Any) -> bool:
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, float):
+            return True
+        if isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return False
+
+
+def numbers(value: Any) -> Any:
+    """`value` with every float replaced by `number(float)`; walked without recursion.
+
+    Most entries hold no float: they are returned as they are, without a copy.
+    """
+    if isinstance(value, float):
+        return number(value)
+    if not isinstance(value, dict | list) or not _floats_in(value):
+        return value
+    root: list[Any] = [value]
+    todo: list[tuple[Any, Any, Any]] = [(root, 0, value)]
+    while todo:
+        parent, key, item = todo.pop()
+        if isinstance(item, dict):
+            copy: Any = dict(item)
+            todo.extend((copy, k, v) for k, v in item.items())
+        elif isinstance(item, list):
+            copy = list(item)
+            todo.extend((copy, i, v) for i, v in enumerate(item))
+        elif isinstance(item, float):
+            copy = number(item)
+        else:
+            continue
+        parent[key] = copy
+    return root[0]
+
+
 def canonical(entry: AuditEntry) -> bytes:
-    """The entry as compact JSON with sorted keys, timestamps in UTC ISO 8601."""
+    """The entry as compact JSON with sorted keys, timestamps in UTC ISO 8601, its JSON
+    values in the form of its hash scheme (scheme 2 also names the scheme).
+
+    The result reads back with `json.loads` and writes again with `json.dumps(...,
+    sort_keys=True, separators=(",", ":"))` to the same bytes, so a consumer of a sink
+    or export line can check its HMAC without the database.
+    """
+    # An object without the field (the benchmarks build namespaces) is scheme 1, as is a
+    # row inserted without the column (its database default).
+    scheme = getattr(entry, "hash_scheme", VALUES_AS_GIVEN)
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown audit hash scheme {scheme!r}")
     values = {}
     for name in HASHED_FIELDS:
         value = getattr(entry, name)
         if isinstance(value, datetime):
             value = value.astimezone(UTC).isoformat()
+        elif scheme == NUMBERS_BY_VALUE:
+            value = numbers(value)
         values[name] = value
+    if scheme != VALUES_AS_GIVEN:
+        values["hash_scheme"] = scheme
     return json.dumps(values, sort_keys=True, separators=(",", ":"), default=json_default).encode()

@@ -208,8 +208,8 @@ class Run(models.Model):
         constraints = [
             # Concurrent duplicates of one start collide here; the loser returns the winner.
             models.UniqueConstraint(
-                fields=["created_by", "idempotency_scope", "idempotency_key"],
-                name="run_unique_idempotency_key_scope",
+                fields=["organization", "created_by", "idempotency_scope", "idempotency_key"],
+                name="run_unique_idempotency_key_org",
                 condition=~models.Q(idempotency_key=""),
             )
         ]
@@ -369,6 +369,9 @@ class AuditEntry(ImmutableModel):
     created_at = models.DateTimeField(default=timezone.now)
     prev_hash = models.CharField(max_length=64, blank=True)
     hash = models.CharField(max_length=64)
+    # How `hash` was computed (pipelines.canonical.SCHEMES): rows from before the column,
+    # and rows inserted without it, are scheme 1; the chain sets the current one (2).
+    hash_scheme = models.PositiveSmallIntegerField(default=2, db_default=1)
 
     class Meta:
         ordering = ["-created_at", "-id"]

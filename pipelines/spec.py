@@ -14,7 +14,7 @@ from django.conf import settings
 from pipelines import registry, schemas
 from pipelines.callables import resolve_callable
 from pipelines.errors import InvalidInput, SpecError
-from pipelines.limits import bounds_problem, json_size, measure
+from pipelines.limits import bounds_problem, json_problem, json_size, measure
 
 ON_FAILURE = ("fail_run", "skip_downstream", "continue")
 WHEN_OPERATORS = ("equals", "not_equals", "in", "not_in", "exists")
@@ -471,6 +471,11 @@ def validate_inputs(spec: PipelineSpec, inputs: Any) -> None:
         raise InvalidInput(
             "Run inputs must be a JSON object.", details=[{"field": "", "message": "not an object"}]
         )
+    # First what the database cannot store (NUL, lone surrogates, NaN), which would
+    # otherwise fail the INSERT (or the size check's encoding) with no name attached.
+    not_json = json_problem(inputs, "Run inputs")
+    if not_json:
+        raise InvalidInput(not_json, details=[{"field": "", "message": not_json}])
     too_big = bounds_problem(inputs, what="Run inputs", max_bytes=settings.FIREFLY_INPUTS_MAX_BYTES)
     if too_big:
         raise InvalidInput(too_big, details=[{"field": "", "message": too_big}])

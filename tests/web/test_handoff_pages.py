@@ -222,14 +222,15 @@ def test_run_page_queries_do_not_grow(client, users, hand_off, django_assert_max
     envelopes = [hand_off(origin) for _ in range(rows)]
     client.force_login(users["starter"])
     page(client, origin)  # the pipeline spec is cached after this
-    # session, user, memberships, run, steps, child runs, envelopes, checkpoints, audit page.
-    with django_assert_max_num_queries(9):
+    # session, user, memberships, run, steps, child runs, envelopes, checkpoints, audit page;
+    # each request also enters and leaves its organization (row-level security, orgs/rls.py).
+    with django_assert_max_num_queries(11):
         html = page(client, origin)
     # session, user, memberships, run, child runs, envelopes.
-    with django_assert_max_num_queries(6):
+    with django_assert_max_num_queries(8):
         fragment = page(client, origin, part="handoffs")
     # A child's page adds the envelope it came from.
-    with django_assert_max_num_queries(10):
+    with django_assert_max_num_queries(12):
         child = page(client, envelopes[-1].child_run_id)
     assert html.count("Acknowledge</button>") == rows
     assert fragment.count('<tr id="handoff-') == rows
