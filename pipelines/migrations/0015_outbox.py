@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('orgs', '0002_default_organization'),
-        ('pipelines', '0011_organization_required'),
+        ('pipelines', '0014_sqlite_append_only'),
     ]
 
     operations = [
