@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -14,7 +14,7 @@ from approvals.models import Decision, HumanTask
 from orgs import rls
 from orgs.models import Membership, Organization
 from pipelines import services
-from pipelines.models import HandoffEnvelope, Pipeline, PipelineGrant, Run
+from pipelines.models import HandoffEnvelope, OutboxEvent, Pipeline, PipelineGrant, Run
 from tests.approvals.conftest import drive
 from tests.conftest import wait_finished
 from tests.security.urls import TENANT_TABLES, unscoped_rows
@@ -211,3 +211,23 @@ def test_a_step_on_a_real_worker_sees_only_its_runs_organization(worker, a, b):
     assert seen["approvals_webhookdelivery"] == [b["org"].pk]
     assert seen["tokens_apitoken"] == [b["org"].pk]
     assert seen["pipelines_pipelinegrant"] == [b["pipeline"].pk]
+
+
+def test_the_outbox_is_held_to_the_organization_too(a, b):
+    """Events waiting to be relayed carry their payloads: one organization's are not
+    another's, whatever a raw query asks for, and a write into the other is refused."""
+    for side in (a, b):
+        OutboxEvent.objects.create(
+            organization=side["org"], event="run.finished", payload={"run": side["run"].pk}
+        )
+    b_rows = OutboxEvent.objects.filter(organization=b["org"]).count()
+    with rls.scoped(a["org"].pk), connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT organization_id FROM pipelines_outboxevent")
+        assert [row[0] for row in cursor.fetchall()] == [a["org"].pk]
+        with pytest.raises(DatabaseError), transaction.atomic():
+            cursor.execute(
+                "INSERT INTO pipelines_outboxevent (organization_id, event, payload, created_at,"
+                " attempts, last_error) VALUES (%s, 'run.finished', '{}', now(), 0, '')",
+                [b["org"].pk],
+            )
+    assert OutboxEvent.objects.filter(organization=b["org"]).count() == b_rows
