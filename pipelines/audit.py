@@ -17,7 +17,7 @@ from pipelines import sinks
 from pipelines.canonical import CURRENT_SCHEME, json_default
 from pipelines.canonical import HASHED_FIELDS as HASHED_FIELDS
 from pipelines.canonical import canonical as canonical
-from pipelines.models import AuditEntry, Pipeline, Run
+from pipelines.models import AuditEntry, OutboxEvent, Pipeline, Run
 
 
 def snapshot(value: Any) -> Any:
@@ -111,8 +111,9 @@ class AuditChain:
 
     def flush(self) -> None:
         if self.entries:
+            rows = sinks.outbox_rows(self.entries)
             AuditEntry.objects.bulk_create(self.entries)
-            sinks.publish_after_commit(self.entries)
+            OutboxEvent.objects.bulk_create(rows)
             self.entries = []
 
 

@@ -1,4 +1,9 @@
-"""Extra audit destinations, fed after commit (FIREFLY_AUDIT_SINKS)."""
+"""Extra audit destinations (FIREFLY_AUDIT_SINKS), fed through the outbox.
+
+Each flush of a chain writes, with its entries, one outbox row per sink naming them;
+the outbox relay hands the entries to that sink and marks the row relayed only once
+the sink took them, so a process dying after the commit loses none.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +19,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
 
 from pipelines.canonical import canonical
-from pipelines.models import AuditEntry
+from pipelines.models import AuditEntry, OutboxEvent
 
 if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# The outbox event of a batch of entries for one sink.
+SINK_EVENT = "audit.sink"
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("firefly.audit")
@@ -171,8 +178,11 @@ def resolve(values: tuple[str, ...]) -> tuple[Sink, ...]:
     return tuple(built)
 
 
-def publish(sinks: Sequence[Sink], entries: Sequence[AuditEntry]) -> None:
-    """Write the entries to each sink; a failing sink is logged and counted, never raised."""
+def publish(
+    sinks: Sequence[Sink], entries: Sequence[AuditEntry], *, raise_errors: bool = False
+) -> None:
+    """Write the entries to each sink; a failing sink is logged and counted (and raised
+    with `raise_errors`)."""
     for sink in sinks:
         try:
             sink.write(entries)
@@ -187,15 +197,41 @@ def publish(sinks: Sequence[Sink], entries: Sequence[AuditEntry]) -> None:
                 first.pipeline_id,
                 [entry.seq for entry in entries],
             )
+            if raise_errors:
+                raise
 
 
-def publish_after_commit(entries: list[AuditEntry]) -> None:
-    """Hand the entries to the configured sinks once the transaction commits."""
+def outbox_rows(entries: Sequence[AuditEntry]) -> list[OutboxEvent]:
+    """One outbox row per configured sink naming these entries of one chain; none without sinks.
+
+    The sinks are resolved now, inside the transaction, so that a misconfiguration fails
+    the write loudly instead of at relay time.
+    """
     if not settings.FIREFLY_AUDIT_SINKS or not entries:
+        return []
+    first = entries[0]
+    batch = {"run": first.run_id, "pipeline": first.pipeline_id, "seqs": [e.seq for e in entries]}
+    return [
+        OutboxEvent(
+            organization_id=first.organization_id,
+            event=SINK_EVENT,
+            payload={"sink": sink.name, **batch},
+        )
+        for sink in resolve(tuple(settings.FIREFLY_AUDIT_SINKS))
+    ]
+
+
+def deliver(payload: dict[str, Any]) -> None:
+    """Write an outbox row's entries to its sink; a failure is counted and raised.
+
+    A sink no longer configured is skipped (its row counts as relayed).
+    """
+    named = {sink.name: sink for sink in resolve(tuple(settings.FIREFLY_AUDIT_SINKS))}
+    sink = named.get(payload["sink"])
+    if sink is None:
+        log.warning("audit sink %s is no longer configured: batch dropped", payload["sink"])
         return
-    # Resolved now, inside the transaction, so that a misconfiguration fails the write
-    # loudly instead of being swallowed after commit.
-    sinks = resolve(tuple(settings.FIREFLY_AUDIT_SINKS))
-    # A copy, so the callback sees this batch whatever the caller later does with its list.
-    batch = list(entries)
-    transaction.on_commit(lambda: publish(sinks, batch), robust=True)
+    chain = AuditEntry.objects.filter(pipeline_id=payload["pipeline"], run_id=payload["run"])
+    entries = list(chain.filter(seq__in=payload["seqs"]).order_by("seq"))
+    if entries:
+        publish([sink], entries, raise_errors=True)

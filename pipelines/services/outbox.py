@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from orgs import selectors as orgs
-from pipelines import dispatch, events
+from pipelines import dispatch, events, sinks
 from pipelines.models import OutboxEvent
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,10 @@ def outbox_relay(*, older_than_s: float = 0.0, limit: int = 1000) -> int:
             for row in rows:
                 try:
                     with transaction.atomic():
-                        events.relay(row.event, row.payload)
+                        if row.event == sinks.SINK_EVENT:
+                            sinks.deliver(row.payload)
+                        else:
+                            events.relay(row.event, row.payload)
                 except Exception as exc:
                     log.exception("outbox: relaying %s %s failed", row.event, row.pk)
                     OutboxEvent.objects.filter(pk=row.pk).update(

@@ -193,7 +193,7 @@ class RunTxn:
         # transaction would be committed while Django, seeing the error, drops its
         # on-commit callbacks (the messages that move the run on). A bad sink setting
         # raises here, and nothing is written.
-        sinks.publish_after_commit(self.chain.entries)
+        self.outbox.extend(sinks.outbox_rows(self.chain.entries))
         batch = fastpath.Batch()
         # The run row first: in the optimistic case this write takes the run's lock,
         # so every writer locks the run before its steps.

@@ -1,4 +1,4 @@
-"""Audit sinks fed after commit: JSONL, logging, OpenTelemetry, failures and rollbacks."""
+"""Audit sinks fed by the outbox relay: JSONL, logging, OpenTelemetry, failures, rollbacks."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 
 from pipelines import dispatch, services, sinks
-from pipelines.models import AuditEntry, Pipeline, Run
+from pipelines.models import AuditEntry, OutboxEvent, Pipeline, Run
 
 pytestmark = pytest.mark.django_db
 
@@ -43,7 +43,9 @@ def start_run(django_capture_on_commit_callbacks: Any) -> Callable[[], Run]:
     def start() -> Run:
         with django_capture_on_commit_callbacks(execute=True):
             services.pipeline_create(member_role="starter", spec=SPEC)
-            return services.run_start(pipeline="s1", inputs={})
+            run = services.run_start(pipeline="s1", inputs={})
+        services.outbox_relay()
+        return run
 
     return start
 
@@ -73,6 +75,7 @@ def test_no_sinks_registers_nothing(settings, django_capture_on_commit_callbacks
     with django_capture_on_commit_callbacks() as callbacks:
         services.pipeline_create(member_role="starter", spec=SPEC)
     assert callbacks == []
+    assert not OutboxEvent.objects.exists()
 
 
 def test_jsonl_gets_one_line_per_entry_after_commit(
@@ -84,7 +87,8 @@ def test_jsonl_gets_one_line_per_entry_after_commit(
     with django_capture_on_commit_callbacks(execute=True):
         services.pipeline_create(member_role="starter", spec=SPEC)
         run = services.run_start(pipeline="s1", inputs={})
-        assert not path.exists()  # nothing before the commit
+    assert not path.exists()  # nothing before the relay
+    assert services.outbox_relay() == 2
 
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     entries = committed(run)
@@ -236,6 +240,7 @@ def test_nothing_is_published_when_the_transaction_rolls_back(
         start_and_abort()
 
     assert callbacks == []
+    assert not OutboxEvent.objects.exists()
     assert not path.exists()
     assert audit_records(caplog) == []
     assert not Pipeline.objects.filter(name="s1").exists()
@@ -250,9 +255,11 @@ def test_sinks_follow_the_setting_when_it_changes(
     settings.FIREFLY_AUDIT_SINKS = ["logging"]
     with django_capture_on_commit_callbacks(execute=True):
         services.pipeline_create(member_role="starter", spec=SPEC)
+    services.outbox_relay()
     settings.FIREFLY_AUDIT_SINKS = [f"jsonl:{path}"]
     with django_capture_on_commit_callbacks(execute=True):
         run = services.run_start(pipeline="s1", inputs={})
+    services.outbox_relay()
 
     assert [r.audit["event"] for r in audit_records(caplog)] == [  # type: ignore[attr-defined]
         "pipeline.version_created"
