@@ -1,5 +1,11 @@
 """Every state change of pipelines and runs, each in one transaction with its audit entries."""
 
+from typing import Any
+
+from django.conf import settings
+
+from pipelines.models import PipelineVersion
+from pipelines.services import outbox
 from pipelines.services.execution import (
     LazyUpstream,
     Outcome,
@@ -28,14 +34,31 @@ from pipelines.services.runs import (
     run_start_or_replay,
 )
 from pipelines.services.unit_of_work import RunTxn, Snapshot, StaleRun, locked_run, step_states
-from pipelines.versions import (
-    VersionInfo,
-    pipeline_create,
-    pipeline_create_or_get,
-    pipeline_version,
-    version_info,
-    version_spec,
-)
+from pipelines.versions import VersionInfo, pipeline_version, version_info, version_spec
+from pipelines.versions import pipeline_create_or_get as _create_or_get
+
+
+def pipeline_create(
+    *, spec: Any, actor: Any = None, organization: Any = None, member_role: str | None = None
+) -> PipelineVersion:
+    """As `pipelines.versions.pipeline_create`; see `pipeline_create_or_get`."""
+    return pipeline_create_or_get(
+        spec=spec, actor=actor, organization=organization, member_role=member_role
+    )[0]
+
+
+def pipeline_create_or_get(
+    *, spec: Any, actor: Any = None, organization: Any = None, member_role: str | None = None
+) -> tuple[PipelineVersion, bool]:
+    """As `pipelines.versions.pipeline_create_or_get`, and a new version's audit entry
+    goes to the sinks: its outbox rows are relayed once the transaction commits."""
+    version, created = _create_or_get(
+        spec=spec, actor=actor, organization=organization, member_role=member_role
+    )
+    if created and settings.FIREFLY_AUDIT_SINKS:
+        outbox.relay_on_commit()
+    return version, created
+
 
 __all__ = [
     "Harness",

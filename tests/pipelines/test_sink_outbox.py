@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from pipelines import services, sinks
+from pipelines import dispatch, services, sinks
 from pipelines.models import AuditEntry, OutboxEvent, Run
 
 SPEC = {"name": "boxed", "steps": [{"name": "a", "type": "noop"}]}
@@ -121,6 +121,21 @@ def test_a_failing_sink_leaves_its_row_for_the_sweep(settings, tmp_path):
     assert services.reap().relayed == 2
     assert services.outbox_sweep() == 0
     assert lines(path) == expected(run)
+
+
+@pytest.mark.django_db
+def test_a_new_pipeline_version_asks_for_a_relay(settings, tmp_path, monkeypatch):
+    path = tmp_path / "audit.jsonl"
+    settings.FIREFLY_AUDIT_SINKS = [f"jsonl:{path}"]
+    asked: list[bool] = []
+    monkeypatch.setattr(dispatch, "relay_outbox", lambda: asked.append(True))
+
+    services.pipeline_create(member_role="starter", spec=SPEC)
+    assert asked == [True]
+    services.pipeline_create(member_role="starter", spec=SPEC)  # unchanged: no new entry
+    assert asked == [True]
+    assert services.outbox_relay() == 1
+    assert lines(path) == expected()
 
 
 # Commits a run's first entries, then dies before any on-commit callback runs: the
