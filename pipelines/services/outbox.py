@@ -4,6 +4,8 @@ A webhook delivery must not depend on the process that committed a run's change
 living on: the event is a row of that same transaction, and the relay (a task sent on
 commit, and a sweep on beat) hands each row to the durable hooks once, marking it
 relayed in the transaction in which they write what they make of it.
+Audit sinks are fed the same way: `audit.sink` rows name entries for one sink
+(pipelines.sinks).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import DurationField, ExpressionWrapper, F, Value
+from django.db.models.functions import Least, Power
 from django.utils import timezone
 
 from orgs import selectors as orgs
@@ -62,15 +66,20 @@ def outbox_relay(*, older_than_s: float = 0.0, limit: int = 1000) -> int:
     Each batch is one transaction: its rows are locked (SKIP LOCKED: concurrent relays
     take other rows), each is handed to the durable hooks in a savepoint and marked
     relayed, and the commit makes both durable together. A row whose hook raised is
-    left for the sweep, with the error noted.
+    left for the sweep, with the error noted and its attempts counted (the sweep's wait
+    for it doubles with each).
     """
     relayed = 0
     while relayed < limit:
         with transaction.atomic():
             pending = OutboxEvent.objects.filter(relayed_at__isnull=True)
             if older_than_s:
-                cutoff = timezone.now() - timedelta(seconds=older_than_s)
-                pending = pending.filter(created_at__lt=cutoff)
+                # A row that failed waits twice as long after each attempt (up to 2**10).
+                wait = ExpressionWrapper(
+                    Value(timedelta(seconds=older_than_s)) * Power(2, Least(F("attempts"), 10)),
+                    output_field=DurationField(),
+                )
+                pending = pending.alias(due=F("created_at") + wait).filter(due__lt=timezone.now())
             rows = list(pending.order_by("pk").select_for_update(skip_locked=True)[:BATCH])
             if not rows:
                 break

@@ -7,11 +7,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
 from pipelines import dispatch, services, sinks
 from pipelines.models import AuditEntry, OutboxEvent, Run
@@ -145,6 +147,7 @@ import os, signal
 import django
 django.setup()
 from django.db import transaction
+from django.utils import timezone
 from pipelines import services
 with transaction.atomic():
     transaction.on_commit(lambda: os.kill(os.getpid(), signal.SIGKILL))
@@ -179,3 +182,18 @@ def test_entries_committed_by_a_killed_process_reach_the_sink_once(settings, tmp
     assert services.outbox_sweep() == 0
     assert services.outbox_relay() == 0
     assert lines(path) == expected(run)
+
+
+@pytest.mark.django_db
+def test_the_sweep_waits_longer_after_each_failed_attempt(settings, tmp_path):
+    path = tmp_path / "audit.jsonl"
+    settings.FIREFLY_AUDIT_SINKS = [f"jsonl:{path}"]
+    settings.FIREFLY_OUTBOX_RELAY_AFTER_S = 30
+    services.pipeline_create(member_role="starter", spec=SPEC)
+    now = timezone.now()
+    OutboxEvent.objects.update(attempts=2, created_at=now - timedelta(seconds=100))
+
+    assert services.outbox_sweep() == 0  # due 120 s after it was written
+    OutboxEvent.objects.update(created_at=now - timedelta(seconds=125))
+    assert services.outbox_sweep() == 1
+    assert lines(path) == expected()
