@@ -92,7 +92,7 @@ def _create_version(
     spec: Any, parsed: PipelineSpec, actor: Any, org_id: int, member_role: str | None
 ) -> tuple[PipelineVersion, bool]:
     person = actor if permissions.is_person(actor) else None
-    pipeline, _ = Pipeline.objects.get_or_create(
+    pipeline, created = Pipeline.objects.get_or_create(
         organization_id=org_id,
         name=parsed.name,
         defaults={"created_by": person, "member_role": member_role or ""},
@@ -110,7 +110,9 @@ def _create_version(
         created_by=actor,
     )
     chain = AuditChain(pipeline, pipeline.pk)
-    chain.add("pipeline.version_created", actor=actor, data={"version": version.number})
+    # A new pipeline's audience is part of what was decided when it was made.
+    data = {"version": version.number, **({"member_role": pipeline.member_role} if created else {})}
+    chain.add("pipeline.version_created", actor=actor, data=data)
     chain.flush()
     Pipeline.objects.filter(pk=pipeline.pk).update(
         description=parsed.description, audit_seq=pipeline.audit_seq, audit_head=pipeline.audit_head

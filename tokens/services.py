@@ -6,7 +6,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -24,7 +23,6 @@ def default_lifetime() -> timedelta:
     return timedelta(days=settings.FIREFLY_TOKEN_TTL_DAYS)
 
 
-@transaction.atomic
 def token_create(
     *,
     user: Any,
@@ -41,6 +39,14 @@ def token_create(
     """
     org_id = orgs.pk_of(organization)
     if not orgs.is_member(user, org_id):
+        # Recorded before any transaction of the token's, so the refusal outlives it.
+        refusal_record(
+            event="token.refused",
+            reason="a token acts only in an organization its user belongs to",
+            actor=user,
+            organization=org_id,
+            name=name[:100],
+        )
         raise PermissionDenied("A token acts in an organization its user belongs to.")
     prefix, key = new_token_key()
     now = timezone.now()

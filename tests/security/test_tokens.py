@@ -15,6 +15,8 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from orgs.models import Organization
+from pipelines.errors import PermissionDenied
 from pipelines.models import SecurityEvent
 from tests.api.conftest import error_of
 from tokens import services
@@ -196,3 +198,12 @@ def test_keys_of_the_old_drf_tokens_keep_working_and_leave_the_database(users):
     assert token.expires_at is not None
     assert api(old).get("/api/v1/runs/").status_code == 200
     refused_401(api(old[:-1] + "8").get("/api/v1/runs/"))
+
+
+def test_a_token_for_an_organization_its_user_is_not_in_is_refused_and_recorded(users):
+    other = Organization.objects.create(slug="other", name="Other")
+    with pytest.raises(PermissionDenied):
+        services.token_create(user=users["starter"], name="sneaky", organization=other)
+    assert not ApiToken.objects.filter(name="sneaky").exists()
+    event = SecurityEvent.objects.get(event="token.refused")
+    assert (event.actor, event.organization) == (users["starter"], other)
