@@ -375,6 +375,44 @@ FIREFLY_INPUTS_MAX_BYTES = env.int("FIREFLY_INPUTS_MAX_BYTES", default=256 * 102
 FIREFLY_API_MAX_BODY_BYTES = env.int("FIREFLY_API_MAX_BODY_BYTES", default=1024 * 1024)
 FIREFLY_JSON_MAX_DEPTH = env.int("FIREFLY_JSON_MAX_DEPTH", default=64)
 
+# Retention: a finished run's data (step outputs, checkpoint data, task context, inputs
+# and outputs, handoff payloads, its audit entries' content) is erased this many days
+# after it finished, and the run itself (its rows; its audit entries stay, redacted) is
+# purged after FIREFLY_RETENTION_RUNS_DAYS. A spec's `retention` overrides them for its
+# pipeline's runs. Unset: kept forever.
+FIREFLY_RETENTION_OUTPUTS_DAYS = env.int("FIREFLY_RETENTION_OUTPUTS_DAYS", default=None)
+FIREFLY_RETENTION_RUNS_DAYS = env.int("FIREFLY_RETENTION_RUNS_DAYS", default=None)
+# How often beat applies retention, how many runs one transaction takes (short
+# transactions: locks are held for one batch only), how long one sweep may go on, and the
+# pause between batches that leaves the database to the pages and workers.
+FIREFLY_RETENTION_INTERVAL_S = env.float("FIREFLY_RETENTION_INTERVAL_S", default=3600.0)
+FIREFLY_RETENTION_BATCH = env.int("FIREFLY_RETENTION_BATCH", default=100)
+FIREFLY_RETENTION_BUDGET_S = env.float("FIREFLY_RETENTION_BUDGET_S", default=600.0)
+FIREFLY_RETENTION_PAUSE_S = env.float("FIREFLY_RETENTION_PAUSE_S", default=0.05)
+# Purged runs' audit entries are first written to JSONL segments in this folder (one per
+# batch, fsynced before the rows go); `verify_audit --against SEGMENT` checks them. With
+# FIREFLY_RETENTION_ARCHIVE_REQUIRED (on when a folder is set) nothing is purged without it.
+FIREFLY_RETENTION_ARCHIVE_DIR = env.str("FIREFLY_RETENTION_ARCHIVE_DIR", default="")
+FIREFLY_RETENTION_ARCHIVE_REQUIRED = env.bool(
+    "FIREFLY_RETENTION_ARCHIVE_REQUIRED", default=bool(FIREFLY_RETENTION_ARCHIVE_DIR)
+)
+for _name in ("FIREFLY_RETENTION_OUTPUTS_DAYS", "FIREFLY_RETENTION_RUNS_DAYS"):
+    if globals()[_name] is not None and globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1 (leave it unset to keep forever).")
+if (
+    FIREFLY_RETENTION_OUTPUTS_DAYS is not None
+    and FIREFLY_RETENTION_RUNS_DAYS is not None
+    and FIREFLY_RETENTION_RUNS_DAYS < FIREFLY_RETENTION_OUTPUTS_DAYS
+):
+    raise ImproperlyConfigured(
+        "FIREFLY_RETENTION_RUNS_DAYS must be at least FIREFLY_RETENTION_OUTPUTS_DAYS: "
+        "a purged run takes its outputs with it."
+    )
+if FIREFLY_RETENTION_ARCHIVE_REQUIRED and not FIREFLY_RETENTION_ARCHIVE_DIR:
+    raise ImproperlyConfigured(
+        "FIREFLY_RETENTION_ARCHIVE_REQUIRED is on but FIREFLY_RETENTION_ARCHIVE_DIR is unset."
+    )
+
 CELERY_BEAT_SCHEDULE = {
     "firefly-reaper": {
         "task": "pipelines.tasks.reap",
@@ -387,6 +425,10 @@ CELERY_BEAT_SCHEDULE = {
     "firefly-webhook-sweep": {
         "task": "approvals.tasks.sweep_webhooks",
         "schedule": FIREFLY_REAPER_INTERVAL_S,
+    },
+    "firefly-retention": {
+        "task": "pipelines.tasks.apply_retention",
+        "schedule": FIREFLY_RETENTION_INTERVAL_S,
     },
 }
 

@@ -202,6 +202,9 @@ class Run(models.Model):
     finish_attempts = models.PositiveIntegerField(default=0)
     # What on_finish recorded with `harness.finalize(...)`.
     disposition = models.JSONField(null=True, blank=True)
+    # When its data was erased (pipelines/services/retention.py): by a person's request
+    # or by retention; its rows and its audit chain (content redacted) stay until purged.
+    redacted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -219,6 +222,12 @@ class Run(models.Model):
             models.Index(fields=["-created_at", "-id"], name="run_created"),
             models.Index(fields=["organization", "-created_at", "-id"], name="run_org_created"),
             models.Index(fields=["pipeline_version", "-created_at"], name="run_version_created"),
+            # Retention's sweeps: finished runs of a version by age.
+            models.Index(
+                fields=["pipeline_version", "finished_at"],
+                name="run_version_finished",
+                condition=models.Q(finished_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -343,9 +352,18 @@ class AuditEntry(ImmutableModel):
     organization = models.ForeignKey(
         "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
     )
-    # Both indexed by the constraints and indexes below, led by these columns.
+    # Both indexed by the constraints and indexes below, led by these columns. The run's
+    # id outlives its row: retention purges old runs while their (redacted) entries stay,
+    # so the key has no database constraint; verify_audit checks the chains of purged
+    # runs against the heads their purge recorded (pipelines/services/retention.py).
     run = models.ForeignKey(
-        Run, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+        Run,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+        db_index=False,
     )
     pipeline = models.ForeignKey(
         Pipeline, on_delete=models.PROTECT, related_name="+", db_index=False

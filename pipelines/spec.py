@@ -19,6 +19,9 @@ from pipelines.limits import bounds_problem, json_problem, json_size, measure
 ON_FAILURE = ("fail_run", "skip_downstream", "continue")
 WHEN_OPERATORS = ("equals", "not_equals", "in", "not_in", "exists")
 
+# A hundred years: a longer limit is a typo, and keeping forever is saying nothing.
+RETENTION_MAX_DAYS = 36500
+
 _NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$"}
 
 SPEC_SCHEMA: dict[str, Any] = {
@@ -32,6 +35,14 @@ SPEC_SCHEMA: dict[str, Any] = {
         "output": {"type": "array", "items": _NAME},
         "on_finish": {"type": "string", "minLength": 3},
         "steps": {"type": "array", "minItems": 1},
+        "retention": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "outputs_days": {"type": "integer", "minimum": 1, "maximum": RETENTION_MAX_DAYS},
+                "runs_days": {"type": "integer", "minimum": 1, "maximum": RETENTION_MAX_DAYS},
+            },
+        },
     },
 }
 
@@ -118,6 +129,17 @@ class StepSpec:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long a finished run keeps its data (`outputs_days`) and itself (`runs_days`).
+
+    None: the setting's default (FIREFLY_RETENTION_OUTPUTS_DAYS, _RUNS_DAYS) applies.
+    """
+
+    outputs_days: int | None = None
+    runs_days: int | None = None
+
+
+@dataclass(frozen=True)
 class PipelineSpec:
     name: str
     steps: tuple[StepSpec, ...]
@@ -125,6 +147,7 @@ class PipelineSpec:
     input_schema: Mapping[str, Any] = field(default_factory=dict)
     output: tuple[str, ...] = ()
     on_finish: str = ""
+    retention: Retention = field(default_factory=Retention)
 
     @cached_property
     def by_name(self) -> dict[str, StepSpec]:
@@ -403,7 +426,10 @@ def parse_spec(data: Any) -> PipelineSpec:
         steps=steps,
         output=tuple(data.get("output", [])),
         on_finish=data.get("on_finish", ""),
+        # JSON Schema counts 30.0 as an integer; the limit is kept as one.
+        retention=Retention(**{k: int(v) for k, v in data.get("retention", {}).items()}),
     )
+    errors += _retention_errors(spec.retention)
     for step in steps:
         if step.when and step.when.step not in spec.ancestors(step.name):
             errors.append(
@@ -437,6 +463,21 @@ def parse_spec(data: Any) -> PipelineSpec:
     if errors:
         raise SpecError(errors)
     return spec
+
+
+def _retention_errors(retention: Retention) -> list[dict[str, Any]]:
+    """A run cannot be kept for less time than its outputs: they go with it."""
+    outputs, runs = retention.outputs_days, retention.runs_days
+    if outputs is not None and runs is not None and runs < outputs:
+        return [
+            {
+                "step": None,
+                "field": "retention.runs_days",
+                "message": f"{runs} is less than outputs_days ({outputs}): a purged run "
+                "takes its outputs with it, so runs must be kept at least as long",
+            }
+        ]
+    return []
 
 
 def _build_step(raw: dict[str, Any]) -> StepSpec:

@@ -29,3 +29,22 @@ def on_cancel(hook: Callable[..., None]) -> None:
 def unsettled_source(name: str, source: Callable[[int], list[dict[str, Any]]]) -> None:
     """Count `source(run_id)` among a run's unsettled work, under `name`."""
     unsettled_sources[name] = source
+
+
+# Retention (pipelines/services/retention.py): rows other apps keep about runs.
+# `erase(run_ids)` empties their data in the erasing transaction; `purge(run_ids)` deletes
+# them before the runs' own rows go.
+erase_hooks: list[Callable[[list[int]], None]] = []
+purge_hooks: list[Callable[[list[int]], None]] = []
+
+
+def on_erase(hook: Callable[[list[int]], None]) -> None:
+    """Call `hook(run_ids)` when those runs' data is erased (redacted)."""
+    if hook not in erase_hooks:
+        erase_hooks.append(hook)
+
+
+def on_purge(hook: Callable[[list[int]], None]) -> None:
+    """Call `hook(run_ids)` before those runs' rows are deleted."""
+    if hook not in purge_hooks:
+        purge_hooks.append(hook)
