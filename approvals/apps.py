@@ -8,9 +8,11 @@ class ApprovalsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from approvals import notifications, selectors, steps
+        from approvals import notifications, selectors, services, steps
         from pipelines.services import hooks
 
         steps.register()
         hooks.unsettled_source("open_tasks", selectors.run_open_tasks)
+        hooks.on_erase(services.tasks_erase)
+        hooks.on_purge(services.tasks_purge)
         notifications.listen(notifications.email_assignees)

@@ -294,3 +294,19 @@ def _validate_form(task: HumanTask, data: Any) -> None:
             + "; ".join(f"{p['field'] or 'form'}: {p['message']}" for p in problems),
             details=problems,
         )
+
+
+# --- retention (pipelines/services/retention.py calls these through its hooks) ---------
+
+
+def tasks_erase(run_ids: list[int]) -> None:
+    """Empty what the runs' tasks showed and what people wrote on them; who decided what,
+    and when, stays."""
+    HumanTask.objects.filter(run_id__in=run_ids).update(context={})
+    Decision.objects.filter(task__run_id__in=run_ids).update(data=None, comment="")
+
+
+def tasks_purge(run_ids: list[int]) -> None:
+    """Delete the runs' tasks and their decisions (before the runs' steps go)."""
+    Decision.objects.filter(task__run_id__in=run_ids).delete()
+    HumanTask.objects.filter(run_id__in=run_ids).delete()

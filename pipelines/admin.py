@@ -6,17 +6,21 @@ import hmac
 from datetime import tzinfo as TzInfo
 from typing import Any
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from orgs.admin import OrganizationScopedAdmin
-from pipelines import selectors
+from pipelines import selectors, services
 from pipelines.admin_paging import IndexedValuesFilter, LargeTableAdmin, indexed_datetimes
 from pipelines.audit import entry_hash
+from pipelines.errors import FireflyError
 from pipelines.models import (
     AuditEntry,
     Checkpoint,
@@ -153,9 +157,26 @@ class EnvelopeInline(ReadOnlyInline):
         return run_link(obj.child_run_id)
 
 
+class RedactForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=services.retention.REASON_MAX,
+        help_text="Why their data is erased (an erasure request, a retention rule): it is "
+        "kept in the audit trail.",
+    )
+
+
 @admin.register(Run)
 class RunAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
-    list_display = ["id", "pipeline_version", "status", "created_by", "created_at", "finished_at"]
+    list_display = [
+        "id",
+        "pipeline_version",
+        "status",
+        "created_by",
+        "created_at",
+        "finished_at",
+        "redacted_at",
+    ]
     list_filter = ["status", "pipeline_version__pipeline"]
     list_select_related = ["pipeline_version__pipeline", "created_by"]
     search_fields = ["=id"]
@@ -163,6 +184,42 @@ class RunAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     show_full_result_count = False
     readonly_fields = ["handed_off_by", "is_finishing"]
     inlines = [StepInline, ChildRunInline, EnvelopeInline]
+    actions = ("redact",)
+
+    def has_redact_permission(self, request: HttpRequest) -> bool:
+        # The runs listed are those of organizations the user administers (the scoped
+        # queryset); the service checks each run again, and records a refusal.
+        return bool(request.user.is_active and request.user.is_staff)
+
+    @admin.action(
+        description="Erase the data of the selected runs (asks for the reason)",
+        permissions=["redact"],
+    )
+    def redact(self, request: HttpRequest, queryset: QuerySet[Run]) -> HttpResponse | None:
+        form = RedactForm(request.POST if "reason" in request.POST else None)
+        if not form.is_valid():
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Erase the data of these runs?",
+                "runs": queryset.select_related("pipeline_version__pipeline").order_by("pk"),
+                "form": form,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+                "opts": self.model._meta,
+            }
+            return TemplateResponse(request, "admin/pipelines/run/redact.html", context)
+        erased = 0
+        for run_id in queryset.order_by("pk").values_list("pk", flat=True):
+            try:
+                services.run_redact(
+                    run_id=run_id, actor=request.user, reason=form.cleaned_data["reason"]
+                )
+            except FireflyError as exc:
+                self.message_user(request, f"Run {run_id}: {exc.message}", messages.ERROR)
+            else:
+                erased += 1
+        if erased:
+            self.message_user(request, f"Erased the data of {erased} run(s).", messages.SUCCESS)
+        return None
 
     @admin.display(description="handed off by")
     def handed_off_by(self, obj: Run) -> str:

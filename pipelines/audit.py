@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from pipelines import sinks
@@ -135,6 +136,11 @@ class Break:
         return f"{where}: {self.kind}: {self.message}"
 
 
+# The head `chains` gives the chain of a run whose row is gone without a purge that
+# recorded it: the run was deleted behind retention's back.
+UNRECORDED = (-1, "")
+
+
 def verify_chain(
     chain: str, entries: Sequence[AuditEntry], head: tuple[int, str] | None = None
 ) -> Break | None:
@@ -145,6 +151,9 @@ def verify_chain(
     entry); a deleted one leaves a link to a hash that is no longer there; reordered
     entries link to entries that exist, but elsewhere in the chain.
     """
+    if head is UNRECORDED:
+        gone = "its run's row is gone, and no retention purge recorded it"
+        return Break("deleted", chain, None, None, gone)
     index: dict[str, int] = {}
     for position, entry in enumerate(entries):
         index.setdefault(entry.hash, position)
@@ -221,6 +230,46 @@ def chains(
             yield f"pipeline {name}", list(entries), (seq, head)
     for pk, seq, head in runs.iterator(chunk_size=500):
         yield f"run {pk}", list(AuditEntry.objects.filter(run_id=pk).order_by("seq")), (seq, head)
+    yield from purged_chains(run_id, organization_id)
+
+
+def purged_chains(
+    run_id: int | None = None, organization_id: int | None = None
+) -> Iterator[tuple[str, list[AuditEntry], tuple[int, str]]]:
+    """The chains of runs whose rows are gone, each with the head its purge recorded
+    (`retention.purged` entries in the pipelines' chains), else `UNRECORDED`."""
+    gone = AuditEntry.objects.filter(run__isnull=False).filter(
+        ~Exists(Run.objects.filter(pk=OuterRef("run_id")))
+    )
+    if organization_id is not None:
+        gone = gone.filter(organization_id=organization_id)
+    if run_id is not None:
+        gone = gone.filter(run_id=run_id)
+    run_ids = list(gone.order_by("run_id").values_list("run_id", flat=True).distinct())
+    if not run_ids:
+        return
+    heads = purged_heads(organization_id)
+    for pk in run_ids:
+        entries = list(AuditEntry.objects.filter(run_id=pk).order_by("seq"))
+        yield f"run {pk}", entries, heads.get(pk, UNRECORDED)
+
+
+def purged_heads(organization_id: int | None = None) -> dict[int, tuple[int, str]]:
+    """{run id: (seq, hash)} of each purged run's last entry, as its purge recorded them.
+
+    A record whose data does not have that shape is skipped: the pipeline chain's own
+    verification reports the edit.
+    """
+    records = AuditEntry.objects.filter(run__isnull=True, event="retention.purged")
+    if organization_id is not None:
+        records = records.filter(organization_id=organization_id)
+    heads: dict[int, tuple[int, str]] = {}
+    for data in records.order_by("pipeline_id", "seq").values_list("data", flat=True):
+        runs = data.get("runs") if isinstance(data, dict) else None
+        for item in runs if isinstance(runs, list) else []:
+            if isinstance(item, list) and len(item) == 3:
+                heads[int(item[0])] = (int(item[1]), str(item[2]))
+    return heads
 
 
 def export_line(entry: AuditEntry) -> str:

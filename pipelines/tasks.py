@@ -41,3 +41,10 @@ def settle_handoff(child_run_id: int) -> None:
 @shared_task(name="pipelines.tasks.relay_outbox")
 def relay_outbox() -> None:
     services.outbox_relay()
+
+
+# Safe to run twice, or in parallel: each batch locks its runs with SKIP LOCKED, and a run
+# already erased or purged is no longer a candidate.
+@shared_task(name="pipelines.tasks.apply_retention")
+def apply_retention() -> None:
+    services.retention_apply()

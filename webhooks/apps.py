@@ -14,3 +14,5 @@ class WebhooksConfig(AppConfig):
 
         services.register()
         hooks.unsettled_source("queued_webhook_deliveries", selectors.run_pending_deliveries)
+        hooks.on_erase(services.deliveries_erase)
+        hooks.on_purge(services.deliveries_purge)

@@ -398,3 +398,23 @@ def deliveries_sweep() -> int:
     if sent:
         log.warning("webhooks: sent %s pending deliveries again (their messages were lost)", sent)
     return sent
+
+
+# --- retention (pipelines/services/retention.py calls these through its hooks) ---------
+# Deliveries name their run in the payload (no key), as the unsettled-work check reads it.
+
+
+def deliveries_erase(run_ids: list[int]) -> None:
+    """Keep which event went where about the runs, not their data; a pending delivery
+    still goes out, with the data left out (`redacted`)."""
+    kept = ("organization", "run", "pipeline", "step", "status", "event")
+    for delivery in WebhookDelivery.objects.filter(payload__run__in=run_ids).only("payload"):
+        payload = {k: v for k, v in delivery.payload.items() if k in kept}
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(payload={**payload, "redacted": True})
+
+
+def deliveries_purge(run_ids: list[int]) -> None:
+    """Delete the runs' deliveries that are done with (sent, or given up)."""
+    WebhookDelivery.objects.filter(payload__run__in=run_ids).exclude(
+        status=WebhookDelivery.Status.PENDING
+    ).delete()

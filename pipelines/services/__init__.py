@@ -21,6 +21,7 @@ from pipelines.services.handoffs import acknowledge_handoff, handoff_settle, ope
 from pipelines.services.hooks import cancel_hooks, pause_hooks, unsettled_sources
 from pipelines.services.outbox import outbox_relay, outbox_sweep, outbox_write
 from pipelines.services.recovery import ReapReport, reap
+from pipelines.services.retention import RetentionReport, retention_apply, run_redact
 from pipelines.services.runs import (
     checkpoint_state,
     decided_elsewhere,
@@ -66,6 +67,7 @@ __all__ = [
     "Outcome",
     "OutcomeQueue",
     "ReapReport",
+    "RetentionReport",
     "RunTxn",
     "Snapshot",
     "StaleRun",
@@ -89,10 +91,12 @@ __all__ = [
     "pipeline_version",
     "reap",
     "refuse_operation",
+    "retention_apply",
     "run_advance",
     "run_cancel",
     "run_finalize",
     "run_fork",
+    "run_redact",
     "run_resume",
     "run_rollback",
     "run_start",

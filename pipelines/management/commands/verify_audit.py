@@ -25,7 +25,10 @@ class Command(BaseCommand):
             "--organization", help="check only this organization's chains (its slug)"
         )
         parser.add_argument(
-            "--against", type=Path, help="also check the database against an export_audit file"
+            "--against",
+            type=Path,
+            help="also check the database against an export_audit file, a retention archive "
+            "segment, or a folder of segments (every *.jsonl in it)",
         )
 
     def handle(self, *args: Any, run: int | None, against: Path | None, **options: Any) -> None:
@@ -40,14 +43,27 @@ class Command(BaseCommand):
             if problem:
                 break
         if problem is None and against is not None:
-            problem, compared = compare_with_export(against)
-            checked += compared
+            for path in segments(against):
+                problem, compared = compare_with_export(path)
+                checked += compared
+                if problem:
+                    break
         elapsed = time.perf_counter() - started
         rate = checked / elapsed if elapsed else float(checked)
         self.stdout.write(f"checked {checked} entries in {elapsed:.2f}s ({rate:,.0f} entries/s)")
         if problem:
             raise CommandError(f"audit trail broken at {problem}")
         self.stdout.write("audit trail intact")
+
+
+def segments(path: Path) -> list[Path]:
+    """The file, or the folder's *.jsonl files in name order (segments sort by time)."""
+    if path.is_dir():
+        found = sorted(path.glob("*.jsonl"))
+        if not found:
+            raise CommandError(f"{path}: no .jsonl files in the folder")
+        return found
+    return [path]
 
 
 def compare_with_export(path: Path) -> tuple[Break | None, int]:
