@@ -2,24 +2,28 @@
 
 The audit entry's run key loses its database constraint (a purged run's entries stay).
 SQLite rebuilds the table to do that, which drops its append-only triggers: they are
-installed again (pipelines 0014).
+installed again, as pipelines 0016 left them (redaction the only UPDATE let through).
 """
+
+import importlib
 
 import django.db.models.deletion
 from django.conf import settings
-import importlib
-
 from django.db import migrations, models
 
-# The triggers as 0014 installs them (IF NOT EXISTS: a no-op where they survived).
-append_only = importlib.import_module("pipelines.migrations.0014_sqlite_append_only")
+redaction_only = importlib.import_module("pipelines.migrations.0016_audit_key_ids_and_redaction")
+
+
+def sqlite_triggers(apps, schema_editor):
+    if schema_editor.connection.vendor == "sqlite":
+        redaction_only.install(apps, schema_editor)
 
 
 class Migration(migrations.Migration):
 
     dependencies = [
         ('orgs', '0004_outbox_row_level_security'),
-        ('pipelines', '0015_outbox'),
+        ('pipelines', '0016_audit_key_ids_and_redaction'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -34,7 +38,7 @@ class Migration(migrations.Migration):
             name='run',
             field=models.ForeignKey(blank=True, db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='pipelines.run'),
         ),
-        migrations.RunPython(append_only.install, migrations.RunPython.noop),
+        migrations.RunPython(sqlite_triggers, sqlite_triggers),
         migrations.AddIndex(
             model_name='run',
             index=models.Index(condition=models.Q(('finished_at__isnull', False)), fields=['pipeline_version', 'finished_at'], name='run_version_finished'),
