@@ -449,7 +449,7 @@ def test_a_truncated_purged_chain_is_reported(aged: dict[str, Any]) -> None:
 
 
 def test_the_admin_and_export_still_show_a_purged_run_entries(
-    aged: dict[str, Any], admin_client: Any
+    aged: dict[str, Any], admin_client: Any, tmp_path: Path
 ) -> None:
     services.retention_apply()
     purged = aged["old"][0].pk
@@ -457,12 +457,12 @@ def test_the_admin_and_export_still_show_a_purged_run_entries(
 
     listing = admin_client.get(reverse("admin:pipelines_auditentry_changelist"), {"q": purged})
     page = admin_client.get(reverse("admin:pipelines_auditentry_change", args=[entry.pk]))
-    out = StringIO()
-    call_command("export_audit", "--run", str(purged), stdout=out, stderr=StringIO())
+    exported = tmp_path / "run.jsonl"
+    call_command("export_audit", "--run", str(purged), "--output", str(exported), stderr=StringIO())
 
     assert listing.status_code == 200
     assert page.status_code == 200
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    lines = [json.loads(line) for line in exported.read_text().splitlines()]
     assert [line["seq"] for line in lines] == list(range(1, len(lines) + 1))
     assert lines[-1]["event"] == "audit.redacted"
 
@@ -491,8 +491,14 @@ def test_purged_runs_are_archived_first_and_verify_against_their_segments(
     assert "audit trail intact" in verify("--against", str(segments[0]))
     assert "audit trail intact" in verify("--against", str(tmp_path))
 
-    # A segment line that no longer matches the database is named.
+    # A segment's copy whose content was changed no longer matches its digest.
     lines = segments[0].read_text().splitlines()
+    record = next(i for i, line in enumerate(lines) if '"audit.redacted"' in line)
+    changed = json.loads(lines[record])
+    changed["data"]["reason"] = "nobody asked"
+    segments[0].write_text("\n".join([*lines[:record], json.dumps(changed), *lines[record + 1 :]]))
+    assert "no longer matches its digest" in verify_fails("--against", str(segments[0]))
+    # A segment line that no longer matches the database is named.
     forged = json.loads(lines[0])
     forged["hash"] = "0" * 64
     segments[0].write_text("\n".join([json.dumps(forged), *lines[1:]]) + "\n")

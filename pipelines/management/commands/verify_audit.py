@@ -4,11 +4,13 @@ audit chains."""
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pipelines.audit import Break, chains, verify_chain
+from pipelines.canonical import CONTENT_FIELDS, content_digest
 from pipelines.management.commands.load_pipeline import organization_named
 from pipelines.models import AuditEntry
 
@@ -56,6 +58,13 @@ class Command(BaseCommand):
         self.stdout.write("audit trail intact")
 
 
+def content_of(exported: dict[str, Any]) -> str:
+    """The digest of an exported line's content fields (a redacted entry's database row
+    still carries the digest, which its archived copy is matched by)."""
+    fields: Any = SimpleNamespace(**{name: exported.get(name) for name in CONTENT_FIELDS})
+    return content_digest(fields)
+
+
 def segments(path: Path) -> list[Path]:
     """The file, or the folder's *.jsonl files in name order (segments sort by time)."""
     if path.is_dir():
@@ -93,4 +102,11 @@ def compare_with_export(path: Path) -> tuple[Break | None, int]:
             ), compared
         if found.hash != exported["hash"]:
             return Break("edited", chain, seq, found.pk, f"differs from {path.name}"), compared
+        digest = exported.get("content_sha256")
+        if digest is not None and digest != found.content_hash:
+            message = f"its content digest differs from {path.name}"
+            return Break("edited", chain, seq, found.pk, message), compared
+        if digest is not None and "redacted" not in exported and digest != content_of(exported):
+            message = f"its content in {path.name} no longer matches its digest"
+            return Break("edited", chain, seq, found.pk, message), compared
     return None, compared
