@@ -222,11 +222,17 @@ class Run(models.Model):
             models.Index(fields=["-created_at", "-id"], name="run_created"),
             models.Index(fields=["organization", "-created_at", "-id"], name="run_org_created"),
             models.Index(fields=["pipeline_version", "-created_at"], name="run_version_created"),
-            # Retention's sweeps: finished runs of a version by age.
+            # Retention's sweeps: finished runs of a version by age (to purge), and those
+            # not erased yet (to erase; erased ones leave it, however long they are kept).
             models.Index(
                 fields=["pipeline_version", "finished_at"],
                 name="run_version_finished",
                 condition=models.Q(finished_at__isnull=False),
+            ),
+            models.Index(
+                fields=["pipeline_version", "finished_at"],
+                name="run_version_unerased",
+                condition=models.Q(finished_at__isnull=False, redacted_at__isnull=True),
             ),
         ]
 

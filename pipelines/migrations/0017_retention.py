@@ -43,4 +43,8 @@ class Migration(migrations.Migration):
             model_name='run',
             index=models.Index(condition=models.Q(('finished_at__isnull', False)), fields=['pipeline_version', 'finished_at'], name='run_version_finished'),
         ),
+        migrations.AddIndex(
+            model_name='run',
+            index=models.Index(condition=models.Q(('finished_at__isnull', False), ('redacted_at__isnull', True)), fields=['pipeline_version', 'finished_at'], name='run_version_unerased'),
+        ),
     ]

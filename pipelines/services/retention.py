@@ -150,17 +150,19 @@ def erase(runs: list[Run], *, actor: Any, reason: str, now: datetime) -> dict[in
 
 def _erase_outbox(runs: list[Run]) -> None:
     """Events about the runs keep who and what (the relay still needs the organization),
-    not their data; sent ones cannot be called back."""
-    for run in runs:
-        info = version_info(run.pipeline_version_id)
-        OutboxEvent.objects.filter(payload__run=run.pk).update(
-            payload={
-                "organization": orgs.slug_of(run.organization_id),
-                "run": run.pk,
-                "pipeline": info.pipeline_name,
-                "redacted": True,
-            }
-        )
+    not their data; sent ones cannot be called back. One read for the batch: the outbox
+    has no index on the run (its rows live FIREFLY_OUTBOX_KEEP_DAYS)."""
+    by_id = {run.pk: run for run in runs}
+    found = OutboxEvent.objects.filter(payload__run__in=list(by_id)).values_list("pk", "payload")
+    for pk, payload in found:
+        run = by_id[payload["run"]]
+        kept = {
+            "organization": orgs.slug_of(run.organization_id),
+            "run": run.pk,
+            "pipeline": version_info(run.pipeline_version_id).pipeline_name,
+            "redacted": True,
+        }
+        OutboxEvent.objects.filter(pk=pk).update(payload=kept)
 
 
 def _save_chains(chains: list[tuple[Run, AuditChain]], fields: dict[str, Any]) -> None:
@@ -212,6 +214,12 @@ class RetentionReport:
     purged: int = 0
     batches: int = 0
     segments: list[str] = field(default_factory=list)
+    # The longest batch, in seconds: about how long a batch held its runs' locks.
+    longest_batch_s: float = 0.0
+
+    def timed(self, started: float) -> None:
+        self.batches += 1
+        self.longest_batch_s = max(self.longest_batch_s, time.monotonic() - started)
 
 
 def retention_apply(*, now: datetime | None = None) -> RetentionReport:
@@ -237,11 +245,12 @@ def retention_apply(*, now: datetime | None = None) -> RetentionReport:
                 status__in=Run.FINISHED,
             )
             while time.monotonic() < deadline:
+                started = time.monotonic()
                 done = _redact_batch(candidates, reason, now)
                 if done is None:
                     break
                 report.redacted += done
-                report.batches += 1
+                report.timed(started)
                 time.sleep(settings.FIREFLY_RETENTION_PAUSE_S)
     for limits, version_ids in groups.items():
         if limits.runs_days is not None:
@@ -253,13 +262,14 @@ def retention_apply(*, now: datetime | None = None) -> RetentionReport:
                 status__in=Run.FINISHED,
             )
             while time.monotonic() < deadline:
+                started = time.monotonic()
                 purged = purge_batch(candidates, reason=reason, now=now)
                 if purged is None:
                     break
                 report.purged += purged[0]
                 if purged[1]:
                     report.segments.append(purged[1])
-                report.batches += 1
+                report.timed(started)
                 time.sleep(settings.FIREFLY_RETENTION_PAUSE_S)
     if report.redacted or report.purged:
         log.info("retention: %s", report)

@@ -229,6 +229,8 @@ def run_resume(*, run_id: int, actor: Any = None) -> Run:
             pass
         elif run.status != R.FAILED:
             raise Conflict(f"Run {run_id} is {run.status}; only a failed run can be resumed.")
+        elif run.redacted_at is not None:
+            raise Conflict(f"Run {run_id}'s data was erased: it cannot be resumed.")
         elif run.checkpoint_seq == 0:
             raise Conflict(f"Run {run_id} has no checkpoint to resume from.")
         else:
@@ -294,6 +296,8 @@ def run_fork(*, run_id: int, checkpoint_seq: int, actor: Any = None) -> Run:
         with locked_run(run_id, actor) as txn:
             refusal = refuse_operation(txn, "fork")
         raise refusal  # type: ignore[misc]
+    if source.redacted_at is not None:
+        raise Conflict(f"Run {run_id}'s data was erased: there is nothing to fork from.")
     return _fork(source, checkpoint_seq, actor)
 
 

@@ -21,7 +21,7 @@ from approvals.models import Decision, HumanTask
 from orgs.models import Membership, Organization
 from pipelines import services
 from pipelines.audit import chains, verify_chain
-from pipelines.errors import InvalidInput, NotFound, PermissionDenied, SpecError
+from pipelines.errors import Conflict, InvalidInput, NotFound, PermissionDenied, SpecError
 from pipelines.models import (
     AuditEntry,
     Checkpoint,
@@ -189,6 +189,17 @@ def test_redact_erases_the_run_data_everywhere_and_the_chain_still_verifies(
     assert (run.audit_seq, run.audit_head) == (entry.seq, entry.hash)
     assert all(verify_chain(*found) is None for found in chains(run.pk))
     assert "audit trail intact" in verify("--run", str(run.pk))
+
+
+def test_an_erased_run_is_neither_forked_nor_resumed(reviewed: Run, users: Any) -> None:
+    services.run_redact(run_id=reviewed.pk, actor=users["boss"], reason="erasure request")
+    Run.objects.filter(pk=reviewed.pk).update(status=R.FAILED)
+
+    with pytest.raises(Conflict, match="nothing to fork from"):
+        services.run_fork(run_id=reviewed.pk, checkpoint_seq=1, actor=users["boss"])
+    with pytest.raises(Conflict, match="cannot be resumed"):
+        services.run_resume(run_id=reviewed.pk, actor=users["boss"])
+    assert not Run.objects.filter(forked_from=reviewed).exists()
 
 
 def test_the_redact_command_records_its_actor_and_reason(reviewed: Run, users: Any) -> None:
@@ -370,8 +381,10 @@ def test_the_beat_job_erases_then_purges_by_age_in_batches(aged: dict[str, Any])
     assert "audit trail intact" in verify()
     assert "audit trail intact" in verify("--run", str(old_ids[0]))
 
-    again = services.retention_apply()
-    assert (again.redacted, again.purged) == (0, 0)
+    out = StringIO()
+    call_command("apply_retention", stdout=out)
+    again = json.loads(out.getvalue())
+    assert (again["redacted"], again["purged"], again["batches"]) == (0, 0, 0)
 
 
 class _own_connection:
