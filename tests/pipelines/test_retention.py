@@ -35,6 +35,7 @@ from pipelines.models import (
 from pipelines.services import retention
 from pipelines.spec import parse_spec
 from tests.approvals.conftest import drive, open_task
+from webhooks.models import Webhook, WebhookDelivery
 
 R = Run.Status
 
@@ -144,10 +145,15 @@ def reviewed(make_pipeline: Any, users: dict[str, Any], hand_off: Any) -> Run:
     name = make_pipeline([VALUE, REVIEW])
     run = reviewed_run(name, users)
     hand_off(run, payload={"customer": SECRET})
+    payload = {"organization": "default", "run": run.pk, "output": {"value": SECRET}}
     OutboxEvent.objects.create(
-        organization_id=run.organization_id,
-        event="run.finished",
-        payload={"organization": "default", "run": run.pk, "output": {"value": SECRET}},
+        organization_id=run.organization_id, event="run.finished", payload=payload
+    )
+    hook = Webhook.objects.create(
+        organization_id=run.organization_id, url="https://hooks.example.com/", events=["*"]
+    )
+    WebhookDelivery.objects.create(
+        organization_id=run.organization_id, webhook=hook, event="run.finished", payload=payload
     )
     return run
 
@@ -177,6 +183,8 @@ def test_redact_erases_the_run_data_everywhere_and_the_chain_still_verifies(
     assert Decision.objects.filter(task__run=run, user=users["r1"], action="approve").exists()
     assert not holds_secret(list(HandoffEnvelope.objects.filter(origin_run=run).values()))
     assert not holds_secret(list(OutboxEvent.objects.filter(payload__run=run.pk).values()))
+    delivery = WebhookDelivery.objects.get(payload__run=run.pk)
+    assert delivery.payload == {"organization": "default", "run": run.pk, "redacted": True}
     entries = list(AuditEntry.objects.filter(run=run).order_by("seq"))
     assert not any(holds_secret([e.inputs, e.outputs, e.data, e.error_message]) for e in entries)
     # Order and links are kept: the same entries, with the same hashes, then the record.
@@ -320,6 +328,14 @@ def test_the_admin_action_reaches_only_runs_of_administered_organizations(
 
 
 # --- the beat job ---------------------------------------------------------------------
+
+
+def test_beat_applies_retention(settings: Any) -> None:
+    from firefly_site.celery import app
+
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert "pipelines.tasks.apply_retention" in scheduled
+    assert app.tasks["pipelines.tasks.apply_retention"].__module__ == "pipelines.tasks"
 
 
 @pytest.fixture
