@@ -346,6 +346,12 @@ class Checkpoint(ImmutableModel):
     class Meta:
         ordering = ["run", "seq"]
         constraints = [models.UniqueConstraint(fields=["run", "seq"], name="checkpoint_unique_seq")]
+        indexes = [
+            # Deleting a step attempt (retention's purge) makes PostgreSQL look for
+            # checkpoints that point at it, at commit, once per attempt: without this
+            # index, a scan of the whole table each time.
+            models.Index(fields=["step_run"], name="checkpoint_step_run"),
+        ]
 
     def __str__(self) -> str:
         return f"checkpoint {self.seq} of run {self.run_id}"

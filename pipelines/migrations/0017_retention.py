@@ -47,4 +47,8 @@ class Migration(migrations.Migration):
             model_name='run',
             index=models.Index(condition=models.Q(('finished_at__isnull', False), ('redacted_at__isnull', True)), fields=['pipeline_version', 'finished_at'], name='run_version_unerased'),
         ),
+        migrations.AddIndex(
+            model_name='checkpoint',
+            index=models.Index(fields=['step_run'], name='checkpoint_step_run'),
+        ),
     ]
