@@ -187,7 +187,7 @@ def reviewer_client() -> Any:
     return client
 
 
-def purge_process(archive: str) -> subprocess.Popen[str]:
+def purge_process(archive: str, output: Any) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "FIREFLY_RETENTION_BUDGET_S": "86400",
@@ -198,8 +198,9 @@ def purge_process(archive: str) -> subprocess.Popen[str]:
         [sys.executable, str(ROOT / "manage.py"), "apply_retention"],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        # To a file: a pipe nobody reads while the pages are timed would fill and stall it.
+        stdout=output,
+        stderr=subprocess.STDOUT,
         text=True,
     )
 
@@ -251,17 +252,21 @@ def run_bench() -> int:
             page_round(client, urls, {name: [] for name in urls})
         for _ in range(ROUNDS_BEFORE):
             page_round(client, urls, before)
-        with tempfile.TemporaryDirectory(prefix="firefly-archive-") as archive:
+        with (
+            tempfile.TemporaryDirectory(prefix="firefly-archive-") as archive,
+            tempfile.TemporaryFile("w+") as output,
+        ):
             started = time.perf_counter()
-            process = purge_process("" if options.no_archive else archive)
+            process = purge_process("" if options.no_archive else archive, output)
             rounds = 0
             while process.poll() is None:
                 page_round(client, urls, during)
                 rounds += 1
             purge_s = time.perf_counter() - started
-            out, err = process.communicate()
+            output.seek(0)
+            out = output.read()
             if process.returncode != 0:
-                raise BenchError(f"apply_retention failed: {err.strip()[-2000:]}")
+                raise BenchError(f"apply_retention failed: {out.strip()[-2000:]}")
             report = json.loads(out.strip().splitlines()[-1])
             segments = len(list(Path(archive).glob("*.jsonl")))
         left = Run.objects.filter(pk__in=old_ids).count()

@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from orgs import selectors as orgs
-from pipelines import audit, permissions
+from pipelines import audit, permissions, sinks
 from pipelines.audit import AuditChain, export_line
 from pipelines.errors import Conflict, FireflyError, InvalidInput, NotFound, PermissionDenied
 from pipelines.models import (
@@ -166,15 +166,20 @@ def _erase_outbox(runs: list[Run]) -> None:
 
 
 def _save_chains(chains: list[tuple[Run, AuditChain]], fields: dict[str, Any]) -> None:
-    """Write the chains' entries and each run's new heads (and `fields`)."""
+    """Write the chains' entries and each run's new heads (and `fields`): one INSERT of
+    the entries (with their sink rows) and one UPDATE of the runs for the whole batch."""
+    entries = [entry for _, chain in chains for entry in chain.entries]
+    sink_rows = [row for _, chain in chains for row in sinks.outbox_rows(chain.entries)]
+    AuditEntry.objects.bulk_create(entries)
+    OutboxEvent.objects.bulk_create(sink_rows)
     for run, chain in chains:
-        chain.flush()
+        chain.entries = []
         for name, value in fields.items():
             setattr(run, name, value)
         run.revision += 1  # a worker's snapshot of the run is stale now
-        Run.objects.filter(pk=run.pk).update(
-            audit_seq=run.audit_seq, audit_head=run.audit_head, revision=run.revision, **fields
-        )
+    Run.objects.bulk_update(
+        [run for run, _ in chains], ["audit_seq", "audit_head", "revision", *fields]
+    )
 
 
 # --- the beat job ---------------------------------------------------------------------
