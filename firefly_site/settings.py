@@ -388,11 +388,13 @@ FIREFLY_RETENTION_OUTPUTS_DAYS = env.int("FIREFLY_RETENTION_OUTPUTS_DAYS", defau
 FIREFLY_RETENTION_RUNS_DAYS = env.int("FIREFLY_RETENTION_RUNS_DAYS", default=None)
 # How often beat applies retention, how many runs one transaction takes (short
 # transactions: locks are held for one batch only), how long one sweep may go on, and the
-# pause between batches that leaves the database to the pages and workers.
+# pause between batches that leaves the machine to the pages and workers: the job is idle
+# at least FIREFLY_RETENTION_IDLE_SHARE of the time, and pauses at least _PAUSE_S.
 FIREFLY_RETENTION_INTERVAL_S = env.float("FIREFLY_RETENTION_INTERVAL_S", default=3600.0)
 FIREFLY_RETENTION_BATCH = env.int("FIREFLY_RETENTION_BATCH", default=100)
-FIREFLY_RETENTION_BUDGET_S = env.float("FIREFLY_RETENTION_BUDGET_S", default=600.0)
+FIREFLY_RETENTION_BUDGET_S = env.float("FIREFLY_RETENTION_BUDGET_S", default=1800.0)
 FIREFLY_RETENTION_PAUSE_S = env.float("FIREFLY_RETENTION_PAUSE_S", default=0.05)
+FIREFLY_RETENTION_IDLE_SHARE = env.float("FIREFLY_RETENTION_IDLE_SHARE", default=0.5)
 # Purged runs' audit entries are first written to JSONL segments in this folder (one per
 # batch, fsynced before the rows go); `verify_audit --against SEGMENT` checks them. With
 # FIREFLY_RETENTION_ARCHIVE_REQUIRED (on when a folder is set) nothing is purged without it.

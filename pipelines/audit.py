@@ -317,14 +317,17 @@ def purged_chains(
     run_ids = list(gone.order_by("run_id").values_list("run_id", flat=True).distinct())
     if not run_ids:
         return
-    heads = purged_heads(organization_id)
+    heads = purged_heads(organization_id, run_id)
     for pk in run_ids:
         entries = list(AuditEntry.objects.filter(run_id=pk).order_by("seq"))
         yield f"run {pk}", entries, heads.get(pk, UNRECORDED)
 
 
-def purged_heads(organization_id: int | None = None) -> dict[int, tuple[int, str]]:
-    """{run id: (seq, hash)} of each purged run's last entry, as its purge recorded them.
+def purged_heads(
+    organization_id: int | None = None, run_id: int | None = None
+) -> dict[int, tuple[int, str]]:
+    """{run id: (seq, hash)} of each purged run's last entry, as its purge recorded them
+    (`data.runs`: {run id: [seq, hash]}); only `run_id`'s when given.
 
     A record whose data does not have that shape is skipped: the pipeline chain's own
     verification reports the edit.
@@ -332,12 +335,14 @@ def purged_heads(organization_id: int | None = None) -> dict[int, tuple[int, str
     records = AuditEntry.objects.filter(run__isnull=True, event="retention.purged")
     if organization_id is not None:
         records = records.filter(organization_id=organization_id)
+    if run_id is not None:
+        records = records.filter(data__runs__has_key=str(run_id))
     heads: dict[int, tuple[int, str]] = {}
     for data in records.order_by("pipeline_id", "seq").values_list("data", flat=True):
         runs = data.get("runs") if isinstance(data, dict) else None
-        for item in runs if isinstance(runs, list) else []:
-            if isinstance(item, list) and len(item) == 3:
-                heads[int(item[0])] = (int(item[1]), str(item[2]))
+        for key, head in runs.items() if isinstance(runs, dict) else ():
+            if key.isdigit() and isinstance(head, list) and len(head) == 2:
+                heads[int(key)] = (int(head[0]), str(head[1]))
     return heads
 
 

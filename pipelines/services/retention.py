@@ -256,7 +256,7 @@ def retention_apply(*, now: datetime | None = None) -> RetentionReport:
                     break
                 report.redacted += done
                 report.timed(started)
-                time.sleep(settings.FIREFLY_RETENTION_PAUSE_S)
+                _give_way(started)
     for limits, version_ids in groups.items():
         if limits.runs_days is not None:
             cutoff = now - timedelta(days=limits.runs_days)
@@ -275,10 +275,19 @@ def retention_apply(*, now: datetime | None = None) -> RetentionReport:
                 if purged[1]:
                     report.segments.append(purged[1])
                 report.timed(started)
-                time.sleep(settings.FIREFLY_RETENTION_PAUSE_S)
+                _give_way(started)
     if report.redacted or report.purged:
         log.info("retention: %s", report)
     return report
+
+
+def _give_way(started: float) -> None:
+    """Pause after a batch, so that the job is idle FIREFLY_RETENTION_IDLE_SHARE of the
+    time (at least FIREFLY_RETENTION_PAUSE_S): its CPU and I/O leave room for the pages
+    and the workers on a busy machine."""
+    share = min(max(settings.FIREFLY_RETENTION_IDLE_SHARE, 0.0), 0.95)
+    busy = time.monotonic() - started
+    time.sleep(max(settings.FIREFLY_RETENTION_PAUSE_S, busy * share / (1 - share)))
 
 
 def _candidates(queryset: Any) -> list[int]:
@@ -401,7 +410,8 @@ def _record_purge(runs: list[Run], *, reason: str, segment: str, now: datetime) 
                 "retention.purged",
                 data={
                     "reason": reason,
-                    "runs": [[run.pk, run.audit_seq, run.audit_head] for run in part],
+                    # Keyed by the run's id: verify_audit --run finds a run's record by it.
+                    "runs": {str(run.pk): [run.audit_seq, run.audit_head] for run in part},
                     "archive": Path(segment).name if segment else "",
                 },
                 now=now,

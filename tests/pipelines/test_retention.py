@@ -391,7 +391,7 @@ def test_the_beat_job_erases_then_purges_by_age_in_batches(aged: dict[str, Any])
         pipeline=pipeline, run__isnull=True, event="retention.purged"
     ).order_by("seq")
     assert [len(p.data["runs"]) for p in purges] == [2, 1]
-    named = {run_id: (seq, head) for p in purges for run_id, seq, head in p.data["runs"]}
+    named = {int(pk): tuple(head) for p in purges for pk, head in p.data["runs"].items()}
     assert set(named) == set(old_ids)
     assert all(named[pk][0] == heads[pk][0] + 1 for pk in old_ids)  # + audit.redacted
     assert "audit trail intact" in verify()
