@@ -14,7 +14,8 @@ four audit entries (scheme 3 chains, content not yet erased), with bulk INSERTs.
 Then the reviewer of bench/pages.py requests every page of that benchmark in rounds
 (Django's test client, DEBUG off): rounds before the purge, then rounds while
 `manage.py apply_retention` runs in another process (with an archive folder unless
---no-archive), until it ends. Each page's p95 before and during is printed, and the
+--no-archive), until it ends, then as many rounds again after it. Each page's p95
+before, during and after is printed, and the
 purge's figures (runs per second, the longest batch); `verify_audit` then checks the
 purged runs' chains. Last line: one JSON object with the figures. Exits 1 when the bench
 cannot run, 3 when the p95 during the purge is more than 20% (and 10 ms) above before.
@@ -187,9 +188,10 @@ def reviewer_client() -> Any:
     return client
 
 
-def purge_process(archive: str, output: Any) -> subprocess.Popen[str]:
+def purge_process(archive: str, output: Any, idle_share: float | None) -> subprocess.Popen[str]:
     env = {
         **os.environ,
+        **({"FIREFLY_RETENTION_IDLE_SHARE": str(idle_share)} if idle_share is not None else {}),
         "FIREFLY_RETENTION_BUDGET_S": "86400",
         "FIREFLY_RETENTION_ARCHIVE_DIR": archive,
         "FIREFLY_RETENTION_ARCHIVE_REQUIRED": "true" if archive else "false",
@@ -225,6 +227,12 @@ def run_bench() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=RUNS, help="old runs to purge")
     parser.add_argument("--no-archive", action="store_true", help="purge without archiving")
+    parser.add_argument(
+        "--idle-share",
+        type=float,
+        default=None,
+        help="FIREFLY_RETENTION_IDLE_SHARE for the purge (default: the setting's, 0.5)",
+    )
     options = parser.parse_args()
     database_url = configure_admin_env()
     setup(database_url)
@@ -257,7 +265,9 @@ def run_bench() -> int:
             tempfile.TemporaryFile("w+") as output,
         ):
             started = time.perf_counter()
-            process = purge_process("" if options.no_archive else archive, output)
+            process = purge_process(
+                "" if options.no_archive else archive, output, options.idle_share
+            )
             rounds = 0
             while process.poll() is None:
                 page_round(client, urls, during)
@@ -269,18 +279,23 @@ def run_bench() -> int:
                 raise BenchError(f"apply_retention failed: {out.strip()[-2000:]}")
             report = json.loads(out.strip().splitlines()[-1])
             segments = len(list(Path(archive).glob("*.jsonl")))
+        # The same rounds again once it is over: how much of a change is the machine's own.
+        after: dict[str, list[float]] = {name: [] for name in urls}
+        for _ in range(ROUNDS_BEFORE):
+            page_round(client, urls, after)
         left = Run.objects.filter(pk__in=old_ids).count()
         sample = old_ids[:: max(1, len(old_ids) // 50)]
         intact, verify_s = verify_purged(sample)
         kept_entries = AuditEntry.objects.filter(run_id__in=sample).count()
 
-    rows = [("page", "p50 before", "p95 before", "p50 during", "p95 during", "n during")]
+    rows = [("page", "p50 before", "p95 before", "p50 during", "p95 during", "p95 after")]
     figures = {}
     for name in urls:
         b, d = before[name], during[name]
         figures[name] = {
             "p95_before_ms": percentile(b, 0.95),
             "p95_during_ms": percentile(d, 0.95) if d else None,
+            "p95_after_ms": percentile(after[name], 0.95),
         }
         rows.append(
             (
@@ -289,13 +304,14 @@ def run_bench() -> int:
                 f"{percentile(b, 0.95):.1f}",
                 f"{statistics.median(d):.1f}" if d else "-",
                 f"{percentile(d, 0.95):.1f}" if d else "-",
-                str(len(d)),
+                f"{percentile(after[name], 0.95):.1f}",
             )
         )
     all_before = [x for s in before.values() for x in s]
     all_during = [x for s in during.values() for x in s]
     p95_before = percentile(all_before, 0.95)
     p95_during = percentile(all_during, 0.95) if all_during else p95_before
+    p95_after = percentile([x for s in after.values() for x in s], 0.95)
     print()
     print_columns(rows, right={1, 2, 3, 4, 5})
     rate = report["purged"] / purge_s if purge_s else 0.0
@@ -306,7 +322,7 @@ def run_bench() -> int:
     )
     print(
         f"all pages: p95 {p95_before:.1f} ms before, {p95_during:.1f} ms during"
-        f" ({rounds} rounds); verify_audit of {len(sample)} purged runs"
+        f" ({rounds} rounds), {p95_after:.1f} ms after; verify_audit of {len(sample)} purged runs"
         f" ({kept_entries} entries kept): {'intact' if intact else 'BROKEN'}"
     )
     summary = {
@@ -325,6 +341,8 @@ def run_bench() -> int:
         "rounds_during": rounds,
         "p95_before_ms": p95_before,
         "p95_during_ms": p95_during,
+        "p95_after_ms": p95_after,
+        "idle_share": options.idle_share,
         "pages": figures,
         "verify_intact": intact,
         "verify_s": round(verify_s, 1),
