@@ -231,7 +231,7 @@ def run_bench() -> int:
         "--idle-share",
         type=float,
         default=None,
-        help="FIREFLY_RETENTION_IDLE_SHARE for the purge (default: the setting's, 0.5)",
+        help="FIREFLY_RETENTION_IDLE_SHARE for the purge (default: the setting's, 0.8)",
     )
     options = parser.parse_args()
     database_url = configure_admin_env()

@@ -394,7 +394,7 @@ FIREFLY_RETENTION_INTERVAL_S = env.float("FIREFLY_RETENTION_INTERVAL_S", default
 FIREFLY_RETENTION_BATCH = env.int("FIREFLY_RETENTION_BATCH", default=100)
 FIREFLY_RETENTION_BUDGET_S = env.float("FIREFLY_RETENTION_BUDGET_S", default=1800.0)
 FIREFLY_RETENTION_PAUSE_S = env.float("FIREFLY_RETENTION_PAUSE_S", default=0.05)
-FIREFLY_RETENTION_IDLE_SHARE = env.float("FIREFLY_RETENTION_IDLE_SHARE", default=0.5)
+FIREFLY_RETENTION_IDLE_SHARE = env.float("FIREFLY_RETENTION_IDLE_SHARE", default=0.8)
 # Purged runs' audit entries are first written to JSONL segments in this folder (one per
 # batch, fsynced before the rows go); `verify_audit --against SEGMENT` checks them. With
 # FIREFLY_RETENTION_ARCHIVE_REQUIRED (on when a folder is set) nothing is purged without it.

@@ -344,6 +344,7 @@ def aged(make_pipeline: Any, settings: Any) -> dict[str, Any]:
     pipeline that keeps everything (no settings' default)."""
     settings.FIREFLY_RETENTION_BATCH = 2
     settings.FIREFLY_RETENTION_PAUSE_S = 0
+    settings.FIREFLY_RETENTION_IDLE_SHARE = 0
     settings.FIREFLY_RETENTION_OUTPUTS_DAYS = None
     settings.FIREFLY_RETENTION_RUNS_DAYS = None
     kept = make_pipeline([VALUE], retention={"outputs_days": 10, "runs_days": 30})
