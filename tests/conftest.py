@@ -18,19 +18,6 @@ from pipelines.models import HandoffEnvelope, Run
 from tests.workers import WorkerProcess
 
 
-@pytest.fixture(scope="session")
-def django_db_setup(django_db_setup: Any, django_db_blocker: Any) -> None:
-    """The test database lets the suite TRUNCATE the append-only audit table between tests."""
-    from django.db import connection
-
-    with django_db_blocker.unblock():
-        if connection.vendor == "postgresql":
-            name = connection.ops.quote_name(connection.settings_dict["NAME"])
-            with connection.cursor() as cursor:
-                cursor.execute(f"ALTER DATABASE {name} SET firefly.audit_truncate = 'allow'")
-            connection.close()  # new connections pick the setting up
-
-
 @pytest.fixture(autouse=True)
 def fresh_rate_limits() -> None:
     """Rate-limit counters live in the process's cache: each test starts with none."""
