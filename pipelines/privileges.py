@@ -98,10 +98,10 @@ def statements(plan: Plan) -> list[str]:
         sql += [f"REVOKE ALL ON {schema}.{table} FROM {both};"]
         sql += [f"GRANT SELECT, INSERT ON {schema}.{table} TO {both};"]
         redactable = REDACTABLE_COLUMNS.get(table, ())
-        if redactable and plan.columns is not None:
-            if set(redactable) <= plan.columns.get(table, set()):
-                listed = ", ".join(redactable)
-                sql += [f"GRANT UPDATE ({listed}) ON {schema}.{table} TO {both};"]
+        present = (plan.columns or {}).get(table, set())
+        if redactable and set(redactable) <= present:
+            listed = ", ".join(redactable)
+            sql += [f"GRANT UPDATE ({listed}) ON {schema}.{table} TO {both};"]
     return sql
 
 

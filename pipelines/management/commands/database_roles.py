@@ -4,14 +4,13 @@ the app connects as on PostgreSQL."""
 import os
 from typing import Any
 
-from psycopg import sql
-
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection, transaction
+from psycopg import sql
 
 from pipelines import privileges
 
-PASSWORD_ENV = "FIREFLY_APP_DB_PASSWORD"
+PASSWORD_ENV = "FIREFLY_APP_DB_PASSWORD"  # noqa: S105 (the variable's name, not a password)
 
 
 class Command(BaseCommand):
