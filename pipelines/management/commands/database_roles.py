@@ -6,7 +6,6 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection, transaction
-from psycopg import sql
 
 from pipelines import privileges
 
@@ -70,9 +69,10 @@ class Command(BaseCommand):
 
 
 def _literal(value: str) -> str:
-    # The driver quotes it: a password is data, never SQL.
-    connection.ensure_connection()
-    return sql.Literal(value).as_string(connection.connection)
+    # The server quotes it: a password is data, never SQL.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT quote_literal(%s)", [value])
+        return str(cursor.fetchone()[0])
 
 
 def _columns(schema: str) -> dict[str, set[str]]:
