@@ -135,7 +135,6 @@ class OtelSink:
                 )
             )
 
-
     def _span_context(self, entry: AuditEntry) -> Any:
         """The context of the step attempt's span, so that a log backend links the record to
         its trace; None for entries that no span wrote (tracing off, run events)."""
