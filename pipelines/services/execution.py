@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import traceback
@@ -17,6 +19,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from pipelines import fastpath, registry, tracing
+from pipelines.canonical import json_default, numbers
 from pipelines.context import Handoff, Pause, StepContext
 from pipelines.leases import leases
 from pipelines.limits import json_problem
@@ -44,6 +47,8 @@ class Outcome:
     waits_for: int | None = None
     # The attempt's span ids, when tracing is on (kept on its audit entry).
     trace: dict[str, str] | None = None
+    # What the attempt read, by reference and hash (its audit entry's `inputs`).
+    consumed: dict[str, Any] | None = None
 
 
 @dataclass
@@ -194,6 +199,7 @@ def commit_outcome(txn: RunTxn, step: StepRun, outcome: Outcome) -> StepRun | No
             started_at=outcome.started_at,
             completed_at=outcome.finished_at,
             data={"reason": "the step was no longer running", "attempt": step.attempt},
+            inputs=outcome.consumed,
         )
         return None
     if outcome.handoff is not None:
@@ -201,6 +207,8 @@ def commit_outcome(txn: RunTxn, step: StepRun, outcome: Outcome) -> StepRun | No
     times: dict[str, Any] = {"started_at": outcome.started_at, "completed_at": outcome.finished_at}
     if outcome.trace:
         times["data"] = dict(outcome.trace)
+    if outcome.consumed:
+        times["inputs"] = outcome.consumed
     if outcome.error and outcome.pause is None:
         txn.set_steps(
             [name], S.FAILED, finished_at=outcome.finished_at, lease_until=None, error=outcome.error
@@ -267,13 +275,16 @@ def call_handler(step: StepRun) -> Outcome:
     run = step.run
     spec = version_spec(run.pipeline_version_id)
     spec_step = spec.by_name[step.step_name]
+    upstream = LazyUpstream(run.pk, spec_step.after)
+    # Taken before the handler runs, which may change the dicts it is given.
+    consumed = consumption(run.inputs, upstream)
     ctx = StepContext(
         run_id=run.pk,
         step_name=step.step_name,
         generation=step.generation,
         attempt=step.attempt,
         inputs=run.inputs,
-        upstream=LazyUpstream(run.pk, spec_step.after),
+        upstream=upstream,
         config=spec_step.config,
         idempotency_key=f"run-{run.pk}-{step.step_name}-gen-{step.generation}",
         logger=logging.getLogger(f"firefly.step.{spec.name}.{step.step_name}"),
@@ -288,8 +299,45 @@ def call_handler(step: StepRun) -> Outcome:
             outcome = _run_handler(handler, ctx, spec_step.timeout_s, started)
             span.finish(outcome.error)
             outcome.trace = span.ids
-        return outcome
-    return _run_handler(handler, ctx, spec_step.timeout_s, started)
+    else:
+        outcome = _run_handler(handler, ctx, spec_step.timeout_s, started)
+    outcome.consumed = consumed
+    return outcome
+
+
+def sha256_of(value: Any) -> str:
+    """SHA-256 of a JSON value's canonical form (sorted keys, no spaces, numbers by value as
+    the audit hash takes them), so the value read back from the database gives the same."""
+    encoded = json.dumps(
+        numbers(value),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=json_default,
+    )
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def consumption(inputs: Any, upstream: LazyUpstream) -> dict[str, Any]:
+    """What a step visit reads: the run's inputs and each upstream step's outputs, named and
+    hashed rather than copied, so the trail grows with the steps and not with their data.
+
+    Each upstream is the attempt whose outputs the step is given (its step run, generation
+    and attempt), which is also the one whose `step.succeeded` entry holds those outputs.
+    """
+    return {
+        "run_inputs_sha256": sha256_of(inputs or {}),
+        "upstream": [
+            {
+                "step": name,
+                "step_run": ref.step_run,
+                "generation": ref.generation,
+                "attempt": ref.attempt,
+                "outputs_sha256": sha256_of(ref.outputs),
+            }
+            for name, ref in upstream.references().items()
+        ],
+    }
 
 
 def _run_handler(
@@ -357,24 +405,48 @@ def _step_extra(step: StepRun) -> dict[str, Any]:
     return dict(inputs or {})
 
 
+@dataclass(frozen=True)
+class UpstreamRef:
+    """The attempt of an upstream step whose outputs a step reads."""
+
+    step_run: int
+    generation: int
+    attempt: int
+    outputs: Any
+
+
 class LazyUpstream(Mapping[str, Any]):
     """Outputs of a step's direct upstream steps, read from the database on first use."""
 
     def __init__(self, run_id: int, names: tuple[str, ...]) -> None:
         self.run_id = run_id
         self.names = names
+        self._refs: dict[str, UpstreamRef] | None = None
         self._data: dict[str, Any] | None = None
 
-    def _load(self) -> dict[str, Any]:
-        if self._data is None:
+    def references(self) -> dict[str, UpstreamRef]:
+        """The upstream attempts read, in the spec's `after` order."""
+        if self._refs is None:
+            if not self.names:
+                self._refs = {}
+                return self._refs
             rows = (
                 StepRun.objects.filter(
                     run_id=self.run_id, step_name__in=self.names, status=S.SUCCEEDED
                 )
                 .order_by("generation", "attempt")
-                .values_list("step_name", "outputs")
+                .values_list("step_name", "pk", "generation", "attempt", "outputs")
             )
-            self._data = dict(rows)
+            # The latest succeeded attempt of each wins, as it always has.
+            latest = {
+                name: UpstreamRef(pk, gen, attempt, out) for name, pk, gen, attempt, out in rows
+            }
+            self._refs = {name: latest[name] for name in self.names if name in latest}
+        return self._refs
+
+    def _load(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = {name: ref.outputs for name, ref in self.references().items()}
         return self._data
 
     def __getitem__(self, key: str) -> Any:
