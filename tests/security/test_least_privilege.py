@@ -20,6 +20,7 @@ from django.db import connection
 
 from orgs import rls
 from pipelines import privileges, services
+from pipelines.canonical import CONTENT_FIELDS
 from pipelines.models import AuditEntry, Run, SecurityEvent
 from pipelines.security import refusal_record
 from tests.workers import ROOT
@@ -170,6 +171,41 @@ def test_the_app_role_may_read_and_add_audit_entries_and_security_events(app_rol
         )
     assert counted == (AuditEntry.objects.count(),)
     assert SecurityEvent.objects.filter(reason="added by the app").exists()
+
+
+def test_the_app_role_may_redact_an_entry_and_change_nothing_else(app_role):
+    evidence()
+    target = AuditEntry.objects.filter(run__isnull=False).order_by("id").first()
+    assert target is not None
+    with connect_as(app_role) as session:
+        for tenant in (False, True):
+            session.execute(f"SET ROLE {rls.ROLE}" if tenant else "RESET ROLE")
+            # Content columns may be written only in the redaction's shape (the trigger);
+            # header columns not at all (the grants).
+            for sql in (
+                f"UPDATE {AUDIT} SET outputs = '{{\"forged\": 1}}' WHERE id = %s",
+                f"UPDATE {AUDIT} SET data = NULL, redacted_at = now(), status = 'x' WHERE id = %s",
+                f"UPDATE {AUDIT} SET hash = repeat('0', 64) WHERE id = %s",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    session.execute(sql, [target.pk])
+        session.execute(
+            f"UPDATE {AUDIT} SET inputs = NULL, outputs = NULL, data = NULL,"
+            " error_message = '', pause_reason = '', redacted_at = now() WHERE id = %s",
+            [target.pk],
+        )
+    redacted = AuditEntry.objects.get(pk=target.pk)
+    assert redacted.redacted_at is not None
+    assert (redacted.hash, redacted.seq, redacted.status) == (
+        target.hash,
+        target.seq,
+        target.status,
+    )
+
+
+def test_the_redactable_columns_are_the_audit_content_and_its_stamp():
+    columns = privileges.REDACTABLE_COLUMNS[AUDIT]
+    assert set(columns) == {*CONTENT_FIELDS, "redacted_at"}
 
 
 def test_a_run_with_a_human_gate_finishes_with_the_app_connected_as_the_role(app_role, users):

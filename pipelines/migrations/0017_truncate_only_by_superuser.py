@@ -62,6 +62,6 @@ def uninstall(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("pipelines", "0015_outbox")]
+    dependencies = [("pipelines", "0016_audit_key_ids_and_redaction")]
 
     operations = [migrations.RunPython(install, uninstall)]
