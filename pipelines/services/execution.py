@@ -276,8 +276,8 @@ def call_handler(step: StepRun) -> Outcome:
     spec = version_spec(run.pipeline_version_id)
     spec_step = spec.by_name[step.step_name]
     upstream = LazyUpstream(run.pk, spec_step.after)
-    # Taken before the handler runs, which may change the dicts it is given.
-    consumed = consumption(run.inputs, upstream)
+    # Taken before the handler runs, which could change the dict it is given.
+    inputs_sha256 = run_inputs_sha256(run.pk, run.inputs)
     ctx = StepContext(
         run_id=run.pk,
         step_name=step.step_name,
@@ -301,7 +301,7 @@ def call_handler(step: StepRun) -> Outcome:
             outcome.trace = span.ids
     else:
         outcome = _run_handler(handler, ctx, spec_step.timeout_s, started)
-    outcome.consumed = consumed
+    outcome.consumed = consumption(inputs_sha256, upstream)
     return outcome
 
 
@@ -318,24 +318,42 @@ def sha256_of(value: Any) -> str:
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
-def consumption(inputs: Any, upstream: LazyUpstream) -> dict[str, Any]:
-    """What a step visit reads: the run's inputs and each upstream step's outputs, named and
-    hashed rather than copied, so the trail grows with the steps and not with their data.
+# Runs' inputs never change: their digest is taken once per run and process (bounded).
+_inputs_sha256: dict[int, str] = {}
 
-    Each upstream is the attempt whose outputs the step is given (its step run, generation
-    and attempt), which is also the one whose `step.succeeded` entry holds those outputs.
+
+def run_inputs_sha256(run_id: int, inputs: Any) -> str:
+    found = _inputs_sha256.get(run_id)
+    if found is None:
+        found = sha256_of(inputs or {})
+        if len(_inputs_sha256) >= 1024:
+            _inputs_sha256.clear()
+        _inputs_sha256[run_id] = found
+    return found
+
+
+def consumption(inputs_sha256: str, upstream: LazyUpstream) -> dict[str, Any]:
+    """What a step visit read: the run's inputs and the upstream steps' outputs its handler
+    was handed, named and hashed rather than copied, so the trail grows with the steps and
+    not with their data.
+
+    Upstream outputs are read only when the handler asks for them (one query for all the
+    steps in `after`, as before); a handler that never does read none, and none is listed.
+    Each listed upstream is the attempt whose outputs were handed over (its step run,
+    generation and attempt: its `step.succeeded` entry holds those outputs), hashed when
+    they were read, before the handler could change them.
     """
     return {
-        "run_inputs_sha256": sha256_of(inputs or {}),
+        "run_inputs_sha256": inputs_sha256,
         "upstream": [
             {
                 "step": name,
                 "step_run": ref.step_run,
                 "generation": ref.generation,
                 "attempt": ref.attempt,
-                "outputs_sha256": sha256_of(ref.outputs),
+                "outputs_sha256": ref.outputs_sha256,
             }
-            for name, ref in upstream.references().items()
+            for name, ref in upstream.read().items()
         ],
     }
 
@@ -407,12 +425,13 @@ def _step_extra(step: StepRun) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class UpstreamRef:
-    """The attempt of an upstream step whose outputs a step reads."""
+    """The attempt of an upstream step whose outputs a step was handed."""
 
     step_run: int
     generation: int
     attempt: int
     outputs: Any
+    outputs_sha256: str
 
 
 class LazyUpstream(Mapping[str, Any]):
@@ -424,12 +443,13 @@ class LazyUpstream(Mapping[str, Any]):
         self._refs: dict[str, UpstreamRef] | None = None
         self._data: dict[str, Any] | None = None
 
-    def references(self) -> dict[str, UpstreamRef]:
-        """The upstream attempts read, in the spec's `after` order."""
-        if self._refs is None:
-            if not self.names:
-                self._refs = {}
-                return self._refs
+    def read(self) -> dict[str, UpstreamRef]:
+        """The upstream attempts handed over so far, in the spec's `after` order (none if
+        the handler never asked)."""
+        return self._refs or {}
+
+    def _load(self) -> dict[str, Any]:
+        if self._data is None:
             rows = (
                 StepRun.objects.filter(
                     run_id=self.run_id, step_name__in=self.names, status=S.SUCCEEDED
@@ -438,15 +458,14 @@ class LazyUpstream(Mapping[str, Any]):
                 .values_list("step_name", "pk", "generation", "attempt", "outputs")
             )
             # The latest succeeded attempt of each wins, as it always has.
-            latest = {
-                name: UpstreamRef(pk, gen, attempt, out) for name, pk, gen, attempt, out in rows
+            latest = {name: (pk, gen, attempt, out) for name, pk, gen, attempt, out in rows}
+            self._refs = {
+                name: UpstreamRef(pk, gen, attempt, out, sha256_of(out))
+                for name in self.names
+                if name in latest
+                for pk, gen, attempt, out in [latest[name]]
             }
-            self._refs = {name: latest[name] for name in self.names if name in latest}
-        return self._refs
-
-    def _load(self) -> dict[str, Any]:
-        if self._data is None:
-            self._data = {name: ref.outputs for name, ref in self.references().items()}
+            self._data = {name: ref.outputs for name, ref in self._refs.items()}
         return self._data
 
     def __getitem__(self, key: str) -> Any:

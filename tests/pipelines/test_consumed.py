@@ -18,11 +18,13 @@ from tests.approvals.conftest import drive
 
 pytestmark = pytest.mark.django_db
 
-ECHO = {"callable": "tests.pipelines.callables.echo"}
+READS = {"callable": "tests.pipelines.callables.upstream_names"}
 STEPS = [
-    {"name": "a", "type": "python", "config": ECHO},
-    {"name": "b", "type": "noop", "after": ["a"]},
-    {"name": "c", "type": "noop", "after": ["a", "b"]},
+    {"name": "a", "type": "python", "config": READS},
+    {"name": "b", "type": "python", "after": ["a"], "config": READS},
+    {"name": "c", "type": "python", "after": ["a", "b"], "config": READS},
+    # Never asks for its upstream's outputs: it read none.
+    {"name": "d", "type": "noop", "after": ["c"]},
 ]
 # Large enough that a copy per step would show in the entries' size.
 INPUTS = {"document": "x" * 50_000, "n": 3, "tags": ["é", "ü"]}
@@ -68,11 +70,12 @@ def test_a_step_visit_records_its_inputs_and_upstream_outputs_by_reference_and_h
         "run_inputs_sha256": inputs_hash,
         "upstream": [ref("a"), ref("b")],
     }
+    assert visit(run, "d").inputs == {"run_inputs_sha256": inputs_hash, "upstream": []}
     # Linear in the steps: no entry but the run's own holds a copy of the inputs.
     entries = AuditEntry.objects.filter(run=run).order_by("seq")
     copies = [e.event for e in entries if "xxxxx" in json.dumps(e.inputs)]
     assert copies == ["run.created"]
-    assert max(len(json.dumps(visit(run, s).inputs)) for s in "abc") < 1000
+    assert max(len(json.dumps(visit(run, s).inputs)) for s in "abcd") < 1000
     out = io.StringIO()
     call_command("verify_audit", "--run", str(run.pk), stdout=out)
     assert "audit trail intact" in out.getvalue()
