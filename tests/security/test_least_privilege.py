@@ -28,6 +28,8 @@ from tests.workers import ROOT
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PASSWORD = "least-privileged-test-password"
+# The role that ran the migrations: the tables' owner.
+OWNER = settings.DATABASES["default"]["USER"]
 AUDIT = AuditEntry._meta.db_table
 EVENTS = SecurityEvent._meta.db_table
 ESCAPES = [
@@ -134,6 +136,9 @@ def test_the_app_role_cannot_change_or_remove_rows_of_the_append_only_tables(
         " LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
         # Replica mode skips ordinary triggers; only a superuser may enter it.
         "SET session_replication_role = replica",
+        # Becoming the tables' owner (the suite's own login) is refused too.
+        f"SET ROLE {OWNER}",
+        f"SET SESSION AUTHORIZATION {OWNER}",
     ],
 )
 def test_the_app_role_cannot_turn_the_triggers_off(app_role, statement):
