@@ -314,7 +314,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # --- Celery ---------------------------------------------------------------------------
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
-CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, str | int]
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, str | int | bool]
 if CELERY_BROKER_URL.startswith("filesystem"):
     BROKER_DIR.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -323,6 +323,10 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         # Exchange bindings; kombu's default is `control/` in the working directory.
         "control_folder": str(BROKER_DIR / "control"),
     }
+elif CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
+    # RabbitMQ confirms each message it has taken (a send to a broker that fails over
+    # raises instead of vanishing). docs/deploy.md has the server's side.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 else:
     # An unacknowledged message comes back after this long. It must outlast the
     # longest step, or a slow step would be delivered twice while still running

@@ -115,6 +115,7 @@ def own_queue() -> Iterator[str]:
     app.conf.task_default_queue = default
 
 
+@pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_writes_json_lines_with_the_task_run_and_step(own_queue):
     worker = WorkerProcess(
