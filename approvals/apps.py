@@ -9,8 +9,10 @@ class ApprovalsConfig(AppConfig):
 
     def ready(self) -> None:
         from approvals import notifications, selectors, steps
+        from firefly_site import metrics
         from pipelines.services import hooks
 
         steps.register()
         hooks.unsettled_source("open_tasks", selectors.run_open_tasks)
         notifications.listen(notifications.email_assignees)
+        metrics.gauge_source(selectors.task_gauges)

@@ -4,7 +4,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "firefly_site.settings")
 
@@ -59,3 +59,11 @@ def after_task(task: Any = None, **_: Any) -> None:
     if getattr(task.request, "is_eager", False):
         return
     close_old_connections()
+
+
+@worker_ready.connect
+def serve_metrics(**_: Any) -> None:
+    """With FIREFLY_METRICS_PORT set, the worker serves its own counters on that port."""
+    from firefly_site.metrics import serve_worker_metrics
+
+    serve_worker_metrics()

@@ -311,6 +311,16 @@ LOGGING = {
 # Celery workers and beat log through the handler above instead of their own format.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+# Prometheus metrics (firefly_site/metrics.py): `/metrics` answers these addresses, or
+# `Authorization: Bearer <FIREFLY_METRICS_TOKEN>`; a Celery worker with a port serves its
+# own counters there (one port per worker process).
+FIREFLY_METRICS_ALLOWED_ADDRESSES = env.list(
+    "FIREFLY_METRICS_ALLOWED_ADDRESSES", default=["127.0.0.1", "::1"]
+)
+FIREFLY_METRICS_TOKEN = env.str("FIREFLY_METRICS_TOKEN", default="")
+FIREFLY_METRICS_PORT = env.int("FIREFLY_METRICS_PORT", default=0)
+FIREFLY_METRICS_ADDRESS = env.str("FIREFLY_METRICS_ADDRESS", default="127.0.0.1")
+
 # --- Celery ---------------------------------------------------------------------------
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")

@@ -3,7 +3,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from firefly_site.metrics import metrics_view
+
 urlpatterns = [
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", include("firefly_site.api_urls")),
     path("", include("firefly_site.web_urls")),

@@ -17,6 +17,7 @@ from django.db import connections, transaction
 from django.db.models import Max, Min, QuerySet
 from django.utils import timezone
 
+from firefly_site import metrics
 from pipelines import keys, sinks
 from pipelines.canonical import (
     CONTENT_BY_DIGEST,
@@ -150,6 +151,7 @@ class AuditChain:
             rows = sinks.outbox_rows(self.entries)
             AuditEntry.objects.bulk_create(self.entries)
             OutboxEvent.objects.bulk_create(rows)
+            metrics.after_commit(metrics.AUDIT_ENTRIES, len(self.entries))
             self.entries = []
 
 

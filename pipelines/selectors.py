@@ -8,7 +8,7 @@ not exist: the callers answer 404.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.db.models import (
@@ -28,6 +28,7 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import Coalesce
+from prometheus_client.core import GaugeMetricFamily
 
 from orgs import selectors as orgs
 from pipelines import permissions, states
@@ -335,3 +336,21 @@ def pipeline_versions(pipeline: Pipeline) -> QuerySet[PipelineVersion]:
         .defer("spec")
         .order_by("-number")
     )
+
+
+# What `firefly_steps` reports (firefly_site/metrics.py): the work waiting and in hand.
+GAUGED_STEP_STATES = (states.QUEUED, states.RUNNING)
+
+
+def step_gauges() -> Iterator[GaugeMetricFamily]:
+    """Steps queued and running now, across organizations (read at each scrape)."""
+    gauge = GaugeMetricFamily("firefly_steps", "Steps queued or running", labels=["status"])
+    counted = dict(
+        StepRun.objects.filter(status__in=GAUGED_STEP_STATES)
+        .values_list("status")
+        .annotate(n=Count("pk"))
+        .values_list("status", "n")
+    )
+    for status in GAUGED_STEP_STATES:
+        gauge.add_metric([status], counted.get(status, 0))
+    yield gauge

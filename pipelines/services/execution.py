@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from firefly_site import logs
+from firefly_site import logs, metrics
 from pipelines import fastpath, registry, tracing
 from pipelines.canonical import json_default, numbers
 from pipelines.context import Handoff, Pause, StepContext
@@ -303,13 +303,14 @@ def call_handler(step: StepRun) -> Outcome:
     handler = registry.get(spec_step.type).handler
     assert handler is not None
     started = step.started_at or timezone.now()
-    if tracing.enabled():
-        with tracing.step_span(step, spec.name, run.trace_id) as span:
+    with metrics.STEP_SECONDS.labels(spec.name, spec_step.type).time():
+        if tracing.enabled():
+            with tracing.step_span(step, spec.name, run.trace_id) as span:
+                outcome = _run_handler(handler, ctx, spec_step.timeout_s, started)
+                span.finish(outcome.error)
+                outcome.trace = span.ids
+        else:
             outcome = _run_handler(handler, ctx, spec_step.timeout_s, started)
-            span.finish(outcome.error)
-            outcome.trace = span.ids
-    else:
-        outcome = _run_handler(handler, ctx, spec_step.timeout_s, started)
     outcome.consumed = consumption(inputs_sha256, upstream)
     return outcome
 

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from firefly_site import metrics
 from pipelines import dispatch
 from pipelines.models import HandoffEnvelope, Run, StepRun
 from pipelines.services import transitions
@@ -55,6 +56,10 @@ def reap() -> ReapReport:
     report.finishing = resend_lost_finishes(now)
     report.settled = settle_lost_handoffs()
     report.relayed = outbox_sweep()
+    for kind in ("lost", "resent", "advanced", "finishing", "settled", "relayed"):
+        count = getattr(report, kind)
+        if count:
+            metrics.RECOVERIES.labels(kind).inc(count)
     if report.lost or report.resent or report.settled:
         log.warning("reaper: %s", report)
     return report
