@@ -49,6 +49,10 @@ SECRET_KEY = _secret("SECRET_KEY", _DEV_SECRET)
 # The audit chain's HMAC key lives outside the database, so an attacker with only
 # database access cannot rewrite history and recompute the hashes.
 FIREFLY_AUDIT_KEY = _secret("FIREFLY_AUDIT_KEY", _DEV_AUDIT_KEY)
+# More audit keys, by id: "id:key,id:key" (pipelines/keys.py). The first signs new entries
+# and anchors; the others, and FIREFLY_AUDIT_KEY as id "default", only verify. Unset:
+# FIREFLY_AUDIT_KEY signs. `manage.py rotate_audit_key` makes a new key and prints the value.
+FIREFLY_AUDIT_KEYS = env.list("FIREFLY_AUDIT_KEYS", default=[])
 # Encrypts webhook secrets at rest (webhooks/crypto.py); outside the database for the same
 # reason. To change it, move the old value into FIREFLY_SECRETS_OLD_KEYS (comma separated):
 # rows encrypted with an old key still decrypt, new ones use the new key.

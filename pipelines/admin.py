@@ -16,7 +16,7 @@ from django.utils.safestring import SafeString
 from orgs.admin import OrganizationScopedAdmin
 from pipelines import selectors
 from pipelines.admin_paging import IndexedValuesFilter, LargeTableAdmin, indexed_datetimes
-from pipelines.audit import entry_hash
+from pipelines.audit import intact
 from pipelines.models import (
     AuditEntry,
     Checkpoint,
@@ -314,7 +314,7 @@ class AuditChangeListQuerySet(ImmutableQuerySet):
 
 def entry_verifies(entry: AuditEntry) -> bool:
     """Whether the entry's stored content still matches its HMAC (no query)."""
-    return hmac.compare_digest(entry_hash(entry), entry.hash)
+    return intact(entry)
 
 
 def audit_entry_link(entry_id: int, label: str) -> SafeString:

@@ -13,11 +13,20 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from pipelines import sinks
-from pipelines.canonical import CURRENT_SCHEME, json_default
+from pipelines import keys, sinks
+from pipelines.canonical import (
+    CONTENT_BY_DIGEST,
+    CURRENT_SCHEME,
+    content_digest,
+    json_default,
+    published,
+)
 from pipelines.canonical import HASHED_FIELDS as HASHED_FIELDS
 from pipelines.canonical import canonical as canonical
 from pipelines.models import AuditEntry, OutboxEvent, Pipeline, Run
+
+# The entry a redaction appends to its chain; it names who, why and up to which seq.
+REDACTED = "audit.redacted"
 
 
 def snapshot(value: Any) -> Any:
@@ -41,9 +50,29 @@ def snapshot(value: Any) -> Any:
 
 
 def entry_hash(entry: AuditEntry) -> str:
-    """The HMAC of the entry's canonical JSON, in the entry's own hash scheme."""
-    key = settings.FIREFLY_AUDIT_KEY.encode()
+    """The HMAC of the entry's canonical JSON, in the entry's own hash scheme, with the
+    key it names (raises keys.UnknownKey for a key id that is not configured)."""
+    key = keys.get(getattr(entry, "key_id", ""))
     return hmac.new(key, canonical(entry), hashlib.sha256).hexdigest()
+
+
+def content_matches(entry: AuditEntry) -> bool:
+    """Whether a scheme 3 entry's content still has the digest its hash covers (a
+    redacted entry's content is gone: its stored digest stands for it)."""
+    if entry.hash_scheme != CONTENT_BY_DIGEST or entry.redacted_at is not None:
+        return True
+    return content_digest(entry) == entry.content_hash
+
+
+def intact(entry: AuditEntry) -> bool:
+    """Whether the entry's stored fields still match its HMAC (no query). A redacted
+    entry of a scheme before 3 cannot be checked: its hash covered the content."""
+    if entry.redacted_at is not None and entry.hash_scheme != CONTENT_BY_DIGEST:
+        return True
+    try:
+        return content_matches(entry) and hmac.compare_digest(entry_hash(entry), entry.hash)
+    except ValueError:  # an unknown scheme or key
+        return False
 
 
 class AuditChain:
@@ -58,6 +87,7 @@ class AuditChain:
         self.owner = owner
         self.pipeline_id = pipeline_id
         self.entries: list[AuditEntry] = []
+        self.key_id = keys.current_id()
 
     def add(
         self,
@@ -102,7 +132,9 @@ class AuditChain:
             prev_hash=owner.audit_head,
             # Explicit: the column's database default marks rows from before schemes.
             hash_scheme=CURRENT_SCHEME,
+            key_id=self.key_id,
         )
+        entry.content_hash = content_digest(entry)
         entry.hash = entry_hash(entry)
         owner.audit_seq = entry.seq
         owner.audit_head = entry.hash
@@ -117,6 +149,31 @@ class AuditChain:
             self.entries = []
 
 
+def redact(
+    chain: AuditChain, *, actor: Any, reason: str, now: datetime | None = None
+) -> AuditEntry:
+    """Empty the content of every entry of the chain's run so far, and record it.
+
+    The caller holds the run's row lock, as for every append; it saves the run's head
+    and flushes the chain afterwards, as usual. Hashes, links and headers stay, so the
+    chain still proves order and completeness; the appended `audit.redacted` entry names
+    who, why and the last seq it covers, and verification reports any redacted entry no
+    such entry covers.
+    """
+    run = chain.owner
+    if not isinstance(run, Run):
+        raise TypeError("only a run's entries are redacted")
+    reason = reason.strip()
+    if not reason:
+        raise ValueError("a redaction needs a reason")
+    now = now or timezone.now()
+    chain.flush()
+    through = run.audit_seq
+    count = AuditEntry.objects.filter(run_id=run.pk, seq__lte=through).redact(now)
+    data = {"reason": reason, "through_seq": through, "count": count}
+    return chain.add(REDACTED, actor=actor, data=data, now=now)
+
+
 # --- verification ---------------------------------------------------------------------
 
 
@@ -124,7 +181,7 @@ class AuditChain:
 class Break:
     """The first broken link of a chain, and what kind of tampering it shows."""
 
-    kind: str  # edited | deleted | inserted | reordered
+    kind: str  # edited | deleted | inserted | reordered | unknown key | redacted
     chain: str
     seq: int | None
     entry_id: int | None
@@ -146,8 +203,13 @@ def verify_chain(
     entries link to entries that exist, but elsewhere in the chain.
     """
     index: dict[str, int] = {}
+    redacted_through = 0
     for position, entry in enumerate(entries):
         index.setdefault(entry.hash, position)
+        if entry.event == REDACTED and isinstance(entry.data, dict):
+            through = entry.data.get("through_seq")
+            if isinstance(through, int) and through < entry.seq:
+                redacted_through = max(redacted_through, through)
     previous = ""
     for position, entry in enumerate(entries):
         following = (
@@ -161,9 +223,16 @@ def verify_chain(
 
         try:
             expected = entry_hash(entry)
+        except keys.UnknownKey as exc:
+            return broken("unknown key", str(exc))
         except ValueError as exc:  # an unknown hash scheme: the row was changed
             return broken("edited", str(exc))
-        if expected != entry.hash:
+        if entry.redacted_at is not None:
+            if entry.seq > redacted_through:
+                return broken("redacted", "its content was removed, and no redaction says so")
+            if entry.hash_scheme != CONTENT_BY_DIGEST:
+                expected = entry.hash  # its hash covered the content, which is gone
+        if expected != entry.hash or not content_matches(entry):
             if following == previous and following != entry.hash:
                 return broken(
                     "inserted", "it is not part of the chain: the next entry links past it"
@@ -225,6 +294,6 @@ def chains(
 
 def export_line(entry: AuditEntry) -> str:
     """One JSONL line: the hashed fields plus seq and hash, as canonical JSON."""
-    values = json.loads(canonical(entry))
+    values = published(entry)
     values.update(seq=entry.seq, hash=entry.hash, id=entry.pk)
     return json.dumps(values, sort_keys=True, separators=(",", ":"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from datetime import UTC, datetime
@@ -34,15 +35,25 @@ HASHED_FIELDS = (
     "prev_hash",
 )
 
-# How an entry's JSON values are put into canonical form before hashing
-# (AuditEntry.hash_scheme; entries keep the scheme they were written with):
-# 1: as they were (entries written before scheme 2; a number jsonb rewrites breaks them);
+# What an entry says, as opposed to where it stands and who wrote it: the part a
+# redaction empties. Scheme 3 hashes it apart (`content_digest`) and the HMAC covers that
+# digest, so the chain still verifies after the content is gone.
+CONTENT_FIELDS = ("inputs", "outputs", "error_message", "pause_reason", "data")
+HEADER_FIELDS = tuple(name for name in HASHED_FIELDS if name not in CONTENT_FIELDS)
+
+# How an entry is put into canonical form before hashing (AuditEntry.hash_scheme; entries
+# keep the scheme they were written with):
+# 1: values as they were (entries written before scheme 2; a number jsonb rewrites
+#    breaks them);
 # 2: numbers by their exact decimal value, in the form PostgreSQL and SQLite give back
-#    unchanged (see `numbers`); the scheme itself is hashed too, as `hash_scheme`.
+#    unchanged (see `numbers`); the scheme itself is hashed too, as `hash_scheme`;
+# 3: as 2, but the content fields are hashed by their SHA-256 (`content_sha256`, stored
+#    as `content_hash`) and the signing key's id is hashed as `key_id`.
 VALUES_AS_GIVEN = 1
 NUMBERS_BY_VALUE = 2
-CURRENT_SCHEME = NUMBERS_BY_VALUE
-SCHEMES = (VALUES_AS_GIVEN, NUMBERS_BY_VALUE)
+CONTENT_BY_DIGEST = 3
+CURRENT_SCHEME = CONTENT_BY_DIGEST
+SCHEMES = (VALUES_AS_GIVEN, NUMBERS_BY_VALUE, CONTENT_BY_DIGEST)
 
 
 def json_default(value: Any) -> str:
@@ -109,27 +120,64 @@ def numbers(value: Any) -> Any:
     return root[0]
 
 
-def canonical(entry: AuditEntry) -> bytes:
-    """The entry as compact JSON with sorted keys, timestamps in UTC ISO 8601, its JSON
-    values in the form of its hash scheme (scheme 2 also names the scheme).
+def _dumps(values: dict[str, Any]) -> bytes:
+    return json.dumps(values, sort_keys=True, separators=(",", ":"), default=json_default).encode()
 
-    The result reads back with `json.loads` and writes again with `json.dumps(...,
-    sort_keys=True, separators=(",", ":"))` to the same bytes, so a consumer of a sink
-    or export line can check its HMAC without the database.
+
+def content(entry: AuditEntry) -> dict[str, Any]:
+    """The entry's content fields, numbers by their value."""
+    return {name: numbers(getattr(entry, name)) for name in CONTENT_FIELDS}
+
+
+def content_digest(entry: AuditEntry) -> str:
+    """SHA-256 (hex) of the canonical JSON of the entry's content fields."""
+    return hashlib.sha256(_dumps(content(entry))).hexdigest()
+
+
+def canonical(entry: AuditEntry) -> bytes:
+    """The JSON the entry's HMAC covers: compact, sorted keys, timestamps in UTC ISO 8601,
+    values in the form of the entry's hash scheme (schemes 2 and 3 name the scheme).
+
+    Scheme 3 holds the header fields, `content_sha256` (the stored `content_hash`) and
+    `key_id`; schemes 1 and 2 hold the content fields themselves. The result reads back
+    with `json.loads` and writes again with `json.dumps(..., sort_keys=True,
+    separators=(",", ":"))` to the same bytes, so a consumer of a sink or export line can
+    check its HMAC without the database.
     """
     # An object without the field (the benchmarks build namespaces) is scheme 1, as is a
     # row inserted without the column (its database default).
     scheme = getattr(entry, "hash_scheme", VALUES_AS_GIVEN)
     if scheme not in SCHEMES:
         raise ValueError(f"unknown audit hash scheme {scheme!r}")
+    fields = HEADER_FIELDS if scheme == CONTENT_BY_DIGEST else HASHED_FIELDS
     values = {}
-    for name in HASHED_FIELDS:
+    for name in fields:
         value = getattr(entry, name)
         if isinstance(value, datetime):
             value = value.astimezone(UTC).isoformat()
-        elif scheme == NUMBERS_BY_VALUE:
+        elif scheme != VALUES_AS_GIVEN:
             value = numbers(value)
         values[name] = value
     if scheme != VALUES_AS_GIVEN:
         values["hash_scheme"] = scheme
-    return json.dumps(values, sort_keys=True, separators=(",", ":"), default=json_default).encode()
+    if scheme == CONTENT_BY_DIGEST:
+        values["content_sha256"] = entry.content_hash
+        values["key_id"] = entry.key_id
+    return _dumps(values)
+
+
+def published(entry: AuditEntry) -> dict[str, Any]:
+    """What sinks and exports carry: the hashed JSON, plus the content for scheme 3.
+
+    To check a scheme 3 line: the SHA-256 of its content fields' canonical JSON is its
+    `content_sha256` (unless it was redacted: `redacted` is set and they are null or
+    empty), and the HMAC of the line without the content fields, `seq`, `hash`, `id` and
+    `redacted` is its `hash`.
+    """
+    values: dict[str, Any] = json.loads(canonical(entry))
+    if getattr(entry, "hash_scheme", VALUES_AS_GIVEN) == CONTENT_BY_DIGEST:
+        values.update(content(entry))
+        redacted_at = getattr(entry, "redacted_at", None)
+        if redacted_at is not None:
+            values["redacted"] = redacted_at.astimezone(UTC).isoformat()
+    return values

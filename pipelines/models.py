@@ -336,6 +336,25 @@ class Checkpoint(ImmutableModel):
         return f"checkpoint {self.seq} of run {self.run_id}"
 
 
+class AuditEntryQuerySet(ImmutableQuerySet):
+    def redact(self, now: Any) -> int:
+        """Empty the content of these entries, keeping everything their hashes cover.
+
+        The one change the database lets through (pipelines migration 0016): content
+        fields emptied, `redacted_at` set, every other column as it was. Use
+        `pipelines.audit.redact`, which records the redaction in the chain.
+        """
+        return models.QuerySet.update(
+            self.filter(redacted_at__isnull=True),
+            inputs=None,
+            outputs=None,
+            data=None,
+            error_message="",
+            pause_reason="",
+            redacted_at=now,
+        )
+
+
 class AuditEntry(ImmutableModel):
     """One link of a run's (or a pipeline's) tamper-evident audit chain."""
 
@@ -370,8 +389,17 @@ class AuditEntry(ImmutableModel):
     prev_hash = models.CharField(max_length=64, blank=True)
     hash = models.CharField(max_length=64)
     # How `hash` was computed (pipelines.canonical.SCHEMES): rows from before the column,
-    # and rows inserted without it, are scheme 1; the chain sets the current one (2).
-    hash_scheme = models.PositiveSmallIntegerField(default=2, db_default=1)
+    # and rows inserted without it, are scheme 1; the chain sets the current one (3).
+    hash_scheme = models.PositiveSmallIntegerField(default=3, db_default=1)
+    # The id of the key that signed `hash` (pipelines.keys); '' on rows from before
+    # key ids, which "default" signed.
+    key_id = models.CharField(max_length=32, blank=True, default="", db_default="")
+    # Scheme 3: SHA-256 of the content fields, which `hash` covers in their place, so a
+    # redaction (content emptied, `redacted_at` set) leaves the chain verifiable.
+    content_hash = models.CharField(max_length=64, blank=True, default="", db_default="")
+    redacted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AuditEntryQuerySet.as_manager()  # type: ignore[misc]
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from pipelines.canonical import canonical
+from pipelines.canonical import published
 from pipelines.models import AuditEntry, OutboxEvent
 
 if TYPE_CHECKING:
@@ -46,12 +46,12 @@ class Sink(Protocol):
 
 
 def record(entry: AuditEntry) -> dict[str, Any]:
-    """The entry's hashed fields plus `seq` and `hash`, timestamps in UTC ISO 8601.
+    """The entry as `canonical.published` gives it, plus `seq` and `hash`.
 
     Built from the same canonical JSON as the hash, so a consumer can check an entry
     against its HMAC without the database.
     """
-    values: dict[str, Any] = json.loads(canonical(entry))
+    values = published(entry)
     values.update(seq=entry.seq, hash=entry.hash)
     return values
 

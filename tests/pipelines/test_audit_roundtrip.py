@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from pipelines import audit, services
 from pipelines.audit import entry_hash
 from pipelines.canonical import (
+    CONTENT_BY_DIGEST,
     CURRENT_SCHEME,
-    NUMBERS_BY_VALUE,
     VALUES_AS_GIVEN,
     canonical,
     numbers,
@@ -65,7 +65,7 @@ def test_an_untouched_run_with_numbers_jsonb_rewrites_verifies_intact(make_pipel
     assert run.status == Run.Status.SUCCEEDED
     visit = AuditEntry.objects.get(run=run, event="step.succeeded", step_name="a")
     assert visit.outputs["inputs"]["big"] == 10**16  # the database's own form, not 1e16
-    assert visit.hash_scheme == NUMBERS_BY_VALUE == CURRENT_SCHEME
+    assert visit.hash_scheme == CONTENT_BY_DIGEST == CURRENT_SCHEME
     assert AuditEntry._meta.get_field("hash_scheme").default == CURRENT_SCHEME
     assert "audit trail intact" in verify("--run", str(run.pk))
     assert "audit trail intact" in export_then_verify(run, tmp_path / "audit.jsonl")
@@ -80,10 +80,20 @@ def test_an_export_line_is_the_hashed_json_a_consumer_can_check(make_pipeline, t
     key = settings_key()
     for line in path.read_text().splitlines():
         values = json.loads(line)
-        assert values["hash_scheme"] == NUMBERS_BY_VALUE
-        hashed = {k: v for k, v in values.items() if k not in ("seq", "hash", "id")}
-        body = json.dumps(hashed, sort_keys=True, separators=(",", ":")).encode()
-        assert hmac.new(key, body, hashlib.sha256).hexdigest() == values["hash"]
+        assert values["hash_scheme"] == CONTENT_BY_DIGEST
+        assert consumer_check(values, key)
+
+
+def consumer_check(line: dict, key: bytes) -> bool:
+    """What docs/audit.md tells a consumer to do with a scheme 3 line, without Firefly."""
+    content = {k: line[k] for k in ("inputs", "outputs", "data", "error_message", "pause_reason")}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode())
+    if not line.get("redacted") and digest.hexdigest() != line["content_sha256"]:
+        return False
+    skip = {*content, "seq", "hash", "id", "redacted"}
+    hashed = {k: v for k, v in line.items() if k not in skip}
+    body = json.dumps(hashed, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(key, body, hashlib.sha256).hexdigest() == line["hash"]
 
 
 def settings_key() -> bytes:
@@ -131,7 +141,7 @@ def test_a_chain_begun_before_schemes_and_continued_after_verifies(make_pipeline
     services.run_cancel(run_id=run.pk)
 
     schemes = list(AuditEntry.objects.filter(run=run).order_by("seq").values_list("hash_scheme"))
-    assert {s for (s,) in schemes} == {VALUES_AS_GIVEN, NUMBERS_BY_VALUE}
+    assert {s for (s,) in schemes} == {VALUES_AS_GIVEN, CONTENT_BY_DIGEST}
     assert "audit trail intact" in verify("--run", str(run.pk))
 
 

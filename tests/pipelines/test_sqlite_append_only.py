@@ -77,3 +77,37 @@ def test_sqlite_refuses_update_and_delete(migrated, table, sql):
         assert db.execute(f"SELECT count(*) FROM {table} WHERE id = ?", [row]).fetchone() == (1,)
     finally:
         db.close()
+
+
+REDACTION = (
+    "inputs = NULL, outputs = NULL, data = NULL, error_message = '', pause_reason = '', "
+    "redacted_at = '2026-01-01 00:00:00'"
+)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        f"{REDACTION}, hash = 'forged'",
+        f"{REDACTION}, content_hash = 'forged'",
+        "outputs = NULL",
+        "redacted_at = '2026-01-01 00:00:00'",
+    ],
+)
+def test_sqlite_lets_only_a_plain_redaction_through(migrated, change):
+    table = AuditEntry._meta.db_table
+    db = sqlite3.connect(migrated)
+    try:
+        row = a_row(db, table)
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute(f"UPDATE {table} SET {change} WHERE id = ?", [row])
+        db.rollback()
+        db.execute(f"UPDATE {table} SET {REDACTION} WHERE id = ?", [row])
+        db.commit()
+        (redacted,) = db.execute(f"SELECT redacted_at FROM {table} WHERE id = ?", [row]).fetchone()
+        assert redacted is not None
+        # Once redacted, nothing more.
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute(f"UPDATE {table} SET {REDACTION} WHERE id = ?", [row])
+    finally:
+        db.close()

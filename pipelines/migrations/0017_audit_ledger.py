@@ -44,7 +44,7 @@ def uninstall(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pipelines', '0015_outbox'),
+        ('pipelines', '0016_audit_key_ids_and_redaction'),
     ]
 
     operations = [
