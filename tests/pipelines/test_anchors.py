@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
+from django.test import override_settings
 
 from pipelines import anchors, services, tasks
 from pipelines.canonical import canonical
@@ -165,6 +167,28 @@ def test_a_failing_store_is_logged_and_its_anchor_written_again_at_the_next_beat
         state.pending_anchor
     )
     assert "audit trail intact" in verify_anchors()
+
+
+def test_after_a_key_rotation_anchors_and_positions_use_the_new_key_and_old_ones_verify():
+    anchored_run()
+    rotated = ["k2026:" + "n" * 48]
+    with override_settings(FIREFLY_AUDIT_KEYS=rotated):
+        services.run_cancel(run_id=services.run_start(pipeline="chain", inputs={}).pk)
+        later = anchors.anchor_audit()
+        assert later is not None
+        assert later["key_id"] == "k2026"
+        assert [line["key_id"] for line in anchor_lines()] == ["default", "k2026"]
+        newest = AuditLedger.objects.order_by("-position").first()
+        assert newest is not None
+        assert newest.key_id == "k2026"
+        assert "audit trail intact" in verify_anchors()
+    # Without the new key its entries and anchor cannot be checked: each names the key.
+    with pytest.raises(CommandError, match=r"unknown key: signed with key 'k2026'"):
+        verify_anchors()
+    problem, _ = anchors.verify()
+    assert re.search(
+        r"line 2: forged: anchor 2 is signed with unknown key id 'k2026'", str(problem)
+    )
 
 
 def test_the_beat_schedule_runs_the_anchoring():
