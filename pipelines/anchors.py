@@ -14,6 +14,7 @@ deleting a whole run, or editing, inserting or reordering entries is named.
 
 from __future__ import annotations
 
+import bisect
 import hmac
 import json
 import logging
@@ -113,6 +114,9 @@ def sequence(*, limit: int = SEQUENCE_BATCH) -> int:
     with transaction.atomic():
         state = _locked_state()
         highest, xmin, xmax = _horizon()
+        if xmax is not None and state.pending_xmax is not None and state.pending_xmax > xmax:
+            # Recorded on another server (the database was restored elsewhere): start over.
+            state.pending_horizon = state.pending_xmax = None
         settled: int | None
         if xmax is None:
             settled = highest
@@ -150,8 +154,10 @@ def sequence(*, limit: int = SEQUENCE_BATCH) -> int:
             )
         AuditLedger.objects.bulk_create(ledger, batch_size=2000)
         state.position, state.head = position, head
-        if settled is not None and len(rows) < limit:
-            state.floor = max(state.floor, settled)
+        if settled is not None:
+            # A full batch covers the entries without a position only up to its last id.
+            covered = settled if len(rows) < limit else min(settled, rows[-1][0])
+            state.floor = max(state.floor, covered)
         if xmax is not None and (state.pending_xmax is None or settled is not None):
             state.pending_horizon, state.pending_xmax = highest, xmax
         state.save()
@@ -534,39 +540,63 @@ def read_anchors() -> AnchorCheck:
 
 
 def _ledger_rows(after: int) -> list[tuple[Any, ...]]:
+    """The next positions, each with its entry's hash and seq now (None: gone).
+
+    The entries are read by their id range rather than joined row by row: positions
+    follow ids closely, so one range scan finds them (a late commit's entry, far off,
+    is read by id)."""
     ledger = AuditLedger._meta.db_table
     entries = AuditEntry._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT l.position, l.entry_id, l.run_id, l.pipeline_id, l.seq, l.entry_hash,"
-            f" l.key_id, l.link, e.hash, e.seq"
-            f" FROM {ledger} l LEFT JOIN {entries} e ON e.id = l.entry_id"
-            f" WHERE l.position > %s ORDER BY l.position LIMIT %s",
+            "SELECT position, entry_id, run_id, pipeline_id, seq, entry_hash, key_id, link"
+            f" FROM {ledger} WHERE position > %s ORDER BY position LIMIT %s",
             [after, VERIFY_BATCH],
         )
-        return cursor.fetchall()
+        rows = cursor.fetchall()
+        if not rows:
+            return []
+        ids = sorted(row[1] for row in rows)
+        low = ids[0]
+        # The range is at most a few times the batch: ids beyond it are read one by one.
+        high = ids[bisect.bisect_right(ids, low + 4 * len(ids)) - 1]
+        cursor.execute(
+            f"SELECT id, hash, seq FROM {entries} WHERE id BETWEEN %s AND %s", [low, high]
+        )
+        found = {entry_id: (hash_, seq) for entry_id, hash_, seq in cursor.fetchall()}
+        outside = [entry_id for entry_id in ids if entry_id > high]
+        for start in range(0, len(outside), 1000):
+            cursor.execute(
+                f"SELECT id, hash, seq FROM {entries} WHERE id IN "
+                f"({', '.join(['%s'] * len(outside[start : start + 1000]))})",
+                outside[start : start + 1000],
+            )
+            found.update((entry_id, (hash_, seq)) for entry_id, hash_, seq in cursor.fetchall())
+    gone = (None, None)
+    return [(*row, *found.get(row[1], gone)) for row in rows]
 
 
 def check_ledger(anchors: list[dict[str, Any]]) -> tuple[Break | None, int]:
     """The ledger against its links, its entries and the anchors; returns the first
-    problem and how many positions were checked."""
+    problem and how many positions were checked.
+
+    The loop is the hot path of `verify_audit --anchors` (one pass per position): it
+    only recomputes the link and compares; a position where anything differs, or that
+    an anchor names, is looked at closely by `position_problem`.
+    """
     heads = {anchor["position"]: anchor for anchor in anchors}
     chain_heads = {
         head["position"]: (anchor["number"], head)
         for anchor in anchors
         for head in anchor["chains"]
     }
+    named = heads.keys() | chain_heads.keys()
     key_cache: dict[str, bytes] = {}
+    digest = hmac.digest
     expected, previous = 1, ""
     while rows := _ledger_rows(expected - 1):
         for row in rows:
             position, entry_id, run_id, pipeline_id, seq, entry_hash, key_id, link = row[:8]
-            now_hash, now_seq = row[8:]
-            chain = chain_name(run_id, pipeline_id)
-            if position != expected:
-                return Break(
-                    "deleted", GLOBAL, None, None, f"position {expected} is missing from the ledger"
-                ), expected - 1
             key = key_cache.get(key_id)
             if key is None:
                 try:
@@ -578,64 +608,22 @@ def check_ledger(anchors: list[dict[str, Any]]) -> tuple[Break | None, int]:
                         None,
                         None,
                         f"position {position} is signed with unknown key id {key_id!r}",
-                    ), position
-            payload = link_payload(
-                position, entry_id, run_id, pipeline_id, seq, entry_hash, key_id, previous
-            )
-            if not hmac.compare_digest(hmac.digest(key, payload, "sha256").hex(), link):
-                return Break(
-                    "edited",
-                    GLOBAL,
-                    None,
-                    None,
-                    f"position {position}'s link does not hold: the ledger was changed there",
-                ), position
-            if now_hash is None:
-                return Break(
-                    "deleted", chain, seq, entry_id, f"it holds position {position} but is gone"
-                ), position
-            if now_hash != entry_hash:
-                return Break(
-                    "edited",
-                    chain,
-                    seq,
-                    entry_id,
-                    f"its hash is not the one it had at position {position}",
-                ), position
-            if now_seq != seq:
-                return Break(
-                    "reordered",
-                    chain,
-                    seq,
-                    entry_id,
-                    f"it was seq {seq} at position {position}, now seq {now_seq}",
-                ), position
-            anchor = heads.get(position)
-            if anchor is not None and anchor["head"] != link:
-                return Break(
-                    "edited",
-                    GLOBAL,
-                    None,
-                    None,
-                    f"position {position} is not the head anchor {anchor['number']} signed",
-                ), position
-            anchored = chain_heads.get(position)
-            if anchored is not None:
-                number, head = anchored
-                if (head["run"], head["pipeline"], head["seq"], head["hash"]) != (
-                    run_id,
-                    pipeline_id,
-                    seq,
-                    entry_hash,
-                ):
-                    return Break(
-                        "edited",
-                        head["chain"],
-                        head["seq"],
-                        None,
-                        f"anchor {number} has it at position {position}, the ledger has "
-                        f"{chain} seq {seq}",
-                    ), position
+                    ), position - 1
+            # link_payload, written out: this line runs once per position.
+            run = "" if run_id is None else run_id
+            payload = (
+                f"{position}|{entry_id}|{run}|{pipeline_id}|{seq}|{entry_hash}|{key_id}|{previous}"
+            ).encode()
+            if (
+                position != expected
+                or digest(key, payload, "sha256").hex() != link
+                or row[8] != entry_hash
+                or row[9] != seq
+                or position in named
+            ):
+                problem = position_problem(row, expected, key, previous, heads, chain_heads)
+                if problem:
+                    return problem, expected - 1
             previous = link
             expected += 1
     if anchors and anchors[-1]["position"] > expected - 1:
@@ -649,6 +637,74 @@ def check_ledger(anchors: list[dict[str, Any]]) -> tuple[Break | None, int]:
             f"{last['position']}: later positions were removed",
         ), expected - 1
     return check_owners(anchors), expected - 1
+
+
+def position_problem(
+    row: tuple[Any, ...],
+    expected: int,
+    key: bytes,
+    previous: str,
+    heads: dict[int, dict[str, Any]],
+    chain_heads: dict[int, tuple[int, dict[str, Any]]],
+) -> Break | None:
+    """What is wrong at one position of the ledger, if anything."""
+    position, entry_id, run_id, pipeline_id, seq, entry_hash, key_id, link, now_hash, now_seq = row
+    chain = chain_name(run_id, pipeline_id)
+    if position != expected:
+        return Break(
+            "deleted", GLOBAL, None, None, f"position {expected} is missing from the ledger"
+        )
+    payload = link_payload(
+        position, entry_id, run_id, pipeline_id, seq, entry_hash, key_id, previous
+    )
+    if not hmac.compare_digest(hmac.digest(key, payload, "sha256").hex(), link):
+        return Break(
+            "edited",
+            GLOBAL,
+            None,
+            None,
+            f"position {position}'s link does not hold: the ledger was changed there",
+        )
+    if now_hash is None:
+        return Break("deleted", chain, seq, entry_id, f"it holds position {position} but is gone")
+    if now_hash != entry_hash:
+        return Break(
+            "edited", chain, seq, entry_id, f"its hash is not the one it had at position {position}"
+        )
+    if now_seq != seq:
+        return Break(
+            "reordered",
+            chain,
+            seq,
+            entry_id,
+            f"it was seq {seq} at position {position}, now seq {now_seq}",
+        )
+    anchor = heads.get(position)
+    if anchor is not None and anchor["head"] != link:
+        return Break(
+            "edited",
+            GLOBAL,
+            None,
+            None,
+            f"position {position} is not the head anchor {anchor['number']} signed",
+        )
+    anchored = chain_heads.get(position)
+    if anchored is not None:
+        number, head = anchored
+        if (head["run"], head["pipeline"], head["seq"], head["hash"]) != (
+            run_id,
+            pipeline_id,
+            seq,
+            entry_hash,
+        ):
+            return Break(
+                "edited",
+                head["chain"],
+                head["seq"],
+                None,
+                f"anchor {number} has it at position {position}, the ledger has {chain} seq {seq}",
+            )
+    return None
 
 
 def check_owners(anchors: Iterable[dict[str, Any]]) -> Break | None:

@@ -534,6 +534,17 @@ def test_the_floor_rises_once_every_older_transaction_has_ended():
     assert state.floor == highest
     assert state.position == AuditEntry.objects.count()
 
+    # A state from another server (a restored backup) names a transaction id this one
+    # has not reached: it is dropped, and the floor rises again.
+    LedgerState.objects.update(pending_xmax=2**62, pending_horizon=highest + 10**6)
+    services.run_cancel(run_id=services.run_start(pipeline="chain", inputs={}).pk)
+    newest = AuditEntry.objects.order_by("-pk").values_list("pk", flat=True)[0]
+    deadline = time.monotonic() + 30
+    while LedgerState.objects.get().floor < newest and time.monotonic() < deadline:
+        anchors.sequence()
+        time.sleep(0.2)
+    assert LedgerState.objects.get().floor == newest
+
 
 # --- SQLite ------------------------------------------------------------------------------
 
