@@ -81,52 +81,64 @@ def _locked_state() -> LedgerState:
     return LedgerState.objects.select_for_update().get(pk=1)
 
 
-def _horizon() -> tuple[int, int | None, int | None]:
-    """The highest entry id visible now and, on PostgreSQL, the snapshot's xmin and xmax
-    (transaction ids: every transaction below xmin has ended; none from xmax on had
-    begun), read by one statement so all three describe the same moment."""
+# The transactions in progress in this database (their own transaction id lock),
+# but this one. A session whose database cannot be read (another role's, without
+# pg_read_all_stats) counts as this database's: the floor waits for it too.
+IN_PROGRESS = """
+SELECT coalesce(json_agg(json_build_array(l.pid, l.transactionid::text)), '[]')
+FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted
+  AND l.pid <> pg_backend_pid()
+  AND (a.datname IS NULL OR a.datname = current_database())
+"""
+
+
+def _horizon() -> tuple[int, list[list[Any]] | None]:
+    """The highest entry id visible now and, on PostgreSQL, the transactions of this
+    database in progress (read by the same statement)."""
     table = AuditEntry._meta.db_table
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
-                f"SELECT (SELECT coalesce(max(id), 0) FROM {table}),"
-                " pg_snapshot_xmin(pg_current_snapshot())::text::bigint,"
-                " pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+                f"SELECT (SELECT coalesce(max(id), 0) FROM {table}), ({IN_PROGRESS})::text"
             )
-            highest, xmin, xmax = cursor.fetchone()
-            return highest, xmin, xmax
+            highest, running = cursor.fetchone()
+            return highest, json.loads(running)
         cursor.execute(f"SELECT coalesce(max(id), 0) FROM {table}")
-        return cursor.fetchone()[0], None, None
+        return cursor.fetchone()[0], None
 
 
-def sequence(*, limit: int = SEQUENCE_BATCH) -> int:
+def sequence(*, limit: int = SEQUENCE_BATCH, after: int | None = None) -> tuple[int, int]:
     """Give the committed entries that have no position the next ones, in id order;
-    returns how many (at most `limit`).
+    returns how many (at most `limit`) and the last id given one (0: none).
 
     An entry can commit after one with a higher id (its transaction took its id first
     and finished later), so the sequencer never moves past an id for good: it looks for
     every entry above `floor` that has no position, and raises `floor` only to an id
     no transaction still running can be below. On PostgreSQL that is the highest id
-    seen by the previous run once every transaction begun before it has ended (an audit
-    writer holds a transaction id before it inserts: it locks or creates the chain's
-    owner first); on SQLite this transaction holds the write lock, so nothing is in flight.
+    seen by the previous run once every transaction of this database then in progress
+    has ended (an audit writer holds its transaction id before it takes an entry id:
+    it locks or creates the chain's owner first); on SQLite this transaction holds the
+    write lock, so nothing is in flight.
+
+    With `after`, only entries above that id are looked for, and the floor stays where
+    it is: `sequence_all` goes through a backlog so, batch after batch.
     """
     with transaction.atomic():
         state = _locked_state()
-        highest, xmin, xmax = _horizon()
-        if xmax is not None and state.pending_xmax is not None and state.pending_xmax > xmax:
-            # Recorded on another server (the database was restored elsewhere): start over.
-            state.pending_horizon = state.pending_xmax = None
+        highest, running = _horizon()
         settled: int | None
-        if xmax is None:
+        if running is None:
             settled = highest
-        elif state.pending_xmax is not None and xmin is not None and xmin >= state.pending_xmax:
+        elif state.pending_transactions is not None and not (
+            {tuple(t) for t in state.pending_transactions} & {tuple(t) for t in running}
+        ):
             settled = state.pending_horizon
         else:
             settled = None
         ledgered = AuditLedger.objects.filter(entry_id=OuterRef("pk"))
         rows = list(
-            AuditEntry.objects.filter(pk__gt=state.floor)
+            AuditEntry.objects.filter(pk__gt=max(state.floor, after or 0))
             .exclude(Exists(ledgered))
             .order_by("pk")
             .values_list("pk", "run_id", "pipeline_id", "seq", "hash")[:limit]
@@ -154,14 +166,35 @@ def sequence(*, limit: int = SEQUENCE_BATCH) -> int:
             )
         AuditLedger.objects.bulk_create(ledger, batch_size=2000)
         state.position, state.head = position, head
-        if settled is not None:
+        if after is not None:
+            settled = None
+        elif settled is not None:
             # A full batch covers the entries without a position only up to its last id.
             covered = settled if len(rows) < limit else min(settled, rows[-1][0])
             state.floor = max(state.floor, covered)
-        if xmax is not None and (state.pending_xmax is None or settled is not None):
-            state.pending_horizon, state.pending_xmax = highest, xmax
+        if running is not None and (state.pending_transactions is None or settled is not None):
+            state.pending_horizon, state.pending_transactions = highest, running
         state.save()
-        return len(rows)
+        return len(rows), rows[-1][0] if rows else 0
+
+
+def sequence_all() -> int:
+    """Sequence every committed entry without a position; returns how many.
+
+    Through a backlog, each batch starts where the last ended (rather than rescanning
+    from the floor); a last pass from the floor then takes the entries that committed
+    late below those batches.
+    """
+    total, after = 0, None
+    while True:
+        count, last = sequence(after=after)
+        total += count
+        if count < SEQUENCE_BATCH:
+            break
+        after = last
+    if after is not None:
+        total += sequence()[0]
+    return total
 
 
 # --- anchors --------------------------------------------------------------------------
@@ -221,8 +254,7 @@ def anchor_audit(*, now: datetime | None = None) -> dict[str, Any] | None:
     fails raises `AnchorStoreError`, and the next run writes that same anchor again (each
     store skips one it already holds) before making a new one.
     """
-    while sequence() == SEQUENCE_BATCH:
-        pass
+    sequence_all()
     with transaction.atomic():
         state = _locked_state()
         if not state.pending_anchor and state.position > state.anchor_position:

@@ -598,11 +598,11 @@ class LedgerState(models.Model):
     # Every entry with an id up to `floor` has a position; entries above it are looked
     # for on each run, so one whose transaction commits late is never skipped.
     floor = models.BigIntegerField(default=0)
-    # The highest entry id seen by the previous run, and the first transaction id then
-    # not yet started (PostgreSQL): once every older transaction has ended, `floor` may
-    # rise to `pending_horizon`.
+    # The highest entry id seen by the previous run, and the transactions of this
+    # database then in progress, as [pid, transaction id] (PostgreSQL): once none of
+    # them is left, `floor` may rise to `pending_horizon`.
     pending_horizon = models.BigIntegerField(null=True, blank=True)
-    pending_xmax = models.BigIntegerField(null=True, blank=True)
+    pending_transactions = models.JSONField(null=True, blank=True)
     # The last anchor written to every store: its number, ledger position and signature.
     anchor_number = models.BigIntegerField(default=0)
     anchor_position = models.BigIntegerField(default=0)

@@ -72,7 +72,7 @@ class Migration(migrations.Migration):
                 ('head', models.CharField(blank=True, max_length=64)),
                 ('floor', models.BigIntegerField(default=0)),
                 ('pending_horizon', models.BigIntegerField(blank=True, null=True)),
-                ('pending_xmax', models.BigIntegerField(blank=True, null=True)),
+                ('pending_transactions', models.JSONField(blank=True, null=True)),
                 ('anchor_number', models.BigIntegerField(default=0)),
                 ('anchor_position', models.BigIntegerField(default=0)),
                 ('anchor_signature', models.CharField(blank=True, max_length=64)),
