@@ -456,6 +456,20 @@ def test_the_export_carries_the_anchors_and_verify_against_checks_them(tmp_path)
     with pytest.raises(CommandError, match=rf"run {run.pk} seq {last.seq} .*: deleted: anchored"):
         call_verify("--against", str(entries_only))
 
+    # An organization's export carries no anchor: anchors name every organization's chains.
+    own = tmp_path / "organization.jsonl"
+    call_command(
+        "export_audit",
+        "--since",
+        "2000-01-01",
+        "--organization",
+        run.organization.slug,
+        "--output",
+        str(own),
+        stderr=io.StringIO(),
+    )
+    assert all("type" not in json.loads(line) for line in own.read_text().splitlines())
+
     record = lines[-1]
     record["position"] += 1
     entries_only.write_text(anchors.anchor_line(record) + "\n")
