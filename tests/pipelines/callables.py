@@ -85,3 +85,8 @@ def fails_once(harness: Any, value: Any) -> dict[str, Any]:
     if not AuditEntry.objects.filter(run_id=harness.run_id, event="run.on_finish_failed"):
         raise RuntimeError("the archive is down")
     return {"archived": True}
+
+
+def upstream_names(ctx: StepContext) -> dict[str, Any]:
+    """Reads its upstream steps' outputs (and copies none of them)."""
+    return {"read": sorted(ctx.upstream)}

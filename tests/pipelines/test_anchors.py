@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -28,6 +29,7 @@ from pipelines import anchors, services, tasks
 from pipelines.canonical import canonical
 from pipelines.models import AuditEntry, AuditLedger, LedgerState, Run
 from tests.pipelines.test_audit import STEPS, finished_run, tamper
+from tests.security.test_least_privilege import PASSWORD, connect_as, role_name
 
 ENTRIES = AuditEntry._meta.db_table
 LEDGER = AuditLedger._meta.db_table
@@ -431,6 +433,54 @@ def test_the_ledger_refuses_raw_update_and_delete():
             cursor.execute(sql)
     assert AuditLedger.objects.filter(seq=99).count() == 0
     assert AuditLedger.objects.count() == AuditEntry.objects.count()
+
+
+@pytest.fixture
+def app_role() -> Iterator[str]:
+    """The app's least-privileged login role (`manage.py database_roles`)."""
+    role = role_name()
+    call_command("database_roles", "--apply", "--role", role, "--password", PASSWORD)
+    yield role
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP OWNED BY {role}")
+        cursor.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_as_the_least_privileged_role_the_ledger_is_append_only_and_anchoring_works(
+    app_role, anchor_stores
+):
+    anchored_run()
+    before = list(AuditLedger.objects.values_list("position", "link"))
+    with connect_as(app_role) as session:
+        for statement in (
+            f"UPDATE {LEDGER} SET seq = 99",
+            f"DELETE FROM {LEDGER}",
+            f"TRUNCATE {LEDGER}",
+            f"ALTER TABLE {LEDGER} DISABLE TRIGGER auditledger_append_only",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                session.execute(statement)
+    assert list(AuditLedger.objects.values_list("position", "link")) == before
+
+    # The beat's work, done by a process logged in as the role.
+    services.run_cancel(run_id=services.run_start(pipeline="chain", inputs={}).pk)
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{app_role}:{PASSWORD}@{db['HOST']}:{db['PORT'] or 5432}"
+        f"/{db['NAME']}",
+        "DJANGO_SETTINGS_MODULE": "firefly_site.test_settings",
+        "FIREFLY_ANCHOR_FILE": settings.FIREFLY_ANCHOR_FILE,
+        "FIREFLY_ANCHOR_DATABASE_URL": settings.FIREFLY_ANCHOR_DATABASE_URL,
+    }
+    done = manage(env, "anchor_audit")
+    assert done.returncode == 0, done.stderr
+    assert "anchor 2" in done.stdout
+    assert AuditLedger.objects.count() == AuditEntry.objects.count()
+    verified = manage(env, "verify_audit", "--anchors")
+    assert verified.returncode == 0, verified.stderr
+    assert "audit trail intact" in verified.stdout
 
 
 # --- export ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 check the audit chains (and the global sequence against the anchors outside the database)."""
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pipelines import anchors as anchoring
 from pipelines import keys
-from pipelines.audit import Break, chains, verify_chain
+from pipelines.audit import Break, verify
 from pipelines.management.commands.load_pipeline import organization_named
 from pipelines.models import AuditEntry
 
@@ -30,6 +31,12 @@ class Command(BaseCommand):
             "--against", type=Path, help="also check the database against an export_audit file"
         )
         parser.add_argument(
+            "--jobs",
+            type=int,
+            default=os.cpu_count() or 1,
+            help="processes that check run chains side by side (default: one per CPU)",
+        )
+        parser.add_argument(
             "--anchors",
             action="store_true",
             help="also check the anchors' signatures, the global sequence's links, and that "
@@ -45,15 +52,11 @@ class Command(BaseCommand):
         **options: Any,
     ) -> None:
         started = time.perf_counter()
-        checked = 0
-        problem: Break | None = None
         slug = options.get("organization")
         org_id = organization_named(slug).pk if slug else None
-        for chain, entries, head in chains(run, org_id):
-            checked += len(entries)
-            problem = verify_chain(chain, entries, head)
-            if problem:
-                break
+        if options["jobs"] < 1:
+            raise CommandError("--jobs must be at least 1")
+        checked, problem = verify(run, org_id, jobs=options["jobs"])
         if problem is None and against is not None:
             problem, compared = compare_with_export(against)
             checked += compared

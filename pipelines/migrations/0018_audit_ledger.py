@@ -3,7 +3,8 @@
 from django.db import migrations, models
 
 # The ledger is append-only as the entries are: PostgreSQL's triggers use the audit
-# trail's function (0002), SQLite's refuse as 0014's do.
+# trail's functions (rows: 0002; TRUNCATE, by a superuser only: 0017), SQLite's refuse
+# as 0014's do. The app's role may only SELECT and INSERT (pipelines/privileges.py).
 TABLE = "pipelines_auditledger"
 POSTGRESQL_INSTALL = f"""
 CREATE TRIGGER auditledger_append_only
@@ -11,7 +12,7 @@ CREATE TRIGGER auditledger_append_only
     FOR EACH ROW EXECUTE FUNCTION firefly_audit_append_only();
 CREATE TRIGGER auditledger_no_truncate
     BEFORE TRUNCATE ON {TABLE}
-    FOR EACH STATEMENT EXECUTE FUNCTION firefly_audit_append_only();
+    FOR EACH STATEMENT EXECUTE FUNCTION firefly_append_only_truncate();
 """
 POSTGRESQL_UNINSTALL = f"""
 DROP TRIGGER IF EXISTS auditledger_no_truncate ON {TABLE};
@@ -44,7 +45,7 @@ def uninstall(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pipelines', '0016_audit_key_ids_and_redaction'),
+        ('pipelines', '0017_truncate_only_by_superuser'),
     ]
 
     operations = [
