@@ -483,6 +483,20 @@ def test_as_the_least_privileged_role_the_ledger_is_append_only_and_anchoring_wo
     assert "audit trail intact" in verified.stdout
 
 
+@pytest.mark.django_db(transaction=True)
+def test_with_jobs_the_global_sequence_is_checked_beside_the_chains():
+    finished_run("kept")
+    gone = finished_run("gone")
+    anchors.anchor_audit()
+    out = io.StringIO()
+    call_command("verify_audit", "--anchors", "--jobs", "2", stdout=out)
+    assert "audit trail intact" in out.getvalue()
+    assert f"checked {AuditLedger.objects.count()} positions" in out.getvalue()
+    tamper(*deleting(gone))
+    with pytest.raises(CommandError, match=rf"run {gone.pk} seq 1 .*: deleted: it holds"):
+        call_command("verify_audit", "--anchors", "--jobs", "2", stdout=io.StringIO())
+
+
 # --- export ------------------------------------------------------------------------------
 
 
