@@ -374,6 +374,15 @@ if not FIREFLY_ANCHOR_FILE and not FIREFLY_ANCHOR_DATABASE_URL:
         "Set FIREFLY_ANCHOR_FILE or FIREFLY_ANCHOR_DATABASE_URL: the audit chain's anchors "
         "need a store outside the application database."
     )
+if FIREFLY_ANCHOR_DATABASE_URL:
+    _anchors, _app = env.db_url_config(FIREFLY_ANCHOR_DATABASE_URL), DATABASES["default"]
+    if [str(_anchors.get(k) or "") for k in ("NAME", "HOST", "PORT")] == [
+        str(_app.get(k) or "") for k in ("NAME", "HOST", "PORT")
+    ]:
+        raise ImproperlyConfigured(
+            "FIREFLY_ANCHOR_DATABASE_URL names the application's own database: the anchors "
+            "must be kept outside it."
+        )
 FIREFLY_BASE_URL = env.str("FIREFLY_BASE_URL", default="http://127.0.0.1:8000")
 # A spec's on_finish callable fails the run when it runs longer than this (0: no limit,
 # and it runs in the worker's own thread); after this many attempts lost with their

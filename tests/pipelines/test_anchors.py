@@ -712,12 +712,23 @@ def test_on_sqlite_entries_are_sequenced_anchored_verified_and_the_ledger_append
     assert "deleted: it holds position" in broken.stderr
 
 
-def test_settings_refuse_anchoring_to_no_store(tmp_path):
+@pytest.mark.parametrize(
+    ("anchor_file", "anchor_database", "refusal"),
+    [
+        ("", "", "Set FIREFLY_ANCHOR_FILE or FIREFLY_ANCHOR_DATABASE_URL"),
+        ("", "{app}", "FIREFLY_ANCHOR_DATABASE_URL names the application's own database"),
+    ],
+)
+def test_settings_refuse_anchoring_to_no_store_or_to_the_database_itself(
+    anchor_file, anchor_database, refusal
+):
+    app = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/firefly")
     env = {
         **os.environ,
+        "DATABASE_URL": app,
         "DJANGO_SETTINGS_MODULE": "firefly_site.test_settings",
-        "FIREFLY_ANCHOR_FILE": "",
-        "FIREFLY_ANCHOR_DATABASE_URL": "",
+        "FIREFLY_ANCHOR_FILE": anchor_file,
+        "FIREFLY_ANCHOR_DATABASE_URL": anchor_database.format(app=app),
     }
     done = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
@@ -728,4 +739,4 @@ def test_settings_refuse_anchoring_to_no_store(tmp_path):
         timeout=60,
     )
     assert done.returncode != 0
-    assert "Set FIREFLY_ANCHOR_FILE or FIREFLY_ANCHOR_DATABASE_URL" in done.stderr
+    assert refusal in done.stderr
