@@ -317,17 +317,35 @@ def test_a_whole_deleted_run_with_its_positions_is_named():
 
 
 def test_a_ledger_relinked_with_another_key_is_named():
-    """Deleting a run and renumbering the ledger needs the key to recompute the links."""
+    """A run deleted, the ledger closed over its gap and every later link recomputed, with
+    a key of the attacker's own (and the state and the anchor file left alone)."""
     gone = finished_run("gone")
     finished_run("kept")  # after it in the ledger
     anchors.anchor_audit()
     first = AuditLedger.objects.filter(run_id=gone.pk).order_by("position").first()
+    assert first is not None
     count = AuditLedger.objects.filter(run_id=gone.pk).count()
     tamper(
         f"DELETE FROM {LEDGER} WHERE run_id = {gone.pk}",
         f"UPDATE {LEDGER} SET position = position - {count} WHERE position > {first.position}",
         *deleting(gone),
     )
+    previous = AuditLedger.objects.get(position=first.position - 1).link
+    relinked = []
+    for row in AuditLedger.objects.filter(position__gte=first.position).order_by("position"):
+        payload = anchors.link_payload(
+            row.position,
+            row.entry_id,
+            row.run_id,
+            row.pipeline_id,
+            row.seq,
+            row.entry_hash,
+            row.key_id,
+            previous,
+        )
+        previous = hmac.new(ATTACKER_KEY, payload, hashlib.sha256).hexdigest()
+        relinked.append(f"UPDATE {LEDGER} SET link = '{previous}' WHERE position = {row.position}")
+    tamper(*relinked)
     with pytest.raises(
         CommandError, match=rf"global sequence: edited: position {first.position}'s link"
     ):
