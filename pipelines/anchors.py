@@ -1,16 +1,5 @@
-"""The global audit sequence (the ledger) and its signed anchors outside the database.
-
-Every entry of every chain gets a gap-free position in `AuditLedger`, given by one
-sequencer at a time, so a run that disappears whole leaves a hole that shows. On beat the
-sequencer runs and then an anchor is written: the ledger's position and head, and the
-head of each chain that moved since the previous anchor, signed with an audit key. The
-anchors go to stores the application's database role cannot rewrite: an append-only
-JSONL file (for another volume or a WORM mount) and a second database.
-
-`verify` checks the anchors' signatures, the ledger's links and that every position's
-entry is still there unchanged, so truncating a chain's tail and rewinding its head,
-deleting a whole run, or editing, inserting or reordering entries is named.
-"""
+"""The global audit sequence (every entry at a gap-free, HMAC-linked position), its signed
+anchors in stores outside the database, and checking both (docs/audit.md)."""
 
 from __future__ import annotations
 

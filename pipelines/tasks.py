@@ -47,8 +47,9 @@ def relay_outbox() -> None:
     services.outbox_relay()
 
 
-# One sequencer at a time (the ledger's state row is locked); a store that fails is
-# logged and its anchor written again at the next beat, before any new one.
+# Safe to run twice, or in parallel: the sequencer and the anchoring each lock the
+# ledger's one-row state, and a store skips an anchor it already holds. A store that
+# fails is logged; its anchor is written again at the next beat, before any new one.
 @shared_task(name="pipelines.tasks.anchor_audit")
 def anchor_audit() -> None:
     try:
