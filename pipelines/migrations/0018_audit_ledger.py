@@ -6,7 +6,17 @@ from django.db import migrations, models
 # trail's functions (rows: 0002; TRUNCATE, by a superuser only: 0017), SQLite's refuse
 # as 0014's do. The app's role may only SELECT and INSERT (pipelines/privileges.py).
 TABLE = "pipelines_auditledger"
-POSTGRESQL_INSTALL = f"""
+# Firefly's own, not any organization's: a session acting for one (orgs/rls.py) sees
+# none of their rows; the sequencer and verification run as Firefly itself.
+FIREFLY_ONLY = ("pipelines_auditledger", "pipelines_ledgerstate")
+POSTGRESQL_INSTALL = "".join(
+    f"""
+ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {table} FORCE ROW LEVEL SECURITY;
+CREATE POLICY firefly_only ON {table} USING (firefly_organization() IS NULL);
+"""
+    for table in FIREFLY_ONLY
+) + f"""
 CREATE TRIGGER auditledger_append_only
     BEFORE UPDATE OR DELETE ON {TABLE}
     FOR EACH ROW EXECUTE FUNCTION firefly_audit_append_only();
@@ -17,7 +27,7 @@ CREATE TRIGGER auditledger_no_truncate
 POSTGRESQL_UNINSTALL = f"""
 DROP TRIGGER IF EXISTS auditledger_no_truncate ON {TABLE};
 DROP TRIGGER IF EXISTS auditledger_append_only ON {TABLE};
-"""
+""" + "".join(f"DROP POLICY IF EXISTS firefly_only ON {table};\n" for table in FIREFLY_ONLY)
 SQLITE_INSTALL = [
     f"CREATE TRIGGER IF NOT EXISTS {TABLE}_no_{op.lower()} BEFORE {op} ON {TABLE} "
     f"BEGIN SELECT RAISE(ABORT, '{TABLE} is append-only: {op} refused'); END"

@@ -25,6 +25,7 @@ from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 from django.test import override_settings
 
+from orgs import rls
 from pipelines import anchors, services, tasks
 from pipelines.canonical import canonical
 from pipelines.models import AuditEntry, AuditLedger, LedgerState, Run
@@ -513,6 +514,16 @@ def test_with_jobs_the_global_sequence_is_checked_beside_the_chains():
     tamper(*deleting(gone))
     with pytest.raises(CommandError, match=rf"run {gone.pk} seq 1 .*: deleted: it holds"):
         call_command("verify_audit", "--anchors", "--jobs", "2", stdout=io.StringIO())
+
+
+def test_a_session_acting_for_an_organization_sees_nothing_of_the_ledger():
+    run = anchored_run()
+    assert AuditLedger.objects.exists()
+    assert LedgerState.objects.exists()
+    with rls.scoped(run.organization_id):
+        assert not AuditLedger.objects.exists()
+        assert not LedgerState.objects.exists()
+        assert AuditEntry.objects.filter(run=run).exists()  # its own entries it sees
 
 
 # --- export ------------------------------------------------------------------------------
