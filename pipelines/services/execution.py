@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import logging
@@ -18,6 +19,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
+from firefly_site import logs
 from pipelines import fastpath, registry, tracing
 from pipelines.canonical import json_default, numbers
 from pipelines.context import Handoff, Pause, StepContext
@@ -90,8 +92,15 @@ def step_execute(*, step_run_id: int) -> None:
     """Run a queued step, commit its outcome, and go on with a lone ready successor."""
     started = step_begin(step_run_id=step_run_id)
     while started is not None:
-        outcome = call_handler(started.step)
-        started = step_finish(started=started, outcome=outcome)
+        step = started.step
+        with logs.bound(
+            run_id=step.run.pk,
+            step=step.step_name,
+            step_run_id=step.pk,
+            trace_id=step.run.trace_id,
+        ):
+            outcome = call_handler(step)
+            started = step_finish(started=started, outcome=outcome)
 
 
 def step_finish(*, started: Started, outcome: Outcome) -> Started | None:
@@ -408,7 +417,8 @@ def call_with_timeout(handler: Callable[[Any], Any], ctx: Any, timeout_s: float)
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="firefly-step")
     try:
-        return pool.submit(call).result(timeout=timeout_s)
+        # In this thread's context: the handler's log records name its run and step.
+        return pool.submit(contextvars.copy_context().run, call).result(timeout=timeout_s)
     except FutureTimeout:
         ctx.cancelled.set()
         raise StepTimeout(f"step timed out after {timeout_s:g}s") from None

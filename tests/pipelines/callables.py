@@ -90,3 +90,8 @@ def fails_once(harness: Any, value: Any) -> dict[str, Any]:
 def upstream_names(ctx: StepContext) -> dict[str, Any]:
     """Reads its upstream steps' outputs (and copies none of them)."""
     return {"read": sorted(ctx.upstream)}
+
+
+def chatty(ctx: StepContext) -> dict[str, Any]:
+    ctx.logger.warning("chatty step says hello to run %s", ctx.run_id)
+    return {"said": "hello"}
