@@ -395,6 +395,28 @@ FIREFLY_OUTBOUND_ALLOWED_ADDRESSES = env.list("FIREFLY_OUTBOUND_ALLOWED_ADDRESSE
 FIREFLY_AUDIT_SNAPSHOT_LIMIT = env.int("FIREFLY_AUDIT_SNAPSHOT_LIMIT", default=64 * 1024)
 # Extra destinations fed after commit: "jsonl:/path/file.jsonl", "logging", "otel".
 FIREFLY_AUDIT_SINKS = env.list("FIREFLY_AUDIT_SINKS", default=[])
+# Anchors of the audit chain (pipelines/anchors.py, docs/audit.md): every this many
+# seconds the entries get their global positions and a signed anchor is written to each
+# store: an append-only JSONL file (meant for another volume or a WORM mount) and a
+# second database (a PostgreSQL or SQLite URL). Either may be turned off ("") while the
+# other is set; anchoring to neither is refused.
+FIREFLY_ANCHOR_INTERVAL_S = env.float("FIREFLY_ANCHOR_INTERVAL_S", default=60.0)
+FIREFLY_ANCHOR_FILE = env.str("FIREFLY_ANCHOR_FILE", default=str(VAR_DIR / "audit-anchors.jsonl"))
+FIREFLY_ANCHOR_DATABASE_URL = env.str("FIREFLY_ANCHOR_DATABASE_URL", default="")
+if not FIREFLY_ANCHOR_FILE and not FIREFLY_ANCHOR_DATABASE_URL:
+    raise ImproperlyConfigured(
+        "Set FIREFLY_ANCHOR_FILE or FIREFLY_ANCHOR_DATABASE_URL: the audit chain's anchors "
+        "need a store outside the application database."
+    )
+if FIREFLY_ANCHOR_DATABASE_URL:
+    _anchors, _app = env.db_url_config(FIREFLY_ANCHOR_DATABASE_URL), DATABASES["default"]
+    if [str(_anchors.get(k) or "") for k in ("NAME", "HOST", "PORT")] == [
+        str(_app.get(k) or "") for k in ("NAME", "HOST", "PORT")
+    ]:
+        raise ImproperlyConfigured(
+            "FIREFLY_ANCHOR_DATABASE_URL names the application's own database: the anchors "
+            "must be kept outside it."
+        )
 FIREFLY_BASE_URL = env.str("FIREFLY_BASE_URL", default="http://127.0.0.1:8000")
 # A spec's on_finish callable fails the run when it runs longer than this (0: no limit,
 # and it runs in the worker's own thread); after this many attempts lost with their
@@ -425,6 +447,10 @@ CELERY_BEAT_SCHEDULE = {
     "firefly-webhook-sweep": {
         "task": "approvals.tasks.sweep_webhooks",
         "schedule": FIREFLY_REAPER_INTERVAL_S,
+    },
+    "firefly-audit-anchor": {
+        "task": "pipelines.tasks.anchor_audit",
+        "schedule": FIREFLY_ANCHOR_INTERVAL_S,
     },
 }
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 APPEND_ONLY_TABLES: tuple[str, ...] = (
     "pipelines_auditentry",
     "pipelines_securityevent",
+    "pipelines_auditledger",
 )
 
 # Columns of an append-only table the app may still UPDATE: redaction empties an audit
