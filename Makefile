@@ -9,7 +9,7 @@ STAMP   = $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/firefly
 TEST_BROKER_URL   ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test install lint deploy-check bench clean
+.PHONY: run serve test install lint deploy-check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ run: install
 	$(PY) manage.py load_demo
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	exec bash scripts/run.sh
+
+# Production: gunicorn, static files by WhiteNoise, DEBUG off whatever the environment
+# says (the keys README lists are required), and the same workers and beat as `make run`.
+serve: export DEBUG = false
+serve: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	exec env WEB=gunicorn bash scripts/run.sh
 
 lint: install
 	$(VENV)/bin/ruff check .

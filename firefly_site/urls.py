@@ -3,7 +3,12 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from firefly_site import health
+
 urlpatterns = [
+    # Probes for load balancers and orchestrators (answered by HealthCheckMiddleware).
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/", include("firefly_site.api_urls")),
     path("", include("firefly_site.web_urls")),
