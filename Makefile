@@ -8,6 +8,8 @@ STAMP   = $(VENV)/.installed
 # Tests always use real PostgreSQL and Redis (started or installed if missing).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/firefly
 TEST_BROKER_URL   ?= redis://127.0.0.1:6379/15
+# The tests with real workers run a second time on RabbitMQ.
+TEST_AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672//
 
 .PHONY: run serve test install lint deploy-check bench clean
 
@@ -42,11 +44,13 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 test: install
-	bash scripts/services.sh $(TEST_DATABASE_URL) $(TEST_BROKER_URL)
+	bash scripts/services.sh $(TEST_DATABASE_URL) $(TEST_BROKER_URL) $(TEST_AMQP_URL)
 	bash scripts/browser.sh
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory deploy-check
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(VENV)/bin/pytest
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_AMQP_URL) \
+	  $(VENV)/bin/pytest -m worker --ignore=tests/e2e
 
 # Django's deployment checks, with the production environment README documents (and
 # nothing else from this shell): DEBUG unset, keys of our own, real hosts. Any warning fails.

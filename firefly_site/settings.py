@@ -298,18 +298,38 @@ FIREFLY_RLS = env.bool("FIREFLY_RLS", default=True)
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="firefly@localhost")
 
+# Text for people (run and step ids in brackets), or JSON lines for a log shipper
+# (firefly_site/logs.py): every record carries the run, step, Celery task and trace it
+# is about, where there is one.
+FIREFLY_LOG_FORMAT = env.str("FIREFLY_LOG_FORMAT", default="text")
+if FIREFLY_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(
+        f"FIREFLY_LOG_FORMAT must be 'text' or 'json', not {FIREFLY_LOG_FORMAT!r}"
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "firefly_site.logs.ContextFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s"},
+        "json": {"()": "firefly_site.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": FIREFLY_LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+# Celery workers and beat log through the handler above instead of their own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Celery ---------------------------------------------------------------------------
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
-CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, str | int]
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, str | int | bool]
 if CELERY_BROKER_URL.startswith("filesystem"):
     BROKER_DIR.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -318,6 +338,10 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         # Exchange bindings; kombu's default is `control/` in the working directory.
         "control_folder": str(BROKER_DIR / "control"),
     }
+elif CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
+    # RabbitMQ confirms each message it has taken (a send to a broker that fails over
+    # raises instead of vanishing). docs/deploy.md has the server's side.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 else:
     # An unacknowledged message comes back after this long. It must outlast the
     # longest step, or a slow step would be delivered twice while still running

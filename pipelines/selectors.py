@@ -12,15 +12,20 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db.models import (
+    Case,
     Count,
     Exists,
+    F,
     IntegerField,
+    JSONField,
     Max,
     OuterRef,
     Prefetch,
     Q,
     QuerySet,
     Subquery,
+    Value,
+    When,
 )
 from django.db.models.functions import Coalesce
 
@@ -162,13 +167,38 @@ def run_checkpoints(run: Run, *, newest_first: bool = True) -> QuerySet[Checkpoi
     return Checkpoint.objects.filter(run=run).order_by("-seq" if newest_first else "seq")
 
 
+# The entries of a step visit: their `inputs` name what the visit read, by hash.
+STEP_VISITS = ("step.succeeded", "step.failed", "step.waiting", "step.outcome_dropped")
+
+
 def run_audit(run: Run) -> QuerySet[AuditEntry]:
-    """The run's audit trail, newest first (served by the unique (run, seq) index)."""
+    """The run's audit trail, newest first (served by the unique (run, seq) index).
+
+    `consumed` is a step visit's digest of what it read (small: hashes and ids); the other
+    entries' inputs (a run's own, possibly large) stay unread.
+    """
     return (
         AuditEntry.objects.filter(run=run)
         .defer("inputs", "outputs", "prev_hash", "hash")
+        .annotate(
+            consumed=Case(
+                When(event__in=STEP_VISITS, then=F("inputs")),
+                default=Value(None),
+                output_field=JSONField(),
+            )
+        )
         .order_by("-seq")
     )
+
+
+def consumed_by_step(run: Run) -> dict[str, dict[str, Any]]:
+    """What each step's latest visit read (run inputs and upstream outputs, by hash)."""
+    rows = (
+        AuditEntry.objects.filter(run=run, event__in=STEP_VISITS, inputs__isnull=False)
+        .order_by("seq")
+        .values_list("step_name", "inputs")
+    )
+    return {name: digest for name, digest in rows if isinstance(digest, dict)}
 
 
 def audit_entries(user: Any, organization: Any) -> QuerySet[AuditEntry]:

@@ -48,6 +48,7 @@ def worker(name: str, sink: Path, receiver_host: str, crash: bool) -> WorkerProc
     return WorkerProcess(name, concurrency=1, env=env)
 
 
+@pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_after_its_commit_loses_no_delivery_or_sink_record(
     hook_settings, receive, settings, tmp_path, crash_queue

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pipelines', '0016_audit_key_ids_and_redaction'),
+        ('pipelines', '0017_truncate_only_by_superuser'),
     ]
 
     operations = [
