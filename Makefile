@@ -11,7 +11,7 @@ TEST_BROKER_URL   ?= redis://127.0.0.1:6379/15
 # The tests with real workers run a second time on RabbitMQ.
 TEST_AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672//
 
-.PHONY: run test install lint deploy-check bench clean
+.PHONY: run serve test install lint deploy-check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ run: install
 	$(PY) manage.py load_demo
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	exec bash scripts/run.sh
+
+# Production: gunicorn, static files by WhiteNoise, DEBUG off whatever the environment
+# says (the keys README lists are required), and the same workers and beat as `make run`.
+serve: export DEBUG = false
+serve: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	exec env WEB=gunicorn bash scripts/run.sh
 
 lint: install
 	$(VENV)/bin/ruff check .

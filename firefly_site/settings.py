@@ -84,7 +84,12 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz and /readyz answer first: no session, sign-in or organization, and no host
+    # check or HTTPS redirect in the way of a load balancer's probe (firefly_site/health.py).
+    "firefly_site.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files from STATIC_ROOT, served by the web process itself (see STORAGES).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -160,6 +165,13 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+# `collectstatic` writes each file under a name with its content's hash, and compressed;
+# WhiteNoise serves those names with a cache lifetime of ten years (a new version is a new
+# name). Outside debug a page needs that manifest: run collectstatic before starting.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
@@ -178,7 +190,8 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=_HTTPS)
 # Only a proxy that sets X-Forwarded-Proto itself (overwriting what the client sent) may be
 # trusted with it: otherwise any client could claim its plain request came over HTTPS.
-if env.bool("FIREFLY_TLS_PROXY", default=False):
+FIREFLY_TLS_PROXY = env.bool("FIREFLY_TLS_PROXY", default=False)
+if FIREFLY_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- Content Security Policy ------------------------------------------------------------
@@ -217,6 +230,8 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15
 AXES_LOCKOUT_PARAMETERS = [["username"], ["ip_address"]]
 AXES_LOCKOUT_CALLABLE = "firefly_site.errors.login_locked_out"
 AXES_RESET_ON_SUCCESS = True
+# The address a failure counts against: behind the proxy, the client's (X-Forwarded-For).
+AXES_CLIENT_IP_CALLABLE = "firefly_site.addresses.client_address"
 
 # --- Single sign-on ---------------------------------------------------------------------
 # OpenID Connect through mozilla-django-oidc (accounts/oidc.py): off unless

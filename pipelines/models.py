@@ -613,3 +613,16 @@ class LedgerState(models.Model):
 
     def __str__(self) -> str:
         return f"ledger at {self.position}, anchor {self.anchor_number}"
+
+
+class Heartbeat(models.Model):
+    """When a periodic sweep last ran. The reaper records itself each time beat sends it,
+    so /readyz can tell that beat is alive (firefly_site/health.py)."""
+
+    REAPER = "reaper"
+
+    name = models.CharField(max_length=64, primary_key=True)
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.seen_at:%Y-%m-%d %H:%M:%S}"
