@@ -9,6 +9,7 @@ class ApprovalsConfig(AppConfig):
 
     def ready(self) -> None:
         from approvals import notifications, selectors, services, steps
+        from firefly_site import metrics
         from pipelines.services import hooks
 
         steps.register()
@@ -16,3 +17,4 @@ class ApprovalsConfig(AppConfig):
         hooks.on_erase(services.tasks_erase)
         hooks.on_purge(services.tasks_purge)
         notifications.listen(notifications.email_assignees)
+        metrics.gauge_source(selectors.task_gauges)

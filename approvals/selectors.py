@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+from prometheus_client.core import GaugeMetricFamily
 
 from approvals.models import Decision, HumanTask
+from firefly_site.metrics import AGE_BUCKETS
 from orgs import selectors as orgs
 from pipelines import selectors as pipeline_selectors
 
@@ -111,3 +116,24 @@ def run_open_tasks(run_id: int) -> list[dict[str, Any]]:
         {"id": r["id"], "step": r["step_name"], "kind": r["kind"], "due_at": r["due_at"]}
         for r in rows
     ]
+
+
+def task_gauges() -> Iterator[GaugeMetricFamily]:
+    """Open tasks by pipeline and how long they have waited, at most (firefly_open_tasks)."""
+    gauge = GaugeMetricFamily(
+        "firefly_open_tasks",
+        "Open human tasks by pipeline and how long they have waited (at most)",
+        labels=["pipeline", "age"],
+    )
+    now = timezone.now()
+    waiting: Counter[tuple[str, str]] = Counter()
+    opened = HumanTask.objects.filter(status=HumanTask.Status.OPEN).values_list(
+        "run__pipeline_version__pipeline__name", "created_at"
+    )
+    for pipeline, created_at in opened.iterator(chunk_size=2000):
+        age = now - created_at
+        bucket = next(name for name, limit in AGE_BUCKETS if limit is None or age <= limit)
+        waiting[(pipeline, bucket)] += 1
+    for (pipeline, bucket), count in sorted(waiting.items()):
+        gauge.add_metric([pipeline, bucket], count)
+    yield gauge

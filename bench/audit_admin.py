@@ -10,7 +10,8 @@ organizations (`bench-org-00` to `-99`): the ten big ones hold 9% of the runs ea
 20 pipelines; the 90 small ones share the other 10%, with 2 pipelines each. Then VACUUM
 ANALYZE (what autovacuum does to an insert-only table), a superuser,
 and Django's test client with DEBUG off times each admin page N times after a warm-up
-and counts its queries.
+and counts its queries. Last, `verify_audit`'s check of every chain is timed (entries per
+second, one process per CPU, as the command runs by default).
 
 Prints a table, then as its last line one JSON object with the figures.
 """
@@ -61,6 +62,7 @@ RUNS_PER_COPY = 1000  # rows are streamed to COPY in chunks of this many runs
 REPEATS = 30
 WARMUP = 3
 TARGET_P95_MS = 300.0
+VERIFY_TARGET_PER_S = 50_000
 
 ADMIN = "/admin/pipelines/auditentry/"
 
@@ -102,7 +104,7 @@ def audit_columns() -> tuple[str, ...]:
     from pipelines.audit import HASHED_FIELDS
 
     extra = () if "organization_id" in HASHED_FIELDS else ("organization_id",)
-    return (*HASHED_FIELDS, "seq", "hash", *extra)
+    return (*HASHED_FIELDS, "seq", "hash", "hash_scheme", "key_id", "content_hash", *extra)
 
 
 def organization_slug(index: int) -> str:
@@ -254,7 +256,9 @@ def seed(database_url: str) -> float:
     from django.contrib.auth import get_user_model
     from django.db import connection, transaction
 
+    from pipelines import keys
     from pipelines.audit import entry_hash
+    from pipelines.canonical import CURRENT_SCHEME, content_digest
     from pipelines.models import Pipeline, PipelineVersion
 
     started = time.perf_counter()
@@ -262,6 +266,7 @@ def seed(database_url: str) -> float:
     end = datetime.now(UTC).replace(microsecond=0)
     first = end - timedelta(days=DAYS)
     spec_steps = [{"name": f"step-{i:02d}", "type": "noop"} for i in range(STEPS)]
+    key_id = keys.current_id()
     User = get_user_model()
     with transaction.atomic(), connection.cursor() as cursor:
         # The seed is consistent by construction (ids are reserved below); skipping the
@@ -327,8 +332,11 @@ def seed(database_url: str) -> float:
                 ):
                     entry["seq"] = seq
                     entry["prev_hash"] = head
+                    entry["hash_scheme"] = CURRENT_SCHEME
+                    entry["key_id"] = key_id
                     # entry_hash reads attributes only: a namespace is ~10x cheaper than
                     # a model instance, and the hash is the one the app computes.
+                    entry["content_hash"] = content_digest(SimpleNamespace(**entry))  # type: ignore[arg-type]
                     head = entry["hash"] = entry_hash(SimpleNamespace(**entry))  # type: ignore[arg-type]
                     for column in ("inputs", "outputs", "data"):
                         if entry[column] is not None:
@@ -375,10 +383,16 @@ def prepare(database_url: str) -> tuple[int, float | None]:
     """Seed unless already seeded; VACUUM ANALYZE. Returns (entries, seed seconds)."""
     from django.db import connection
 
+    from pipelines.canonical import CURRENT_SCHEME
     from pipelines.models import AuditEntry
 
-    entries = AuditEntry.objects.count()
+    entries = AuditEntry.objects.filter(hash_scheme=CURRENT_SCHEME).count()
     seconds = None
+    if entries < ENTRIES and AuditEntry.objects.exists():
+        name = connection.settings_dict["NAME"]
+        raise BenchError(
+            f"{name} holds entries of an older hash scheme: drop it (dropdb {name}) to reseed"
+        )
     if entries >= ENTRIES:
         print(f"reusing the seed: {entries:,} audit entries")
     else:
@@ -493,13 +507,38 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
 # --- main -----------------------------------------------------------------------------
 
 
+def time_verify() -> dict[str, Any]:
+    """`verify_audit` over every chain, as the command runs it (one process per CPU)."""
+    from pipelines.audit import verify
+
+    jobs = os.cpu_count() or 1
+    started = time.perf_counter()
+    checked, problem = verify(jobs=jobs)
+    seconds = time.perf_counter() - started
+    if problem is not None:
+        raise BenchError(f"verify_audit found a break in the seed: {problem}")
+    rate = checked / seconds
+    print(
+        f"verify_audit: {checked:,} entries in {seconds:.1f} s, {rate:,.0f} entries/s ({jobs} jobs)"
+    )
+    return {
+        "verify_entries": checked,
+        "verify_s": round(seconds, 2),
+        "verify_entries_per_s": round(rate),
+        "verify_jobs": jobs,
+        "verify_target_per_s": VERIFY_TARGET_PER_S,
+    }
+
+
 def run_bench() -> int:
-    """Set up, seed if needed, time the views, print the table and the JSON line."""
+    """Set up, seed if needed, time the views and verify_audit, print the table and the
+    JSON line."""
     database_url = configure_admin_env()
     setup(database_url)
     with database_errors():
         entries, seed_s = prepare(database_url)
         results = time_views(views())
+        verified = time_verify()
     print()
     print(f"{entries:,} audit entries; {REPEATS} timed requests per view after {WARMUP}")
     print_table(results)
@@ -512,6 +551,7 @@ def run_bench() -> int:
             name: {k: r[k] for k in ("p50_ms", "p95_ms", "queries")} for name, r in results.items()
         },
         "worst_p95_ms": max(r["p95_ms"] for r in results.values()),
+        **verified,
     }
     print(json.dumps(summary))
     return 0

@@ -45,12 +45,24 @@ def configure_env(default_database_url: str) -> str:
     return database_url
 
 
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "pyamqp", "amqps")
+# Where a bench's raw tasks record when they finished: the broker when it is Redis, else
+# this Redis (with RabbitMQ as the broker).
+SIGNAL_REDIS_URL = "redis://127.0.0.1:6379/14"
+
+
 def configure_broker(default_broker_url: str) -> str:
-    """Resolve the Celery broker URL; refuse anything but Redis."""
+    """Resolve the Celery broker URL; refuse anything but Redis or RabbitMQ."""
     broker_url = os.environ.setdefault("CELERY_BROKER_URL", default_broker_url)
-    if urlsplit(broker_url).scheme not in ("redis", "rediss"):
-        raise BenchError(f"CELERY_BROKER_URL must be a Redis URL, not {broker_url!r}.")
+    if urlsplit(broker_url).scheme not in BROKER_SCHEMES:
+        raise BenchError(
+            f"CELERY_BROKER_URL must be a Redis or RabbitMQ (amqp) URL, not {broker_url!r}."
+        )
     return broker_url
+
+
+def signal_redis_url(broker_url: str) -> str:
+    return broker_url if urlsplit(broker_url).scheme in ("redis", "rediss") else SIGNAL_REDIS_URL
 
 
 def ensure_database(database_url: str) -> None:

@@ -1,4 +1,4 @@
-"""Benchmark of the execution engine on PostgreSQL + Redis with real Celery workers.
+"""Benchmark of the execution engine on PostgreSQL + Redis or RabbitMQ with real Celery workers.
 
     python bench/engine.py
 
@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -45,6 +46,7 @@ from bench.common import (  # noqa: E402
     main,
     print_columns,
     setup,
+    signal_redis_url,
 )
 
 CELERY = ROOT / ".venv" / "bin" / "celery"
@@ -324,7 +326,7 @@ def raw_chain(length: int) -> float:
     from bench.rawtasks import noop
     from firefly_site.celery import app
 
-    client = redis.Redis.from_url(app.conf.broker_url)
+    client = redis.Redis.from_url(signal_redis_url(app.conf.broker_url))
     key = f"firefly-bench:raw-done:{uuid.uuid4().hex}"
     signatures = [noop.si() for _ in range(length - 1)] + [noop.si(key)]
     started = time.perf_counter()
@@ -387,6 +389,7 @@ def summarize(
         "audit_bytes_per_step": round(linear["storage"]["auditentry"], 1),
         "steprun_bytes_per_step": round(linear["storage"]["steprun"], 1),
         "repeats": REPEATS,
+        "broker": urlsplit(os.environ.get("CELERY_BROKER_URL", "")).scheme,
     }
 
 

@@ -1,8 +1,8 @@
 """A bare Celery task for bench/engine.py's RAW scenario (the floor without durability).
 
 The worker loads it with `celery -A firefly_site worker -I bench.rawtasks`. The last task
-of a chain sets a Redis key, so the benchmark sees the chain finish without a result
-backend.
+of a chain sets a Redis key (in the broker, or in the local Redis when the broker is
+RabbitMQ), so the benchmark sees the chain finish without a result backend.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import time
 
 import redis
 
+from bench.common import signal_redis_url
 from firefly_site.celery import app
 
 _client: redis.Redis | None = None
@@ -19,7 +20,7 @@ _client: redis.Redis | None = None
 def _redis() -> redis.Redis:
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(app.conf.broker_url)
+        _client = redis.Redis.from_url(signal_redis_url(app.conf.broker_url))
     return _client
 
 

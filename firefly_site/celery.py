@@ -4,7 +4,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "firefly_site.settings")
 
@@ -15,8 +15,8 @@ app.autodiscover_tasks()
 
 # Tasks about one run (or one delivery) act in its organization under row-level security
 # (orgs/rls.py): {task name: (app label, model, argument) of the row the argument names}. The
-# sweeps (reap, expire_overdue, sweep_webhooks, apply_retention) work across organizations,
-# as Firefly.
+# sweeps (reap, expire_overdue, sweep_webhooks, anchor_audit, apply_retention) work across
+# organizations, as Firefly.
 TENANT_TASKS = {
     "pipelines.tasks.advance_run": ("pipelines", "Run", "run_id"),
     "pipelines.tasks.finish_run": ("pipelines", "Run", "run_id"),
@@ -60,3 +60,11 @@ def after_task(task: Any = None, **_: Any) -> None:
     if getattr(task.request, "is_eager", False):
         return
     close_old_connections()
+
+
+@worker_ready.connect
+def serve_metrics(**_: Any) -> None:
+    """With FIREFLY_METRICS_PORT set, the worker serves its own counters on that port."""
+    from firefly_site.metrics import serve_worker_metrics
+
+    serve_worker_metrics()

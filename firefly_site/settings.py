@@ -84,7 +84,12 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz and /readyz answer first: no session, sign-in or organization, and no host
+    # check or HTTPS redirect in the way of a load balancer's probe (firefly_site/health.py).
+    "firefly_site.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files from STATIC_ROOT, served by the web process itself (see STORAGES).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -160,6 +165,13 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+# `collectstatic` writes each file under a name with its content's hash, and compressed;
+# WhiteNoise serves those names with a cache lifetime of ten years (a new version is a new
+# name). Outside debug a page needs that manifest: run collectstatic before starting.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
@@ -178,7 +190,8 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=_HTTPS)
 # Only a proxy that sets X-Forwarded-Proto itself (overwriting what the client sent) may be
 # trusted with it: otherwise any client could claim its plain request came over HTTPS.
-if env.bool("FIREFLY_TLS_PROXY", default=False):
+FIREFLY_TLS_PROXY = env.bool("FIREFLY_TLS_PROXY", default=False)
+if FIREFLY_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- Content Security Policy ------------------------------------------------------------
@@ -217,6 +230,8 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15
 AXES_LOCKOUT_PARAMETERS = [["username"], ["ip_address"]]
 AXES_LOCKOUT_CALLABLE = "firefly_site.errors.login_locked_out"
 AXES_RESET_ON_SUCCESS = True
+# The address a failure counts against: behind the proxy, the client's (X-Forwarded-For).
+AXES_CLIENT_IP_CALLABLE = "firefly_site.addresses.client_address"
 
 # --- Single sign-on ---------------------------------------------------------------------
 # OpenID Connect through mozilla-django-oidc (accounts/oidc.py): off unless
@@ -283,18 +298,48 @@ FIREFLY_RLS = env.bool("FIREFLY_RLS", default=True)
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="firefly@localhost")
 
+# Text for people (run and step ids in brackets), or JSON lines for a log shipper
+# (firefly_site/logs.py): every record carries the run, step, Celery task and trace it
+# is about, where there is one.
+FIREFLY_LOG_FORMAT = env.str("FIREFLY_LOG_FORMAT", default="text")
+if FIREFLY_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(
+        f"FIREFLY_LOG_FORMAT must be 'text' or 'json', not {FIREFLY_LOG_FORMAT!r}"
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "firefly_site.logs.ContextFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s"},
+        "json": {"()": "firefly_site.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": FIREFLY_LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+# Celery workers and beat log through the handler above instead of their own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# Prometheus metrics (firefly_site/metrics.py): `/metrics` answers these addresses, or
+# `Authorization: Bearer <FIREFLY_METRICS_TOKEN>`; a Celery worker with a port serves its
+# own counters there (one port per worker process).
+FIREFLY_METRICS_ALLOWED_ADDRESSES = env.list(
+    "FIREFLY_METRICS_ALLOWED_ADDRESSES", default=["127.0.0.1", "::1"]
+)
+FIREFLY_METRICS_TOKEN = env.str("FIREFLY_METRICS_TOKEN", default="")
+FIREFLY_METRICS_PORT = env.int("FIREFLY_METRICS_PORT", default=0)
+FIREFLY_METRICS_ADDRESS = env.str("FIREFLY_METRICS_ADDRESS", default="127.0.0.1")
 
 # --- Celery ---------------------------------------------------------------------------
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
-CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, str | int]
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, str | int | bool]
 if CELERY_BROKER_URL.startswith("filesystem"):
     BROKER_DIR.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -303,6 +348,10 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         # Exchange bindings; kombu's default is `control/` in the working directory.
         "control_folder": str(BROKER_DIR / "control"),
     }
+elif CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
+    # RabbitMQ confirms each message it has taken (a send to a broker that fails over
+    # raises instead of vanishing). docs/deploy.md has the server's side.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 else:
     # An unacknowledged message comes back after this long. It must outlast the
     # longest step, or a slow step would be delivered twice while still running
@@ -361,6 +410,28 @@ FIREFLY_OUTBOUND_ALLOWED_ADDRESSES = env.list("FIREFLY_OUTBOUND_ALLOWED_ADDRESSE
 FIREFLY_AUDIT_SNAPSHOT_LIMIT = env.int("FIREFLY_AUDIT_SNAPSHOT_LIMIT", default=64 * 1024)
 # Extra destinations fed after commit: "jsonl:/path/file.jsonl", "logging", "otel".
 FIREFLY_AUDIT_SINKS = env.list("FIREFLY_AUDIT_SINKS", default=[])
+# Anchors of the audit chain (pipelines/anchors.py, docs/audit.md): every this many
+# seconds the entries get their global positions and a signed anchor is written to each
+# store: an append-only JSONL file (meant for another volume or a WORM mount) and a
+# second database (a PostgreSQL or SQLite URL). Either may be turned off ("") while the
+# other is set; anchoring to neither is refused.
+FIREFLY_ANCHOR_INTERVAL_S = env.float("FIREFLY_ANCHOR_INTERVAL_S", default=60.0)
+FIREFLY_ANCHOR_FILE = env.str("FIREFLY_ANCHOR_FILE", default=str(VAR_DIR / "audit-anchors.jsonl"))
+FIREFLY_ANCHOR_DATABASE_URL = env.str("FIREFLY_ANCHOR_DATABASE_URL", default="")
+if not FIREFLY_ANCHOR_FILE and not FIREFLY_ANCHOR_DATABASE_URL:
+    raise ImproperlyConfigured(
+        "Set FIREFLY_ANCHOR_FILE or FIREFLY_ANCHOR_DATABASE_URL: the audit chain's anchors "
+        "need a store outside the application database."
+    )
+if FIREFLY_ANCHOR_DATABASE_URL:
+    _anchors, _app = env.db_url_config(FIREFLY_ANCHOR_DATABASE_URL), DATABASES["default"]
+    if [str(_anchors.get(k) or "") for k in ("NAME", "HOST", "PORT")] == [
+        str(_app.get(k) or "") for k in ("NAME", "HOST", "PORT")
+    ]:
+        raise ImproperlyConfigured(
+            "FIREFLY_ANCHOR_DATABASE_URL names the application's own database: the anchors "
+            "must be kept outside it."
+        )
 FIREFLY_BASE_URL = env.str("FIREFLY_BASE_URL", default="http://127.0.0.1:8000")
 # A spec's on_finish callable fails the run when it runs longer than this (0: no limit,
 # and it runs in the worker's own thread); after this many attempts lost with their
@@ -431,6 +502,10 @@ CELERY_BEAT_SCHEDULE = {
     "firefly-webhook-sweep": {
         "task": "approvals.tasks.sweep_webhooks",
         "schedule": FIREFLY_REAPER_INTERVAL_S,
+    },
+    "firefly-audit-anchor": {
+        "task": "pipelines.tasks.anchor_audit",
+        "schedule": FIREFLY_ANCHOR_INTERVAL_S,
     },
     "firefly-retention": {
         "task": "pipelines.tasks.apply_retention",

@@ -3,7 +3,14 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from firefly_site import health
+from firefly_site.metrics import metrics_view
+
 urlpatterns = [
+    # Probes for load balancers and orchestrators (answered by HealthCheckMiddleware).
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", include("firefly_site.api_urls")),
     path("", include("firefly_site.web_urls")),

@@ -26,6 +26,7 @@ from pipelines.models import (
     Checkpoint,
     HandoffEnvelope,
     ImmutableQuerySet,
+    OutboxEvent,
     Pipeline,
     PipelineGrant,
     PipelineVersion,
@@ -346,6 +347,60 @@ class SecurityEventAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     search_fields = ["actor_name", "=address"]
     date_hierarchy = "created_at"
     show_full_result_count = False
+
+
+class OutboxRelayedFilter(admin.SimpleListFilter):
+    title = "relayed"
+    parameter_name = "relayed"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("no", "waiting"), ("yes", "relayed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() in ("no", "yes"):
+            return queryset.filter(relayed_at__isnull=self.value() == "no")
+        return queryset
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
+    """Events waiting for their durable subscribers (webhooks, audit sinks) and those relayed;
+    an operator can relay waiting ones now instead of waiting for the sweep."""
+
+    list_display = ["id", "event", "organization", "created_at", "relayed_at", "attempts"]
+    list_filter = [OutboxRelayedFilter, "event"]
+    list_select_related = ["organization"]
+    search_fields = ["=id", "event"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    readonly_fields = [
+        "event",
+        "organization",
+        "payload",
+        "created_at",
+        "relayed_at",
+        "attempts",
+        "last_error",
+    ]
+    actions = ["relay_now"]
+
+    def has_relay_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    @admin.action(description="Relay the selected events now", permissions=["relay"])
+    def relay_now(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> None:
+        # The queryset is already held to the organizations the user administers.
+        selected = list(queryset.values_list("pk", flat=True))
+        waiting = queryset.filter(relayed_at__isnull=True).count()
+        relayed = services.outbox_relay(ids=selected)
+        text = f"Relayed {relayed} of {len(selected)} selected events"
+        if len(selected) > waiting:
+            text += f" ({len(selected) - waiting} had been relayed already)"
+        if relayed < waiting:
+            text += f"; {waiting - relayed} failed again and wait for the sweep (see last error)"
+            self.message_user(request, text + ".", messages.WARNING)
+            return
+        self.message_user(request, text + ".", messages.SUCCESS)
 
 
 # --- audit trail ----------------------------------------------------------------------

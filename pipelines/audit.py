@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
+from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef
+from django.db import connections, transaction
+from django.db.models import Max, Min, QuerySet
 from django.utils import timezone
 
+from firefly_site import metrics
 from pipelines import keys, sinks
 from pipelines.canonical import (
     CONTENT_BY_DIGEST,
@@ -147,6 +151,7 @@ class AuditChain:
             rows = sinks.outbox_rows(self.entries)
             AuditEntry.objects.bulk_create(self.entries)
             OutboxEvent.objects.bulk_create(rows)
+            metrics.after_commit(metrics.AUDIT_ENTRIES, len(self.entries))
             self.entries = []
 
 
@@ -278,49 +283,128 @@ def verify_chain(
     return None
 
 
-def chains(
-    run_id: int | None = None, organization_id: int | None = None
-) -> Iterator[tuple[str, list[AuditEntry], tuple[int, str]]]:
-    """Every chain (or one run's, or one organization's), with its owner's head, read one
-    chain at a time."""
-    runs = Run.objects.order_by("pk").values_list("pk", "audit_seq", "audit_head")
+# What verification reads of each entry: a tuple per row, not a model instance (about
+# three times cheaper at a million entries). `canonical` and `verify_chain` read
+# attributes only.
+CHECKED_FIELDS = tuple(
+    dict.fromkeys(
+        (
+            "pk",
+            "seq",
+            "hash",
+            "hash_scheme",
+            "key_id",
+            "content_hash",
+            "redacted_at",
+            "organization_id",
+            *HASHED_FIELDS,
+        )
+    )
+)
+Checked = namedtuple("Checked", CHECKED_FIELDS)  # type: ignore[misc]
+Chain = tuple[str, list[AuditEntry], tuple[int, str] | None]
+_cursor_numbers = itertools.count()
+
+
+def _rows(entries: QuerySet[AuditEntry]) -> Iterator[Any]:
+    connection = connections[entries.db]
+    if connection.vendor == "postgresql":
+        yield from _postgresql_rows(entries)
+        return
+    for row in entries.values_list(*CHECKED_FIELDS).iterator(chunk_size=5000):
+        yield Checked._make(row)
+
+
+def _postgresql_rows(entries: QuerySet[AuditEntry]) -> Iterator[Any]:
+    """The rows through a server-side cursor with the driver's own loaders.
+
+    Django replaces psycopg's timestamp loader with one written in Python and decodes
+    JSON in a converter per value: a third of the time of verifying a million entries.
+    The driver's defaults (in C for timestamps) give the same values, so this cursor
+    uses them.
+    """
+    import psycopg
+    from psycopg.pq import Format
+
+    connection = connections[entries.db]
+    sql, params = entries.values_list(*CHECKED_FIELDS).query.sql_with_params()
+    with transaction.atomic(using=entries.db):  # a server-side cursor lives in one
+        raw = connection.connection
+        assert raw is not None
+        with raw.cursor(name=f"firefly_verify_{next(_cursor_numbers)}") as cursor:
+            for type_name in ("timestamptz", "jsonb"):
+                oid = psycopg.adapters.types[type_name].oid
+                loader = psycopg.adapters.get_loader(oid, Format.TEXT)
+                assert loader is not None
+                cursor.adapters.register_loader(oid, loader)
+            cursor.execute(sql, params)
+            while rows := cursor.fetchmany(5000):
+                for row in rows:
+                    yield Checked._make(row)
+
+
+def chains(run_id: int | None = None, organization_id: int | None = None) -> Iterator[Chain]:
+    """Every chain (or one run's, or one organization's), with its owner's head."""
+    if run_id is None:
+        yield from pipeline_chains(organization_id)
+    yield from run_chains(run_id, organization_id)
+
+
+def pipeline_chains(organization_id: int | None = None) -> Iterator[Chain]:
+    """The chains of entries about no run, one per pipeline."""
+    pipelines = Pipeline.objects.order_by("pk").values_list("pk", "name", "audit_seq", "audit_head")
+    if organization_id is not None:
+        pipelines = pipelines.filter(organization_id=organization_id)
+    for pk, name, seq, head in pipelines:
+        about_no_run = AuditEntry.objects.filter(pipeline_id=pk, run__isnull=True)
+        yield f"pipeline {name}", list(_rows(about_no_run.order_by("seq"))), (seq, head)
+
+
+def run_chains(
+    run_id: int | None = None,
+    organization_id: int | None = None,
+    between: tuple[int, int] | None = None,
+) -> Iterator[Chain]:
+    """Run chains (one, one organization's, or those with run ids in a range), in run id
+    order, each with its run's head.
+
+    Two streams merged by run id (runs, and entries in (run, seq) order: the unique
+    index's order) rather than a query per chain. A chain whose run row is gone is checked
+    against the head its purge recorded (`retention.purged`), else it is `UNRECORDED`: a
+    run deleted behind retention's back (the anchors catch a truncated end as well).
+    """
+    runs = Run.objects.order_by("pk")
+    entries = AuditEntry.objects.filter(run__isnull=False).order_by("run_id", "seq")
     if organization_id is not None:
         runs = runs.filter(organization_id=organization_id)
+        entries = entries.filter(organization_id=organization_id)
     if run_id is not None:
-        runs = runs.filter(pk=run_id)
-    else:
-        pipelines = Pipeline.objects.order_by("pk").values_list(
-            "pk", "name", "audit_seq", "audit_head"
-        )
-        if organization_id is not None:
-            pipelines = pipelines.filter(organization_id=organization_id)
-        for pk, name, seq, head in pipelines:
-            entries = AuditEntry.objects.filter(pipeline_id=pk, run__isnull=True).order_by("seq")
-            yield f"pipeline {name}", list(entries), (seq, head)
-    for pk, seq, head in runs.iterator(chunk_size=500):
-        yield f"run {pk}", list(AuditEntry.objects.filter(run_id=pk).order_by("seq")), (seq, head)
-    yield from purged_chains(run_id, organization_id)
-
-
-def purged_chains(
-    run_id: int | None = None, organization_id: int | None = None
-) -> Iterator[tuple[str, list[AuditEntry], tuple[int, str]]]:
-    """The chains of runs whose rows are gone, each with the head its purge recorded
-    (`retention.purged` entries in the pipelines' chains), else `UNRECORDED`."""
-    gone = AuditEntry.objects.filter(run__isnull=False).filter(
-        ~Exists(Run.objects.filter(pk=OuterRef("run_id")))
-    )
-    if organization_id is not None:
-        gone = gone.filter(organization_id=organization_id)
-    if run_id is not None:
-        gone = gone.filter(run_id=run_id)
-    run_ids = list(gone.order_by("run_id").values_list("run_id", flat=True).distinct())
-    if not run_ids:
-        return
-    heads = purged_heads(organization_id, run_id)
-    for pk in run_ids:
-        entries = list(AuditEntry.objects.filter(run_id=pk).order_by("seq"))
-        yield f"run {pk}", entries, heads.get(pk, UNRECORDED)
+        runs, entries = runs.filter(pk=run_id), entries.filter(run_id=run_id)
+    if between is not None:
+        low, high = between
+        runs = runs.filter(pk__gte=low, pk__lte=high)
+        entries = entries.filter(run_id__gte=low, run_id__lte=high)
+    heads = runs.values_list("pk", "audit_seq", "audit_head").iterator(chunk_size=5000)
+    rows = _rows(entries)
+    head_row = next(heads, None)
+    row = next(rows, None)
+    purged: dict[int, tuple[int, str]] | None = None  # read at the first chain without a run
+    while head_row is not None or row is not None:
+        head: tuple[int, str] | None = None
+        if row is None or (head_row is not None and head_row[0] <= int(row.run_id)):
+            assert head_row is not None
+            owner, head = head_row[0], (head_row[1], head_row[2])
+            head_row = next(heads, None)
+        else:
+            owner = int(row.run_id)
+            if purged is None:
+                purged = purged_heads(organization_id, run_id)
+            head = purged.get(owner, UNRECORDED)
+        chain: list[AuditEntry] = []
+        while row is not None and row.run_id == owner:
+            chain.append(row)
+            row = next(rows, None)
+        yield f"run {owner}", chain, head
 
 
 def purged_heads(
@@ -344,6 +428,58 @@ def purged_heads(
             if key.isdigit() and isinstance(head, list) and len(head) == 2:
                 heads[int(key)] = (int(head[0]), str(head[1]))
     return heads
+
+
+def _verify(found: Iterator[Chain]) -> tuple[int, Break | None]:
+    checked = 0
+    for chain, entries, head in found:
+        checked += len(entries)
+        problem = verify_chain(chain, entries, head)
+        if problem:
+            return checked, problem
+    return checked, None
+
+
+def _verify_runs(between: tuple[int, int]) -> tuple[int, Break | None]:
+    try:
+        return _verify(run_chains(between=between))
+    finally:
+        connections.close_all()
+
+
+def verify(
+    run_id: int | None = None, organization_id: int | None = None, jobs: int = 1
+) -> tuple[int, Break | None]:
+    """Check every chain (or one run's, or one organization's): (entries checked, the
+    first break found, or None).
+
+    With `jobs` > 1 and no filter, run chains are checked by that many processes, each
+    over its own range of run ids: the checks are CPU-bound (HMAC and JSON).
+    """
+    in_transaction = connections[AuditEntry.objects.db].in_atomic_block
+    if jobs <= 1 or run_id is not None or organization_id is not None or in_transaction:
+        # Other processes could not see what this transaction has not committed.
+        return _verify(chains(run_id, organization_id))
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    checked, problem = _verify(pipeline_chains())
+    ids = [
+        *Run.objects.aggregate(low=Min("pk"), high=Max("pk")).values(),
+        *AuditEntry.objects.aggregate(low=Min("run_id"), high=Max("run_id")).values(),
+    ]
+    known = [pk for pk in ids if pk is not None]
+    if problem is not None or not known:
+        return checked, problem
+    low, high = min(known), max(known)
+    width = (high - low) // jobs + 1
+    ranges = [(low + i * width, low + (i + 1) * width - 1) for i in range(jobs)]
+    connections.close_all()  # a forked process must open its own
+    with ProcessPoolExecutor(jobs, mp_context=get_context("fork")) as pool:
+        for part_checked, part_problem in pool.map(_verify_runs, ranges):
+            checked += part_checked
+            problem = problem or part_problem
+    return checked, problem
 
 
 def export_line(entry: AuditEntry) -> str:

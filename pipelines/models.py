@@ -588,3 +588,71 @@ class OutboxEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} #{self.pk}"
+
+
+class AuditLedger(ImmutableModel):
+    """The global audit sequence: every entry of every chain at one gap-free position.
+
+    Filled by one sequencer at a time (pipelines/anchors.py). Each position's `link` is
+    the HMAC of the position, the entry it names and the previous position's link, so a
+    position that is removed, changed or moved breaks every later link. Plain columns,
+    not foreign keys: the ledger keeps naming an entry (or a run) that was deleted.
+    """
+
+    position = models.BigIntegerField(primary_key=True)
+    entry_id = models.BigIntegerField(unique=True)
+    run_id = models.BigIntegerField(null=True, blank=True)
+    pipeline_id = models.BigIntegerField()
+    seq = models.PositiveIntegerField()
+    entry_hash = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=64)
+    link = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["position"]
+
+    def __str__(self) -> str:
+        return f"position {self.position}"
+
+
+class LedgerState(models.Model):
+    """The sequencer's and the anchoring's progress: one row (pk 1), locked by each run.
+
+    Bookkeeping only: rewinding it proves nothing, since the anchors outside the
+    database and the ledger's links are what `verify_audit --anchors` checks.
+    """
+
+    # The last position given, and its link.
+    position = models.BigIntegerField(default=0)
+    head = models.CharField(max_length=64, blank=True)
+    # Every entry with an id up to `floor` has a position; entries above it are looked
+    # for on each run, so one whose transaction commits late is never skipped.
+    floor = models.BigIntegerField(default=0)
+    # The highest entry id seen by the previous run, and the transactions of this
+    # database then in progress, as [pid, transaction id] (PostgreSQL): once none of
+    # them is left, `floor` may rise to `pending_horizon`.
+    pending_horizon = models.BigIntegerField(null=True, blank=True)
+    pending_transactions = models.JSONField(null=True, blank=True)
+    # The last anchor written to every store: its number, ledger position and signature.
+    anchor_number = models.BigIntegerField(default=0)
+    anchor_position = models.BigIntegerField(default=0)
+    anchor_signature = models.CharField(max_length=64, blank=True)
+    # An anchor made and signed but not yet in every store (a store failed): the next
+    # run writes this very line again before making a new one.
+    pending_anchor = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"ledger at {self.position}, anchor {self.anchor_number}"
+
+
+class Heartbeat(models.Model):
+    """When a periodic sweep last ran. The reaper records itself each time beat sends it,
+    so /readyz can tell that beat is alive (firefly_site/health.py)."""
+
+    REAPER = "reaper"
+
+    name = models.CharField(max_length=64, primary_key=True)
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.seen_at:%Y-%m-%d %H:%M:%S}"

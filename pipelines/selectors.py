@@ -8,21 +8,27 @@ not exist: the callers answer 404.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.db.models import (
+    Case,
     Count,
     Exists,
+    F,
     IntegerField,
+    JSONField,
     Max,
     OuterRef,
     Prefetch,
     Q,
     QuerySet,
     Subquery,
+    Value,
+    When,
 )
 from django.db.models.functions import Coalesce
+from prometheus_client.core import GaugeMetricFamily
 
 from orgs import selectors as orgs
 from pipelines import permissions, states
@@ -162,13 +168,38 @@ def run_checkpoints(run: Run, *, newest_first: bool = True) -> QuerySet[Checkpoi
     return Checkpoint.objects.filter(run=run).order_by("-seq" if newest_first else "seq")
 
 
+# The entries of a step visit: their `inputs` name what the visit read, by hash.
+STEP_VISITS = ("step.succeeded", "step.failed", "step.waiting", "step.outcome_dropped")
+
+
 def run_audit(run: Run) -> QuerySet[AuditEntry]:
-    """The run's audit trail, newest first (served by the unique (run, seq) index)."""
+    """The run's audit trail, newest first (served by the unique (run, seq) index).
+
+    `consumed` is a step visit's digest of what it read (small: hashes and ids); the other
+    entries' inputs (a run's own, possibly large) stay unread.
+    """
     return (
         AuditEntry.objects.filter(run=run)
         .defer("inputs", "outputs", "prev_hash", "hash")
+        .annotate(
+            consumed=Case(
+                When(event__in=STEP_VISITS, then=F("inputs")),
+                default=Value(None),
+                output_field=JSONField(),
+            )
+        )
         .order_by("-seq")
     )
+
+
+def consumed_by_step(run: Run) -> dict[str, dict[str, Any]]:
+    """What each step's latest visit read (run inputs and upstream outputs, by hash)."""
+    rows = (
+        AuditEntry.objects.filter(run=run, event__in=STEP_VISITS, inputs__isnull=False)
+        .order_by("seq")
+        .values_list("step_name", "inputs")
+    )
+    return {name: digest for name, digest in rows if isinstance(digest, dict)}
 
 
 def audit_entries(user: Any, organization: Any) -> QuerySet[AuditEntry]:
@@ -305,3 +336,21 @@ def pipeline_versions(pipeline: Pipeline) -> QuerySet[PipelineVersion]:
         .defer("spec")
         .order_by("-number")
     )
+
+
+# What `firefly_steps` reports (firefly_site/metrics.py): the work waiting and in hand.
+GAUGED_STEP_STATES = (states.QUEUED, states.RUNNING)
+
+
+def step_gauges() -> Iterator[GaugeMetricFamily]:
+    """Steps queued and running now, across organizations (read at each scrape)."""
+    gauge = GaugeMetricFamily("firefly_steps", "Steps queued or running", labels=["status"])
+    counted = dict(
+        StepRun.objects.filter(status__in=GAUGED_STEP_STATES)
+        .values_list("status")
+        .annotate(n=Count("pk"))
+        .values_list("status", "n")
+    )
+    for status in GAUGED_STEP_STATES:
+        gauge.add_metric([status], counted.get(status, 0))
+    yield gauge

@@ -99,12 +99,13 @@ class OtelSink:
 
     def __init__(self, provider: LoggerProvider | None = None) -> None:
         try:
-            from opentelemetry import _logs
+            from opentelemetry import _logs, trace
         except ImportError as exc:
             raise ImportError(
                 "The 'otel' audit sink needs OpenTelemetry: pip install firefly[otel]"
             ) from exc
         self._logs = _logs
+        self._trace = trace
         # The global provider is a proxy until the application sets one, so taking it
         # now still reaches a provider configured later.
         self.logger = (provider or _logs.get_logger_provider()).get_logger("firefly.audit")
@@ -126,12 +127,31 @@ class OtelSink:
             self.logger.emit(
                 self._logs.LogRecord(
                     timestamp=(entry.created_at - EPOCH) // timedelta(microseconds=1) * 1000,
+                    context=self._span_context(entry),
                     severity_number=self._logs.SeverityNumber.INFO,
                     severity_text="INFO",
                     body=_message(entry),
                     attributes=attributes,
                 )
             )
+
+    def _span_context(self, entry: AuditEntry) -> Any:
+        """The context of the step attempt's span, so that a log backend links the record to
+        its trace; None for entries that no span wrote (tracing off, run events)."""
+        ids = entry.data if isinstance(entry.data, dict) else {}
+        try:
+            trace_id, span_id = int(ids["trace_id"], 16), int(ids["span_id"], 16)
+        except (KeyError, TypeError, ValueError):
+            return None
+        span = self._trace.NonRecordingSpan(
+            self._trace.SpanContext(
+                trace_id=trace_id,
+                span_id=span_id,
+                is_remote=True,
+                trace_flags=self._trace.TraceFlags(self._trace.TraceFlags.SAMPLED),
+            )
+        )
+        return self._trace.set_span_in_context(span)
 
 
 def _no_argument(factory: Callable[[], Sink]) -> Callable[[str, str], Sink]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 
-from pipelines import services
+from pipelines import anchors, services
+
+log = logging.getLogger(__name__)
 
 
 # Redelivery is safe for all of them: advance_run recomputes from the locked run,
@@ -41,6 +45,17 @@ def settle_handoff(child_run_id: int) -> None:
 @shared_task(name="pipelines.tasks.relay_outbox")
 def relay_outbox() -> None:
     services.outbox_relay()
+
+
+# Safe to run twice, or in parallel: the sequencer and the anchoring each lock the
+# ledger's one-row state, and a store skips an anchor it already holds. A store that
+# fails is logged; its anchor is written again at the next beat, before any new one.
+@shared_task(name="pipelines.tasks.anchor_audit")
+def anchor_audit() -> None:
+    try:
+        anchors.anchor_audit()
+    except anchors.AnchorStoreError:
+        log.exception("audit anchor not written; it is written again at the next beat")
 
 
 # Safe to run twice, or in parallel: each batch locks its runs with SKIP LOCKED, and a run

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Start the web server, Celery workers and Celery beat; stop them all on Ctrl-C.
+# WEB=gunicorn (`make serve`) runs the production web server instead of runserver.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -15,11 +16,35 @@ mkdir -p var/log
 WORKERS=${WORKERS:-2}
 WORKER_ARGS=${WORKER_ARGS:---pool threads --concurrency 32}
 
+WEB=${WEB:-runserver}
+
 pids=()
-stop() { kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; exit 0; }
+stop() { kill "${pids[@]}" "${watcher[@]}" 2>/dev/null; wait 2>/dev/null; exit 0; }
 trap stop INT TERM
 
-"$VENV/bin/python" manage.py runserver "127.0.0.1:$PORT" --noreload >var/log/web.log 2>&1 &
+# make passes a SIGTERM on to this script but not a SIGINT sent to make alone (it leaves
+# that to the terminal, which signals the whole group). make stops catching the signal it
+# received, so that shows in /proc: then stop as if this script had been sent it.
+watcher=()
+if [[ $(cat "/proc/$PPID/comm" 2>/dev/null) == make ]]; then
+  make_pid=$PPID
+  catches_int() {
+    local mask
+    mask=$(awk '/^SigCgt:/ {print $2}' "/proc/$make_pid/status" 2>/dev/null) || return 1
+    [[ -n $mask ]] && (((16#$mask >> 1) & 1))
+  }
+  if catches_int; then
+    (while catches_int; do sleep 1; done; kill -TERM $$) &
+    watcher=($!)
+  fi
+fi
+
+if [[ $WEB == gunicorn ]]; then
+  # Workers, threads and address from WEB_CONCURRENCY, WEB_THREADS, WEB_BIND (README).
+  "$VENV/bin/gunicorn" -c firefly_site/gunicorn_conf.py firefly_site.wsgi >var/log/web.log 2>&1 &
+else
+  "$VENV/bin/python" manage.py runserver "127.0.0.1:$PORT" --noreload >var/log/web.log 2>&1 &
+fi
 pids+=($!)
 for n in $(seq "$WORKERS"); do
   # shellcheck disable=SC2086
@@ -34,9 +59,11 @@ pids+=($!)
 database=$("$VENV/bin/python" -m firefly_site.redact "${DATABASE_URL:-}")
 broker=$("$VENV/bin/python" -m firefly_site.redact "${CELERY_BROKER_URL:-}")
 
+address=${WEB_BIND:-127.0.0.1:$PORT}
+[[ $WEB == gunicorn ]] || address=127.0.0.1:$PORT
 cat <<MSG
 
-  Firefly is running at http://127.0.0.1:$PORT/
+  Firefly is running at http://$address/ (web server: $WEB)
   Demo logins: see README (their passwords are printed above only when first created).
   Database: ${database:-SQLite (var/firefly.sqlite3)}; broker: ${broker:-files in var/broker}
   Logs: var/log/web.log, var/log/worker*.log, var/log/beat.log. Stop with Ctrl-C.

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Make sure PostgreSQL and Redis answer on the test URLs' hosts; start them (or install
-# them from Debian's packages) when they run on this machine and are down.
+# Make sure PostgreSQL, Redis and (given a third URL) RabbitMQ answer on the test URLs'
+# hosts; start them (or install them from Debian's packages) when they run on this
+# machine and are down.
 set -euo pipefail
 db_url=${1:-postgres://postgres@127.0.0.1:5432/firefly}
 broker_url=${2:-redis://127.0.0.1:6379/15}
+amqp_url=${3:-}
 
 hostport() {  # scheme://[user@]host:port/... -> "host port"
   local rest=${1#*://}; rest=${rest#*@}; rest=${rest%%/*}
@@ -51,3 +53,20 @@ if ! redis_up; then
   wait_until Redis redis_up
 fi
 echo "PostgreSQL ($pg_host:$pg_port) and Redis ($redis_host:$redis_port) are up."
+
+[[ -n $amqp_url ]] || exit 0
+read -r amqp_host amqp_port <<<"$(hostport "$amqp_url")"
+# An AMQP server answers a protocol header it does not speak with its own ("AMQP...").
+amqp_up() { (exec 3<>"/dev/tcp/$amqp_host/$amqp_port" && printf 'AMQP\x01\x01\x00\x0a' >&3 && read -r -t 3 -n 4 reply <&3 && [[ $reply == AMQP ]]) 2>/dev/null; }
+if ! amqp_up; then
+  local_host "$amqp_host" || { echo "RabbitMQ at $amqp_host:$amqp_port does not answer" >&2; exit 1; }
+  if ! command -v rabbitmq-server >/dev/null; then
+    can_install || { echo "RabbitMQ is not installed; install it or set TEST_AMQP_URL" >&2; exit 1; }
+    echo "Installing RabbitMQ..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
+  fi
+  echo "Starting RabbitMQ..."
+  service rabbitmq-server start >/dev/null 2>&1 || rabbitmq-server -detached >/dev/null 2>&1 || true
+  wait_until RabbitMQ amqp_up
+fi
+echo "RabbitMQ ($amqp_host:$amqp_port) is up."

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from django.core.management import call_command
 from django.db import connection
 
 from pipelines import audit
@@ -55,3 +57,10 @@ def chain_is_intact(run: Run) -> bool:
     entries = list(AuditEntry.objects.filter(run=run).order_by("seq"))
     run.refresh_from_db()
     return audit.verify_chain(f"run {run.pk}", entries, (run.audit_seq, run.audit_head)) is None
+
+
+def verify_audit(*args: str) -> str:
+    """`manage.py verify_audit` over the whole database (it raises on a broken chain)."""
+    out = io.StringIO()
+    call_command("verify_audit", *args, stdout=out)
+    return out.getvalue()

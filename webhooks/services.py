@@ -19,6 +19,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
+from firefly_site import metrics
 from orgs import selectors as orgs
 from pipelines import events, outbound
 from pipelines.errors import PermissionDenied
@@ -361,6 +362,7 @@ def _record(
     delivered_at: Any = None,
     next_at: Any = None,
 ) -> None:
+    metrics.WEBHOOK_ATTEMPTS.labels(status).inc()
     WebhookDelivery.objects.filter(pk=delivery.pk, status=WebhookDelivery.Status.PENDING).update(
         status=status,
         response_code=code,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
+import hashlib
+import json
 import logging
 import threading
 import traceback
@@ -16,7 +19,9 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
+from firefly_site import logs, metrics
 from pipelines import fastpath, registry, tracing
+from pipelines.canonical import json_default, numbers
 from pipelines.context import Handoff, Pause, StepContext
 from pipelines.leases import leases
 from pipelines.limits import json_problem
@@ -44,6 +49,8 @@ class Outcome:
     waits_for: int | None = None
     # The attempt's span ids, when tracing is on (kept on its audit entry).
     trace: dict[str, str] | None = None
+    # What the attempt read, by reference and hash (its audit entry's `inputs`).
+    consumed: dict[str, Any] | None = None
 
 
 @dataclass
@@ -85,8 +92,15 @@ def step_execute(*, step_run_id: int) -> None:
     """Run a queued step, commit its outcome, and go on with a lone ready successor."""
     started = step_begin(step_run_id=step_run_id)
     while started is not None:
-        outcome = call_handler(started.step)
-        started = step_finish(started=started, outcome=outcome)
+        step = started.step
+        with logs.bound(
+            run_id=step.run.pk,
+            step=step.step_name,
+            step_run_id=step.pk,
+            trace_id=step.run.trace_id,
+        ):
+            outcome = call_handler(step)
+            started = step_finish(started=started, outcome=outcome)
 
 
 def step_finish(*, started: Started, outcome: Outcome) -> Started | None:
@@ -194,6 +208,7 @@ def commit_outcome(txn: RunTxn, step: StepRun, outcome: Outcome) -> StepRun | No
             started_at=outcome.started_at,
             completed_at=outcome.finished_at,
             data={"reason": "the step was no longer running", "attempt": step.attempt},
+            inputs=outcome.consumed,
         )
         return None
     if outcome.handoff is not None:
@@ -201,6 +216,8 @@ def commit_outcome(txn: RunTxn, step: StepRun, outcome: Outcome) -> StepRun | No
     times: dict[str, Any] = {"started_at": outcome.started_at, "completed_at": outcome.finished_at}
     if outcome.trace:
         times["data"] = dict(outcome.trace)
+    if outcome.consumed:
+        times["inputs"] = outcome.consumed
     if outcome.error and outcome.pause is None:
         txn.set_steps(
             [name], S.FAILED, finished_at=outcome.finished_at, lease_until=None, error=outcome.error
@@ -267,13 +284,16 @@ def call_handler(step: StepRun) -> Outcome:
     run = step.run
     spec = version_spec(run.pipeline_version_id)
     spec_step = spec.by_name[step.step_name]
+    upstream = LazyUpstream(run.pk, spec_step.after)
+    # Taken before the handler runs, which could change the dict it is given.
+    inputs_sha256 = run_inputs_sha256(run.pk, run.inputs)
     ctx = StepContext(
         run_id=run.pk,
         step_name=step.step_name,
         generation=step.generation,
         attempt=step.attempt,
         inputs=run.inputs,
-        upstream=LazyUpstream(run.pk, spec_step.after),
+        upstream=upstream,
         config=spec_step.config,
         idempotency_key=f"run-{run.pk}-{step.step_name}-gen-{step.generation}",
         logger=logging.getLogger(f"firefly.step.{spec.name}.{step.step_name}"),
@@ -283,13 +303,69 @@ def call_handler(step: StepRun) -> Outcome:
     handler = registry.get(spec_step.type).handler
     assert handler is not None
     started = step.started_at or timezone.now()
-    if tracing.enabled():
-        with tracing.step_span(step, spec.name, run.trace_id) as span:
+    with metrics.STEP_SECONDS.labels(spec.name, spec_step.type).time():
+        if tracing.enabled():
+            with tracing.step_span(step, spec.name, run.trace_id) as span:
+                outcome = _run_handler(handler, ctx, spec_step.timeout_s, started)
+                span.finish(outcome.error)
+                outcome.trace = span.ids
+        else:
             outcome = _run_handler(handler, ctx, spec_step.timeout_s, started)
-            span.finish(outcome.error)
-            outcome.trace = span.ids
-        return outcome
-    return _run_handler(handler, ctx, spec_step.timeout_s, started)
+    outcome.consumed = consumption(inputs_sha256, upstream)
+    return outcome
+
+
+def sha256_of(value: Any) -> str:
+    """SHA-256 of a JSON value's canonical form (sorted keys, no spaces, numbers by value as
+    the audit hash takes them), so the value read back from the database gives the same."""
+    encoded = json.dumps(
+        numbers(value),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=json_default,
+    )
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+# Runs' inputs never change: their digest is taken once per run and process (bounded).
+_inputs_sha256: dict[int, str] = {}
+
+
+def run_inputs_sha256(run_id: int, inputs: Any) -> str:
+    found = _inputs_sha256.get(run_id)
+    if found is None:
+        found = sha256_of(inputs or {})
+        if len(_inputs_sha256) >= 1024:
+            _inputs_sha256.clear()
+        _inputs_sha256[run_id] = found
+    return found
+
+
+def consumption(inputs_sha256: str, upstream: LazyUpstream) -> dict[str, Any]:
+    """What a step visit read: the run's inputs and the upstream steps' outputs its handler
+    was handed, named and hashed rather than copied, so the trail grows with the steps and
+    not with their data.
+
+    Upstream outputs are read only when the handler asks for them (one query for all the
+    steps in `after`, as before); a handler that never does read none, and none is listed.
+    Each listed upstream is the attempt whose outputs were handed over (its step run,
+    generation and attempt: its `step.succeeded` entry holds those outputs), hashed when
+    they were read, before the handler could change them.
+    """
+    return {
+        "run_inputs_sha256": inputs_sha256,
+        "upstream": [
+            {
+                "step": name,
+                "step_run": ref.step_run,
+                "generation": ref.generation,
+                "attempt": ref.attempt,
+                "outputs_sha256": ref.outputs_sha256,
+            }
+            for name, ref in upstream.read().items()
+        ],
+    }
 
 
 def _run_handler(
@@ -342,7 +418,8 @@ def call_with_timeout(handler: Callable[[Any], Any], ctx: Any, timeout_s: float)
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="firefly-step")
     try:
-        return pool.submit(call).result(timeout=timeout_s)
+        # In this thread's context: the handler's log records name its run and step.
+        return pool.submit(contextvars.copy_context().run, call).result(timeout=timeout_s)
     except FutureTimeout:
         ctx.cancelled.set()
         raise StepTimeout(f"step timed out after {timeout_s:g}s") from None
@@ -357,13 +434,30 @@ def _step_extra(step: StepRun) -> dict[str, Any]:
     return dict(inputs or {})
 
 
+@dataclass(frozen=True)
+class UpstreamRef:
+    """The attempt of an upstream step whose outputs a step was handed."""
+
+    step_run: int
+    generation: int
+    attempt: int
+    outputs: Any
+    outputs_sha256: str
+
+
 class LazyUpstream(Mapping[str, Any]):
     """Outputs of a step's direct upstream steps, read from the database on first use."""
 
     def __init__(self, run_id: int, names: tuple[str, ...]) -> None:
         self.run_id = run_id
         self.names = names
+        self._refs: dict[str, UpstreamRef] | None = None
         self._data: dict[str, Any] | None = None
+
+    def read(self) -> dict[str, UpstreamRef]:
+        """The upstream attempts handed over so far, in the spec's `after` order (none if
+        the handler never asked)."""
+        return self._refs or {}
 
     def _load(self) -> dict[str, Any]:
         if self._data is None:
@@ -372,9 +466,17 @@ class LazyUpstream(Mapping[str, Any]):
                     run_id=self.run_id, step_name__in=self.names, status=S.SUCCEEDED
                 )
                 .order_by("generation", "attempt")
-                .values_list("step_name", "outputs")
+                .values_list("step_name", "pk", "generation", "attempt", "outputs")
             )
-            self._data = dict(rows)
+            # The latest succeeded attempt of each wins, as it always has.
+            latest = {name: (pk, gen, attempt, out) for name, pk, gen, attempt, out in rows}
+            self._refs = {
+                name: UpstreamRef(pk, gen, attempt, out, sha256_of(out))
+                for name in self.names
+                if name in latest
+                for pk, gen, attempt, out in [latest[name]]
+            }
+            self._data = {name: ref.outputs for name, ref in self._refs.items()}
         return self._data
 
     def __getitem__(self, key: str) -> Any:

@@ -11,6 +11,7 @@ Audit sinks are fed the same way: `audit.sink` rows name entries for one sink
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
@@ -60,8 +61,11 @@ def outbox_write(
     return True
 
 
-def outbox_relay(*, older_than_s: float = 0.0, limit: int = 1000) -> int:
-    """Relay the events not relayed yet (those older than `older_than_s`); returns how many.
+def outbox_relay(
+    *, older_than_s: float = 0.0, limit: int = 1000, ids: Collection[int] | None = None
+) -> int:
+    """Relay the events not relayed yet (those older than `older_than_s`; only those with
+    the given `ids`, when given: an operator's "relay now"); returns how many.
 
     Each batch is one transaction: its rows are locked (SKIP LOCKED: concurrent relays
     take other rows), each is handed to the durable hooks in a savepoint and marked
@@ -73,6 +77,8 @@ def outbox_relay(*, older_than_s: float = 0.0, limit: int = 1000) -> int:
     while relayed < limit:
         with transaction.atomic():
             pending = OutboxEvent.objects.filter(relayed_at__isnull=True)
+            if ids is not None:
+                pending = pending.filter(pk__in=list(ids))
             if older_than_s:
                 # A row that failed waits twice as long after each attempt (up to 2**10).
                 wait = ExpressionWrapper(

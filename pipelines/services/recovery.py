@@ -12,8 +12,9 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from firefly_site import metrics
 from pipelines import dispatch
-from pipelines.models import HandoffEnvelope, Run, StepRun
+from pipelines.models import HandoffEnvelope, Heartbeat, Run, StepRun
 from pipelines.services import transitions
 from pipelines.services.handoffs import handoff_settle
 from pipelines.services.outbox import outbox_sweep
@@ -48,6 +49,7 @@ def reap() -> ReapReport:
     """
     report = ReapReport()
     now = timezone.now()
+    record_heartbeat(Heartbeat.REAPER, now)
     stale_queue = now - timedelta(seconds=settings.FIREFLY_REQUEUE_AFTER_S)
     report.lost = recover_expired_leases(now)
     report.resent, report.waiting = resend_lost_messages(now, stale_queue)
@@ -55,9 +57,24 @@ def reap() -> ReapReport:
     report.finishing = resend_lost_finishes(now)
     report.settled = settle_lost_handoffs()
     report.relayed = outbox_sweep()
+    for kind in ("lost", "resent", "advanced", "finishing", "settled", "relayed"):
+        count = getattr(report, kind)
+        if count:
+            metrics.RECOVERIES.labels(kind).inc(count)
     if report.lost or report.resent or report.settled:
         log.warning("reaper: %s", report)
     return report
+
+
+def record_heartbeat(name: str, now: datetime) -> None:
+    """One upsert: beat's pulse, read by /readyz. First, so a recovery that fails does
+    not make a live beat look dead (a liveness record, not a state change: no audit)."""
+    Heartbeat.objects.bulk_create(
+        [Heartbeat(name=name, seen_at=now)],
+        update_conflicts=True,
+        unique_fields=["name"],
+        update_fields=["seen_at"],
+    )
 
 
 def recover_expired_leases(now: datetime) -> int:

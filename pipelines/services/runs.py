@@ -9,6 +9,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
+from firefly_site import metrics
 from orgs import selectors as orgs
 from pipelines import dispatch, engine, permissions, tracing
 from pipelines.errors import (
@@ -151,6 +152,7 @@ def _start(
     )
     txn.flush()
     dispatch.advance_run(run.pk)
+    metrics.after_commit(metrics.RUNS_STARTED, pipeline=pipeline_version_.pipeline.name)
     return run, True
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from firefly_site import metrics
 from orgs import selectors as orgs
 from pipelines import engine, events, fastpath, sinks
 from pipelines.audit import AuditChain
@@ -208,6 +209,8 @@ class RunTxn:
         for step_id, values in self.step_updates.items():
             batch.update(StepRun, step_id, values)
         batch.insert(self.chain.entries)
+        if self.chain.entries:
+            metrics.after_commit(metrics.AUDIT_ENTRIES, len(self.chain.entries))
         batch.insert(self.checkpoints)
         # In the same round trip as the change that caused them, and so in its commit.
         batch.insert(self.outbox)

@@ -85,3 +85,13 @@ def fails_once(harness: Any, value: Any) -> dict[str, Any]:
     if not AuditEntry.objects.filter(run_id=harness.run_id, event="run.on_finish_failed"):
         raise RuntimeError("the archive is down")
     return {"archived": True}
+
+
+def upstream_names(ctx: StepContext) -> dict[str, Any]:
+    """Reads its upstream steps' outputs (and copies none of them)."""
+    return {"read": sorted(ctx.upstream)}
+
+
+def chatty(ctx: StepContext) -> dict[str, Any]:
+    ctx.logger.warning("chatty step says hello to run %s", ctx.run_id)
+    return {"said": "hello"}

@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from orgs import rls
 from pipelines import services
 from pipelines.audit import entry_hash
 from pipelines.models import AuditEntry, Run, StepRun
@@ -205,10 +206,15 @@ def test_the_model_refuses_changes_and_deletes():
 def test_the_database_refuses_raw_update_delete_and_truncate(sql):
     finished_run()
     with transaction.atomic(), connection.cursor() as cursor:
-        # The test database allows TRUNCATE for the suite's clean-up; production does not.
-        cursor.execute("SET LOCAL firefly.audit_truncate = 'refuse'")
+        # As a role that holds every privilege on the table but is no superuser (the
+        # suite's own login is one, and may TRUNCATE to clean up): the trigger refuses,
+        # whatever the session sets. The grant is undone with the transaction.
+        cursor.execute(f"GRANT ALL ON {TABLE} TO {rls.ROLE}")
+        cursor.execute(f"SET LOCAL ROLE {rls.ROLE}")
+        cursor.execute("SET LOCAL firefly.audit_truncate = 'allow'")
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
             cursor.execute(sql)
+        transaction.set_rollback(True)
     assert AuditEntry.objects.exclude(status="forged").count() == AuditEntry.objects.count() > 0
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from pipelines import services, tracing
+from pipelines import services, sinks, tracing
 from pipelines.models import AuditEntry, Run
 from tests.approvals.conftest import drive
 
@@ -106,3 +108,37 @@ def test_a_child_run_shares_its_parents_trace(exporter, settings, make_pipeline)
     assert trace_ids == {int(parent.trace_id, 16)}
     names = {span.name for span in exporter.get_finished_spans()}
     assert {"step hand", "step x"} <= names
+
+
+def test_the_otel_sinks_log_records_of_a_step_carry_its_trace_and_span_ids(
+    exporter, settings, monkeypatch, make_pipeline
+):
+    logs = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    monkeypatch.setitem(
+        sinks.FACTORIES, "otel", lambda value, argument: sinks.OtelSink(provider=provider)
+    )
+    sinks.resolve.cache_clear()
+    settings.FIREFLY_AUDIT_SINKS = ["otel"]
+    settings.FIREFLY_TRACING = True
+    name = make_pipeline(STEPS)
+    run = drive(services.run_start(pipeline=name, inputs={}))
+    services.outbox_relay()
+    sinks.resolve.cache_clear()
+
+    records = [log.log_record for log in logs.get_finished_logs()]
+    by_event = [
+        (r.attributes["firefly.step"], r.trace_id, r.span_id)
+        for r in records
+        if r.attributes and r.attributes["firefly.event"] in ("step.failed", "step.succeeded")
+    ]
+    spans = exporter.get_finished_spans()[:3]
+    assert by_event == [
+        (span.attributes["firefly.step"], span.context.trace_id, span.context.span_id)
+        for span in spans
+    ]
+    assert {trace_id for _, trace_id, _ in by_event} == {int(run.trace_id, 16)}
+    # A run's own events come from no step span: their records name none.
+    started = next(r for r in records if r.attributes["firefly.event"] == "run.started")
+    assert not started.span_id

@@ -316,7 +316,8 @@ def token_client(user: Any, org: Organization) -> Client:
 def leaks(response: Any, world: dict[str, Any]) -> str:
     """Why a response gives B away, or ""."""
     code = response.status_code
-    if code >= 500:
+    # /readyz answers 503, by design, while a check fails (these tests run no beat).
+    if code >= 500 and not (code == 503 and response.request["PATH_INFO"] == "/readyz"):
         return f"{code}"
     content = b"".join(response) if response.streaming else response.content
     if B_MARK.encode() in content:

@@ -1,4 +1,5 @@
-"""`manage.py export_audit (--run ID | --since DATE [--until DATE])`: write audit JSONL."""
+"""`manage.py export_audit (--run ID | --since DATE [--until DATE])`: write audit JSONL,
+then the signed anchors that name the exported chains (lines with "type": "anchor")."""
 
 import sys
 from datetime import UTC, datetime, time
@@ -9,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from pipelines.anchors import anchors_naming, chain_name
 from pipelines.audit import export_line
 from pipelines.management.commands.load_pipeline import organization_named
 from pipelines.models import AuditEntry
@@ -51,11 +53,19 @@ class Command(BaseCommand):
             entries = entries.filter(organization=organization_named(options["organization"]))
         out = options["output"].open("w") if options["output"] else sys.stdout
         count = 0
+        exported: set[str] = set()
+        anchors = 0
         try:
             for entry in entries.iterator(chunk_size=2000):
                 out.write(export_line(entry) + "\n")
+                exported.add(chain_name(entry.run_id, entry.pipeline_id))
                 count += 1
+            # An anchor names the chains of every organization: an export for one
+            # organization carries none.
+            for line in [] if options.get("organization") else anchors_naming(exported):
+                out.write(line + "\n")
+                anchors += 1
         finally:
             if options["output"]:
                 out.close()
-        self.stderr.write(f"exported {count} entries")
+        self.stderr.write(f"exported {count} entries and {anchors} anchors")

@@ -31,6 +31,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  error: {run.error}")
         if run.parent_id:
             self.stdout.write(f"  handed off by run {run.parent_id}")
+        consumed = selectors.consumed_by_step(run)
         for step in selectors.current_steps(run):
             latency = f"{step.latency_ms} ms" if step.latency_ms is not None else ""
             self.stdout.write(
@@ -38,6 +39,15 @@ class Command(BaseCommand):
                 f"attempt {step.attempt} {latency}"
                 + (f"  {step.error.splitlines()[-1]}" if step.error else "")
             )
+            read = consumed.get(step.step_name)
+            if read:
+                self.stdout.write(f"    read inputs sha256 {read.get('run_inputs_sha256', '')}")
+                for upstream in read.get("upstream", []):
+                    self.stdout.write(
+                        f"    read {upstream['step']} (step run {upstream['step_run']}, "
+                        f"gen {upstream['generation']}, attempt {upstream['attempt']}) "
+                        f"outputs sha256 {upstream['outputs_sha256']}"
+                    )
         envelopes = HandoffEnvelope.objects.filter(origin_run=run).select_related("child_run")
         for envelope in envelopes.order_by("id"):
             origin = f"step {envelope.origin_step}" if envelope.origin_step else "on_finish"

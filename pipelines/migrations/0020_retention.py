@@ -23,7 +23,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('orgs', '0004_outbox_row_level_security'),
-        ('pipelines', '0016_audit_key_ids_and_redaction'),
+        ('pipelines', '0019_heartbeat'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
