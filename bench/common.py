@@ -120,6 +120,11 @@ def setup(database_url: str, broker_url: str = "") -> None:
 
     django.setup()
     from django.conf import settings
+    from django.core.management import call_command
+
+    # Pages render with DEBUG off as in production, which serves the hashed static files
+    # collectstatic writes (WhiteNoise's manifest).
+    call_command("collectstatic", interactive=False, verbosity=0)
 
     broker = f"  broker {broker_url}" if broker_url else ""
     print(f"database {database_url}{broker}  DEBUG={settings.DEBUG}")

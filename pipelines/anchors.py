@@ -24,7 +24,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from pipelines import keys
-from pipelines.audit import Break
+from pipelines.audit import Break, purged_heads
 from pipelines.models import AuditEntry, AuditLedger, LedgerState, Pipeline, Run
 
 log = logging.getLogger(__name__)
@@ -295,6 +295,8 @@ class Store(Protocol):
 
     def append(self, number: int, line: str) -> None: ...
 
+    def last(self) -> str | None: ...
+
     def read(self) -> list[str] | None: ...
 
 
@@ -356,6 +358,14 @@ class FileStore:
                     os.fsync(folder)
                 finally:
                     os.close(folder)
+        except OSError as exc:
+            raise AnchorStoreError(f"{self.name}: {exc.strerror or exc}") from exc
+
+    def last(self) -> str | None:
+        try:
+            return _last_line(self.path) or None
+        except FileNotFoundError:
+            return None
         except OSError as exc:
             raise AnchorStoreError(f"{self.name}: {exc.strerror or exc}") from exc
 
@@ -430,11 +440,18 @@ class DatabaseStore:
         if held != line:
             raise AnchorStoreError(f"{self.name} holds another anchor {number}")
 
+    def last(self) -> str | None:
+        lines = self._select(f"SELECT line FROM {ANCHOR_TABLE} ORDER BY number DESC LIMIT 1")
+        return lines[0] if lines else None
+
     def read(self) -> list[str] | None:
+        return self._select(f"SELECT line FROM {ANCHOR_TABLE} ORDER BY number")
+
+    def _select(self, sql: str) -> list[str] | None:
         try:
             db = self._connect()
             try:
-                rows = db.execute(f"SELECT line FROM {ANCHOR_TABLE} ORDER BY number").fetchall()
+                rows = db.execute(sql).fetchall()
             finally:
                 db.close()
         except (psycopg.errors.UndefinedTable, sqlite3.OperationalError) as exc:
@@ -751,11 +768,16 @@ def check_owners(anchors: Iterable[dict[str, Any]]) -> Break | None:
             owners = runs if head["run"] is not None else pipelines
             owner = head["run"] if head["run"] is not None else head["pipeline"]
             owners[owner] = max(owners.get(owner, 0), head["seq"])
+    # A run purged by retention is gone on purpose: its purge record (in its pipeline's
+    # chain) names the head it had, which must not be below what an anchor saw.
+    purged = {pk: seq for pk, (seq, _) in purged_heads().items()} if runs else {}
     for model, owners, label in ((Run, runs, "run"), (Pipeline, pipelines, "pipeline")):
         ids = sorted(owners)
         for start in range(0, len(ids), 1000):
             batch = ids[start : start + 1000]
             found = dict(model.objects.filter(pk__in=batch).values_list("pk", "audit_seq"))
+            if model is Run:
+                found.update({pk: purged[pk] for pk in batch if pk not in found and pk in purged})
             for owner in batch:
                 if owner not in found:
                     return Break(
@@ -813,3 +835,17 @@ def anchored_hash(chain: dict[str, Any]) -> str | None:
     else:
         entries = entries.filter(run__isnull=True, pipeline_id=chain["pipeline"])
     return entries.values_list("hash", flat=True).first()
+
+
+def newest_anchor() -> str | None:
+    """The newest anchor line of the first store that answers (None: no anchor yet).
+
+    Retention puts it at the end of an archive segment: it signs the ledger's position
+    and head, which link every entry sequenced before it, the segment's among them.
+    """
+    for store in stores():
+        try:
+            return store.last()
+        except AnchorStoreError as exc:
+            log.warning("%s", exc)
+    return None

@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from orgs import selectors as orgs
-from pipelines import audit, permissions, sinks
+from pipelines import anchors, audit, permissions, sinks
 from pipelines.audit import AuditChain, export_line
 from pipelines.errors import Conflict, FireflyError, InvalidInput, NotFound, PermissionDenied
 from pipelines.models import (
@@ -352,8 +352,9 @@ def purge_batch(
 
 
 def archive(run_ids: list[int], folder: Path, now: datetime) -> Path:
-    """Write the runs' audit entries (export_audit lines) to a new segment, on disk
-    (fsynced, then renamed into place) before the caller deletes anything."""
+    """Write the runs' audit entries (export_audit lines) and the newest anchor to a new
+    segment, on disk (fsynced, then renamed into place) before the caller deletes
+    anything."""
     folder.mkdir(parents=True, exist_ok=True)
     name = f"audit-{now:%Y%m%dT%H%M%S%f}-runs-{run_ids[0]}-{run_ids[-1]}.jsonl"
     path = folder / name
@@ -362,6 +363,9 @@ def archive(run_ids: list[int], folder: Path, now: datetime) -> Path:
     with partial.open("w") as out:
         for entry in entries.iterator(chunk_size=2000):
             out.write(export_line(entry) + "\n")
+        anchor = anchors.newest_anchor()
+        if anchor is not None:
+            out.write(anchor + "\n")
         out.flush()
         os.fsync(out.fileno())
     partial.rename(path)

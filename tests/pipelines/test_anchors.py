@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -769,3 +770,36 @@ def test_settings_refuse_anchoring_to_no_store_or_to_the_database_itself(
     )
     assert done.returncode != 0
     assert refusal in done.stderr
+
+
+def test_a_run_purged_by_retention_after_its_anchor_verifies_and_one_deleted_besides_is_named(
+    settings, tmp_path
+):
+    """Retention deletes a run's row on purpose and records its head: the anchors accept
+    that, not a run deleted the same way without the record."""
+    settings.FIREFLY_RETENTION_OUTPUTS_DAYS = 1
+    settings.FIREFLY_RETENTION_RUNS_DAYS = 2
+    settings.FIREFLY_RETENTION_IDLE_SHARE = 0
+    settings.FIREFLY_RETENTION_PAUSE_S = 0
+    settings.FIREFLY_RETENTION_ARCHIVE_DIR = str(tmp_path / "archive")
+    purged = finished_run("purged")
+    Run.objects.filter(pk=purged.pk).update(finished_at=purged.finished_at - timedelta(days=10))
+    anchors.anchor_audit()
+    tasks.apply_retention()
+    assert not Run.objects.filter(pk=purged.pk).exists()
+    anchors.anchor_audit()
+    assert "audit trail intact" in verify_anchors()
+    # Its archive segment ends with the newest anchor, and checks against the database.
+    [segment] = (tmp_path / "archive").glob("*.jsonl")
+    last = json.loads(segment.read_text().splitlines()[-1])
+    assert last["type"] == "anchor"
+    assert last["number"] == 1
+    out = io.StringIO()
+    call_command("verify_audit", "--against", str(segment), stdout=out)
+    assert "audit trail intact" in out.getvalue()
+
+    gone = finished_run("gone")
+    anchors.anchor_audit()
+    tamper(*deleting(gone)[1:])  # its row, steps and checkpoints; its entries stay
+    with pytest.raises(CommandError, match=rf"run {gone.pk}.*: deleted: its run's row is gone"):
+        verify_anchors()
