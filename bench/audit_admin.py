@@ -412,7 +412,8 @@ def prepare(database_url: str) -> tuple[int, float | None]:
 
 
 def views() -> dict[str, str]:
-    """The pages timed: the brief's five, plus a date drill-down and two more filters."""
+    """The pages timed: the five the admin is judged by, plus a date drill-down and two more
+    filters."""
     from pipelines.models import AuditEntry
 
     middle = AuditEntry.objects.filter(run__isnull=False).order_by("-created_at")[
