@@ -3,7 +3,8 @@ from the database when scraped.
 
 Counters and histograms (runs started and finished, step durations, decisions, time to
 decision, webhook attempts, reaper recoveries, audit entries) count in the process that
-commits the change, after the commit. Each process keeps its own: `/metrics` on the web
+makes the change: runs and decisions after their commit, audit entries as they are
+written (the step path schedules nothing after commit for a counter). Each process keeps its own: `/metrics` on the web
 serves its process's (all gunicorn processes' with `PROMETHEUS_MULTIPROC_DIR`, a
 directory they share), and a Celery worker started with `FIREFLY_METRICS_PORT` serves
 its own on that port (`prometheus_client.start_http_server`). Gauges of the present
@@ -63,7 +64,9 @@ DECISION_SECONDS = Histogram(
 )
 WEBHOOK_ATTEMPTS = Counter("firefly_webhook_attempts", "Webhook delivery attempts", ["outcome"])
 RECOVERIES = Counter("firefly_reaper_recoveries", "What the reaper recovered", ["kind"])
-AUDIT_ENTRIES = Counter("firefly_audit_entries_written", "Audit entries committed")
+AUDIT_ENTRIES = Counter(
+    "firefly_audit_entries_written", "Audit entries written (counted at the write)"
+)
 
 # Open tasks by how long they have waited (at most): approvals.selectors.task_gauges.
 AGE_BUCKETS = (

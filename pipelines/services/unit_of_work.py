@@ -209,8 +209,6 @@ class RunTxn:
         for step_id, values in self.step_updates.items():
             batch.update(StepRun, step_id, values)
         batch.insert(self.chain.entries)
-        if self.chain.entries:
-            metrics.after_commit(metrics.AUDIT_ENTRIES, len(self.chain.entries))
         batch.insert(self.checkpoints)
         # In the same round trip as the change that caused them, and so in its commit.
         batch.insert(self.outbox)
@@ -227,6 +225,9 @@ class RunTxn:
             raise StaleRun(str(exc)) from exc
         if not updated:
             raise StaleRun(stale)
+        # Counted as written (a transaction rolled back later still counts): a step's
+        # path schedules nothing after commit for a counter.
+        metrics.AUDIT_ENTRIES.inc(len(self.chain.entries))
         self.run.revision += 1
         self.chain.entries, self.checkpoints, self.step_updates, self.run_fields = [], [], {}, {}
         self.outbox = []

@@ -28,7 +28,7 @@ def test_several_processes_check_every_chain_and_name_a_break_in_the_last_range(
         verify("--jobs", "2")
 
 
-def test_a_chain_whose_run_row_is_gone_is_still_checked():
+def test_a_chain_whose_run_row_is_gone_without_a_purge_record_is_named():
     run = finished_run()
     tamper(
         f"UPDATE {TABLE} SET status = 'forged' WHERE run_id = {run.pk} AND seq = 2",
@@ -39,7 +39,8 @@ def test_a_chain_whose_run_row_is_gone_is_still_checked():
     for jobs in (1, 2):
         _, problem = audit.verify(jobs=jobs)
         assert problem is not None
-        assert (problem.chain, problem.kind) == (f"run {run.pk}", "edited")
+        assert (problem.chain, problem.kind) == (f"run {run.pk}", "deleted")
+        assert "no retention purge recorded it" in problem.message
 
 
 def test_jobs_must_be_at_least_one():
