@@ -4,12 +4,12 @@ from the database when scraped.
 Counters and histograms (runs started and finished, step durations, decisions, time to
 decision, webhook attempts, reaper recoveries, audit entries) count in the process that
 makes the change: runs and decisions after their commit, audit entries as they are
-written (the step path schedules nothing after commit for a counter). Each process keeps its own: `/metrics` on the web
-serves its process's (all gunicorn processes' with `PROMETHEUS_MULTIPROC_DIR`, a
-directory they share), and a Celery worker started with `FIREFLY_METRICS_PORT` serves
-its own on that port (`prometheus_client.start_http_server`). Gauges of the present
-state (steps queued and running, open tasks by age) come from the database at scrape
-time, so any web process gives the same answer.
+written (the step path schedules nothing after commit for a counter). Each process
+keeps its own: `/metrics` on the web serves its process's (every gunicorn process's
+with `PROMETHEUS_MULTIPROC_DIR`, a directory they share), and a Celery worker started
+with `FIREFLY_METRICS_PORT` serves its own on that port. Gauges of the present state
+(steps queued and running, open tasks by age) come from the database at scrape time, so
+any web process gives the same answer.
 
 `/metrics` answers addresses in `FIREFLY_METRICS_ALLOWED_ADDRESSES` (default the local
 host) or a request with `Authorization: Bearer <FIREFLY_METRICS_TOKEN>`; anyone else
