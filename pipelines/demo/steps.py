@@ -51,8 +51,12 @@ def submit_expense(ctx: StepContext) -> dict[str, Any]:
 
 
 def pay(ctx: StepContext) -> dict[str, Any]:
-    """Pretend to pay the approved expense once (the idempotency key guards re-runs)."""
-    return {"paid": ctx.upstream["submit"]["amount"], "payment_id": ctx.idempotency_key}
+    """Pretend to pay the approved expense once (the idempotency key guards re-runs).
+
+    The amount comes from the run's inputs: a step sees the outputs of its direct
+    upstream steps only, and pay's is the approval.
+    """
+    return {"paid": ctx.inputs["amount"], "payment_id": ctx.idempotency_key}
 
 
 def publish(ctx: StepContext) -> dict[str, Any]:
