@@ -14,9 +14,10 @@ TEST_AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672//
 .PHONY: run serve test install lint deploy-check bench clean
 
 $(STAMP): pyproject.toml
+	@echo "Installing Firefly and its dependencies into $(VENV) (a minute or two the first time)..."
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --progress-bar on -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
