@@ -12,7 +12,7 @@ and runs VACUUM ANALYZE. Then it times:
 - `sequence`: the sequencer giving every entry without a position its own (the first
   run sequences the whole backlog, in batches of `anchors.SEQUENCE_BATCH`);
 - `anchor`: one anchor after 1,000 new entries (what one beat does under load);
-- `ledger check`: `anchors.verify()`, the part `verify_audit --anchors` adds to
+- `ledger check`: `anchor_checks.verify()`, the part `verify_audit --anchors` adds to
   `verify_audit`: every position's link recomputed and its entry compared.
 
 Anchors go to a file in a temporary folder. Prints the figures, then as its last line
@@ -84,7 +84,7 @@ def run_bench() -> int:
     setup(database_url)
     from django.db import connection
 
-    from pipelines import anchors
+    from pipelines import anchor_checks, anchors
     from pipelines.models import AuditEntry, AuditLedger
 
     with database_errors():
@@ -107,7 +107,7 @@ def run_bench() -> int:
         anchor = anchors.anchor_audit()
         anchor_ms = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
-        problem, positions = anchors.verify()
+        problem, positions = anchor_checks.verify()
         check_s = time.perf_counter() - started
     if problem:
         print(f"ledger check found: {problem}", file=sys.stderr)

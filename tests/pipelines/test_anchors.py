@@ -27,7 +27,7 @@ from django.db import DatabaseError, connection, transaction
 from django.test import override_settings
 
 from orgs import rls
-from pipelines import anchors, services, tasks
+from pipelines import anchor_checks, anchors, services, tasks
 from pipelines.canonical import canonical
 from pipelines.models import AuditEntry, AuditLedger, LedgerState, Run
 from tests.pipelines.test_audit import STEPS, finished_run, tamper
@@ -189,7 +189,7 @@ def test_after_a_key_rotation_anchors_and_positions_use_the_new_key_and_old_ones
     # Without the new key its entries and anchor cannot be checked: each names the key.
     with pytest.raises(CommandError, match=r"unknown key: signed with key 'k2026'"):
         verify_anchors()
-    problem, _ = anchors.verify()
+    problem, _ = anchor_checks.verify()
     assert re.search(
         r"line 2: forged: anchor 2 is signed with unknown key id 'k2026'", str(problem)
     )

@@ -10,7 +10,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from pipelines.anchors import anchors_naming, chain_name
+from pipelines.anchor_checks import anchors_naming
+from pipelines.anchors import chain_name
 from pipelines.audit import export_line
 from pipelines.management.commands.load_pipeline import organization_named
 from pipelines.models import AuditEntry

@@ -14,7 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, connections
 
-from pipelines import anchors as anchoring
+from pipelines import anchor_checks as anchoring
 from pipelines import keys
 from pipelines.audit import Break, verify
 from pipelines.canonical import CONTENT_FIELDS, content_digest
