@@ -7,7 +7,7 @@ from typing import Any
 
 import django_filters
 from django.db.models import QuerySet
-from django.shortcuts import get_object_or_404
+from django.http import Http404
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers
 from rest_framework.request import Request
@@ -129,7 +129,9 @@ class TaskList(generics.ListAPIView):
     filterset_class = TaskFilter
 
     def get_queryset(self) -> QuerySet[HumanTask]:
-        return selectors.tasks(self.request.user, self.request.organization)
+        # A list shows no context or form: leave those (the largest columns) unread.
+        tasks = selectors.tasks(self.request.user, self.request.organization)
+        return tasks.defer("context", "form_schema")
 
     @extend_schema(
         summary="Human tasks, newest first",
@@ -139,13 +141,17 @@ class TaskList(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
-def _visible(request: Request, task_id: int) -> HumanTask:
-    """The task, if the user may open it in the request's organization; else 404."""
-    return get_object_or_404(selectors.tasks(request.user, request.organization), pk=task_id)
+def _require_visible(request: Request, task_id: int) -> None:
+    """404 unless the user may open the task in the request's organization."""
+    visible = HumanTask.objects.filter(selectors.visible(request.user, request.organization))
+    if not visible.filter(pk=task_id).exists():
+        raise Http404
 
 
 def _detail(request: Request, task_id: int) -> Response:
-    task = _visible(request, task_id)
+    task = selectors.task_detail(request.user, request.organization, task_id)
+    if task is None:
+        raise Http404
     return Response(TaskDetailSerializer(task, context={"request": request}).data)
 
 
@@ -178,10 +184,12 @@ def _action(
             responses={200: TaskDetailSerializer, **DECIDE_ERRORS},
         )
         def post(self, request: Request, pk: int) -> Response:
-            _visible(request, pk)
+            _require_visible(request, pk)
             fields = validated(body, request) if body is not None else {}
             call(task_id=pk, user=request.user, **fields)
-            return _detail(request, pk)
+            # Found visible above; the service checked again under its lock.
+            task = selectors.task_reloaded(pk)
+            return Response(TaskDetailSerializer(task, context={"request": request}).data)
 
     TaskAction.__name__ = TaskAction.__qualname__ = f"Task{summary.split()[0]}"
     return TaskAction

@@ -34,12 +34,14 @@ def listen(listener: Listener) -> None:
 def notify_after_commit(event: str, task: HumanTask) -> None:
     """Tell listeners and hooks after commit; what durable hooks (webhooks) want is
     written to the outbox now, in the transaction that caused the event."""
-    task_id = task.pk
+    # Read once, as this transaction leaves the task: the outbox row now and the
+    # listeners after commit see the same state, whatever happens to the task later.
+    fresh = _load(task.pk)
+    if fresh is None:
+        return
     if any(hook.durable for hook in events.hooks):
-        fresh = _load(task_id)
-        if fresh is not None:
-            outbox_write(event, task_payload(fresh), organization_id=fresh.organization_id)
-    transaction.on_commit(lambda: notify(event, task_id))
+        outbox_write(event, task_payload(fresh), organization_id=fresh.organization_id)
+    transaction.on_commit(lambda: notify(event, fresh))
 
 
 def _load(task_id: int) -> HumanTask | None:
@@ -52,10 +54,8 @@ def _load(task_id: int) -> HumanTask | None:
     )
 
 
-def notify(event: str, task_id: int) -> None:
-    task = _load(task_id)
-    if task is None:
-        return
+def notify(event: str, task: HumanTask) -> None:
+    task_id = task.pk
     for listener in listeners:
         try:
             listener(event, task)

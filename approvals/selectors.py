@@ -50,12 +50,9 @@ def inbox_tasks(
     """Open tasks the user may act on (superusers: all), ready to list without more queries."""
     tasks = (
         HumanTask.objects.filter(for_user(user, organization), status=HumanTask.Status.OPEN)
-        .select_related(
-            "run__pipeline_version__pipeline", "claimed_by", "assignee", "assignee_role"
-        )
-        .defer(
-            "context", "form_schema", "run__inputs", "run__output", "run__pipeline_version__spec"
-        )
+        .select_related("claimed_by", "assignee", "assignee_role")
+        .prefetch_related(pipeline_selectors.runs_by_key())
+        .defer("context", "form_schema")
     )
     if pipeline:
         tasks = tasks.filter(run__pipeline_version__pipeline__name=pipeline)
@@ -76,13 +73,8 @@ def tasks(user: Any, organization: Any) -> QuerySet[HumanTask]:
     """Tasks the user may open, newest first, with the names the API shows."""
     return (
         HumanTask.objects.filter(visible(user, organization))
-        .select_related(
-            "run__pipeline_version__pipeline",
-            "assignee",
-            "assignee_role",
-            "claimed_by",
-            "decided_by",
-        )
+        .select_related("assignee", "assignee_role", "claimed_by", "decided_by")
+        .prefetch_related(pipeline_selectors.runs_by_key())
         .order_by("-created_at", "-id")
     )
 
@@ -101,6 +93,13 @@ def task_detail(user: Any, organization: Any, task_id: int) -> HumanTask | None:
         .filter(pk=task_id)
         .first()
     )
+
+
+def task_reloaded(task_id: int) -> HumanTask:
+    """A task the caller has already found visible, read again after a change to it."""
+    return HumanTask.objects.select_related(
+        "run__pipeline_version__pipeline", "assignee", "assignee_role", "claimed_by", "decided_by"
+    ).get(pk=task_id)
 
 
 def task_decisions(task: HumanTask) -> QuerySet[Decision]:

@@ -303,7 +303,9 @@ def seed_run(
     rows: dict[str, list[tuple[Any, ...]]],
 ) -> None:
     """The rows of one run waiting at `review`: as the engine would have left them."""
+    from pipelines import keys
     from pipelines.audit import entry_hash
+    from pipelines.canonical import CURRENT_SCHEME, content_digest
 
     pipeline_id, pipeline_name, noops = version.pipeline_id, version.name, version.noops
     org_id = version.organization_id
@@ -339,7 +341,10 @@ def seed_run(
             "event": event,
             "created_at": clock,
             "prev_hash": head,
+            "hash_scheme": CURRENT_SCHEME,
+            "key_id": keys.current_id(),
         }
+        entry["content_hash"] = content_digest(SimpleNamespace(**entry))  # type: ignore[arg-type]
         head = entry["hash"] = entry_hash(SimpleNamespace(**entry))  # type: ignore[arg-type]
         for column in ("inputs", "outputs", "data"):
             if entry[column] is not None:

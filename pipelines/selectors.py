@@ -54,6 +54,33 @@ def _org(organization: Any) -> int | None:
     return getattr(organization, "pk", organization)
 
 
+# A page of a list reads its rows from one table, then what they name by primary key.
+# Joining the version and pipeline into the list's own query looks free, but under
+# row-level security the planner sees each table's policy and the list's organization
+# filter as independent, expects a row or two, and joins every run of the organization
+# before sorting (100-300 ms at 10,000 tasks); by primary key it is a few index lookups.
+
+
+def versions_by_key() -> Prefetch:
+    """Prefetch of `pipeline_version` with its pipeline, for lists of runs."""
+    return Prefetch(
+        "pipeline_version",
+        queryset=PipelineVersion.objects.select_related("pipeline").only(
+            "number", "pipeline__name"
+        ),
+    )
+
+
+def runs_by_key() -> Prefetch:
+    """Prefetch of `run` with what a list of its tasks shows (the pipeline's name)."""
+    return Prefetch(
+        "run",
+        queryset=Run.objects.select_related("pipeline_version__pipeline").only(
+            "pipeline_version__number", "pipeline_version__pipeline__name"
+        ),
+    )
+
+
 def visible_runs(user: Any, organization: Any) -> QuerySet[Run]:
     """The organization's runs the user may see (`view_run`)."""
     return Run.objects.filter(permissions.runs_filter(user, _org(organization)))
@@ -119,8 +146,9 @@ def runs_list(
     )
     runs = (
         visible_runs(user, organization)
-        .select_related("pipeline_version__pipeline", "created_by")
-        .defer("inputs", "output", "pipeline_version__spec")
+        .select_related("created_by")
+        .prefetch_related(versions_by_key())
+        .defer("inputs", "output")
         .annotate(
             steps_done=Coalesce(Subquery(done, output_field=IntegerField()), 0),
             steps_total=Coalesce(Subquery(total, output_field=IntegerField()), 0),
@@ -138,7 +166,8 @@ def runs(user: Any, organization: Any) -> QuerySet[Run]:
     """Runs newest first, with what a list of them shows (the API's)."""
     return (
         visible_runs(user, organization)
-        .select_related("pipeline_version__pipeline", "created_by")
+        .select_related("created_by")
+        .prefetch_related(versions_by_key())
         .order_by("-created_at", "-id")
     )
 

@@ -439,9 +439,9 @@ def _many_runs(users: dict[str, Any], count: int) -> None:
 def test_inbox_queries_do_not_grow(client, users, django_assert_max_num_queries, rows):
     _many_runs(users, rows)
     client.force_login(users["r1"])
-    # session, user, page count, tasks (one join), pipeline names for the filter.
-    # And the user's memberships, row-level security's enter and leave (orgs/rls.py).
-    with django_assert_max_num_queries(8):
+    # session, user, page count, tasks, their runs' pipelines by key, pipeline names for
+    # the filter. And the user's memberships, row-level security's enter and leave.
+    with django_assert_max_num_queries(9):
         response = client.get("/")
     assert response.content.decode().count('class="button small"') == rows
 
@@ -463,9 +463,10 @@ def test_the_inbox_is_paginated(client, users, monkeypatch):
 def test_runs_list_queries_do_not_grow(client, users, django_assert_max_num_queries, rows):
     _many_runs(users, rows)
     client.force_login(users["r1"])
-    # session, user, page count, runs with their progress, pipeline names for the filter.
-    # And the user's memberships, row-level security's enter and leave (orgs/rls.py).
-    with django_assert_max_num_queries(8):
+    # session, user, page count, runs with their progress, their pipelines by key,
+    # pipeline names for the filter. And the user's memberships, row-level security's
+    # enter and leave (orgs/rls.py).
+    with django_assert_max_num_queries(9):
         response = client.get(reverse("runs"))
     assert response.content.decode().count("1/3") == rows
 
