@@ -52,6 +52,9 @@ class DecisionSerializer(serializers.Serializer):
     comment = serializers.CharField(allow_blank=True)
     data = serializers.JSONField(allow_null=True)
     rollback_to = serializers.CharField(allow_blank=True)
+    channel = serializers.CharField(
+        allow_blank=True, help_text="Where it was made: web, api or deadline (empty: earlier)."
+    )
     created_at = serializers.DateTimeField()
 
 
@@ -171,8 +174,11 @@ def _action(
     summary: str,
     body: type[serializers.Serializer] | None,
     call: Callable[..., HumanTask],
+    *,
+    decides: bool = True,
 ) -> type[APIView]:
-    """A POST endpoint that validates `body` and calls one service with its fields."""
+    """A POST endpoint that validates `body` and calls one service with its fields (and,
+    for a decision, the channel it came through)."""
 
     class TaskAction(APIView):
         throttle_classes = [AuditedScopedThrottle]
@@ -186,6 +192,8 @@ def _action(
         def post(self, request: Request, pk: int) -> Response:
             _require_visible(request, pk)
             fields = validated(body, request) if body is not None else {}
+            if decides:
+                fields["channel"] = Decision.Channel.API
             call(task_id=pk, user=request.user, **fields)
             # Found visible above; the service checked again under its lock.
             task = selectors.task_reloaded(pk)
@@ -207,8 +215,13 @@ TaskComplete = _action(
     CompleteSerializer,
     services.task_complete,
 )
-TaskClaim = _action("Claim a task for yourself", None, services.task_claim)
-TaskUnclaim = _action("Unclaim a task: give it back to its role", None, services.task_unclaim)
+TaskClaim = _action("Claim a task for yourself", None, services.task_claim, decides=False)
+TaskUnclaim = _action(
+    "Unclaim a task: give it back to its role", None, services.task_unclaim, decides=False
+)
 TaskBreakClaim = _action(
-    "Break someone else's claim on a task (organization admins)", None, services.task_claim_break
+    "Break someone else's claim on a task (organization admins)",
+    None,
+    services.task_claim_break,
+    decides=False,
 )

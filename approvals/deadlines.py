@@ -34,6 +34,7 @@ def task_expire(*, task_id: int) -> bool:
                 organization_id=task.organization_id,
                 task=task,
                 action=A.ESCALATE,
+                channel=Decision.Channel.DEADLINE,
                 data={"to": policy},
                 created_at=txn.now,
             )
@@ -56,6 +57,7 @@ def task_expire(*, task_id: int) -> bool:
             organization_id=task.organization_id,
             task=task,
             action=A.EXPIRE,
+            channel=Decision.Channel.DEADLINE,
             data={"on_timeout": policy},
             created_at=txn.now,
         )

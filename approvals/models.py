@@ -93,6 +93,13 @@ class Decision(models.Model):
         EXPIRE = "expire"
         ESCALATE = "escalate"
 
+    class Channel(models.TextChoices):
+        """Where the decision was made."""
+
+        WEB = "web"
+        API = "api"
+        DEADLINE = "deadline"
+
     organization = models.ForeignKey(
         "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
     )
@@ -105,6 +112,8 @@ class Decision(models.Model):
     comment = models.TextField(blank=True)
     data = models.JSONField(null=True, blank=True)
     rollback_to = models.CharField(max_length=100, blank=True)
+    # Empty on decisions recorded before channels were.
+    channel = models.CharField(max_length=16, choices=Channel.choices, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

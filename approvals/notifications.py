@@ -31,17 +31,19 @@ def listen(listener: Listener) -> None:
         listeners.append(listener)
 
 
-def notify_after_commit(event: str, task: HumanTask) -> None:
+def notify_after_commit(event: str, task: HumanTask, *, channel: str = "") -> None:
     """Tell listeners and hooks after commit; what durable hooks (webhooks) want is
-    written to the outbox now, in the transaction that caused the event."""
+    written to the outbox now, in the transaction that caused the event. `channel`: where
+    a decision was made (web, api, deadline), for `task.decided`."""
     # Read once, as this transaction leaves the task: the outbox row now and the
     # listeners after commit see the same state, whatever happens to the task later.
     fresh = _load(task.pk)
     if fresh is None:
         return
+    payload = task_payload(fresh, channel=channel)
     if any(hook.durable for hook in events.hooks):
-        outbox_write(event, task_payload(fresh), organization_id=fresh.organization_id)
-    transaction.on_commit(lambda: notify(event, fresh))
+        outbox_write(event, payload, organization_id=fresh.organization_id)
+    transaction.on_commit(lambda: notify(event, fresh, payload))
 
 
 def _load(task_id: int) -> HumanTask | None:
@@ -54,7 +56,7 @@ def _load(task_id: int) -> HumanTask | None:
     )
 
 
-def notify(event: str, task: HumanTask) -> None:
+def notify(event: str, task: HumanTask, payload: dict[str, Any]) -> None:
     task_id = task.pk
     for listener in listeners:
         try:
@@ -63,10 +65,10 @@ def notify(event: str, task: HumanTask) -> None:
             # A failing notification must not undo or block the decision it reports.
             log.exception("notifying %s of task %s failed in %r", event, task_id, listener)
     # The same stream as the engine's events: hooks and webhooks subscribe there.
-    events.emit(event, task_payload(task))
+    events.emit(event, payload)
 
 
-def task_payload(task: HumanTask) -> dict[str, Any]:
+def task_payload(task: HumanTask, *, channel: str = "") -> dict[str, Any]:
     return {
         "organization": orgs.slug_of(task.organization_id),
         "id": task.pk,
@@ -82,6 +84,7 @@ def task_payload(task: HumanTask) -> dict[str, Any]:
         "created_at": task.created_at,
         "decided_at": task.decided_at,
         "decided_by": task.decided_by.get_username() if task.decided_by else None,
+        "channel": channel or None,
         "url": task_url(task),
     }
 

@@ -55,6 +55,15 @@ __all__ = [
 ]
 
 
+C = Decision.Channel
+
+
+def _channel(channel: str) -> str:
+    if channel not in C.values:
+        raise ValueError(f"unknown decision channel {channel!r} (known: {', '.join(C.values)})")
+    return channel
+
+
 # --- opening and closing (called inside the pipelines transaction) ---------------------
 
 
@@ -118,7 +127,7 @@ def _context(txn: RunTxn, step_name: str, wanted: dict[str, Any] | None) -> dict
 # --- decisions ------------------------------------------------------------------------
 
 
-def task_approve(*, task_id: int, user: Any, comment: str = "") -> HumanTask:
+def task_approve(*, task_id: int, user: Any, comment: str = "", channel: str = C.WEB) -> HumanTask:
     """One vote; the task completes when `quorum` distinct people approved."""
 
     def apply(txn: RunTxn, task: HumanTask) -> None:
@@ -130,6 +139,7 @@ def task_approve(*, task_id: int, user: Any, comment: str = "") -> HumanTask:
             user=user,
             action=A.APPROVE,
             comment=comment,
+            channel=_channel(channel),
             created_at=txn.now,
         )
         votes = list(task.decisions.filter(action=A.APPROVE).select_related("user").order_by("id"))
@@ -138,7 +148,9 @@ def task_approve(*, task_id: int, user: Any, comment: str = "") -> HumanTask:
             "task.approved",
             step_name=task.step_name,
             status=T.COMPLETED if done else T.OPEN,
-            data=task_data(task, votes=len(votes), quorum=task.quorum, comment=comment),
+            data=task_data(
+                task, votes=len(votes), quorum=task.quorum, comment=comment, channel=channel
+            ),
         )
         if done:
             close(task, T.COMPLETED, user, txn)
@@ -150,12 +162,12 @@ def task_approve(*, task_id: int, user: Any, comment: str = "") -> HumanTask:
                 "data": None,
             }
             resolve_waiting(txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
-            notifications.notify_after_commit("task.decided", task)
+            notifications.notify_after_commit("task.decided", task, channel=channel)
 
     return decide(task_id, user, A.APPROVE, apply)
 
 
-def task_reject(*, task_id: int, user: Any, comment: str) -> HumanTask:
+def task_reject(*, task_id: int, user: Any, comment: str, channel: str = C.WEB) -> HumanTask:
     """Veto: the step is rejected and the run ends `rejected`."""
     if not comment.strip():
         raise InvalidInput(
@@ -170,6 +182,7 @@ def task_reject(*, task_id: int, user: Any, comment: str) -> HumanTask:
             user=user,
             action=A.REJECT,
             comment=comment,
+            channel=_channel(channel),
             created_at=txn.now,
         )
         close(task, T.REJECTED, user, txn)
@@ -177,10 +190,10 @@ def task_reject(*, task_id: int, user: Any, comment: str) -> HumanTask:
             "task.rejected",
             step_name=task.step_name,
             status=task.status,
-            data=task_data(task, comment=comment, **withdrawn),
+            data=task_data(task, comment=comment, channel=channel, **withdrawn),
         )
         resolve_waiting(txn, task.step_name, status=StepRun.Status.REJECTED, error=comment)
-        notifications.notify_after_commit("task.decided", task)
+        notifications.notify_after_commit("task.decided", task, channel=channel)
 
     return decide(task_id, user, A.REJECT, apply)
 
@@ -199,7 +212,9 @@ def rollback_targets(task: HumanTask) -> list[str]:
     return engine.rollback_targets(spec, task.step_name, step_states(run.pk))
 
 
-def task_rollback(*, task_id: int, user: Any, to_step: str, comment: str = "") -> HumanTask:
+def task_rollback(
+    *, task_id: int, user: Any, to_step: str, comment: str = "", channel: str = C.WEB
+) -> HumanTask:
     """Reset `to_step` and everything after it (this step too) and run again from there."""
 
     def apply(txn: RunTxn, task: HumanTask) -> None:
@@ -222,6 +237,7 @@ def task_rollback(*, task_id: int, user: Any, to_step: str, comment: str = "") -
             action=A.ROLLBACK,
             comment=comment,
             rollback_to=to_step,
+            channel=_channel(channel),
             created_at=txn.now,
         )
         close(task, T.CANCELLED, user, txn)
@@ -229,16 +245,21 @@ def task_rollback(*, task_id: int, user: Any, to_step: str, comment: str = "") -
             "task.rolled_back",
             step_name=task.step_name,
             status=task.status,
-            data=task_data(task, to_step=to_step, comment=comment, **withdrawn),
+            data=task_data(task, to_step=to_step, comment=comment, channel=channel, **withdrawn),
         )
         rollback(txn, to_step, comment=comment, origin=task.step_name)
-        notifications.notify_after_commit("task.decided", task)
+        notifications.notify_after_commit("task.decided", task, channel=channel)
 
     return decide(task_id, user, A.ROLLBACK, apply)
 
 
 def task_complete(
-    *, task_id: int, user: Any, data: Any = None, choice: str | None = None
+    *,
+    task_id: int,
+    user: Any,
+    data: Any = None,
+    choice: str | None = None,
+    channel: str = C.WEB,
 ) -> HumanTask:
     """Submit an input task's form data, or a choice task's choice."""
 
@@ -262,6 +283,7 @@ def task_complete(
             user=user,
             action=action,
             data=outputs,
+            channel=_channel(channel),
             created_at=txn.now,
         )
         close(task, T.COMPLETED, user, txn)
@@ -270,10 +292,10 @@ def task_complete(
             step_name=task.step_name,
             status=task.status,
             outputs=outputs,
-            data=task_data(task),
+            data=task_data(task, channel=channel),
         )
         resolve_waiting(txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
-        notifications.notify_after_commit("task.decided", task)
+        notifications.notify_after_commit("task.decided", task, channel=channel)
 
     action = A.SUBMIT if choice is None else A.CHOOSE
     return decide(task_id, user, action, apply)

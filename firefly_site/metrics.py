@@ -53,8 +53,8 @@ STEP_SECONDS = Histogram(
 )
 DECISIONS = Counter(
     "firefly_decisions",
-    "Human tasks decided, by outcome (completed, rejected)",
-    ["pipeline", "kind", "outcome"],
+    "Human tasks decided, by where (web, api, deadline) and outcome (completed, rejected)",
+    ["pipeline", "kind", "channel", "outcome"],
 )
 DECISION_SECONDS = Histogram(
     "firefly_time_to_decision_seconds",
@@ -89,7 +89,10 @@ def on_event(event: str, payload: dict[str, Any]) -> None:
     if event == "run.finished":
         RUNS_FINISHED.labels(pipeline, str(payload.get("status") or "")).inc()
     elif event == "task.decided":
-        DECISIONS.labels(pipeline, str(payload.get("kind")), str(payload.get("status"))).inc()
+        channel = str(payload.get("channel") or "unknown")
+        DECISIONS.labels(
+            pipeline, str(payload.get("kind")), channel, str(payload.get("status"))
+        ).inc()
         opened, decided = payload.get("created_at"), payload.get("decided_at")
         if opened is not None and decided is not None:
             DECISION_SECONDS.labels(pipeline).observe((decided - opened).total_seconds())

@@ -91,6 +91,32 @@ def test_a_reviewer_approves_and_the_run_moves_on(client_for, users, waiting_run
     assert drive(run).status == Run.Status.SUCCEEDED
 
 
+def test_a_decision_records_the_channel_it_came_through(client, client_for, users, waiting_run):
+    """The API and the page each say where a decision was made: in the decision, its audit
+    entry and the event other systems receive."""
+    from approvals.models import Decision
+    from pipelines.models import AuditEntry, OutboxEvent
+
+    by_api, by_page = open_task(waiting_run()), open_task(waiting_run())
+    response = client_for(users["r1"]).post(task_url(by_api, "approve"), {}, format="json")
+    assert response.status_code == 200
+    assert [d["channel"] for d in response.json()["decisions"]] == ["api"]
+    client.force_login(users["r1"])
+    assert client.post(f"/tasks/{by_page.pk}/reject/", {"comment": "no"}).status_code in (
+        200,
+        302,
+    )
+    for task, event, channel in (
+        (by_api, "task.approved", "api"),
+        (by_page, "task.rejected", "web"),
+    ):
+        assert Decision.objects.get(task=task).channel == channel
+        entry = AuditEntry.objects.get(run=task.run, event=event)
+        assert entry.data["channel"] == channel
+        decided = OutboxEvent.objects.filter(event="task.decided", payload__id=task.pk).get()
+        assert decided.payload["channel"] == channel
+
+
 def test_a_reviewer_outside_the_role_gets_403_with_the_reason(client_for, users, waiting_run):
     task = open_task(waiting_run())
     error = error_of(

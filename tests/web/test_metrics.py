@@ -81,7 +81,13 @@ def test_a_run_and_its_decision_are_counted_and_the_open_task_shown(
     assert grew("firefly_runs_started_total", pipeline="counted") == 1
     assert grew("firefly_runs_finished_total", pipeline="counted", status="succeeded") == 1
     assert (
-        grew("firefly_decisions_total", pipeline="counted", kind="approval", outcome="completed")
+        grew(
+            "firefly_decisions_total",
+            pipeline="counted",
+            kind="approval",
+            channel="web",
+            outcome="completed",
+        )
         == 1
     )
     assert grew("firefly_time_to_decision_seconds_count", pipeline="counted") == 1
