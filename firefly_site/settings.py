@@ -1,5 +1,6 @@
 """Settings, read from the environment; with nothing set, Firefly runs on SQLite and files."""
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,6 +25,14 @@ _DEV_SECRET = "firefly-insecure-development-key-do-not-use-in-production"  # noq
 _DEV_AUDIT_KEY = "firefly-development-audit-key"
 _DEV_SECRETS_KEY = "firefly-development-secrets-key"
 SECRET_MIN_BYTES = 32
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _secret(name: str, development: str) -> str:
@@ -405,6 +414,11 @@ FIREFLY_HTTP_ALLOWED_HOSTS = env.list("FIREFLY_HTTP_ALLOWED_HOSTS", default=[])
 # shared, reserved, multicast or cloud metadata addresses, whatever the name resolves
 # to, unless the exact address is listed here.
 FIREFLY_OUTBOUND_ALLOWED_ADDRESSES = env.list("FIREFLY_OUTBOUND_ALLOWED_ADDRESSES", default=[])
+_not_addresses = [a for a in FIREFLY_OUTBOUND_ALLOWED_ADDRESSES if not _is_ip_address(a)]
+if _not_addresses:
+    raise ImproperlyConfigured(
+        f"FIREFLY_OUTBOUND_ALLOWED_ADDRESSES lists exact IP addresses, not {_not_addresses!r}"
+    )
 # Audit snapshots (inputs, outputs, data) larger than this many bytes of JSON are
 # replaced by a marker with their size and SHA-256.
 FIREFLY_AUDIT_SNAPSHOT_LIMIT = env.int("FIREFLY_AUDIT_SNAPSHOT_LIMIT", default=64 * 1024)

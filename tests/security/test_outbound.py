@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -598,3 +600,21 @@ def test_malformed_urls_are_refused_before_any_lookup(settings, url, refusal):
         outbound.check(url, allowed=outbound.HTTP_STEPS)
 
     assert refusal in str(refused.value)
+
+
+def test_an_allowed_address_that_is_not_an_address_is_refused_at_start():
+    """A network or a name here would be an exception at the first outbound call (a 500
+    for whoever saved a webhook); it is refused when the process starts instead."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "firefly_site.test_settings"}
+    env["FIREFLY_OUTBOUND_ALLOWED_ADDRESSES"] = "127.0.0.1,10.0.0.0/8"
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=Path(__file__).resolve().parent.parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "exact IP addresses, not ['10.0.0.0/8']" in done.stderr
