@@ -460,8 +460,8 @@ class AuditEntryAdmin(OrganizationScopedAdmin, LargeTableAdmin, ReadOnlyAdmin):
     ]
     # The run column shows run_id only, so only the pipeline (its name) is joined.
     list_select_related = ["pipeline"]
-    search_fields = ["=run__id", "=step_name"]
-    search_help_text = "A run id or an exact step name."
+    search_fields = ["=run__id", "=step_name", "=actor_name"]
+    search_help_text = "A run id, an exact step name, or who acted (their user name)."
     date_hierarchy = "created_at"
     ordering = ["-created_at", "-id"]
     # Only the indexed order: sorting by another column would sort the whole table.
@@ -501,15 +501,24 @@ class AuditEntryAdmin(OrganizationScopedAdmin, LargeTableAdmin, ReadOnlyAdmin):
             model=AuditEntry, query=queryset.query.chain(), using=queryset.db
         )
 
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # Nine columns of evidence need the width the app list would take (the
+        # breadcrumbs still lead back); firefly-admin.css lets the cells wrap.
+        extra_context = {**(extra_context or {}), "is_nav_sidebar_enabled": False}
+        return super().changelist_view(request, extra_context)
+
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
     ) -> tuple[QuerySet[Any], bool]:
-        # Exact matches only, each served by an index: (run, seq) and (step_name, ...).
+        # Exact matches only, each served by an index: (run, seq), (step_name, ...) and
+        # (actor_name, ...).
         # A substring search (Django's default icontains) would scan every row.
         term = search_term.strip()
         if not term:
             return queryset, False
-        match = Q(step_name=term)
+        match = Q(step_name=term) | Q(actor_name=term)
         if term.isascii() and term.isdigit() and len(term) < 19:
             match |= Q(run_id=int(term))
         return queryset.filter(match), False

@@ -122,6 +122,7 @@ class WebhookDelivery(models.Model):
 
     class Meta:
         db_table = "approvals_webhookdelivery"
+        verbose_name_plural = "webhook deliveries"
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["status", "created_at"], name="delivery_status_created"),
