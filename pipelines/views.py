@@ -20,6 +20,7 @@ from pipelines.errors import FireflyError
 from pipelines.forms import field_errors, parse_schema_form, schema_fields
 from pipelines.htmx import is_htmx
 from pipelines.models import HandoffEnvelope, Run
+from pipelines.services.finishing import KINDS
 
 RUNS_PER_PAGE = 25
 AUDIT_PER_PAGE = 20
@@ -80,7 +81,19 @@ def _run_live_context(request: HttpRequest, run: Run) -> dict[str, Any]:
         "can_fork": allowed,
         "disposition": _shown(run.disposition),
         "live": not run.is_finished,
+        # Refreshed with the rest of the live part: one query per kind of work.
+        "unsettled": _unsettled_rows(services.unsettled(run.pk)),
     }
+
+
+def _unsettled_rows(found: services.Unsettled) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(kind, its label, its items) for each kind of the run's unsettled work that has some."""
+    labels = {name: many for name, _, many in KINDS}
+    return [
+        (name, labels.get(name, name.replace("_", " ")), items)
+        for name, items in found.items.items()
+        if items
+    ]
 
 
 def _shown(value: Any) -> str:
