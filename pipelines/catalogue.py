@@ -87,6 +87,8 @@ class Checked:
     # The loader's {step, field, message}, each with the `line` of the text it is about
     # (None when the spec came as an object, or no line could be told).
     errors: list[dict[str, Any]] = field(default_factory=list)
+    # What was read (the object to save as a version), when it could be read.
+    data: Any = None
 
     @property
     def valid(self) -> bool:
@@ -125,7 +127,7 @@ def check(spec: Any) -> Checked:
             root = spec_lines.compose(spec)
         else:
             data = spec
-        return Checked(parse_spec(data))
+        return Checked(parse_spec(data), data=data)
     except SpecError as exc:
         errors = [dict(error) for error in exc.errors]
         if isinstance(spec, str):
