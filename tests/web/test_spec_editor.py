@@ -165,4 +165,5 @@ def test_the_step_types_page_lists_every_type(client: Client, users: dict[str, A
         assert f'id="type-{name}"' in page
     assert "waits for people" in page
     assert "quorum" in page
+    assert "{#" not in page  # no template comment leaks into a page
     assert 'href="/step-types/"' in client.get("/pipelines/").content.decode()
