@@ -325,7 +325,6 @@ def pipeline_detail(request: HttpRequest, name: str) -> HttpResponse:
 @login_required
 def pipeline_edit(request: HttpRequest, name: str) -> HttpResponse:
     """Save the editor's text as the pipeline's next version (authors of the pipeline)."""
-    context = _pipeline_context(request, name)
     try:
         pipeline = editor.pipeline_for_author(request, name, "add a version of")
     except editor.Forbidden as exc:
@@ -337,6 +336,7 @@ def pipeline_edit(request: HttpRequest, name: str) -> HttpResponse:
         return _refused(request, exc, reverse("pipeline", args=[name]))
     if saved:
         return redirect("pipeline", name=name)
+    context = _pipeline_context(request, name)
     context["fields"] = schema_fields(context["spec"].input_schema)
     context.update(editor.editor_context(text, checked), editor_open=True)
     return render(request, "pipelines/pipeline.html", context, status=400)
