@@ -7,6 +7,7 @@ from typing import Any
 from playwright.sync_api import expect
 
 from pipelines.models import PipelineVersion
+from tests.e2e.test_organization_pages import serious_violations, sideways_scroll
 from tests.web.conftest import gate_pipeline
 
 
@@ -55,15 +56,23 @@ def test_edit_see_the_error_on_its_line_fix_it_and_save(
     assert latest.created_by == users["boss"]
 
 
-def test_catalogue_and_editor_fit_a_phone(
+def test_catalogue_and_editor_fit_a_phone_with_no_serious_axe_violations(
     users: dict[str, Any], page_for: Any, live_server: Any
 ) -> None:
     gate_pipeline()
     page = page_for(users["boss"])
-    page.set_viewport_size({"width": 390, "height": 800})
-    for path in ("/step-types/", "/pipelines/gated/"):
-        page.goto(f"{live_server.url}{path}")
-        if path.startswith("/pipelines/"):
-            page.locator("#edit > summary").click()
-        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 0, path
+    found = []
+    for viewport in ({"width": 1280, "height": 900}, {"width": 390, "height": 800}):
+        page.set_viewport_size(viewport)
+        for path in ("/step-types/", "/pipelines/gated/"):
+            page.goto(f"{live_server.url}{path}")
+            if path.startswith("/pipelines/"):
+                page.locator("#edit > summary").click()
+                area = page.locator("#spec-text")
+                area.fill(area.input_value().replace("type: noop", "type: nop", 1))
+                expect(page.locator("#spec-errors li")).to_have_count(1)
+            where = f"{path} at {viewport['width']}px"
+            found += [f"{where}: {v}" for v in serious_violations(page, live_server.url)]
+            if sideways_scroll(page):
+                found.append(f"{where}: {sideways_scroll(page)}")
+    assert not found, "\n".join(found)
