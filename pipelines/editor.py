@@ -48,7 +48,8 @@ def editor_context(text: str, checked: catalogue.Checked) -> dict[str, Any]:
         "checked": checked,
         "spec_errors": [_shown_error(error) for error in checked.errors],
         "gutter": gutter,
-        "spec_rows": min(max(count + 1, 12), 60),
+        # As tall as its text, so no line scrolls away from its number in the gutter.
+        "spec_rows": min(max(count + 1, 12), GUTTER_MAX_LINES),
         "preview": checked.svg(),
     }
 

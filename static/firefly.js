@@ -23,7 +23,7 @@ document.addEventListener("input", (event) => {
   const area = event.target;
   if (area instanceof HTMLTextAreaElement && area.hasAttribute("data-autogrow")) {
     const lines = area.value.split("\n").length;
-    area.rows = Math.min(Math.max(lines + 1, 12), 400);
+    area.rows = Math.min(Math.max(lines + 1, 12), 5000);  // editor.GUTTER_MAX_LINES
   }
 });
 
