@@ -87,7 +87,18 @@ def register() -> None:
             interactive=True,
             on_wait=_opener(HumanTask.Kind.APPROVAL),
             check=_needs_someone,
-            description="People approve (quorum of N), reject, or roll the run back.",
+            description=(
+                "People approve (a quorum of N distinct approvers), reject, or roll the run"
+                " back; after timeout_hours, on_timeout rejects, approves or escalates."
+            ),
+            example={
+                "assignee_role": "reviewers",
+                "quorum": 2,
+                "timeout_hours": 48,
+                "on_timeout": "escalate:managers",
+                "instructions": "Check the release notes before approving.",
+                "context": {"inputs": ["version"], "upstream": ["build"]},
+            },
         )
     )
     registry.register(
@@ -97,7 +108,23 @@ def register() -> None:
             interactive=True,
             on_wait=_opener(HumanTask.Kind.INPUT),
             check=_check_form,
-            description="A person fills a form described by a JSON Schema.",
+            description=(
+                "A person fills a form described by a JSON Schema (form_schema); the answers"
+                " are the step's output."
+            ),
+            example={
+                "assignee": "alice",
+                "instructions": "How much was spent, and on what?",
+                "timeout_hours": 24,
+                "form_schema": {
+                    "type": "object",
+                    "required": ["amount"],
+                    "properties": {
+                        "amount": {"type": "number", "minimum": 0},
+                        "note": {"type": "string", "maxLength": 500},
+                    },
+                },
+            },
         )
     )
     registry.register(
@@ -116,6 +143,12 @@ def register() -> None:
             on_wait=_opener(HumanTask.Kind.CHOICE),
             check=_needs_someone,
             description="A person picks one of `options`; later steps branch on it with `when`.",
+            example={
+                "assignee_role": "release-managers",
+                "options": ["ship", "hold", "cancel"],
+                "on_timeout": "reject",
+                "timeout_hours": 8,
+            },
         )
     )
     hooks.on_pause(on_pause)

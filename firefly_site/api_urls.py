@@ -5,10 +5,14 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from approvals import api as tasks
-from pipelines import api
+from pipelines import api, catalogue_api
 
 v1 = [
     path("pipelines/", api.PipelineList.as_view(), name="pipelines"),
+    # Before pipelines/<name>/, which it would otherwise be (it answers GET as that).
+    path("pipelines/validate/", catalogue_api.PipelineValidate.as_view(), name="pipeline-validate"),
+    path("step-types/", catalogue_api.StepTypeList.as_view(), name="step-types"),
+    path("spec-schema/", catalogue_api.SpecSchema.as_view(), name="spec-schema"),
     path("pipelines/<slug:name>/", api.PipelineDetail.as_view(), name="pipeline"),
     path("pipelines/<slug:name>/runs/", api.RunStart.as_view(), name="run-start"),
     path("runs/", api.RunList.as_view(), name="runs"),

@@ -579,6 +579,10 @@ REST_FRAMEWORK = {
         "run_start": env.str("FIREFLY_THROTTLE_RUN_START", default="120/min"),
         "run_fork": env.str("FIREFLY_THROTTLE_RUN_FORK", default="30/min"),
         "decide": env.str("FIREFLY_THROTTLE_DECIDE", default="120/min"),
+        # Checking a spec parses it and draws its DAG: cheap, but not free.
+        "spec_validate": env.str("FIREFLY_THROTTLE_SPEC_VALIDATE", default="120/min"),
+        # The step types and the spec schema; the schema is public (editors fetch it).
+        "catalogue": env.str("FIREFLY_THROTTLE_CATALOGUE", default="600/min"),
     },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }

@@ -4,6 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from approvals import views as approvals
+from pipelines import editor
 from pipelines import views as pipelines
 
 urlpatterns = [
@@ -28,5 +29,8 @@ urlpatterns = [
     path("pipelines/", pipelines.pipelines_list, name="pipelines"),
     path("pipelines/<slug:name>/", pipelines.pipeline_detail, name="pipeline"),
     path("pipelines/<slug:name>/start/", pipelines.pipeline_start, name="pipeline-start"),
+    path("pipelines/<slug:name>/edit/", pipelines.pipeline_edit, name="pipeline-edit"),
+    path("pipelines/<slug:name>/edit/check/", editor.spec_check, name="pipeline-edit-check"),
+    path("step-types/", pipelines.step_types, name="step-types"),
     path("org/", include("accounts.urls")),
 ]

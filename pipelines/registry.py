@@ -27,6 +27,9 @@ class StepType:
     defaults: dict[str, Any] = field(default_factory=dict)
     # Extra checks of a step's config beyond its JSON Schema; returns problems.
     check: Callable[[dict[str, Any]], list[str]] | None = None
+    # A config that passes the schema and the check, for the catalogue
+    # (GET /api/v1/step-types/); tests hold every registered example to both.
+    example: dict[str, Any] = field(default_factory=dict)
 
 
 _types: dict[str, StepType] = {}
@@ -46,6 +49,7 @@ def automatic(
     config_schema: dict[str, Any] | None = None,
     description: str = "",
     check: Callable[[dict[str, Any]], list[str]] | None = None,
+    example: dict[str, Any] | None = None,
 ) -> StepType:
     """An automatic step type (not registered yet); its description defaults to the
     handler's docstring."""
@@ -55,6 +59,7 @@ def automatic(
         handler=handler,
         description=description or (handler.__doc__ or "").strip(),
         check=check,
+        example=example or {},
     )
 
 
@@ -64,6 +69,7 @@ def step_type(
     config_schema: dict[str, Any] | None = None,
     description: str = "",
     check: Callable[[dict[str, Any]], list[str]] | None = None,
+    example: dict[str, Any] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register an automatic step type whose handler is the decorated function.
 
@@ -73,7 +79,12 @@ def step_type(
     def decorate(handler: Handler) -> Handler:
         register(
             automatic(
-                name, handler, config_schema=config_schema, description=description, check=check
+                name,
+                handler,
+                config_schema=config_schema,
+                description=description,
+                check=check,
+                example=example,
             )
         )
         return handler
@@ -91,3 +102,8 @@ def is_registered(name: str) -> bool:
 
 def names() -> list[str]:
     return sorted(_types)
+
+
+def all_types() -> list[StepType]:
+    """Every registered step type, by name."""
+    return [_types[name] for name in names()]

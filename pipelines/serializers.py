@@ -7,7 +7,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from pipelines import selectors
+from pipelines import selectors, services
 from pipelines.models import (
     Checkpoint,
     HandoffEnvelope,
@@ -183,6 +183,19 @@ class HandoffSerializer(serializers.Serializer):
     decision = serializers.JSONField(allow_null=True, help_text="A string or a JSON object.")
 
 
+class UnsettledSerializer(serializers.Serializer):
+    summary = serializers.CharField(help_text='Such as "1 open task, 2 steps in flight".')
+    counts = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="How many of each kind: open_tasks, unacknowledged_handoffs, "
+        "steps_in_flight, queued_webhook_deliveries (and any kind an app adds).",
+    )
+    items = serializers.DictField(
+        child=serializers.ListField(child=serializers.DictField()),
+        help_text="Each kind's items: ids and what names them (step, status, pipeline, ...).",
+    )
+
+
 class RunDetailSerializer(RunSerializer):
     steps = serializers.SerializerMethodField(help_text="The latest attempt of each step.")
     parent_run = serializers.IntegerField(
@@ -197,10 +210,21 @@ class RunDetailSerializer(RunSerializer):
         source="is_finishing", help_text="Whether on_finish is running (the run is not over)."
     )
     trace_id = serializers.CharField(allow_blank=True)
+    unsettled = serializers.SerializerMethodField(
+        help_text="The run's work not settled yet, at any time (not only during on_finish)."
+    )
 
     @extend_schema_field(StepSerializer(many=True))
     def get_steps(self, run: Run) -> Any:
         return StepSerializer(selectors.current_steps(run), many=True).data
+
+    @extend_schema_field(UnsettledSerializer)
+    def get_unsettled(self, run: Run) -> Any:
+        # One query per kind, however many items each has.
+        found = services.unsettled(run.pk)
+        return UnsettledSerializer(
+            {"summary": found.summary, "counts": found.counts, "items": found.items}
+        ).data
 
 
 @extend_schema_field(

@@ -15,11 +15,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from orgs.middleware import organization_of
-from pipelines import dag, permissions, selectors, services
+from pipelines import catalogue, dag, editor, permissions, selectors, services
 from pipelines.errors import FireflyError
 from pipelines.forms import field_errors, parse_schema_form, schema_fields
 from pipelines.htmx import is_htmx
 from pipelines.models import HandoffEnvelope, Run
+from pipelines.services.finishing import KINDS
 
 RUNS_PER_PAGE = 25
 AUDIT_PER_PAGE = 20
@@ -80,7 +81,19 @@ def _run_live_context(request: HttpRequest, run: Run) -> dict[str, Any]:
         "can_fork": allowed,
         "disposition": _shown(run.disposition),
         "live": not run.is_finished,
+        # Refreshed with the rest of the live part: one query per kind of work.
+        "unsettled": _unsettled_rows(services.unsettled(run.pk)),
     }
+
+
+def _unsettled_rows(found: services.Unsettled) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(kind, its label, its items) for each kind of the run's unsettled work that has some."""
+    labels = {name: many for name, _, many in KINDS}
+    return [
+        (name, labels.get(name, name.replace("_", " ")), items)
+        for name, items in found.items.items()
+        if items
+    ]
 
 
 def _shown(value: Any) -> str:
@@ -264,6 +277,20 @@ def pipelines_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+@login_required
+def step_types(request: HttpRequest) -> HttpResponse:
+    """The step types a spec may use, each with its config schema and an example."""
+    kinds = [
+        {
+            **entry,
+            "schema_json": json.dumps(entry["config_schema"], indent=2),
+            "example_yaml": editor.spec_text(entry["example"]) if entry["example"] else "{}\n",
+        }
+        for entry in catalogue.step_types()
+    ]
+    return render(request, "pipelines/step_types.html", {"kinds": kinds, "nav": "pipelines"})
+
+
 def _pipeline_context(request: HttpRequest, name: str) -> dict[str, Any]:
     pipeline = selectors.pipeline_by_name(request.user, organization_of(request), name)
     if pipeline is None:
@@ -280,6 +307,7 @@ def _pipeline_context(request: HttpRequest, name: str) -> dict[str, Any]:
             selectors.runs_list(request.user, organization_of(request), pipeline=name)[:10]
         ),
         "may_start": permissions.allowed(request.user, "start_run", pipeline),
+        "may_edit": permissions.allowed(request.user, "create_version", pipeline),
     }
 
 
@@ -287,7 +315,31 @@ def _pipeline_context(request: HttpRequest, name: str) -> dict[str, Any]:
 def pipeline_detail(request: HttpRequest, name: str) -> HttpResponse:
     context = _pipeline_context(request, name)
     context["fields"] = schema_fields(context["spec"].input_schema)
+    if context["may_edit"]:
+        text = editor.spec_text(context["version"].spec)
+        context.update(editor.editor_context(text, catalogue.check(text)))
     return render(request, "pipelines/pipeline.html", context)
+
+
+@require_POST
+@login_required
+def pipeline_edit(request: HttpRequest, name: str) -> HttpResponse:
+    """Save the editor's text as the pipeline's next version (authors of the pipeline)."""
+    try:
+        pipeline = editor.pipeline_for_author(request, name, "add a version of")
+    except editor.Forbidden as exc:
+        return editor.forbidden(request, str(exc))
+    text = request.POST.get("spec", "")
+    try:
+        saved, checked = editor.save(request, pipeline, text)
+    except FireflyError as exc:
+        return _refused(request, exc, reverse("pipeline", args=[name]))
+    if saved:
+        return redirect("pipeline", name=name)
+    context = _pipeline_context(request, name)
+    context["fields"] = schema_fields(context["spec"].input_schema)
+    context.update(editor.editor_context(text, checked), editor_open=True)
+    return render(request, "pipelines/pipeline.html", context, status=400)
 
 
 @require_POST

@@ -44,6 +44,7 @@ STEP_TYPES = [
             "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 86400}},
             "additionalProperties": False,
         },
+        example={"seconds": 5},
     ),
     automatic(
         "fail",
@@ -56,5 +57,6 @@ STEP_TYPES = [
             },
             "additionalProperties": False,
         },
+        example={"message": "the first attempt fails", "times": 1},
     ),
 ]

@@ -40,5 +40,6 @@ STEP_TYPES = [
             },
             "additionalProperties": False,
         },
+        example={"pipeline": "fulfilment", "payload": {"priority": "high"}, "wait": True},
     )
 ]

@@ -47,5 +47,12 @@ STEP_TYPES = [
             },
             "additionalProperties": False,
         },
+        example={
+            "url": "https://deploy.example.com/api/releases",
+            "method": "POST",
+            "body": {"version": "1.4.2"},
+            "headers": {"Accept": "application/json"},
+            "timeout_s": 30,
+        },
     )
 ]

@@ -40,5 +40,6 @@ STEP_TYPES = [
             "properties": {"callable": {"type": "string", "minLength": 3}},
         },
         check=_check_python,
+        example={"callable": "pipelines.demo.steps.build"},
     )
 ]
