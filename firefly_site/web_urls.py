@@ -5,6 +5,7 @@ from django.urls import include, path
 
 from approvals import views as approvals
 from pipelines import views as pipelines
+from schedules import urls as schedules
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
@@ -28,5 +29,6 @@ urlpatterns = [
     path("pipelines/", pipelines.pipelines_list, name="pipelines"),
     path("pipelines/<slug:name>/", pipelines.pipeline_detail, name="pipeline"),
     path("pipelines/<slug:name>/start/", pipelines.pipeline_start, name="pipeline-start"),
+    path("pipelines/<slug:name>/schedules/", include(schedules.page_urls)),
     path("org/", include("accounts.urls")),
 ]

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from orgs.middleware import organization_of
-from pipelines import dag, permissions, selectors, services
+from pipelines import dag, panels, permissions, selectors, services
 from pipelines.errors import FireflyError
 from pipelines.forms import field_errors, parse_schema_form, schema_fields
 from pipelines.htmx import is_htmx
@@ -280,6 +280,8 @@ def _pipeline_context(request: HttpRequest, name: str) -> dict[str, Any]:
             selectors.runs_list(request.user, organization_of(request), pipeline=name)[:10]
         ),
         "may_start": permissions.allowed(request.user, "start_run", pipeline),
+        # Sections other apps add (schedules), rendered by them.
+        "panels": panels.render(request, pipeline),
     }
 
 
