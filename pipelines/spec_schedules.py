@@ -102,7 +102,7 @@ def timezone_known(name: str) -> bool:
         return False
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name the OS refuses
         return False
     return True
 

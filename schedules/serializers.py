@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from pipelines.serializers import CleanObjectField
@@ -44,11 +45,23 @@ class ScheduleSerializer(serializers.ModelSerializer):
         )
         read_only_fields = fields
 
+    @extend_schema_field({"type": "string", "format": "date-time", "nullable": True})
     def get_next_fire_at(self, schedule: Schedule) -> str | None:
         if not schedule.enabled or schedule.next_fire_at is None:
             return None
         return schedule.next_fire_at.isoformat().replace("+00:00", "Z")
 
+    @extend_schema_field(
+        {
+            "type": "object",
+            "nullable": True,
+            "properties": {
+                "id": {"type": "integer"},
+                "status": {"type": "string"},
+                "fired_at": {"type": "string", "format": "date-time", "nullable": True},
+            },
+        }
+    )
     def get_last_run(self, schedule: Schedule) -> dict[str, Any] | None:
         run_id = getattr(schedule, "last_run_id", None)
         if run_id is None:
