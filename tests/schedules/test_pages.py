@@ -13,7 +13,7 @@ from schedules.firing import schedules_fire
 from schedules.models import Firing, Schedule
 from tests.schedules.conftest import slot_later
 
-HX = {"HTTP_HX_REQUEST": "true"}
+HX = {"HX-Request": "true"}
 
 
 def test_the_page_shows_next_fire_time_and_last_run_and_pauses(client, make_schedule, users):
@@ -28,13 +28,13 @@ def test_the_page_shows_next_fire_time_and_last_run_and_pauses(client, make_sche
     assert f'href="/runs/{run_id}/"' in page
     assert "<time datetime=" in page  # the next slot
     assert 'aria-label="Pause schedule hourly"' in page
-    answer = client.post(f"/pipelines/nightly/schedules/{schedule.pk}/pause/", **HX)
+    answer = client.post(f"/pipelines/nightly/schedules/{schedule.pk}/pause/", headers=HX)
     assert answer.status_code == 200
     html = answer.content.decode()
     assert "paused" in html
     assert 'aria-label="Resume schedule hourly"' in html
     assert Schedule.objects.get().enabled is False
-    client.post(f"/pipelines/nightly/schedules/{schedule.pk}/resume/", **HX)
+    client.post(f"/pipelines/nightly/schedules/{schedule.pk}/resume/", headers=HX)
     assert Schedule.objects.get().enabled is True
 
 
@@ -43,7 +43,7 @@ def test_pausing_needs_the_csrf_token(make_schedule, users):
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(users["boss"])
     page = browser.get("/pipelines/nightly/").content.decode()
-    refused = browser.post(f"/pipelines/nightly/schedules/{schedule.pk}/pause/", **HX)
+    refused = browser.post(f"/pipelines/nightly/schedules/{schedule.pk}/pause/", headers=HX)
     assert refused.status_code == 403
     assert Schedule.objects.get().enabled is True
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
@@ -51,7 +51,7 @@ def test_pausing_needs_the_csrf_token(make_schedule, users):
     done = browser.post(
         f"/pipelines/nightly/schedules/{schedule.pk}/pause/",
         {"csrfmiddlewaretoken": token.group(1)},
-        **HX,
+        headers=HX,
     )
     assert done.status_code == 200
     assert Schedule.objects.get().enabled is False
@@ -65,7 +65,7 @@ def test_a_starter_sees_schedules_without_buttons_and_a_forged_post_is_refused(
     page = client.get("/pipelines/nightly/").content.decode()
     assert "hourly" in page
     assert "Pause schedule" not in page
-    answer = client.post(f"/pipelines/nightly/schedules/{schedule.pk}/pause/", **HX)
+    answer = client.post(f"/pipelines/nightly/schedules/{schedule.pk}/pause/", headers=HX)
     assert answer.status_code == 403
     assert "may not change the schedules" in answer.content.decode()
     assert Schedule.objects.get().enabled is True
