@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from pipelines import services
 from pipelines.errors import Conflict, InvalidInput, NotFound, PermissionDenied, SpecError
@@ -14,6 +15,7 @@ from pipelines.models import AuditEntry, Run, SecurityEvent
 from schedules import services as schedules
 from schedules.firing import schedules_fire
 from schedules.models import Firing, Schedule
+from tests.approvals.conftest import drive
 from tests.schedules.conftest import NIGHTLY, fire_at, slot_later
 
 
@@ -375,3 +377,27 @@ def test_a_spec_with_bad_schedules_is_refused_with_every_problem(db):
     assert "schedules[b].timezone" in fields
     assert "schedules[b].inputs.target" in fields
     assert "schedules[b].name" in fields
+
+
+def test_a_purged_run_leaves_its_firing_without_it(db, author):
+    services.pipeline_create(
+        spec={
+            "name": "short-lived",
+            "retention": {"runs_days": 1},
+            "steps": [{"name": "a", "type": "noop"}],
+        },
+        member_role="starter",
+    )
+    schedule = schedules.schedule_create(
+        pipeline="short-lived", actor=author, name="often", every_s=60
+    )
+    fire_at(schedule)
+    [run] = runs_of(schedule)
+    assert drive(run).status == Run.Status.SUCCEEDED
+    Run.objects.filter(pk=run.pk).update(finished_at=timezone.now() - timedelta(days=5))
+    assert services.retention_apply().purged == 1
+    firing = Firing.objects.get(schedule=schedule)
+    assert firing.run_id is None
+    assert firing.status == "fired"
+    [(_, data)] = pipeline_events("short-lived", "trigger.")
+    assert data["run"] == run.pk  # the audit chain still says which run it was
