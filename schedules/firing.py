@@ -24,6 +24,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from firefly_site.celery import app
 from pipelines.errors import FireflyError
 from pipelines.models import Pipeline, Run
 from pipelines.services import run_start
@@ -32,6 +33,9 @@ from schedules.services import audited
 from schedules.timing import Timing
 
 log = logging.getLogger(__name__)
+
+# The beat's task, sent by name (only Celery and the dispatch modules know task modules).
+FIRE_SCHEDULES = "schedules.tasks.fire_schedules"
 
 F = Firing.Status
 Why = Firing.Reason
@@ -252,3 +256,12 @@ def _release(pk: int, pipeline_id: int, now: datetime) -> int:
         _start(schedule, firing, entries, now)
     audited(pipeline, entries)
     return 1
+
+
+def release_after(event: str, payload: dict[str, Any]) -> None:
+    """`run.finished` hook (after commit): a firing queued behind that run need not wait
+    for the next beat; the task it sends does what the beat would (and a duplicate finds
+    the firing started)."""
+    run_id = payload.get("run")
+    if run_id and Firing.objects.filter(previous_run_id=run_id, status=F.QUEUED).exists():
+        app.send_task(FIRE_SCHEDULES)

@@ -18,11 +18,14 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from approvals import services as approvals
+from approvals.models import HumanTask
 from pipelines import services
 from pipelines.models import AuditEntry, Run
 from schedules import services as schedules
+from schedules.firing import schedules_fire
 from schedules.models import Firing, Schedule
-from tests.conftest import wait_for
+from tests.conftest import wait_finished, wait_for
 from tests.schedules.conftest import NIGHTLY
 from tests.workers import ROOT, database_url
 
@@ -133,3 +136,37 @@ def test_skip_starts_no_second_run_while_the_first_waits_for_an_approval(worker,
     )
     assert {e.data["why"] for e in skipped} == {"overlap"}
     assert {e.data["previous_run"] for e in skipped} == {first.pk}
+
+
+def test_a_queued_firing_starts_when_the_run_it_waits_for_finishes(worker, users):
+    """No beat here: the run's end itself sends the firing on (a `run.finished` hook)."""
+    services.pipeline_create(spec=NIGHTLY, member_role="starter")
+    schedule = schedules.schedule_create(
+        pipeline="nightly",
+        actor=users["boss"],
+        name="queued",
+        every_s=60,
+        inputs={"target": "prod"},
+        overlap="queue",
+    )
+    schedules_fire(now=schedule.next_fire_at)
+    [first] = _runs(schedule)
+    task = wait_for(
+        lambda: HumanTask.objects.filter(run=first, status="open").first(),
+        timeout=15,
+        message="the first run's review",
+    )
+    schedule.refresh_from_db()
+    schedules_fire(now=schedule.next_fire_at)
+    queued = Firing.objects.get(schedule=schedule, status="queued")
+    assert services.unsettled(first.pk).counts["queued_triggers"] == 1
+    approvals.task_approve(task_id=task.pk, user=users["r1"])
+    wait_finished(first)
+    wait_for(
+        lambda: Firing.objects.get(pk=queued.pk).run_id is not None,
+        timeout=15,
+        message="the queued firing to start its run",
+    )
+    second = Firing.objects.get(pk=queued.pk).run
+    assert second is not None
+    assert second.created_at >= Run.objects.get(pk=first.pk).finished_at
