@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from approvals import api as tasks
 from pipelines import api, catalogue_api
+from schedules import urls as schedules
 
 v1 = [
     path("pipelines/", api.PipelineList.as_view(), name="pipelines"),
@@ -15,6 +16,7 @@ v1 = [
     path("spec-schema/", catalogue_api.SpecSchema.as_view(), name="spec-schema"),
     path("pipelines/<slug:name>/", api.PipelineDetail.as_view(), name="pipeline"),
     path("pipelines/<slug:name>/runs/", api.RunStart.as_view(), name="run-start"),
+    path("pipelines/<slug:name>/schedules/", include(schedules.api_urls)),
     path("runs/", api.RunList.as_view(), name="runs"),
     path("runs/<int:pk>/", api.RunDetail.as_view(), name="run"),
     path("runs/<int:pk>/cancel/", api.RunCancel.as_view(), name="run-cancel"),

@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "webhooks",
     "tokens",
     "accounts",
+    "schedules",
 ]
 
 MIDDLEWARE = [
@@ -392,6 +393,10 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # retries a step whose lease ran out (its worker died).
 FIREFLY_STEP_LEASE_S = env.float("FIREFLY_STEP_LEASE_S", default=60.0)
 FIREFLY_REAPER_INTERVAL_S = env.float("FIREFLY_REAPER_INTERVAL_S", default=15.0)
+# How often beat looks for due schedules (schedules/firing.py), and how late a slot may
+# be handled and still count as on time rather than missed (the beat was down).
+FIREFLY_SCHEDULE_INTERVAL_S = env.float("FIREFLY_SCHEDULE_INTERVAL_S", default=5.0)
+FIREFLY_SCHEDULE_GRACE_S = env.float("FIREFLY_SCHEDULE_GRACE_S", default=60.0)
 # A queued step nobody picked up for this long is sent to the broker again.
 FIREFLY_REQUEUE_AFTER_S = env.float("FIREFLY_REQUEUE_AFTER_S", default=120.0)
 # The reaper relays outbox events (webhook deliveries to be) still not relayed this long
@@ -505,6 +510,10 @@ if FIREFLY_RETENTION_ARCHIVE_REQUIRED and not FIREFLY_RETENTION_ARCHIVE_DIR:
     )
 
 CELERY_BEAT_SCHEDULE = {
+    "firefly-schedules": {
+        "task": "schedules.tasks.fire_schedules",
+        "schedule": FIREFLY_SCHEDULE_INTERVAL_S,
+    },
     "firefly-reaper": {
         "task": "pipelines.tasks.reap",
         "schedule": FIREFLY_REAPER_INTERVAL_S,

@@ -6,6 +6,7 @@ from django.urls import include, path
 from approvals import views as approvals
 from pipelines import editor
 from pipelines import views as pipelines
+from schedules import urls as schedules
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
@@ -31,6 +32,7 @@ urlpatterns = [
     path("pipelines/<slug:name>/start/", pipelines.pipeline_start, name="pipeline-start"),
     path("pipelines/<slug:name>/edit/", pipelines.pipeline_edit, name="pipeline-edit"),
     path("pipelines/<slug:name>/edit/check/", editor.spec_check, name="pipeline-edit-check"),
+    path("pipelines/<slug:name>/schedules/", include(schedules.page_urls)),
     path("step-types/", pipelines.step_types, name="step-types"),
     path("org/", include("accounts.urls")),
 ]

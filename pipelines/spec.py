@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -15,6 +15,7 @@ from pipelines import registry, schemas
 from pipelines.callables import resolve_callable
 from pipelines.errors import InvalidInput, SpecError
 from pipelines.limits import bounds_problem, json_problem, json_size, measure
+from pipelines.spec_schedules import ScheduleErrors, ScheduleSpec, parse_schedules
 
 ON_FAILURE = ("fail_run", "skip_downstream", "continue")
 WHEN_OPERATORS = ("equals", "not_equals", "in", "not_in", "exists")
@@ -35,6 +36,8 @@ SPEC_SCHEMA: dict[str, Any] = {
         "output": {"type": "array", "items": _NAME},
         "on_finish": {"type": "string", "minLength": 3},
         "steps": {"type": "array", "minItems": 1},
+        # Runs that start on a clock (pipelines/spec_schedules.py; the schedules app).
+        "schedules": {"type": "array"},
         "retention": {
             "type": "object",
             "additionalProperties": False,
@@ -148,6 +151,7 @@ class PipelineSpec:
     output: tuple[str, ...] = ()
     on_finish: str = ""
     retention: Retention = field(default_factory=Retention)
+    schedules: tuple[ScheduleSpec, ...] = ()
 
     @cached_property
     def by_name(self) -> dict[str, StepSpec]:
@@ -460,6 +464,14 @@ def parse_spec(data: Any) -> PipelineSpec:
     for path, message in schemas.schema_problems(spec.input_schema):
         field_name = f"input_schema.{path}" if path else "input_schema"
         errors.append({"step": None, "field": field_name, "message": message})
+    # Checked against the input schema only once that schema is known to be sound.
+    if not errors:
+        try:
+            spec = replace(
+                spec, schedules=parse_schedules(data.get("schedules"), spec.input_schema)
+            )
+        except ScheduleErrors as exc:
+            errors += exc.errors
     if errors:
         raise SpecError(errors)
     return spec

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,17 @@ class VersionInfo:
 
 
 _versions: dict[int, VersionInfo] = {}
+
+# Called in the transaction that saves a new version: `hook(version=, spec=, actor=)`.
+# The schedules app keeps the spec's schedules in step there; an error it raises refuses
+# the version (nothing is saved).
+version_hooks: list[Callable[..., None]] = []
+
+
+def on_version_created(hook: Callable[..., None]) -> None:
+    """Call `hook(version=, spec=, actor=)` when a new version is saved, in its transaction."""
+    if hook not in version_hooks:  # ready() may run again (tests, reloads): once is enough
+        version_hooks.append(hook)
 
 
 def version_info(version_id: int) -> VersionInfo:
@@ -117,6 +129,8 @@ def _create_version(
     Pipeline.objects.filter(pk=pipeline.pk).update(
         description=parsed.description, audit_seq=pipeline.audit_seq, audit_head=pipeline.audit_head
     )
+    for hook in version_hooks:
+        hook(version=version, spec=parsed, actor=actor)
     return version, True
 
 

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from orgs.middleware import organization_of
-from pipelines import catalogue, dag, editor, permissions, selectors, services
+from pipelines import catalogue, dag, editor, panels, permissions, selectors, services
 from pipelines.errors import FireflyError
 from pipelines.forms import field_errors, parse_schema_form, schema_fields
 from pipelines.htmx import is_htmx
@@ -308,6 +308,8 @@ def _pipeline_context(request: HttpRequest, name: str) -> dict[str, Any]:
         ),
         "may_start": permissions.allowed(request.user, "start_run", pipeline),
         "may_edit": permissions.allowed(request.user, "create_version", pipeline),
+        # Sections other apps add (schedules), rendered by them.
+        "panels": panels.render(request, pipeline),
     }
 
 

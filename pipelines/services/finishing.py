@@ -45,6 +45,8 @@ KINDS = (
     ("unacknowledged_handoffs", "unacknowledged handoff", "unacknowledged handoffs"),
     ("steps_in_flight", "step in flight", "steps in flight"),
     ("queued_webhook_deliveries", "queued webhook delivery", "queued webhook deliveries"),
+    # Firings of a schedule (overlap: queue) waiting for this run to finish to start theirs.
+    ("queued_triggers", "queued trigger", "queued triggers"),
 )
 
 

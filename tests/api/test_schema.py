@@ -101,8 +101,9 @@ def test_fuzz_every_operation_from_the_schema(
         (result.ok() for result in schema.get_all_operations()),
         key=lambda operation: "/revoke/" in operation.path,
     )
-    # The DESIGN.md table, handoffs, break-claim, webhooks, tokens, the catalogue.
-    assert len(operations) == 31
+    # The DESIGN.md table, handoffs, break-claim, webhooks, tokens, the catalogue,
+    # schedules.
+    assert len(operations) == 37
     failures: list[str] = []
     session = requests.Session()
 

@@ -401,6 +401,7 @@ def test_unsettled_work_and_acknowledging_a_handoff(db, make_pipeline, users):
         "steps_in_flight": 1,
         "open_tasks": 1,
         "queued_webhook_deliveries": 0,
+        "queued_triggers": 0,
     }
     assert found.items["open_tasks"][0]["id"] == task.pk
     assert found.items["unacknowledged_handoffs"][0]["id"] == envelope.pk
@@ -440,6 +441,7 @@ def test_on_finish_hands_off_and_sees_it_unsettled(db, make_pipeline):
             "steps_in_flight": 0,
             "open_tasks": 0,
             "queued_webhook_deliveries": 0,
+            "queued_triggers": 0,
         },
     }
     assert envelope.origin_step == ""

@@ -31,6 +31,8 @@ from pipelines.models import (
     Run,
     StepRun,
 )
+from schedules import services as schedules
+from schedules.models import Schedule
 from tests.approvals.conftest import drive, open_task
 from tests.security.test_url_matrix import ALLOWED, url_names
 from tokens.models import ApiToken
@@ -135,6 +137,14 @@ def seed() -> dict[str, Any]:
         organization=b, url=f"https://hooks.example.com/{B_MARK}", events=["run.finished"]
     )
     b_token, _ = token_create(user=b_starter, organization=b, name=B_MARK)
+    b_schedule = schedules.schedule_create(
+        pipeline="gated",
+        actor=b_admin,
+        organization=b,
+        name="bravo-nightly",
+        cron="0 2 * * *",
+        inputs={"version": "1", "secret": B_MARK},
+    )
     b_grant = PipelineGrant.objects.create(
         pipeline=Pipeline.objects.get(organization=b, name=B_ONLY_NAME),
         user=b_reviewer,
@@ -155,7 +165,14 @@ def seed() -> dict[str, Any]:
     users["staff"].user_permissions.set(
         Permission.objects.filter(
             codename__startswith="view_",
-            content_type__app_label__in=("pipelines", "approvals", "webhooks", "tokens", "orgs"),
+            content_type__app_label__in=(
+                "pipelines",
+                "approvals",
+                "webhooks",
+                "tokens",
+                "orgs",
+                "schedules",
+            ),
         )
     )
     for spec in (gated(A_MARK), intake(A_MARK)):
@@ -189,6 +206,7 @@ def seed() -> dict[str, Any]:
         ),
         "b_pipelines": list(Pipeline.objects.filter(organization=b).values_list("pk", flat=True)),
         "b_grants": [b_grant.pk],
+        "b_schedules": [b_schedule.pk],
         "b_users": [b_admin, b_starter, b_reviewer],
     }
 
@@ -240,6 +258,9 @@ def b_state(world: dict[str, Any]) -> dict[str, Any]:
             Webhook.objects.filter(organization=b).values_list("pk", "url", "secret_encrypted")
         ),
         "tokens": list(ApiToken.objects.filter(organization=b).values_list("pk", "revoked_at")),
+        "schedules": list(
+            Schedule.objects.filter(organization=b).values_list("pk", "enabled", "cron", "inputs")
+        ),
     }
 
 
@@ -257,8 +278,8 @@ def b_values(name: str, param: str, world: dict[str, Any]) -> list[Any]:
     if param == "envelope_id":
         return world["b_envelopes"]
     if param == "action":
-        return list(TASK_ACTIONS)
-    for key in ("membership", "pipeline", "grant", "token", "webhook"):
+        return ["pause", "resume"] if name == "schedule-toggle" else list(TASK_ACTIONS)
+    for key in ("membership", "pipeline", "grant", "token", "webhook", "schedule"):
         if param == f"{key}_id":
             return world[f"b_{key}s"]
     if param == "format":
@@ -269,6 +290,7 @@ def b_values(name: str, param: str, world: dict[str, Any]) -> list[Any]:
             ("handoff", "b_envelopes"),
             ("token", "b_tokens"),
             ("webhook", "b_webhooks"),
+            ("schedule", "b_schedules"),
         ):
             if word in name:
                 return world[key]
@@ -443,7 +465,8 @@ def b_admin_urls(world: dict[str, Any]) -> tuple[list[str], list[str]]:
             urls.append(reverse(name))
             continue
         if params == ["app_label"]:
-            urls += [reverse(name, args=[app]) for app in ("pipelines", "approvals", "webhooks")]
+            apps_ = ("pipelines", "approvals", "webhooks", "schedules")
+            urls += [reverse(name, args=[app]) for app in apps_]
             continue
         if name == "admin:view_on_site":
             run_type = ContentType.objects.get_for_model(Run).pk
