@@ -3,6 +3,7 @@ started and ends with one quiet line, not with make's "*** ... Interrupt"."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
@@ -13,8 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
+from django.conf import settings
 
 from tests.production import free_port
+from tests.workers import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 # What make, bash or Python print when something failed: none of it on a normal stop.
@@ -80,10 +84,8 @@ class Terminal:
 
     def close(self) -> None:
         if self.make.poll() is None or session_processes(self.make.pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.make.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.make.wait()
         os.close(self.master)
 
@@ -131,5 +133,35 @@ def test_a_normal_stop_of_make_run_is_quiet_and_leaves_nothing_running(tmp_path,
         assert lines == ["Firefly stopped."], ending
         for word in CRASH_WORDS:
             assert word not in terminal.text(), terminal.text()
+    finally:
+        terminal.close()
+
+
+def test_make_run_uses_the_database_and_broker_the_environment_names(transactional_db, tmp_path):
+    """README, "PostgreSQL, Redis and more workers": `export DATABASE_URL=...`,
+    `export CELERY_BROKER_URL=...`, `make run` (here the suite's database and broker)."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    env.update(
+        DATABASE_URL=database_url(),
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        FIREFLY_VAR_DIR=str(tmp_path / "var"),
+        PORT=str(free_port()),
+        WORKERS="1",
+        TERM="dumb",
+    )
+    terminal = Terminal(env)
+    try:
+        terminal.read(300, until=b"Stop with Ctrl-C.")
+        text = terminal.text()
+        assert "Firefly is running" in text, text
+        # A real database gets no demo data, so the banner names no demo logins.
+        assert "Demo data not loaded: DATABASE_URL names a real database." in text
+        assert "Demo logins" not in text
+        assert f"Database: {database_url()}; broker: {settings.CELERY_BROKER_URL}" in text
+        requests.get(f"http://127.0.0.1:{env['PORT']}/healthz", timeout=10).raise_for_status()
+        os.write(terminal.master, b"\x03")
+        terminal.make.wait(timeout=60)
+        terminal.read(5)
+        assert terminal.text().rstrip().endswith("Firefly stopped."), terminal.text()
     finally:
         terminal.close()
