@@ -9,18 +9,22 @@ file, its section and its first line, in exactly one of:
   pipefail` script in the checkout that must exit 0.
 - SERVICES: each line a long-running process (a worker, beat): it must start and say it
   is ready, and is then stopped.
+- UNITS (docs/deploy.md's systemd units, `ini`): each ExecStart started and stopped as
+  SERVICES are.
 - MIRRORED: a named test checks what the block does (where it needs a placeholder filled
   in, or a PostgreSQL role), and that test must exist.
 - ALLOWED: not run, with the reason (production hosts, the network, benchmarks).
 
-A new block in none of them fails `test_every_shell_block_is_checked_one_way`, and so does
-an entry whose block is gone: the docs cannot drift from what is tested.
+A new block in none of them (or a new unit, or a fence in a language that is neither a
+shell's nor listed as configuration or code) fails the first test below, and so does an
+entry whose block is gone: the docs cannot drift from what is tested.
 
 What a block is given, and nothing else: the environment of a new shell (PATH, HOME,
 LANG), `FIREFLY_VAR_DIR` naming the `make run`'s folder (a temporary one instead of the
-checkout's `var/`), and, for a file whose prose says its commands need Firefly's
-environment, that of `make run`'s processes (`DEBUG=true`). The one change to a block's
-text: `127.0.0.1:8000` becomes the port that `make run` was given.
+checkout's `var/`), and, where the prose says the commands run in Firefly's environment
+(docs/, README's workers, the units' EnvironmentFile), that of `make run`'s processes
+(`DEBUG=true`). The one change to a block's text: `127.0.0.1:8000` becomes the port that
+`make run` was given.
 """
 
 from __future__ import annotations
@@ -84,6 +88,18 @@ SERVICES: dict[Key, dict[str, str]] = {
         "PostgreSQL, Redis and more workers",
         ".venv/bin/celery -A firefly_site worker --pool thr",
     ): {"worker": r"\[queues\]", "beat": r"maxinterval"},
+}
+
+# systemd units: their ExecStart started as a service, systemd's specifiers filled in
+# (`%i` the instance, `%%` a percent sign) and `/srv/firefly` this checkout.
+UNITS: dict[Key, str] = {
+    ("docs/deploy.md", "systemd", "# /etc/systemd/system/firefly-web.service"): r"Listening at",
+    ("docs/deploy.md", "systemd", "# /etc/systemd/system/firefly-worker@.service  (fi"): (
+        r"\[queues\]"
+    ),
+    ("docs/deploy.md", "systemd", "# /etc/systemd/system/firefly-beat.service  (enabl"): (
+        r"maxinterval"
+    ),
 }
 
 # Checked by another test, named here ("path::function").
@@ -187,7 +203,9 @@ def blocks() -> list[Block]:
     found = []
     for doc in DOCS:
         text = doc.read_text()
-        headings = [(m.start(), m.group(1)) for m in HEADING.finditer(text)]
+        # Headings outside the blocks (a shell comment is no heading).
+        prose = FENCE.sub(lambda m: " " * len(m.group(0)), text)
+        headings = [(m.start(), m.group(1)) for m in HEADING.finditer(prose)]
         for match in FENCE.finditer(text):
             section = next((h for at, h in reversed(headings) if at < match.start()), "")
             found.append(
@@ -213,6 +231,9 @@ def test_every_shell_block_is_checked_one_way():
         if b.language in SHELL_LANGUAGES | OTHER_LANGUAGES
     }
     assert not unknown, f"a language neither run nor listed as not a shell's: {unknown}"
+
+    units = {b.key for b in blocks() if "ExecStart=" in b.text}
+    assert units == set(UNITS), "systemd units in the docs and in UNITS differ"
 
     keys = [b.key for b in shell_blocks()]
     assert len(keys) == len(set(keys)), "two blocks with the same section and first line"
@@ -317,40 +338,65 @@ def test_the_run_blocks_succeed_as_written_beside_a_fresh_make_run(make_run):
                 (ROOT / name).unlink()
 
 
+def started_and_stopped(line: str, env: dict[str, str], ready: str, log: Path) -> bool:
+    """Start `line`; it must print `ready` and stay up. Then Ctrl-C; False if it is still
+    running 30 s later."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            ["bash", "-c", f"exec {line}"],
+            cwd=ROOT,
+            # Unbuffered, so that what it prints reaches the log as it comes.
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while not re.search(ready, log.read_text()):
+            assert process.poll() is None, f"{line!r} stopped:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"{line!r} never ready:\n{log.read_text()}"
+            time.sleep(0.5)
+        # It stays up (a worker's pool finishes starting meanwhile).
+        time.sleep(5)
+        assert process.poll() is None, f"{line!r} stopped:\n{log.read_text()}"
+        assert "Traceback" not in log.read_text(), log.read_text()
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in its terminal
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return False
+    return True
+
+
 def test_the_service_blocks_start_their_processes_as_written(make_run, tmp_path):
-    stuck: list[str] = []
+    stuck = []
     for key, ready in SERVICES.items():
         block = next(b for b in shell_blocks() if b.key == key)
         lines = [line for line in make_run.text(block).splitlines() if line.strip()]
         for n, line in enumerate(lines):
             marker = next(pattern for kind, pattern in ready.items() if f" {kind}" in line)
-            log = tmp_path / f"service{n}.log"
-            with log.open("wb") as out:
-                process = subprocess.Popen(
-                    ["bash", "-c", f"exec {line}"],
-                    cwd=ROOT,
-                    # Unbuffered, so that what it prints reaches the log as it comes.
-                    env={**make_run.env(block), "PYTHONUNBUFFERED": "1"},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            try:
-                deadline = time.monotonic() + 90
-                while not re.search(marker, log.read_text()):
-                    assert process.poll() is None, f"{line!r} stopped:\n{log.read_text()}"
-                    assert time.monotonic() < deadline, f"{line!r} never ready:\n{log.read_text()}"
-                    time.sleep(0.5)
-                # It stays up (a worker's pool finishes starting meanwhile).
-                time.sleep(5)
-                assert process.poll() is None, f"{line!r} stopped:\n{log.read_text()}"
-                assert "Traceback" not in log.read_text(), log.read_text()
-            finally:
-                os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in its terminal
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
-                    stuck.append(line)
+            env = make_run.env(block)
+            if not started_and_stopped(line, env, marker, tmp_path / f"service{n}.log"):
+                stuck.append(line)
+    assert not stuck, f"still running 30 s after Ctrl-C: {stuck}"
+
+
+def test_the_systemd_units_start_their_processes(make_run, tmp_path):
+    """Each unit's ExecStart, with make run's environment for its EnvironmentFile (and the
+    web process on a port of its own)."""
+    stuck = []
+    for key, ready in UNITS.items():
+        block = next(b for b in blocks() if b.key == key)
+        start = re.search(r"^ExecStart=(.+)$", block.text, re.MULTILINE)
+        assert start, block.text
+        line = start.group(1).replace("/srv/firefly", str(ROOT)).replace("%i", "1")
+        line = line.replace("%%", "%")
+        assert line.startswith(f"{ROOT}/.venv/bin/"), line
+        env = {**make_run.env(block), "PORT": str(free_port()), "WEB_CONCURRENCY": "1"}
+        if not started_and_stopped(line, env, ready, tmp_path / f"unit{len(stuck)}.log"):
+            stuck.append(line)
     assert not stuck, f"still running 30 s after Ctrl-C: {stuck}"
