@@ -373,7 +373,7 @@ def started_and_stopped(line: str, env: dict[str, str], ready: str, log: Path) -
 
 
 def test_the_service_blocks_start_their_processes_as_written(make_run, tmp_path):
-    stuck = []
+    stuck: list[str] = []
     for key, ready in SERVICES.items():
         block = next(b for b in shell_blocks() if b.key == key)
         lines = [line for line in make_run.text(block).splitlines() if line.strip()]
@@ -388,7 +388,7 @@ def test_the_service_blocks_start_their_processes_as_written(make_run, tmp_path)
 def test_the_systemd_units_start_their_processes(make_run, tmp_path):
     """Each unit's ExecStart, with make run's environment for its EnvironmentFile (and the
     web process on a port of its own)."""
-    stuck = []
+    stuck: list[str] = []
     for key, ready in UNITS.items():
         block = next(b for b in blocks() if b.key == key)
         start = re.search(r"^ExecStart=(.+)$", block.text, re.MULTILINE)
