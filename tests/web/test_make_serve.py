@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -10,6 +11,8 @@ from typing import Any
 
 import pytest
 import requests
+from django.core.management import call_command
+from django.test import override_settings
 
 from tests.production import ROOT, free_port, production_env, wait_http
 
@@ -24,6 +27,9 @@ def group_alive(pgid: int) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_to_make_alone_stops_every_process_it_started(transactional_db, tmp_path, sig):
+    # Demo users in the database: production still does not advertise them.
+    with override_settings(FIREFLY_DEMO=True):
+        call_command("load_demo", stdout=io.StringIO())
     port = free_port()
     env = production_env(
         tmp_path / "var",
@@ -71,7 +77,12 @@ def test_a_signal_to_make_alone_stops_every_process_it_started(transactional_db,
             time.sleep(0.2)
         output: Any = log.read_text()
         assert "Firefly is running" in output
-        assert "Traceback" not in output
+        assert "Demo logins" not in output
+        assert "firefly-admin" not in output
+        # A stop asked for ends quietly: no make "*** ... Interrupt" line, no traceback.
+        assert output.rstrip().endswith("Firefly stopped."), output
+        for word in ("***", "Interrupt", "Error", "Traceback", "by itself"):
+            assert word not in output, output
     finally:
         if group_alive(make.pid):
             os.killpg(make.pid, signal.SIGKILL)
