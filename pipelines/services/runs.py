@@ -39,6 +39,7 @@ def run_start(
     idempotency_key: str = "",
     parent: Run | None = None,
     organization: Any = None,
+    trigger: Mapping[str, Any] | None = None,
 ) -> Run:
     """Validate the inputs, create the run with a pending row per step, and queue it.
 
@@ -52,6 +53,7 @@ def run_start(
         idempotency_key=idempotency_key,
         parent=parent,
         organization=organization,
+        trigger=trigger,
     )
     return run
 
@@ -65,6 +67,7 @@ def run_start_or_replay(
     idempotency_key: str = "",
     parent: Run | None = None,
     organization: Any = None,
+    trigger: Mapping[str, Any] | None = None,
 ) -> tuple[Run, bool]:
     """Start a run as `run_start` does; returns (run, created).
 
@@ -74,7 +77,8 @@ def run_start_or_replay(
     An `idempotency_key` is scoped to the actor and the pipeline: the same key with the
     same request returns the run it started (created False); with another request it is
     refused (`IdempotencyKeyReused`), never answered with a run the request did not ask
-    for. A `parent` run (a handoff) shares its trace.
+    for. A `parent` run (a handoff) shares its trace. A `trigger` (what started the run
+    when no person did: an inbound hook, a schedule) is kept in the `run.created` entry.
     """
     org_id = parent.organization_id if parent is not None else orgs.pk_of(organization)
     found = pipeline_version(pipeline, version, organization=org_id)
@@ -93,7 +97,7 @@ def run_start_or_replay(
             pipeline=pipeline,
         )
         raise PermissionDenied(reason)
-    return _start(found, pipeline, inputs, actor, version, idempotency_key, parent)
+    return _start(found, pipeline, inputs, actor, version, idempotency_key, parent, trigger)
 
 
 @transaction.atomic
@@ -105,6 +109,7 @@ def _start(
     version: int | None,
     idempotency_key: str,
     parent: Run | None,
+    trigger: Mapping[str, Any] | None = None,
 ) -> tuple[Run, bool]:
     request_hash = _request_hash(pipeline, version, inputs) if idempotency_key else ""
     scope = {
@@ -148,6 +153,7 @@ def _start(
             "pipeline": pipeline_version_.pipeline.name,
             "version": pipeline_version_.number,
             **({"parent_run": parent.pk} if parent else {}),
+            **({"trigger": dict(trigger)} if trigger else {}),
         },
     )
     txn.flush()
