@@ -8,11 +8,12 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.exceptions import NotFound
 from rest_framework.views import APIView
 
 from firefly_site.api_errors import AUTH_ERRORS, INVALID, NOT_FOUND
@@ -28,7 +29,9 @@ def _address(request: Request) -> str | None:
 class InboundHookSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField(help_text="Where the sender posts its deliveries.")
     pipeline = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
     input_mapping = serializers.DictField(
         child=serializers.CharField(max_length=500),
         required=False,
@@ -75,6 +78,7 @@ class InboundHookSerializer(serializers.ModelSerializer):
             "max_body_bytes": {"validators": []},
         }
 
+    @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, obj: InboundHook) -> str:
         request = self.context.get("request")
         return request.build_absolute_uri(obj.path) if request is not None else obj.path
