@@ -12,7 +12,7 @@ import pytest
 
 from inbound import services as inbound
 from inbound.models import InboundDelivery
-from pipelines.models import Run
+from pipelines import services
 from tests.inbound.conftest import PAYMENT
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
@@ -34,10 +34,7 @@ def snippet(marker: str) -> str:
 def test_the_documented_curl_example_starts_a_run(
     live_server: Any, marker: str, fmt: str, inputs: dict[str, Any]
 ) -> None:
-    inbound_pipeline = {**PAYMENT, "name": "payments-docs"}
-    from pipelines import services
-
-    services.pipeline_create(spec=inbound_pipeline)
+    services.pipeline_create(spec={**PAYMENT, "name": "payments-docs"})
     hook = inbound.hook_create(
         pipeline="payments-docs",
         name="payments",
@@ -53,4 +50,5 @@ def test_the_documented_curl_example_starts_a_run(
     assert '"run"' in done.stdout, done.stdout
     [delivery] = InboundDelivery.objects.filter(hook=hook)
     assert delivery.outcome == "accepted", delivery.reason
-    assert Run.objects.get(pk=delivery.run_id).inputs == inputs
+    assert delivery.run is not None
+    assert delivery.run.inputs == inputs
