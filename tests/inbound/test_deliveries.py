@@ -180,3 +180,18 @@ def test_a_delivery_starts_a_run_whose_steps_run_on_a_worker(worker, make_hook):
     steps = set(run.steps.values_list("step_name", "status"))
     assert steps == {("check", "succeeded"), ("pay", "succeeded")}
     assert chain_is_intact(run)
+
+
+def test_a_person_signed_in_to_another_organization_can_still_deliver(hook, sender, users):
+    """The lookup is not held to the session's organization, and the run is the hook's."""
+    from orgs.models import Membership, Organization
+
+    other = Organization.objects.create(slug="globex", name="Globex")
+    Membership.objects.filter(user=users["outsider"]).delete()
+    Membership.objects.create(user=users["outsider"], organization=other, role="member")
+    sender.client.force_login(users["outsider"])
+    response = sender.post()
+    assert response.status_code == 202, response.content
+    run = Run.objects.get(pk=response.json()["run"])
+    assert run.organization_id == hook.organization_id
+    assert run.created_by is None
