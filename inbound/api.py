@@ -20,6 +20,7 @@ from firefly_site.api_errors import AUTH_ERRORS, INVALID, NOT_FOUND
 from inbound import selectors, services
 from inbound.models import InboundHook
 from orgs.api import InOrganization
+from pipelines import selectors as pipelines
 
 
 def _address(request: Request) -> str | None:
@@ -105,6 +106,7 @@ class HookListCreate(generics.ListAPIView):
         responses={200: InboundHookSerializer(many=True), **AUTH_ERRORS},
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        visible_pipeline(request, kwargs["name"])
         return super().get(request, *args, **kwargs)
 
     @extend_schema(
@@ -113,6 +115,7 @@ class HookListCreate(generics.ListAPIView):
         responses={201: InboundHookCreatedSerializer, **INVALID, **AUTH_ERRORS, **NOT_FOUND},
     )
     def post(self, request: Request, name: str) -> Response:
+        visible_pipeline(request, name)
         serializer = InboundHookSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         hook = services.hook_create(
@@ -124,6 +127,12 @@ class HookListCreate(generics.ListAPIView):
         )
         data = InboundHookCreatedSerializer(hook, context={"request": request}).data
         return Response(data, status=status.HTTP_201_CREATED)
+
+
+def visible_pipeline(request: Request, name: str) -> None:
+    """A pipeline the user may not see, or of another organization, is not there."""
+    if pipelines.pipeline_by_name(request.user, request.organization, name) is None:
+        raise NotFound(f"No pipeline {name!r}.")
 
 
 def _hook(request: Request, name: str, pk: int) -> InboundHook:
