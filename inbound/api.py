@@ -103,7 +103,7 @@ class HookListCreate(generics.ListAPIView):
 
     @extend_schema(
         summary="A pipeline's inbound hooks (organization admins; others see none)",
-        responses={200: InboundHookSerializer(many=True), **AUTH_ERRORS},
+        responses={200: InboundHookSerializer(many=True), **AUTH_ERRORS, **NOT_FOUND},
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         visible_pipeline(request, kwargs["name"])
