@@ -135,6 +135,10 @@ class InboundHook(models.Model):
             models.CheckConstraint(
                 condition=models.Q(delivery_id_header="") | models.Q(delivery_id_path=""),
                 name="inboundhook_one_delivery_id_source",
+                violation_error_message=(
+                    "Name the delivery id by a header (delivery_id_header) or by a JMESPath "
+                    "expression (delivery_id_path), not both."
+                ),
             ),
         ]
         indexes = [models.Index(fields=["organization", "pipeline"], name="inboundhook_org")]

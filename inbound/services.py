@@ -92,10 +92,10 @@ def _checked(hook: InboundHook) -> None:
         hook.full_clean(exclude=["organization", "pipeline", "created_by"])
     except ValidationError as exc:
         details = [
-            {"field": field, "message": " ".join(messages)}
+            {"field": "" if field == "__all__" else field, "message": " ".join(messages)}
             for field, messages in exc.message_dict.items()
         ]
-        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+        summary = "; ".join(f"{d['field'] or 'hook'}: {d['message']}" for d in details)
         raise InvalidInput(f"Invalid inbound hook: {summary}", details=details) from None
 
 

@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 from inbound import services as inbound
 from inbound.models import InboundDelivery, InboundHook
+from pipelines.errors import InvalidInput
 from pipelines.models import AuditEntry, Pipeline, SecurityEvent
 from tests.inbound.conftest import MAPPING, Sender
 from tokens.services import token_create
@@ -91,7 +92,7 @@ def test_a_bad_setting_is_a_400_naming_the_field(users, payment, field, value):
 
 
 def test_both_delivery_id_sources_at_once_are_refused(payment):
-    with pytest.raises(Exception, match="delivery_id"):
+    with pytest.raises(InvalidInput, match=r"delivery_id_header.*delivery_id_path.*not both"):
         inbound.hook_create(
             pipeline="payment", name="x", delivery_id_header="X-Id", delivery_id_path="id"
         )
