@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from inbound import services as inbound
 from inbound.models import InboundDelivery, InboundHook
-from pipelines.errors import InvalidInput
+from pipelines.errors import InvalidInput, PermissionDenied
 from pipelines.models import AuditEntry, Pipeline, SecurityEvent
 from tests.inbound.conftest import MAPPING, Sender
 from tokens.services import token_create
@@ -167,3 +167,25 @@ def test_admin_shows_every_delivery_read_only(admin_client, hook, sender):
     change = reverse("admin:inbound_inbounddelivery_change", args=[delivery.pk])
     assert 'name="_save"' not in admin_client.get(change).content.decode()
     assert admin_client.post(change, {"reason": "edited"}).status_code == 403
+
+
+def test_admin_changes_go_through_the_service_and_its_audit(admin_client, hook, sender):
+    change = reverse("admin:inbound_inboundhook_change", args=[hook.pk])
+    form = admin_client.get(change).context["adminform"].form
+    data = {name: form.initial.get(name) for name in inbound.SETTABLE}
+    data.update(input_mapping='{"amount": "data.amount", "payee": "data.payee.name"}')
+    data.pop("enabled")  # unchecked: disabled
+    saved = admin_client.post(change, {k: v for k, v in data.items() if v is not None})
+    assert saved.status_code == 302, saved.content
+    assert InboundHook.objects.get().enabled is False
+    assert pipeline_events()[-1] == "inbound_hook.changed"
+    assert sender.post().status_code == 404
+
+
+def test_a_member_cannot_change_a_hook_through_the_service(users, hook):
+    with pytest.raises(PermissionDenied):
+        inbound.hook_update(hook_id=hook.pk, actor=users["starter"], enabled=False)
+    assert InboundHook.objects.get().enabled is True
+    assert SecurityEvent.objects.filter(
+        event="inbound_hook.refused", actor=users["starter"], data__action="update"
+    ).exists()
