@@ -105,7 +105,7 @@ class Delivery:
 def _may_record_refusal(hook_id: int) -> bool:
     """At most FIREFLY_INBOUND_REFUSALS_RECORDED_PER_MINUTE refusals of one hook are
     recorded each minute: whoever knows a hook's URL must not turn its delivery log into
-    the next thing to flood. The rest are logged and counted in the last record's reason."""
+    the next thing to flood. The rest are only logged."""
     key = f"inbound-refusals:{hook_id}:{int(time.time() // 60)}"
     if cache.add(key, 1, 120):
         return True
@@ -165,7 +165,10 @@ def _read(delivery: Delivery, read: Callable[[int], bytes]) -> Answer | None:
     if delivery.declared > limit:
         return _refused(delivery, too_big)
     # Never more than one byte past the limit, whatever Content-Length claimed.
-    delivery.body = read(limit + 1)
+    try:
+        delivery.body = read(limit + 1)
+    except OSError as exc:  # the sender went away mid-body (UnreadablePostError)
+        return _refused(delivery, _error(400, "malformed", f"The body could not be read: {exc}."))
     if len(delivery.body) > limit:
         return _refused(delivery, too_big)
     return None

@@ -195,3 +195,13 @@ def test_refusals_beyond_the_cap_are_not_recorded(hook, settings):
     for i in range(6):
         assert forger.post(delivery=f"d-{i}").status_code == 401
     assert len(refused(hook)) == 3
+
+
+def test_a_body_cut_off_mid_way_is_a_400_not_a_500(hook):
+    def read(n: int) -> bytes:
+        raise OSError("connection reset")
+
+    answer = delivery_receive(token=hook.token, read=read, headers={}, content_length=10)
+    assert answer.status == 400
+    assert runs() == 0
+    assert refused(hook) == [(400, "The body could not be read: connection reset.")]
