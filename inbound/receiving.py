@@ -321,11 +321,10 @@ def _start(delivery: Delivery, inputs: dict[str, Any]) -> Answer:
                 actor=None,
                 organization=hook.organization_id,
                 trigger=trigger,
+                # Its first steps queued in this same transaction: their messages leave
+                # as it commits, a broker round trip sooner than through `advance_run`.
+                advance=True,
             )
-            # Its first steps queued in this same transaction: their messages leave as it
-            # commits, a broker round trip sooner than the advance message would get them
-            # queued (that message then finds nothing to do).
-            pipelines.run_advance(run_id=run.pk)
             # Last, so that a concurrent copy waits on the unique index only briefly
             # and then fails here, taking its run with it.
             _record(delivery, Outcome.ACCEPTED, 202, run_id=run.pk)

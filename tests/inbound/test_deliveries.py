@@ -28,6 +28,10 @@ def test_a_signed_delivery_starts_a_run_with_the_mapped_inputs(hook, sender):
     assert run.inputs == {"amount": 99, "payee": "Initech", "reference": "inv-7"}
     assert run.created_by is None
     assert run.organization_id == hook.organization_id
+    # Its first step was queued by the delivery's own transaction.
+    assert run.status == "running"
+    assert run.steps.get(step_name="check").status == "queued"
+    assert run.steps.get(step_name="pay").status == "pending"
     [delivery] = InboundDelivery.objects.filter(hook=hook)
     assert (delivery.outcome, delivery.http_status, delivery.run_id) == ("accepted", 202, run.pk)
     assert delivery.delivery_id == "d-1"
