@@ -45,6 +45,7 @@ v1 = [
 urlpatterns = [
     path("v1/webhooks/", include("webhooks.urls")),
     path("v1/tokens/", include("tokens.urls")),
+    path("v1/pipelines/<slug:name>/hooks/", include("inbound.urls")),
     path("v1/", include((v1, "api"), namespace="api")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # Swagger UI's start-up script is served from this same URL (`?script`), so the page

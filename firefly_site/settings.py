@@ -89,6 +89,7 @@ INSTALLED_APPS = [
     "approvals",
     "webhooks",
     "tokens",
+    "inbound",
     "accounts",
     "schedules",
 ]
@@ -555,6 +556,17 @@ FIREFLY_WEBHOOK_BACKOFF_S = env.float("FIREFLY_WEBHOOK_BACKOFF_S", default=10.0)
 # After a rotation, deliveries carry the previous secret's signature too for this many
 # seconds, so receivers can switch to the new secret without dropping events.
 FIREFLY_WEBHOOK_SECRET_GRACE_S = env.int("FIREFLY_WEBHOOK_SECRET_GRACE_S", default=24 * 3600)
+
+# --- Inbound hooks (POST /hooks/<token>/ starts a run; inbound/) -----------------------
+# The largest body any hook may accept (each hook sets its own limit under it).
+FIREFLY_INBOUND_MAX_BODY_BYTES = env.int("FIREFLY_INBOUND_MAX_BODY_BYTES", default=1024 * 1024)
+# How long a rotated-out hook secret is still accepted, so the sender can switch over.
+FIREFLY_INBOUND_SECRET_GRACE_S = env.int("FIREFLY_INBOUND_SECRET_GRACE_S", default=24 * 3600)
+# Refused deliveries recorded per hook and minute; beyond, they are only logged (whoever
+# knows a hook's URL must not be able to flood its delivery log).
+FIREFLY_INBOUND_REFUSALS_RECORDED_PER_MINUTE = env.int(
+    "FIREFLY_INBOUND_REFUSALS_RECORDED_PER_MINUTE", default=120
+)
 
 # --- API tokens -----------------------------------------------------------------------
 # Days a new API token lives unless its creator says otherwise (`create_token --days`,

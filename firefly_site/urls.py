@@ -5,6 +5,7 @@ from django.urls import include, path
 
 from firefly_site import health
 from firefly_site.metrics import metrics_view
+from inbound.urls import public as inbound_hooks
 
 urlpatterns = [
     # Probes for load balancers and orchestrators (answered by HealthCheckMiddleware).
@@ -13,6 +14,8 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", include("firefly_site.api_urls")),
+    # Deliveries from other systems, authenticated by their signature (inbound/views.py).
+    path("hooks/", include(inbound_hooks)),
     path("", include("firefly_site.web_urls")),
 ]
 

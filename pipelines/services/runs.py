@@ -68,6 +68,7 @@ def run_start_or_replay(
     parent: Run | None = None,
     organization: Any = None,
     trigger: Mapping[str, Any] | None = None,
+    advance: bool = False,
 ) -> tuple[Run, bool]:
     """Start a run as `run_start` does; returns (run, created).
 
@@ -77,9 +78,10 @@ def run_start_or_replay(
     An `idempotency_key` is scoped to the actor and the pipeline: the same key with the
     same request returns the run it started (created False); with another request it is
     refused (`IdempotencyKeyReused`), never answered with a run the request did not ask
-    for. A `parent` run (a handoff) shares its trace. A `trigger` says what started the
-    run when no person did (a schedule: `{"schedule": id, "name": …, "slot": …}`); it is
-    kept in the run's `run.created` entry.
+    for. A `parent` run (a handoff) shares its trace. A `trigger` (what started the run
+    when no person did: an inbound hook, a schedule) is kept in the `run.created` entry.
+    With `advance` the first steps are queued (or opened) in the starting transaction,
+    their messages sent as it commits, instead of by a worker taking `advance_run` first.
     """
     org_id = parent.organization_id if parent is not None else orgs.pk_of(organization)
     found = pipeline_version(pipeline, version, organization=org_id)
@@ -98,7 +100,9 @@ def run_start_or_replay(
             pipeline=pipeline,
         )
         raise PermissionDenied(reason)
-    return _start(found, pipeline, inputs, actor, version, idempotency_key, parent, trigger)
+    return _start(
+        found, pipeline, inputs, actor, version, idempotency_key, parent, trigger, advance
+    )
 
 
 @transaction.atomic
@@ -111,6 +115,7 @@ def _start(
     idempotency_key: str,
     parent: Run | None,
     trigger: Mapping[str, Any] | None = None,
+    advance: bool = False,
 ) -> tuple[Run, bool]:
     request_hash = _request_hash(pipeline, version, inputs) if idempotency_key else ""
     scope = {
@@ -157,8 +162,12 @@ def _start(
             **({"trigger": dict(trigger)} if trigger else {}),
         },
     )
+    if advance:
+        # The new run is this transaction's alone: no other writer can hold its lock.
+        transitions.progress(txn)
     txn.flush()
-    dispatch.advance_run(run.pk)
+    if not advance:
+        dispatch.advance_run(run.pk)
     metrics.after_commit(metrics.RUNS_STARTED, pipeline=pipeline_version_.pipeline.name)
     return run, True
 

@@ -17,6 +17,8 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from schemathesis.specs.openapi.definitions import OPENAPI_30
 
 from approvals.models import HumanTask
+from inbound import services as inbound
+from inbound.models import InboundHook
 from pipelines import services
 from tests.api.conftest import GATED
 from tests.approvals.conftest import drive
@@ -52,6 +54,7 @@ def test_the_schema_is_valid_openapi_3(client):
                     or "claim/" in path
                     or ("/resume/" in path)
                     or "/revoke/" in path
+                    or "/rotate/" in path
                 ), (method, path)
 
 
@@ -102,8 +105,8 @@ def test_fuzz_every_operation_from_the_schema(
         key=lambda operation: "/revoke/" in operation.path,
     )
     # The DESIGN.md table, handoffs, break-claim, webhooks, tokens, the catalogue,
-    # schedules.
-    assert len(operations) == 37
+    # schedules, inbound hooks.
+    assert len(operations) == 42
     failures: list[str] = []
     session = requests.Session()
 
@@ -151,6 +154,9 @@ def test_fuzz_every_operation_from_the_schema(
                     real["id"] = HumanTask.objects.get(run=run).pk
                 if "/tokens/" in operation.path:
                     real["id"] = spare.pk
+                if "/hooks/" in operation.path:
+                    hooks = InboundHook.objects.filter(pipeline__name="gated").count()
+                    real["id"] = inbound.hook_create(pipeline="gated", name=f"fuzz-{hooks}").pk
                 fuzz(operation, real)
     finally:
         # A kept-alive connection keeps a server thread, and its database connection, open.

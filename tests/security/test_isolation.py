@@ -20,6 +20,8 @@ from django.urls import reverse
 
 from approvals import services as approvals
 from approvals.models import Decision, HumanTask
+from inbound import services as inbound
+from inbound.models import InboundHook
 from orgs.models import Membership, Organization
 from pipelines import services
 from pipelines.models import (
@@ -145,6 +147,7 @@ def seed() -> dict[str, Any]:
         cron="0 2 * * *",
         inputs={"version": "1", "secret": B_MARK},
     )
+    b_inbound = inbound.hook_create(pipeline="gated", name=B_MARK, organization=b)
     b_grant = PipelineGrant.objects.create(
         pipeline=Pipeline.objects.get(organization=b, name=B_ONLY_NAME),
         user=b_reviewer,
@@ -170,6 +173,7 @@ def seed() -> dict[str, Any]:
                 "approvals",
                 "webhooks",
                 "tokens",
+                "inbound",
                 "orgs",
                 "schedules",
             ),
@@ -201,6 +205,8 @@ def seed() -> dict[str, Any]:
         "b_envelopes": [b_envelope.pk],
         "b_tokens": [b_token.pk],
         "b_webhooks": [b_hook.pk],
+        "b_inbound_hooks": [b_inbound.pk],
+        "b_inbound_tokens": [b_inbound.token],
         "b_memberships": list(
             Membership.objects.filter(organization=b).values_list("pk", flat=True)
         ),
@@ -261,6 +267,10 @@ def b_state(world: dict[str, Any]) -> dict[str, Any]:
         "schedules": list(
             Schedule.objects.filter(organization=b).values_list("pk", "enabled", "cron", "inputs")
         ),
+        "inbound_hooks": list(
+            InboundHook.objects.filter(organization=b).values_list("pk", "secret_encrypted")
+        ),
+        "inbound_runs": Run.objects.filter(organization=b).count(),
     }
 
 
@@ -284,8 +294,11 @@ def b_values(name: str, param: str, world: dict[str, Any]) -> list[Any]:
             return world[f"b_{key}s"]
     if param == "format":
         return [".json"]
+    if param == "token":
+        return world["b_inbound_tokens"]
     if param == "pk":
         for word, key in (
+            ("inbound", "b_inbound_hooks"),
             ("task", "b_tasks"),
             ("handoff", "b_envelopes"),
             ("token", "b_tokens"),
@@ -311,6 +324,10 @@ def b_urls(world: dict[str, Any]) -> list[tuple[str, str, bool]]:
         for values in itertools.product(*choices):
             kwargs = dict(zip(params, values, strict=True))
             only_b = kwargs.get("name", B_ONLY_NAME) == B_ONLY_NAME
+            if name == "inbound-receive":
+                # Public: its answer hangs on the delivery's signature, not on who asks
+                # (an unsigned POST is a 401 for everyone; docs/security.md).
+                only_b = False
             made.append((name, reverse(name, kwargs=kwargs), only_b))
     return made
 
@@ -465,7 +482,7 @@ def b_admin_urls(world: dict[str, Any]) -> tuple[list[str], list[str]]:
             urls.append(reverse(name))
             continue
         if params == ["app_label"]:
-            apps_ = ("pipelines", "approvals", "webhooks", "schedules")
+            apps_ = ("pipelines", "approvals", "webhooks", "schedules", "inbound")
             urls += [reverse(name, args=[app]) for app in apps_]
             continue
         if name == "admin:view_on_site":

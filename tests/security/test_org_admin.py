@@ -13,6 +13,8 @@ from django.urls import reverse
 
 from accounts import services
 from approvals.models import HumanTask
+from inbound import services as inbound
+from inbound.models import InboundDelivery
 from orgs.admin import OrganizationScopedAdmin
 from orgs.models import Membership, Organization
 from pipelines import permissions
@@ -40,7 +42,7 @@ GATED = {
 @pytest.fixture
 def two(db: Any, django_user_model: Any) -> dict[str, Any]:
     """Acme (admin alice, member mallory) and Globex (admin carol), each with a waiting run
-    of "release", a token, a webhook."""
+    of "release", a token, a webhook, an inbound hook and one of its deliveries."""
     world: dict[str, Any] = {}
     for slug, admin_name in (("acme", "alice"), ("globex", "carol")):
         org = Organization.objects.create(slug=slug, name=slug.title())
@@ -51,6 +53,10 @@ def two(db: Any, django_user_model: Any) -> dict[str, Any]:
         token_create(user=user, name=f"{slug}-ci", organization=org)
         Webhook.objects.create(
             organization=org, url=f"https://{slug}.example.com/h", events=["run.failed"]
+        )
+        hook = inbound.hook_create(pipeline="release", name="ci", organization=org)
+        InboundDelivery.objects.create(
+            organization=org, hook=hook, outcome="refused", http_status=401, reason="forged"
         )
         world[slug] = org
         world[admin_name] = user
@@ -220,7 +226,7 @@ TENANT_ADMINS = [
 
 
 def test_every_admin_of_a_tenant_table_is_scoped():
-    assert len(TENANT_ADMINS) >= 13
+    assert len(TENANT_ADMINS) >= 15
     unscoped = [m.__name__ for m, a in TENANT_ADMINS if not isinstance(a, OrganizationScopedAdmin)]
     assert not unscoped
 

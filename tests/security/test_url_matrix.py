@@ -13,6 +13,8 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from approvals.models import Decision, HumanTask
+from inbound import services as inbound
+from inbound.models import InboundDelivery, InboundHook
 from orgs.models import Membership, Organization
 from pipelines.models import (
     AuditEntry,
@@ -91,8 +93,10 @@ def world(users, waiting_run, hand_off, django_user_model) -> dict[str, Any]:
         cron="0 2 * * *",
         inputs={"version": "1"},
     )
+    inbound_hook = inbound.hook_create(pipeline="gated", name="ci")
     return {
         "schedule": schedule,
+        "inbound_hook": inbound_hook,
         "run": run,
         "task": task,
         "envelope": envelope,
@@ -165,6 +169,8 @@ def _fill(name: str, param: str, world: dict[str, Any]) -> Any:
         return world["envelope"].pk
     if param == "format":
         return ".json"
+    if param == "token":
+        return world["inbound_hook"].token
     if param in (
         "membership_id",
         "pipeline_id",
@@ -184,6 +190,8 @@ def _fill(name: str, param: str, world: dict[str, Any]) -> Any:
         first = model._default_manager.order_by("pk").values_list("pk", flat=True).first()
         return first or 1
     if param == "pk":
+        if "inbound" in name:
+            return world["inbound_hook"].pk
         if "task" in name:
             return world["task"].pk
         if "handoff" in name:
@@ -219,6 +227,10 @@ def state() -> dict[str, Any]:
         "deliveries": WebhookDelivery.objects.count(),
         "audit": AuditEntry.objects.exclude(event__in=REFUSALS).count(),
         "tokens": list(ApiToken.objects.order_by("pk").values_list("pk", "revoked_at")),
+        "inbound_hooks": list(
+            InboundHook.objects.order_by("pk").values_list("pk", "enabled", "secret_encrypted")
+        ),
+        "inbound_accepted": InboundDelivery.objects.filter(outcome="accepted").count(),
         "memberships": list(
             Membership.objects.order_by("pk").values_list(
                 "pk", "user_id", "organization_id", "role"
@@ -281,6 +293,10 @@ ALLOWED: dict[str, tuple[set[str], dict[str, Any]]] = {
     # Anyone signed in makes tokens for themselves; a token is revoked by its owner or staff.
     "api-tokens": ({"outsider", "starter", "reviewer", "staff"}, {"name": "mine"}),
     "api-token-revoke": ({"starter", "staff"}, {}),
+    # A pipeline's inbound hooks: its organization's admins. The hook's own URL takes
+    # signed deliveries only (a POST without a signature changes nothing, below).
+    "api-inbound-hooks": ({"staff"}, {"name": "another"}),
+    "api-inbound-hook-rotate": ({"staff"}, {}),
     "run-cancel": ({"starter", "staff"}, {}),
     "run-resume": ({"starter", "staff"}, {}),
     "run-fork": ({"starter", "staff"}, {"checkpoint": 1}),
@@ -360,6 +376,24 @@ def _allowed_for(url: str, allowed: set[str]) -> set[str]:
 WRITABLE: dict[str, set[str]] = {"api:schedule": {"staff"}}
 
 
+# DELETE that works, for whom the docs say (the everywhere test below skips them).
+DELETES: dict[str, set[str]] = {"api-inbound-hook": {"staff"}}
+
+
+def test_deletes_only_for_whom_the_docs_allow(users, world):
+    made = clients(users)
+    for name, allowed in DELETES.items():
+        [url] = [url for n, url in concrete_urls(world) if n == name]
+        for role in sorted(ROLES, key=lambda r: r in allowed):
+            before = state()
+            code = made[role][0].delete(url).status_code
+            if role in allowed:
+                assert code == 204, (url, role, code)
+                continue
+            assert code in (401, 403, 404), (url, role, code)
+            assert state() == before, f"DELETE {url} as {role} changed state"
+
+
 def test_unsafe_methods_everywhere_never_fail(users, world):
     """PUT, PATCH and DELETE on every API URL, and POST on every URL not listed above:
     refused, never a 500, and nothing changes."""
@@ -374,6 +408,8 @@ def test_unsafe_methods_everywhere_never_fail(users, world):
         for role, method in ((role, method) for role in ROLES for method in methods):
             if role in WRITABLE.get(name, ()):
                 continue  # allowed to them (tests/schedules/test_api.py)
+            if method == "delete" and role in DELETES.get(name, set()):
+                continue
             status = getattr(made[role][0], method)(url, {}, content_type="application/json")
             code = status.status_code
             if code >= 500 or (api and 200 <= code < 300):
