@@ -132,6 +132,13 @@ MIRRORED: dict[Key, str] = {
         "tests/security/test_least_privilege.py::"
         "test_the_app_role_cannot_change_or_remove_rows_of_the_append_only_tables"
     ),
+    ("docs/api.md", "Inbound hooks", 'BODY=\'{"event": "payment.requested", "data": {"amo'): (
+        # A hook's URL and secret, made by the test; it runs the block as written.
+        "tests/inbound/test_docs_example.py::test_the_documented_curl_example_starts_a_run"
+    ),
+    ("docs/api.md", "Inbound hooks", "TS=$(date +%s)"): (
+        "tests/inbound/test_docs_example.py::test_the_documented_curl_example_starts_a_run"
+    ),
     ("docs/api.md", "Checking a spec", 'curl -s -H "Authorization: Token $FIREFLY_TOKEN" -'): (
         # A token and a production host; the test posts a YAML text the same way.
         "tests/api/test_catalogue.py::"
