@@ -82,8 +82,12 @@ def _panel_context(
     errors = errors or {}
     decisions = list(selectors.task_decisions(task))
     approvals = [d for d in decisions if d.action == Decision.Action.APPROVE]
+    # A roll back closes the task as cancelled; the page says what happened instead.
+    rollbacks = [d for d in decisions if d.action == Decision.Action.ROLLBACK]
+    rolled_back = rollbacks[-1] if task.status == HumanTask.Status.CANCELLED and rollbacks else None
     return {
         "task": task,
+        "rolled_back": rolled_back,
         # One vote per person: who approved already waits for the rest of the quorum.
         "voted": any(d.user_id == request.user.pk for d in approvals),
         "votes": len(approvals),
@@ -110,7 +114,6 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     task = _task_or_404(request, task_id)
     if is_htmx(request) and request.GET.get("part") == "panel":
         return render(request, "partials/task_panel.html", _panel_context(request, task))
-    spec = version_spec(task.run.pipeline_version_id)
     context = task.context or {}
     upstream = context.get("upstream") or {}
     page = _panel_context(request, task)
@@ -118,11 +121,24 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
         run=task.run,
         inputs_json=_pretty(context.get("inputs", {})),
         upstream_json=[(name, _pretty(value)) for name, value in sorted(upstream.items())],
-        svg=dag.render_svg(
-            spec, pipeline_selectors.current_states(task.run), highlight=task.step_name
-        ),
+        svg=_picture(task),
     )
     return render(request, "approvals/task.html", page)
+
+
+def _picture(task: HumanTask) -> str:
+    spec = version_spec(task.run.pipeline_version_id)
+    return dag.render_svg(
+        spec, pipeline_selectors.current_states(task.run), highlight=task.step_name
+    )
+
+
+def _decided(request: HttpRequest, context: dict[str, Any], status: int = 200) -> HttpResponse:
+    """The panel, with the page's header and picture out of band: all read after the decision
+    (or the refusal, which may mean someone else decided), so none of them shows it open."""
+    task = context["task"]
+    context.update(run=task.run, svg=_picture(task))
+    return render(request, "approvals/task_decided.html", context, status=status)
 
 
 ACTIONS = ("approve", "reject", "rollback", "complete", "claim", "unclaim", "break_claim")
@@ -172,7 +188,7 @@ def task_action(request: HttpRequest, task_id: int, action: str) -> HttpResponse
             context = _panel_context(
                 request, task, errors=field_errors(exc), posted=posted, message=exc.message
             )
-            return render(request, "partials/task_panel.html", context, status=exc.http_status)
+            return _decided(request, context, status=exc.http_status)
         messages.error(request, exc.message)
         if exc.http_status == 403:
             back = reverse("task", args=[task.pk])
@@ -181,7 +197,7 @@ def task_action(request: HttpRequest, task_id: int, action: str) -> HttpResponse
     task = _task_or_404(request, task_id)
     if is_htmx(request):
         context = _panel_context(request, task, message=done, level="success")
-        response = render(request, "partials/task_panel.html", context)
+        response = _decided(request, context)
         response["HX-Trigger"] = "task-decided"
         return response
     messages.success(request, done)

@@ -89,3 +89,50 @@ def test_live_refresh_queries_do_not_grow(client, users, django_assert_max_num_q
     # deliveries, queued triggers).
     with django_assert_max_num_queries(14):
         live(client, run)
+
+
+# --- the task page after a decision ---------------------------------------------------
+
+
+def decide(client: Any, task: Any, action: str, **data: Any) -> str:
+    url = reverse("task-action", args=[task.pk, action])
+    response = client.post(url, data, **HX)
+    return str(response.content.decode())
+
+
+def test_a_decision_answers_with_the_header_and_picture_out_of_band(client, users):
+    run = waiting_run(users["starter"])
+    task = open_task(run)
+    client.force_login(users["r1"])
+    html = decide(client, task, "approve", comment="fine")
+    panel, rest = html.split('<div id="task-head" hx-swap-oob="innerHTML">')
+    assert "Completed" in panel and "by r1" in panel
+    head, picture = rest.split('<div id="task-picture" hx-swap-oob="innerHTML">')
+    assert 'class="pill st-completed">completed</span>' in head
+    assert "st-open" not in head
+    # The picture is read after the decision: the gate is no longer waiting.
+    assert '<g class="node st-succeeded current" data-step="review">' in picture
+
+
+def test_a_refused_decision_also_shows_who_decided_everywhere(client, users):
+    run = waiting_run(users["starter"])
+    task = open_task(run)
+    approvals.task_approve(task_id=task.pk, user=users["r1"])
+    client.force_login(users["r2"])
+    html = decide(client, task, "reject", comment="too late")
+    assert "already decided by r1" in html
+    assert '<div id="task-head" hx-swap-oob="innerHTML">' in html
+    assert "st-completed" in html.split('<div id="task-head"')[1]
+
+
+def test_after_a_rollback_the_page_says_rolled_back_not_cancelled(client, users):
+    run = waiting_run(users["starter"])
+    task = open_task(run)
+    client.force_login(users["r1"])
+    html = decide(client, task, "rollback", to_step="build", comment="rebuild")
+    assert "Rolled back to <code>build</code></strong> by r1" in html
+    assert "Cancelled by" not in html
+    page = client.get(reverse("task", args=[task.pk])).content.decode()
+    assert "Rolled back to <code>build</code></strong> by r1" in page
+    assert ">rolled back</span>" in page
+    assert ">cancelled</span>" not in page
