@@ -48,6 +48,13 @@ def inbox(request: HttpRequest) -> HttpResponse:
         "kinds": HumanTask.Kind.values,
         "pipelines": pipeline_selectors.pipeline_names(request.user, organization_of(request)),
         "query": request.GET.urlencode(),
+        # The nav badge comes with the list, counted at the same moment: unfiltered, it is
+        # the list's own count (no extra query).
+        "nav_count": selectors.open_task_count(request.user, organization_of(request))
+        if pipeline or kind
+        else page.paginator.count,
+        "inbox_counts": True,
+        "nav_oob": is_htmx(request),
     }
     template = "partials/inbox_table.html" if is_htmx(request) else "approvals/inbox.html"
     return render(request, template, context)

@@ -136,3 +136,28 @@ def test_after_a_rollback_the_page_says_rolled_back_not_cancelled(client, users)
     assert "Rolled back to <code>build</code></strong> by r1" in page
     assert ">rolled back</span>" in page
     assert ">cancelled</span>" not in page
+
+
+# --- the nav badge and the inbox ------------------------------------------------------
+
+
+def test_the_inbox_refresh_brings_the_badge_from_its_own_count(client, users):
+    waiting_run(users["starter"])
+    waiting_run(users["starter"])
+    client.force_login(users["r1"])
+    fragment = client.get(reverse("home"), **HX).content.decode()
+    assert fragment.count('class="button small"') == 2
+    assert '<span id="nav-count" class="badge" hx-swap-oob="true">2</span>' in fragment
+    # Filtered, the list shows fewer but the badge still counts every open task.
+    filtered = client.get(reverse("home"), {"kind": "input"}, **HX).content.decode()
+    assert '<span id="nav-count" class="badge" hx-swap-oob="true">2</span>' in filtered
+
+
+def test_the_badge_polls_by_itself_everywhere_but_on_the_inbox(client, users):
+    run = waiting_run(users["starter"])
+    client.force_login(users["r1"])
+    inbox = client.get(reverse("home")).content.decode()
+    assert '<span id="nav-count" class="badge">1</span>' in inbox
+    assert "hx-swap-oob" not in inbox
+    elsewhere = client.get(reverse("run", args=[run.pk])).content.decode()
+    assert f'hx-get="{reverse("inbox-count")}"' in elsewhere
