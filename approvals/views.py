@@ -95,6 +95,7 @@ def _panel_context(
     return {
         "task": task,
         "rolled_back": rolled_back,
+        "waited_ms": _waited_ms(task),
         # One vote per person: who approved already waits for the rest of the quorum.
         "voted": any(d.user_id == request.user.pk for d in approvals),
         "votes": len(approvals),
@@ -110,6 +111,13 @@ def _panel_context(
         "level": level,
         "decisions": decisions,
     }
+
+
+def _waited_ms(task: HumanTask) -> int | None:
+    """How long the task waited for its decision (shown as a human wait, not in ms)."""
+    if task.decided_at is None:
+        return None
+    return max(0, int((task.decided_at - task.created_at).total_seconds() * 1000))
 
 
 def _pretty(value: Any) -> str:

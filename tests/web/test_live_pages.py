@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.urls import reverse
 
 from approvals import services as approvals
-from pipelines.models import Checkpoint, Run
+from approvals.models import HumanTask
+from pipelines.models import AuditEntry, Checkpoint, Run, StepRun
 from tests.approvals.conftest import drive, open_task
 from tests.web.conftest import waiting_run
 
@@ -106,7 +108,7 @@ def test_a_decision_answers_with_the_header_and_picture_out_of_band(client, user
     client.force_login(users["r1"])
     html = decide(client, task, "approve", comment="fine")
     panel, rest = html.split('<div id="task-head" hx-swap-oob="innerHTML">')
-    assert "Completed" in panel and "by r1" in panel
+    assert "<strong>Completed</strong> by r1" in panel
     head, picture = rest.split('<div id="task-picture" hx-swap-oob="innerHTML">')
     assert 'class="pill st-completed">completed</span>' in head
     assert "st-open" not in head
@@ -161,3 +163,24 @@ def test_the_badge_polls_by_itself_everywhere_but_on_the_inbox(client, users):
     assert "hx-swap-oob" not in inbox
     elsewhere = client.get(reverse("run", args=[run.pk])).content.decode()
     assert f'hx-get="{reverse("inbox-count")}"' in elsewhere
+
+
+def test_waits_read_in_minutes_and_hours_on_the_task_and_run_pages(client, users):
+    run = waiting_run(users["starter"])
+    task = open_task(run)
+    # The task opened 72 minutes before its decision.
+    HumanTask.objects.filter(pk=task.pk).update(created_at=task.created_at - timedelta(minutes=72))
+    approvals.task_approve(task_id=task.pk, user=users["r1"])
+    run = drive(run)
+    review = StepRun.objects.filter(run=run, step_name="review").latest("pk")
+    StepRun.objects.filter(pk=review.pk).update(
+        finished_at=review.started_at + timedelta(milliseconds=61_913)
+    )
+    client.force_login(users["r1"])
+    page = client.get(reverse("task", args=[task.pk])).content.decode()
+    assert "1 h 12 min</span> after it opened" in page
+    html = live(client, run)
+    assert '<span title="61913 ms">1 min 1 s</span>' in html
+    assert "61913 ms</" not in html
+    assert AuditEntry.objects.filter(run=run, latency_ms__isnull=False).exists()
+    assert "took " in html
