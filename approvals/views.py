@@ -48,11 +48,9 @@ def inbox(request: HttpRequest) -> HttpResponse:
         "kinds": HumanTask.Kind.values,
         "pipelines": pipeline_selectors.pipeline_names(request.user, organization_of(request)),
         "query": request.GET.urlencode(),
-        # The nav badge comes with the list, counted at the same moment: unfiltered, it is
-        # the list's own count (no extra query).
-        "nav_count": selectors.open_task_count(request.user, organization_of(request))
-        if pipeline or kind
-        else page.paginator.count,
+        # The nav badge comes with the list, counted in the same request (one query whatever
+        # the filters, so the page's query count does not depend on them).
+        "nav_count": selectors.open_task_count(request.user, organization_of(request)),
         "inbox_counts": True,
         "nav_oob": is_htmx(request),
     }
