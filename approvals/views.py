@@ -48,6 +48,11 @@ def inbox(request: HttpRequest) -> HttpResponse:
         "kinds": HumanTask.Kind.values,
         "pipelines": pipeline_selectors.pipeline_names(request.user, organization_of(request)),
         "query": request.GET.urlencode(),
+        # The nav badge comes with the list, counted in the same request (one query whatever
+        # the filters, so the page's query count does not depend on them).
+        "nav_count": selectors.open_task_count(request.user, organization_of(request)),
+        "inbox_counts": True,
+        "nav_oob": is_htmx(request),
     }
     template = "partials/inbox_table.html" if is_htmx(request) else "approvals/inbox.html"
     return render(request, template, context)
@@ -82,8 +87,13 @@ def _panel_context(
     errors = errors or {}
     decisions = list(selectors.task_decisions(task))
     approvals = [d for d in decisions if d.action == Decision.Action.APPROVE]
+    # A roll back closes the task as cancelled; the page says what happened instead.
+    rollbacks = [d for d in decisions if d.action == Decision.Action.ROLLBACK]
+    rolled_back = rollbacks[-1] if task.status == HumanTask.Status.CANCELLED and rollbacks else None
     return {
         "task": task,
+        "rolled_back": rolled_back,
+        "waited_ms": _waited_ms(task),
         # One vote per person: who approved already waits for the rest of the quorum.
         "voted": any(d.user_id == request.user.pk for d in approvals),
         "votes": len(approvals),
@@ -101,6 +111,13 @@ def _panel_context(
     }
 
 
+def _waited_ms(task: HumanTask) -> int | None:
+    """How long the task waited for its decision (shown as a human wait, not in ms)."""
+    if task.decided_at is None:
+        return None
+    return max(0, int((task.decided_at - task.created_at).total_seconds() * 1000))
+
+
 def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
@@ -110,7 +127,6 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     task = _task_or_404(request, task_id)
     if is_htmx(request) and request.GET.get("part") == "panel":
         return render(request, "partials/task_panel.html", _panel_context(request, task))
-    spec = version_spec(task.run.pipeline_version_id)
     context = task.context or {}
     upstream = context.get("upstream") or {}
     page = _panel_context(request, task)
@@ -118,11 +134,24 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
         run=task.run,
         inputs_json=_pretty(context.get("inputs", {})),
         upstream_json=[(name, _pretty(value)) for name, value in sorted(upstream.items())],
-        svg=dag.render_svg(
-            spec, pipeline_selectors.current_states(task.run), highlight=task.step_name
-        ),
+        svg=_picture(task),
     )
     return render(request, "approvals/task.html", page)
+
+
+def _picture(task: HumanTask) -> str:
+    spec = version_spec(task.run.pipeline_version_id)
+    return dag.render_svg(
+        spec, pipeline_selectors.current_states(task.run), highlight=task.step_name
+    )
+
+
+def _decided(request: HttpRequest, context: dict[str, Any], status: int = 200) -> HttpResponse:
+    """The panel, with the page's header and picture out of band: all read after the decision
+    (or the refusal, which may mean someone else decided), so none of them shows it open."""
+    task = context["task"]
+    context.update(run=task.run, svg=_picture(task))
+    return render(request, "approvals/task_decided.html", context, status=status)
 
 
 ACTIONS = ("approve", "reject", "rollback", "complete", "claim", "unclaim", "break_claim")
@@ -172,7 +201,7 @@ def task_action(request: HttpRequest, task_id: int, action: str) -> HttpResponse
             context = _panel_context(
                 request, task, errors=field_errors(exc), posted=posted, message=exc.message
             )
-            return render(request, "partials/task_panel.html", context, status=exc.http_status)
+            return _decided(request, context, status=exc.http_status)
         messages.error(request, exc.message)
         if exc.http_status == 403:
             back = reverse("task", args=[task.pk])
@@ -181,7 +210,7 @@ def task_action(request: HttpRequest, task_id: int, action: str) -> HttpResponse
     task = _task_or_404(request, task_id)
     if is_htmx(request):
         context = _panel_context(request, task, message=done, level="success")
-        response = render(request, "partials/task_panel.html", context)
+        response = _decided(request, context)
         response["HX-Trigger"] = "task-decided"
         return response
     messages.success(request, done)

@@ -24,6 +24,7 @@ from pipelines.services.finishing import KINDS
 
 RUNS_PER_PAGE = 25
 AUDIT_PER_PAGE = 20
+CHECKPOINTS_SHOWN = 200
 
 
 # --- runs -----------------------------------------------------------------------------
@@ -157,14 +158,16 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(request, run_id)
     if is_htmx(request) and request.GET.get("part") == "handoffs":
         return render(request, "partials/run_handoffs.html", _handoffs_context(request, run))
-    context = _run_live_context(request, run)
-    if is_htmx(request) and request.GET.get("part") == "live":
-        return render(request, "partials/run_live.html", context)
     if is_htmx(request) and request.GET.get("part") == "audit":
         return render(request, "partials/run_audit.html", _audit_context(request, run))
+    context = _run_live_context(request, run)
     context.update(_audit_context(request, run))
+    context["checkpoints"] = list(selectors.run_checkpoints(run)[:CHECKPOINTS_SHOWN])
+    if is_htmx(request) and request.GET.get("part") == "live":
+        # Every panel that changes with the run, read in this one request: the answer that
+        # finds the run finished shows its final state everywhere, and polls no more.
+        return render(request, "partials/run_live.html", {**context, "refresh_all": True})
     context.update(_handoffs_context(request, run))
-    context["checkpoints"] = list(selectors.run_checkpoints(run)[:200])
     return render(request, "pipelines/run.html", context)
 
 
