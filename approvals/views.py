@@ -32,8 +32,19 @@ def inbox(request: HttpRequest) -> HttpResponse:
     pipeline = request.GET.get("pipeline", "")
     kind = request.GET.get("kind", "")
     sort = request.GET.get("sort", "due")
+    view = request.GET.get("view", "mine")
+    if view not in dict(selectors.INBOX_VIEWS):
+        view = "mine"
+    raw = request.GET.get("q", "")
+    search = selectors.search_term(raw)
     tasks = selectors.inbox_tasks(
-        request.user, organization_of(request), pipeline=pipeline, kind=kind, sort=sort
+        request.user,
+        organization_of(request),
+        pipeline=pipeline,
+        kind=kind,
+        sort=sort,
+        view=view,
+        search=search,
     )
     page = Paginator(tasks, INBOX_PAGE_SIZE).get_page(request.GET.get("page"))
     filters = request.GET.copy()
@@ -45,12 +56,30 @@ def inbox(request: HttpRequest) -> HttpResponse:
         "pipeline": pipeline,
         "kind": kind,
         "sort": sort,
+        "view": view,
+        "views": inbox_tabs(request, view),
+        "search": search,
+        "search_cut": len(raw.strip()) > selectors.SEARCH_MAX,
+        "search_max": selectors.SEARCH_MAX,
         "kinds": HumanTask.Kind.values,
         "pipelines": pipeline_selectors.pipeline_names(request.user, organization_of(request)),
         "query": request.GET.urlencode(),
     }
     template = "partials/inbox_table.html" if is_htmx(request) else "approvals/inbox.html"
     return render(request, template, context)
+
+
+def inbox_tabs(request: HttpRequest, current: str) -> list[dict[str, Any]]:
+    """The inbox's views as links that keep the other filters (not the page)."""
+    tabs = []
+    for name, label in selectors.INBOX_VIEWS:
+        query = request.GET.copy()
+        query.pop("page", None)
+        query["view"] = name
+        tabs.append(
+            {"name": name, "label": label, "query": query.urlencode(), "current": name == current}
+        )
+    return tabs
 
 
 @login_required
@@ -186,3 +215,15 @@ def task_action(request: HttpRequest, task_id: int, action: str) -> HttpResponse
         return response
     messages.success(request, done)
     return redirect("task", task_id=task.pk)
+
+
+ARCHIVE_PAGE_SIZE = 50
+
+
+@login_required
+def archive(request: HttpRequest) -> HttpResponse:
+    """Decided by me: the decisions the user made in this organization, newest first."""
+    decisions = selectors.decided_by(request.user, organization_of(request))
+    page = Paginator(decisions, ARCHIVE_PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"decisions": list(page.object_list), "page": page, "filters": "", "nav": "archive"}
+    return render(request, "approvals/archive.html", context)
