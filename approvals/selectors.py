@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.db.models import F, Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -16,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from approvals.models import Decision, HumanTask
 from firefly_site.metrics import AGE_BUCKETS
 from orgs import selectors as orgs
+from orgs.models import Membership
 from pipelines import selectors as pipeline_selectors
 
 
@@ -126,6 +128,20 @@ def inbox_tasks(
     if sort == "new":
         return tasks.order_by("-created_at", "-id")
     return tasks.order_by(F("due_at").asc(nulls_last=True), "created_at", "id")
+
+
+def reassign_choices(organization_id: int) -> tuple[list[str], list[str]]:
+    """The organization's members' usernames and the roles (groups) their members are
+    in, for the reassign form."""
+    members = Membership.objects.filter(organization_id=organization_id)
+    usernames = list(members.order_by("user__username").values_list("user__username", flat=True))
+    roles = (
+        Group.objects.filter(user__memberships__organization_id=organization_id)
+        .distinct()
+        .order_by("name")
+        .values_list("name", flat=True)
+    )
+    return usernames, list(roles)
 
 
 def open_task_count(user: Any, organization: Any) -> int:

@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from approvals import selectors, services
+from approvals import guards, selectors, services
 from approvals.models import Decision, HumanTask
 from orgs.middleware import organization_of
 from pipelines import dag
@@ -116,6 +116,9 @@ def _panel_context(
         # One vote per person: who approved already waits for the rest of the quorum.
         "voted": any(d.user_id == request.user.pk for d in approvals),
         "votes": len(approvals),
+        "approvers": [d.user.get_username() if d.user else "deadline" for d in approvals],
+        **_refusals(request, task, may_act),
+        **_reassign_context(request, task),
         "may_act": may_act,
         "holder": services.claim_holder(task),
         "targets": targets,
@@ -128,6 +131,37 @@ def _panel_context(
         "level": level,
         "decisions": decisions,
     }
+
+
+# The action each kind's main form takes, as the guards name it.
+MAIN_ACTION = {
+    HumanTask.Kind.APPROVAL: Decision.Action.APPROVE,
+    HumanTask.Kind.PAUSE: Decision.Action.APPROVE,
+    HumanTask.Kind.INPUT: Decision.Action.SUBMIT,
+    HumanTask.Kind.CHOICE: Decision.Action.CHOOSE,
+}
+
+
+def _refusals(request: HttpRequest, task: HumanTask, may_act: bool) -> dict[str, str]:
+    """Why the service would refuse the panel's main action or a claim, asked of the same
+    guard it uses: the panel shows the reason instead of a button that only refuses."""
+    if not may_act:
+        return {"main_refusal": "", "claim_refusal": ""}
+    main = MAIN_ACTION.get(HumanTask.Kind(task.kind))
+    main_refusal = guards.refusal_now(task, request.user, main) if main else None
+    claim_refusal = guards.refusal_now(task, request.user, "claim")
+    return {
+        "main_refusal": str(main_refusal) if main_refusal else "",
+        "claim_refusal": str(claim_refusal) if claim_refusal else "",
+    }
+
+
+def _reassign_context(request: HttpRequest, task: HumanTask) -> dict[str, Any]:
+    """The reassign form's choices, for the organization's admins on an open task."""
+    if not (task.is_open and guards.can_manage(request.user, task)):
+        return {"may_reassign": False}
+    members, roles = selectors.reassign_choices(task.organization_id)
+    return {"may_reassign": True, "members": members, "roles": roles}
 
 
 def _pretty(value: Any) -> str:
@@ -154,7 +188,16 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     return render(request, "approvals/task.html", page)
 
 
-ACTIONS = ("approve", "reject", "rollback", "complete", "claim", "unclaim", "break_claim")
+ACTIONS = (
+    "approve",
+    "reject",
+    "rollback",
+    "complete",
+    "claim",
+    "unclaim",
+    "break_claim",
+    "reassign",
+)
 
 
 @require_POST
@@ -192,6 +235,16 @@ def task_action(request: HttpRequest, task_id: int, action: str) -> HttpResponse
         elif action == "unclaim":
             services.task_unclaim(task_id=task.pk, user=user)
             done = "Released to the role."
+        elif action == "reassign":
+            to, to_role = (
+                request.POST.get("to", "").strip(),
+                request.POST.get("to_role", "").strip(),
+            )
+            services.task_reassign(
+                task_id=task.pk, user=user, assignee=to or None, role=to_role or None
+            )
+            done = "Reassigned to " + " / ".join(filter(None, [to, to_role and f"role {to_role}"]))
+            done += "."
         else:
             services.task_claim_break(task_id=task.pk, user=user)
             done = "Claim broken: the task is back with its role."
