@@ -64,6 +64,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
         "kinds": HumanTask.Kind.values,
         "pipelines": pipeline_selectors.pipeline_names(request.user, organization_of(request)),
         "query": request.GET.urlencode(),
+        "refilter": request.headers.get("HX-Trigger") == "inbox-filters",
     }
     template = "partials/inbox_table.html" if is_htmx(request) else "approvals/inbox.html"
     return render(request, template, context)

@@ -85,7 +85,7 @@ def test_each_view_lists_its_tasks(client, users, queue):
 def test_the_views_are_links_and_mark_the_current_one(client, users, queue):
     client.force_login(users["r1"])
     page = listed(client, view="claimed", kind="approval", page="1")
-    assert '<nav class="tabs" aria-label="Inbox views">' in page
+    assert '<nav class="tabs" id="inbox-tabs" aria-label="Inbox views">' in page
     assert page.count('aria-current="page"') == 1
     assert 'href="?view=claimed&amp;kind=approval" aria-current="page"' in page.replace(
         "kind=approval&amp;view=claimed", "view=claimed&amp;kind=approval"
@@ -299,3 +299,14 @@ def test_archive_queries_do_not_grow(client, users, django_assert_max_num_querie
     with django_assert_max_num_queries(8):
         response = client.get(reverse("archive"))
     assert response.content.decode().count('class="pill act-approve"') == rows
+
+
+def test_a_change_of_filters_brings_the_views_with_the_new_filters(client, users, queue):
+    client.force_login(users["r1"])
+    changed = client.get(
+        "/", {"view": "all", "q": "2.0"}, HTTP_HX_TRIGGER="inbox-filters", **HX
+    ).content.decode()
+    assert 'id="inbox-tabs" aria-label="Inbox views" hx-swap-oob="true"' in changed
+    assert 'href="?view=unassigned&amp;q=2.0"' in changed
+    # The 5 s refresh leaves the views (and the focus on them) alone.
+    assert "inbox-tabs" not in client.get("/", {"view": "all"}, **HX).content.decode()

@@ -3,6 +3,8 @@ quorum so far, and lets the organization's admins reassign."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.urls import reverse
 
@@ -85,7 +87,7 @@ def test_a_task_claimed_by_someone_else_says_so(client, users):
 # --- reassign from the page -------------------------------------------------------------
 
 
-def reassigned(task: HumanTask) -> list[dict]:
+def reassigned(task: HumanTask) -> list[Any]:
     return list(
         AuditEntry.objects.filter(run=task.run, event="task.reassigned").values_list(
             "data", flat=True
