@@ -14,6 +14,9 @@ from orgs import selectors as orgs
 from pipelines.errors import Conflict, InvalidInput
 from pipelines.services.unit_of_work import RunTxn
 
+# Usernames and group names are at most 150 characters.
+NAME_MAX = 150
+
 
 def task_claim(*, task_id: int, user: Any) -> HumanTask:
     """Take a task so that the others of its role leave it to you."""
@@ -77,6 +80,12 @@ def task_reassign(
             "Say whom to give the task to: a username, a role, or both.",
             details=[{"field": "to", "message": "give to (a username) or to_role (a role)"}],
         )
+    for field, name in (("to", assignee), ("to_role", role)):
+        if name and (len(name) > NAME_MAX or "\x00" in name):
+            raise InvalidInput(
+                f"{field}: at most {NAME_MAX} characters, none of them NUL.",
+                details=[{"field": field, "message": f"at most {NAME_MAX} characters, no NUL"}],
+            )
 
     def apply(txn: RunTxn, task: HumanTask) -> None:
         new_assignee = _member_named(assignee, task.organization_id) if assignee else None

@@ -124,6 +124,10 @@ def test_an_admin_reassigns_from_the_page(client, users):
     assert "No user &#x27;ghost&#x27; in this organization." in response.content.decode()
     response = client.post(url, {"to": "", "to_role": ""}, **HX)
     assert response.status_code == 400
+    for bad in ({"to": "r\x002"}, {"to_role": "x" * 151}, {"to": "y" * 5000}):
+        response = client.post(url, bad, **HX)
+        assert response.status_code == 400, bad
+        assert "at most 150 characters, none of them NUL" in response.content.decode()
     task.refresh_from_db()
     assert task.assignee.username == "r3"
 
