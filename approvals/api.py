@@ -99,6 +99,28 @@ class CompleteSerializer(serializers.Serializer):
     choice = serializers.CharField(required=False, help_text="One of a choice task's options.")
 
 
+class ReassignSerializer(serializers.Serializer):
+    to = serializers.CharField(
+        required=False, max_length=150, help_text="A member of the organization to give it to."
+    )
+    to_role = serializers.CharField(
+        required=False, max_length=150, help_text="A role (group) to give it to."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs.get("to") and not attrs.get("to_role"):
+            raise serializers.ValidationError(
+                {"to": "Give to (a username), to_role (a role), or both."}
+            )
+        return attrs
+
+
+def _reassign(*, task_id: int, user: Any, to: str = "", to_role: str = "") -> HumanTask:
+    return services.task_reassign(
+        task_id=task_id, user=user, assignee=to or None, role=to_role or None
+    )
+
+
 # --- filters ----------------------------------------------------------------------------
 
 
@@ -223,5 +245,11 @@ TaskBreakClaim = _action(
     "Break someone else's claim on a task (organization admins)",
     None,
     services.task_claim_break,
+    decides=False,
+)
+TaskReassign = _action(
+    "Reassign a task to a member or a role (organization admins)",
+    ReassignSerializer,
+    _reassign,
     decides=False,
 )

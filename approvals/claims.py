@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
 from approvals import notifications
-from approvals.guards import claim_holder, decide, role_named, task_data, user_named
+from approvals.guards import claim_holder, decide, task_data
 from approvals.models import HumanTask
 from orgs import selectors as orgs
 from pipelines.errors import Conflict, InvalidInput
 from pipelines.services.unit_of_work import RunTxn
+
+# Usernames and group names are at most 150 characters.
+NAME_MAX = 150
 
 
 def task_claim(*, task_id: int, user: Any) -> HumanTask:
@@ -66,21 +72,29 @@ def task_claim_break(*, task_id: int, user: Any) -> HumanTask:
 def task_reassign(
     *, task_id: int, user: Any, assignee: str | None = None, role: str | None = None
 ) -> HumanTask:
-    """An organization admin hands a task to another member or a role; its new assignees
-    are notified. Refusals are audited by `decide`."""
-    new_assignee = user_named(assignee)
-    if assignee and new_assignee is None:
+    """An organization admin hands a task to another member, a role, or both; its new
+    assignees are notified. Names are resolved after the permission check, so that only
+    admins learn whether one exists; refusals are audited by `decide`."""
+    if not assignee and not role:
         raise InvalidInput(
-            f"No user {assignee!r}.", details=[{"field": "assignee", "message": "unknown user"}]
+            "Say whom to give the task to: a username, a role, or both.",
+            details=[{"field": "to", "message": "give to (a username) or to_role (a role)"}],
         )
+    for field, name in (("to", assignee), ("to_role", role)):
+        if name and (len(name) > NAME_MAX or "\x00" in name):
+            raise InvalidInput(
+                f"{field}: at most {NAME_MAX} characters, none of them NUL.",
+                details=[{"field": field, "message": f"at most {NAME_MAX} characters, no NUL"}],
+            )
 
     def apply(txn: RunTxn, task: HumanTask) -> None:
-        if new_assignee is not None and not orgs.is_member(new_assignee, task.organization_id):
+        new_assignee = _member_named(assignee, task.organization_id) if assignee else None
+        new_role = Group.objects.filter(name=role).first() if role else None
+        if role and new_role is None:
             raise InvalidInput(
-                f"No user {assignee!r} in this organization.",
-                details=[{"field": "assignee", "message": "not a member of the organization"}],
+                f"No role {role!r}.", details=[{"field": "to_role", "message": "unknown role"}]
             )
-        task.assignee, task.assignee_role = new_assignee, role_named(role)
+        task.assignee, task.assignee_role = new_assignee, new_role
         task.claimed_by, task.claimed_at = None, None
         task.save(update_fields=["assignee", "assignee_role", "claimed_by", "claimed_at"])
         txn.audit(
@@ -89,3 +103,15 @@ def task_reassign(
         notifications.notify_after_commit("task.opened", task)
 
     return decide(task_id, user, "reassign", apply)
+
+
+def _member_named(username: str, organization_id: int) -> Any:
+    """A member of the organization; the same error whether the user does not exist or
+    belongs elsewhere, so that no one learns of other organizations' users."""
+    found = get_user_model().objects.filter(username=username).first()
+    if found is None or not orgs.is_member(found, organization_id):
+        raise InvalidInput(
+            f"No user {username!r} in this organization.",
+            details=[{"field": "to", "message": "not a member of the organization"}],
+        )
+    return found

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import rules
 from django.conf import settings
@@ -17,6 +18,7 @@ from approvals.models import Decision, HumanTask
 from orgs import selectors as orgs
 from pipelines import permissions
 from pipelines.errors import Conflict, NotFound, PermissionDenied
+from pipelines.models import Run
 from pipelines.services.unit_of_work import RunTxn, locked_run
 
 log = logging.getLogger(__name__)
@@ -122,7 +124,31 @@ def claim_holder(task: HumanTask, now: datetime | None = None) -> Any:
     return task.claimed_by if task.claimed_at + ttl > (now or timezone.now()) else None
 
 
-def refusal_for(task: HumanTask, user: Any, action: str, txn: RunTxn) -> Exception | None:
+class Moment(Protocol):
+    """When and on which run a guard is asked: a locked run's transaction (RunTxn), or
+    `Preview` for a page choosing which actions to offer."""
+
+    @property
+    def run(self) -> Run: ...
+
+    @property
+    def now(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class Preview:
+    run: Run
+    now: datetime
+
+
+def refusal_now(task: HumanTask, user: Any, action: str) -> Exception | None:
+    """The refusal the service would give this action now, without a lock: a page offers
+    only what it would not refuse and shows the reason instead (the service still checks,
+    under its lock, when the action comes)."""
+    return refusal_for(task, user, action, Preview(run=task.run, now=timezone.now()))
+
+
+def refusal_for(task: HumanTask, user: Any, action: str, txn: Moment) -> Exception | None:
     if user is not None and not can_view(user, task):
         # Not even told whether it is open: as if it did not exist.
         return NotFound(f"No task {task.pk}.")

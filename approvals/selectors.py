@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
-from django.db.models import F, Q, QuerySet
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db.models import F, Q, QuerySet, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
 from approvals.models import Decision, HumanTask
 from firefly_site.metrics import AGE_BUCKETS
 from orgs import selectors as orgs
+from orgs.models import Membership
 from pipelines import selectors as pipeline_selectors
 
 
@@ -44,12 +49,68 @@ def visible(user: Any, organization: Any) -> Q:
     return for_user(user, org) | (Q(organization_id=org) & Q(run__in=runs))
 
 
+# The inbox's views: (name, label). "mine" is the default.
+INBOX_VIEWS = (
+    ("mine", "For me"),
+    ("claimed", "Claimed by me"),
+    ("unassigned", "Unassigned"),
+    ("all", "All I may decide"),
+)
+# Longer search terms are cut to this many characters.
+SEARCH_MAX = 100
+
+
+def _claimed(now: Any = None) -> Q:
+    """A claim that has not lapsed (`guards.claim_holder` in SQL)."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.FIREFLY_CLAIM_TTL_S)
+    return Q(claimed_by__isnull=False, claimed_at__gt=cutoff)
+
+
+def _unclaimed(now: Any = None) -> Q:
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.FIREFLY_CLAIM_TTL_S)
+    return Q(claimed_by__isnull=True) | Q(claimed_at__isnull=True) | Q(claimed_at__lte=cutoff)
+
+
+def inbox_view(user: Any, organization: Any, view: str = "mine") -> Q:
+    """One of INBOX_VIEWS as a filter, always within `for_user`:
+
+    mine: what the user may decide and nobody else holds (theirs to take now);
+    claimed: what the user holds; unassigned: for one of the user's roles, with no
+    person assigned and no claim; all: everything the user may decide, claimed or not.
+    An unknown view is "mine".
+    """
+    allowed = for_user(user, organization)
+    if view == "all":
+        return allowed
+    if view == "claimed":
+        return allowed & _claimed() & Q(claimed_by=user)
+    if view == "unassigned":
+        roles = Q() if user.is_superuser else Q(assignee_role__in=user.groups.values("pk"))
+        return allowed & roles & Q(assignee__isnull=True) & _unclaimed()
+    return allowed & (_unclaimed() | Q(claimed_by=user))
+
+
+def search_term(text: str) -> str:
+    """A search term as searched: without NUL characters (PostgreSQL refuses them in
+    text), trimmed, at most SEARCH_MAX characters."""
+    return text.replace("\x00", "").strip()[:SEARCH_MAX]
+
+
 def inbox_tasks(
-    user: Any, organization: Any, *, pipeline: str = "", kind: str = "", sort: str = "due"
+    user: Any,
+    organization: Any,
+    *,
+    pipeline: str = "",
+    kind: str = "",
+    sort: str = "due",
+    view: str = "mine",
+    search: str = "",
 ) -> QuerySet[HumanTask]:
-    """Open tasks the user may act on (superusers: all), ready to list without more queries."""
+    """Open tasks of one inbox view, ready to list without more queries. `search` finds
+    the tasks whose run inputs contain it, as text, in any case; LIKE's wildcards in it
+    match themselves."""
     tasks = (
-        HumanTask.objects.filter(for_user(user, organization), status=HumanTask.Status.OPEN)
+        HumanTask.objects.filter(inbox_view(user, organization, view), status=HumanTask.Status.OPEN)
         .select_related("claimed_by", "assignee", "assignee_role")
         .prefetch_related(pipeline_selectors.runs_by_key())
         .defer("context", "form_schema")
@@ -58,15 +119,47 @@ def inbox_tasks(
         tasks = tasks.filter(run__pipeline_version__pipeline__name=pipeline)
     if kind:
         tasks = tasks.filter(kind=kind)
+    term = search_term(search)
+    if term:
+        # icontains escapes % and _ (and the escape character) in the term.
+        tasks = tasks.alias(inputs_text=Cast("run__inputs", TextField())).filter(
+            inputs_text__icontains=term
+        )
     if sort == "new":
         return tasks.order_by("-created_at", "-id")
     return tasks.order_by(F("due_at").asc(nulls_last=True), "created_at", "id")
 
 
+def reassign_choices(organization_id: int) -> tuple[list[str], list[str]]:
+    """The organization's members' usernames and the roles (groups) their members are
+    in, for the reassign form."""
+    members = Membership.objects.filter(organization_id=organization_id)
+    usernames = list(members.order_by("user__username").values_list("user__username", flat=True))
+    roles = (
+        Group.objects.filter(user__memberships__organization_id=organization_id)
+        .distinct()
+        .order_by("name")
+        .values_list("name", flat=True)
+    )
+    return usernames, list(roles)
+
+
 def open_task_count(user: Any, organization: Any) -> int:
+    """The nav's count: the inbox's default view."""
     return HumanTask.objects.filter(
-        for_user(user, organization), status=HumanTask.Status.OPEN
+        inbox_view(user, organization), status=HumanTask.Status.OPEN
     ).count()
+
+
+def decided_by(user: Any, organization: Any) -> QuerySet[Decision]:
+    """The decisions the user made in the organization, newest first, with their task,
+    run and pipeline."""
+    return (
+        Decision.objects.filter(Q(organization_id=_org(organization)), user=user)
+        .select_related("task__run__pipeline_version__pipeline")
+        .defer("task__context", "task__form_schema", "task__run__inputs", "data")
+        .order_by("-created_at", "-id")
+    )
 
 
 def tasks(user: Any, organization: Any) -> QuerySet[HumanTask]:

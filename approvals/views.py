@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from approvals import selectors, services
+from approvals import guards, selectors, services
 from approvals.models import Decision, HumanTask
 from orgs.middleware import organization_of
 from pipelines import dag
@@ -32,8 +32,19 @@ def inbox(request: HttpRequest) -> HttpResponse:
     pipeline = request.GET.get("pipeline", "")
     kind = request.GET.get("kind", "")
     sort = request.GET.get("sort", "due")
+    view = request.GET.get("view", "mine")
+    if view not in dict(selectors.INBOX_VIEWS):
+        view = "mine"
+    raw = request.GET.get("q", "")
+    search = selectors.search_term(raw)
     tasks = selectors.inbox_tasks(
-        request.user, organization_of(request), pipeline=pipeline, kind=kind, sort=sort
+        request.user,
+        organization_of(request),
+        pipeline=pipeline,
+        kind=kind,
+        sort=sort,
+        view=view,
+        search=search,
     )
     page = Paginator(tasks, INBOX_PAGE_SIZE).get_page(request.GET.get("page"))
     filters = request.GET.copy()
@@ -45,6 +56,11 @@ def inbox(request: HttpRequest) -> HttpResponse:
         "pipeline": pipeline,
         "kind": kind,
         "sort": sort,
+        "view": view,
+        "views": inbox_tabs(request, view),
+        "search": search,
+        "search_cut": len(raw.strip()) > selectors.SEARCH_MAX,
+        "search_max": selectors.SEARCH_MAX,
         "kinds": HumanTask.Kind.values,
         "pipelines": pipeline_selectors.pipeline_names(request.user, organization_of(request)),
         "query": request.GET.urlencode(),
@@ -53,9 +69,23 @@ def inbox(request: HttpRequest) -> HttpResponse:
         "nav_count": selectors.open_task_count(request.user, organization_of(request)),
         "inbox_counts": True,
         "nav_oob": is_htmx(request),
+        "refilter": request.headers.get("HX-Trigger") == "inbox-filters",
     }
     template = "partials/inbox_table.html" if is_htmx(request) else "approvals/inbox.html"
     return render(request, template, context)
+
+
+def inbox_tabs(request: HttpRequest, current: str) -> list[dict[str, Any]]:
+    """The inbox's views as links that keep the other filters (not the page)."""
+    tabs = []
+    for name, label in selectors.INBOX_VIEWS:
+        query = request.GET.copy()
+        query.pop("page", None)
+        query["view"] = name
+        tabs.append(
+            {"name": name, "label": label, "query": query.urlencode(), "current": name == current}
+        )
+    return tabs
 
 
 @login_required
@@ -97,6 +127,9 @@ def _panel_context(
         # One vote per person: who approved already waits for the rest of the quorum.
         "voted": any(d.user_id == request.user.pk for d in approvals),
         "votes": len(approvals),
+        "approvers": [d.user.get_username() if d.user else "deadline" for d in approvals],
+        **_refusals(request, task, may_act),
+        **_reassign_context(request, task),
         "may_act": may_act,
         "holder": services.claim_holder(task),
         "targets": targets,
@@ -116,6 +149,37 @@ def _waited_ms(task: HumanTask) -> int | None:
     if task.decided_at is None:
         return None
     return max(0, int((task.decided_at - task.created_at).total_seconds() * 1000))
+
+
+# The action each kind's main form takes, as the guards name it.
+MAIN_ACTION = {
+    HumanTask.Kind.APPROVAL: Decision.Action.APPROVE,
+    HumanTask.Kind.PAUSE: Decision.Action.APPROVE,
+    HumanTask.Kind.INPUT: Decision.Action.SUBMIT,
+    HumanTask.Kind.CHOICE: Decision.Action.CHOOSE,
+}
+
+
+def _refusals(request: HttpRequest, task: HumanTask, may_act: bool) -> dict[str, str]:
+    """Why the service would refuse the panel's main action or a claim, asked of the same
+    guard it uses: the panel shows the reason instead of a button that only refuses."""
+    if not may_act:
+        return {"main_refusal": "", "claim_refusal": ""}
+    main = MAIN_ACTION.get(HumanTask.Kind(task.kind))
+    main_refusal = guards.refusal_now(task, request.user, main) if main else None
+    claim_refusal = guards.refusal_now(task, request.user, "claim")
+    return {
+        "main_refusal": str(main_refusal) if main_refusal else "",
+        "claim_refusal": str(claim_refusal) if claim_refusal else "",
+    }
+
+
+def _reassign_context(request: HttpRequest, task: HumanTask) -> dict[str, Any]:
+    """The reassign form's choices, for the organization's admins on an open task."""
+    if not (task.is_open and guards.can_manage(request.user, task)):
+        return {"may_reassign": False}
+    members, roles = selectors.reassign_choices(task.organization_id)
+    return {"may_reassign": True, "members": members, "roles": roles}
 
 
 def _pretty(value: Any) -> str:
@@ -154,7 +218,16 @@ def _decided(request: HttpRequest, context: dict[str, Any], status: int = 200) -
     return render(request, "approvals/task_decided.html", context, status=status)
 
 
-ACTIONS = ("approve", "reject", "rollback", "complete", "claim", "unclaim", "break_claim")
+ACTIONS = (
+    "approve",
+    "reject",
+    "rollback",
+    "complete",
+    "claim",
+    "unclaim",
+    "break_claim",
+    "reassign",
+)
 
 
 @require_POST
@@ -192,6 +265,16 @@ def task_action(request: HttpRequest, task_id: int, action: str) -> HttpResponse
         elif action == "unclaim":
             services.task_unclaim(task_id=task.pk, user=user)
             done = "Released to the role."
+        elif action == "reassign":
+            to, to_role = (
+                request.POST.get("to", "").strip(),
+                request.POST.get("to_role", "").strip(),
+            )
+            services.task_reassign(
+                task_id=task.pk, user=user, assignee=to or None, role=to_role or None
+            )
+            done = "Reassigned to " + " / ".join(filter(None, [to, to_role and f"role {to_role}"]))
+            done += "."
         else:
             services.task_claim_break(task_id=task.pk, user=user)
             done = "Claim broken: the task is back with its role."
@@ -215,3 +298,15 @@ def task_action(request: HttpRequest, task_id: int, action: str) -> HttpResponse
         return response
     messages.success(request, done)
     return redirect("task", task_id=task.pk)
+
+
+ARCHIVE_PAGE_SIZE = 50
+
+
+@login_required
+def archive(request: HttpRequest) -> HttpResponse:
+    """Decided by me: the decisions the user made in this organization, newest first."""
+    decisions = selectors.decided_by(request.user, organization_of(request))
+    page = Paginator(decisions, ARCHIVE_PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"decisions": list(page.object_list), "page": page, "filters": "", "nav": "archive"}
+    return render(request, "approvals/archive.html", context)

@@ -559,6 +559,15 @@ def pages() -> dict[str, dict[str, Any]]:
         "inbox": {"url": "/", "small": f"/?pipeline={small}"},
         "inbox_table": {"url": "/", "small": f"/?pipeline={small}", "htmx": True},
         "inbox_count": {"url": "/inbox/count/", "htmx": True},
+        "inbox_all": {"url": "/?view=all", "small": f"/?view=all&pipeline={small}"},
+        "inbox_unassigned": {
+            "url": "/?view=unassigned",
+            "small": f"/?view=unassigned&pipeline={small}",
+        },
+        # Search by run inputs: every task matches, then none (the whole scan).
+        "inbox_search": {"url": "/?view=all&q=.pdf", "small": f"/?q=.pdf&pipeline={small}"},
+        "inbox_search_none": {"url": "/?q=no-such-document", "htmx": True},
+        "archive": {"url": "/decided/"},
         "task": {"url": f"/tasks/{task}/", "small": f"/tasks/{small_task}/"},
         "task_panel": {
             "url": f"/tasks/{task}/?part=panel",
@@ -586,6 +595,9 @@ CHECKS: dict[str, tuple[bytes, int]] = {
     # page: (marker, how many times it must appear at least)
     "inbox": (b'class="button small" href="/tasks/', 50),  # a full page
     "inbox_table": (b'class="button small" href="/tasks/', 50),
+    "inbox_all": (b'class="button small" href="/tasks/', 50),
+    "inbox_unassigned": (b'class="button small" href="/tasks/', 50),
+    "inbox_search": (b'class="button small" href="/tasks/', 50),
     "task": (b">Approve</button>", 1),
     "task_panel": (b">Approve</button>", 1),
     "runs": (b'<progress max="', 25),

@@ -15,6 +15,7 @@ urlpatterns = [
     path("oidc/", include("mozilla_django_oidc.urls")),
     path("", approvals.inbox, name="home"),
     path("inbox/count/", approvals.inbox_count, name="inbox-count"),
+    path("decided/", approvals.archive, name="archive"),
     path("tasks/<int:task_id>/", approvals.task_detail, name="task"),
     path("tasks/<int:task_id>/<slug:action>/", approvals.task_action, name="task-action"),
     path("runs/", pipelines.runs_list, name="runs"),

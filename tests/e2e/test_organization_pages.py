@@ -222,6 +222,9 @@ def test_no_serious_accessibility_violations_nor_sideways_scrolling(world, page_
         (dave, "/runs/"),
         (dave, f"/runs/{run.pk}/"),
         (dave, f"/tasks/{task.pk}/"),
+        (alice, f"/tasks/{task.pk}/"),  # with the reassign form
+        (dave, "/?view=unassigned&q=nothing"),
+        (dave, "/decided/"),
     ]
     found = []
     for viewport in (DESKTOP, PHONE):
