@@ -157,3 +157,19 @@ def test_an_outsider_cannot_find_the_task_to_reassign(client, users):
     task.refresh_from_db()
     assert task.assignee is None
     assert reassigned(task) == []
+
+
+def test_break_claim_is_offered_to_the_organizations_admins_not_to_staff(client, users):
+    """Staff is a Django admin flag, not a say in this organization: the services let only
+    the organization's admins break a claim, and the page offers it to no one else."""
+    from orgs.models import Membership
+
+    task = open_task(waiting_run(users["starter"]))
+    approvals.task_claim(task_id=task.pk, user=users["r2"])
+    users["r1"].is_staff = True
+    users["r1"].save(update_fields=["is_staff"])
+    client.force_login(users["r1"])
+    assert ">Break claim</button>" not in page_of(client, task)
+    Membership.objects.filter(user=users["r3"]).update(role=Membership.Role.ADMIN)
+    client.force_login(users["r3"])
+    assert ">Break claim</button>" in page_of(client, task)
