@@ -19,7 +19,7 @@ from pipelines import catalogue, dag, editor, panels, permissions, selectors, se
 from pipelines.errors import FireflyError
 from pipelines.forms import field_errors, parse_schema_form, schema_fields
 from pipelines.htmx import is_htmx
-from pipelines.models import HandoffEnvelope, Run
+from pipelines.models import HandoffEnvelope, Run, StepRun
 from pipelines.services.finishing import KINDS
 
 RUNS_PER_PAGE = 25
@@ -69,11 +69,23 @@ def _run_live_context(request: HttpRequest, run: Run) -> dict[str, Any]:
     states = selectors.current_states(run, steps)
     done = sum(1 for s in steps if s.status in selectors.DONE_STATUSES)
     allowed = selectors.may_operate(request.user, run)
+    unsettled = services.unsettled(run.pk)
+    # A step waiting for a person links to the task it waits on (an open task is unsettled
+    # work of the run, read anyway below).
+    tasks = {t["step"]: t["id"] for t in unsettled.items.get("open_tasks", [])}
     return {
         "run": run,
         "spec": spec,
-        # Each step with the queue its messages go to (shown while it waits there).
-        "step_rows": [(s, spec.by_name[s.step_name].queue) for s in steps],
+        # Each step with the queue its messages go to (shown while it waits there), and
+        # the open task a waiting step waits on.
+        "step_rows": [
+            (
+                s,
+                spec.by_name[s.step_name].queue,
+                tasks.get(s.step_name) if s.status == StepRun.Status.WAITING else None,
+            )
+            for s in steps
+        ],
         "svg": dag.render_svg(spec, states),
         "done": done,
         "total": len(spec.order),
@@ -83,7 +95,7 @@ def _run_live_context(request: HttpRequest, run: Run) -> dict[str, Any]:
         "disposition": _shown(run.disposition),
         "live": not run.is_finished,
         # Refreshed with the rest of the live part: one query per kind of work.
-        "unsettled": _unsettled_rows(services.unsettled(run.pk)),
+        "unsettled": _unsettled_rows(unsettled),
     }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
+from approvals import services as approvals
 from approvals.models import Decision, HumanTask
 from pipelines import services
 from pipelines.dag import render_svg
@@ -399,6 +400,19 @@ def test_run_page_partials_and_audit(client, users):
     audit = client.get(reverse("run", args=[run.pk]), {"part": "audit"}, **HX).content.decode()
     assert "run.created" in audit
     assert "task.opened" in audit
+
+
+def test_a_waiting_step_links_to_its_task_until_it_is_decided(client, users):
+    run = waiting_run(users["starter"])
+    task = open_task(run)
+    client.force_login(users["r1"])
+    link = f'<a href="{reverse("task", args=[task.pk])}">task {task.pk}</a>'
+    live = client.get(reverse("run", args=[run.pk]), {"part": "live"}, **HX).content.decode()
+    steps = live.split("<h2>Steps</h2>", 1)[1]
+    assert link in steps
+    approvals.task_approve(task_id=task.pk, user=users["r1"])
+    live = client.get(reverse("run", args=[run.pk]), {"part": "live"}, **HX).content.decode()
+    assert link not in live.split("<h2>Steps</h2>", 1)[1]
 
 
 def test_a_step_queued_for_a_named_queue_says_which(client, users, make_pipeline):
