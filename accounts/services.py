@@ -19,10 +19,10 @@ from django.db import transaction
 from orgs import selectors as orgs
 from orgs.models import Membership, Organization
 from pipelines import permissions
-from pipelines.audit import AuditChain
 from pipelines.errors import Conflict, FireflyError, InvalidInput, NotFound, PermissionDenied
 from pipelines.models import Pipeline, PipelineGrant, PipelineRole, SecurityEvent
 from pipelines.security import refusal_record
+from pipelines.services import pipeline_audit
 from webhooks.models import Webhook
 
 MEMBER_ROLES = [str(role) for role in Membership.Role]
@@ -269,12 +269,7 @@ def _pipeline_in(org: Organization, pipeline: Any, *, lock: bool = False) -> Pip
 
 def _audited(pipeline: Pipeline, event: str, *, actor: Any, data: dict[str, Any]) -> None:
     """An entry in the pipeline's own chain; the caller holds the pipeline's row lock."""
-    chain = AuditChain(pipeline, pipeline.pk)
-    chain.add(event, actor=actor, data=data)
-    chain.flush()
-    Pipeline.objects.filter(pk=pipeline.pk).update(
-        audit_seq=pipeline.audit_seq, audit_head=pipeline.audit_head
-    )
+    pipeline_audit(pipeline, [(event, actor, data)])
 
 
 def _grant_delete(grant: PipelineGrant, *, actor: Any, why: str) -> None:

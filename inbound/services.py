@@ -21,10 +21,10 @@ from django.utils import timezone
 from inbound.models import InboundHook, new_secret
 from orgs import selectors as orgs
 from pipelines import permissions
-from pipelines.audit import AuditChain
 from pipelines.errors import InvalidInput, NotFound, PermissionDenied
 from pipelines.models import Pipeline
 from pipelines.security import refusal_record
+from pipelines.services import pipeline_audit
 from webhooks import crypto
 
 # What a caller may set on a hook (the rest is generated or derived).
@@ -69,12 +69,7 @@ def _pipeline(organization_id: int, name: str, *, lock: bool = False) -> Pipelin
 
 def _audited(pipeline: Pipeline, event: str, *, actor: Any, data: dict[str, Any]) -> None:
     """An entry in the pipeline's own chain; the caller holds the pipeline's row lock."""
-    chain = AuditChain(pipeline, pipeline.pk)
-    chain.add(event, actor=actor, data=data)
-    chain.flush()
-    Pipeline.objects.filter(pk=pipeline.pk).update(
-        audit_seq=pipeline.audit_seq, audit_head=pipeline.audit_head
-    )
+    pipeline_audit(pipeline, [(event, actor, data)])
 
 
 def _described(hook: InboundHook) -> dict[str, Any]:

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from orgs import selectors as orgs
 from pipelines import permissions
-from pipelines.audit import AuditChain
 from pipelines.errors import Conflict, InvalidInput, NotFound, PermissionDenied, SpecError
 from pipelines.models import Pipeline, PipelineVersion
 from pipelines.schemas import compile_pattern
 from pipelines.security import refusal_record
-from pipelines.services import outbox, version_spec
+from pipelines.services import pipeline_audit, version_spec
 from pipelines.spec import PipelineSpec, validate_inputs
 from pipelines.spec_schedules import (
     MISSED,
@@ -131,17 +129,7 @@ def _locked(pipeline_id: int) -> Pipeline:
 
 def audited(pipeline: Pipeline, entries: list[tuple[str, Any, dict[str, Any]]]) -> None:
     """Entries (event, actor, data) in the pipeline's chain; its row lock is held."""
-    if not entries:
-        return
-    chain = AuditChain(pipeline, pipeline.pk)
-    for event, actor, data in entries:
-        chain.add(event, actor=actor if permissions.is_person(actor) else None, data=data)
-    chain.flush()
-    Pipeline.objects.filter(pk=pipeline.pk).update(
-        audit_seq=pipeline.audit_seq, audit_head=pipeline.audit_head
-    )
-    if settings.FIREFLY_AUDIT_SINKS:
-        outbox.relay_on_commit()
+    pipeline_audit(pipeline, entries)
 
 
 def described(schedule: Schedule) -> dict[str, Any]:

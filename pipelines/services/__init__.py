@@ -34,7 +34,14 @@ from pipelines.services.runs import (
     run_start,
     run_start_or_replay,
 )
-from pipelines.services.unit_of_work import RunTxn, Snapshot, StaleRun, locked_run, step_states
+from pipelines.services.unit_of_work import (
+    RunTxn,
+    Snapshot,
+    StaleRun,
+    locked_run,
+    pipeline_audit,
+    step_states,
+)
 from pipelines.versions import VersionInfo, pipeline_version, version_info, version_spec
 from pipelines.versions import pipeline_create_or_get as _create_or_get
 
@@ -86,6 +93,7 @@ __all__ = [
     "outbox_sweep",
     "outbox_write",
     "pause_hooks",
+    "pipeline_audit",
     "pipeline_create",
     "pipeline_create_or_get",
     "pipeline_version",

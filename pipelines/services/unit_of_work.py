@@ -8,15 +8,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from firefly_site import metrics
 from orgs import selectors as orgs
-from pipelines import engine, events, fastpath, sinks
+from pipelines import engine, events, fastpath, permissions, sinks
 from pipelines.audit import AuditChain
 from pipelines.errors import NotFound
-from pipelines.models import Checkpoint, OutboxEvent, Run, StepRun
+from pipelines.models import Checkpoint, OutboxEvent, Pipeline, Run, StepRun
 from pipelines.services import outbox
 from pipelines.versions import version_info
 
@@ -247,6 +248,23 @@ class Snapshot:
 
 class StaleRun(Exception):
     """Someone changed the run since the snapshot a transaction was built on."""
+
+
+def pipeline_audit(pipeline: Pipeline, entries: list[tuple[str, Any, dict[str, Any]]]) -> None:
+    """Entries (event, actor, data) in the pipeline's own chain, for changes that belong to
+    no run (its schedules, hooks, grants). The caller holds the pipeline's row lock and is
+    in the transaction of the change; the audit sinks hear of them after its commit."""
+    if not entries:
+        return
+    chain = AuditChain(pipeline, pipeline.pk)
+    for event, actor, data in entries:
+        chain.add(event, actor=actor if permissions.is_person(actor) else None, data=data)
+    chain.flush()
+    Pipeline.objects.filter(pk=pipeline.pk).update(
+        audit_seq=pipeline.audit_seq, audit_head=pipeline.audit_head
+    )
+    if settings.FIREFLY_AUDIT_SINKS:
+        outbox.relay_on_commit()
 
 
 @contextmanager
