@@ -7,7 +7,7 @@ from typing import Any
 from playwright.sync_api import expect
 
 from pipelines.models import PipelineVersion
-from tests.e2e.test_organization_pages import serious_violations, sideways_scroll
+from tests.e2e.pagecheck import serious_violations, sideways_scroll
 from tests.web.conftest import gate_pipeline
 
 
