@@ -8,7 +8,7 @@ class ApprovalsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from approvals import notifications, selectors, services, steps
+        from approvals import emails, notifications, selectors, services, steps
         from firefly_site import metrics
         from pipelines.services import hooks
 
@@ -16,5 +16,5 @@ class ApprovalsConfig(AppConfig):
         hooks.unsettled_source("open_tasks", selectors.run_open_tasks)
         hooks.on_erase(services.tasks_erase)
         hooks.on_purge(services.tasks_purge)
-        notifications.listen(notifications.email_assignees)
+        notifications.listen(emails.email_assignees)
         metrics.gauge_source(selectors.task_gauges)

@@ -98,6 +98,8 @@ class Decision(models.Model):
 
         WEB = "web"
         API = "api"
+        EMAIL = "email"
+        CHAT = "chat"
         DEADLINE = "deadline"
 
     organization = models.ForeignKey(
@@ -130,3 +132,20 @@ class Decision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} on task {self.task_id}"
+
+
+class EmailLinkUse(models.Model):
+    """A signed email action link that was used: each link decides once (its nonce is
+    unique), and a second click finds it here."""
+
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    task = models.ForeignKey(HumanTask, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=16)
+    nonce = models.CharField(max_length=32, unique=True)
+    used_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.action} link for task {self.task_id} used by {self.user_id}"

@@ -8,7 +8,6 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.mail import send_mail
 from django.db import transaction
 
 from approvals.models import HumanTask
@@ -93,37 +92,16 @@ def task_url(task: HumanTask) -> str:
     return f"{settings.FIREFLY_BASE_URL.rstrip('/')}/tasks/{task.pk}/"
 
 
-def recipients(task: HumanTask) -> list[str]:
-    """The addresses of the task's assignee or role members who belong to its organization
-    (a role is a group, and groups span organizations: mail never does)."""
+def recipients(task: HumanTask) -> list[Any]:
+    """The task's assignee or role members who belong to its organization and have an
+    address (a role is a group, and groups span organizations: mail never does)."""
     members = get_user_model().objects.filter(
         is_active=True, memberships__organization_id=task.organization_id
     )
     if task.assignee is not None:
-        people = list(members.filter(pk=task.assignee.pk))
+        people = members.filter(pk=task.assignee.pk)
     elif task.assignee_role is not None:
-        people = list(members.filter(groups=task.assignee_role))
+        people = members.filter(groups=task.assignee_role)
     else:
-        people = []
-    return sorted({person.email for person in people if person.email})
-
-
-def email_assignees(event: str, task: HumanTask) -> None:
-    """Email the assignee (or the role's members) when a task opens or is escalated."""
-    if event not in ("task.opened", "task.escalated"):
-        return
-    to = recipients(task)
-    if not to:
-        return
-    verb = "needs you" if event == "task.opened" else "was escalated to you"
-    subject = f"[Firefly] {task.get_kind_display()} {verb}: {task.step_name} (run {task.run_id})"
-    lines = [
-        f"Run {task.run_id}, step {task.step_name}: a {task.get_kind_display().lower()} {verb}.",
-        "",
-        task.instructions,
-        "",
-        f"Open it: {task_url(task)}",
-    ]
-    if task.due_at:
-        lines.append(f"Due: {task.due_at:%Y-%m-%d %H:%M} UTC")
-    send_mail(subject, "\n".join(lines), settings.DEFAULT_FROM_EMAIL, to)
+        return []
+    return list(people.exclude(email="").distinct().order_by("email"))

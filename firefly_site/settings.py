@@ -306,8 +306,25 @@ FIREFLY_DEFAULT_ORGANIZATION = env.str("FIREFLY_DEFAULT_ORGANIZATION", default="
 # SQLite.
 FIREFLY_RLS = env.bool("FIREFLY_RLS", default=True)
 
+# Mail: one EMAIL_URL (smtp://user:password@host:587, smtp+tls://, submission://,
+# consolemail://) or the separate variables; the console when neither is set.
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+if env.str("EMAIL_URL", default=""):
+    vars().update(env.email_url("EMAIL_URL"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="firefly@localhost")
+# Notification emails carry one signed, single-use link per action (approve, reject, each
+# choice). Off (the default), a link still needs its recipient signed in; on, the link
+# alone identifies them for that one decision. Links last this many hours at most.
+FIREFLY_EMAIL_ACTIONS = env.bool("FIREFLY_EMAIL_ACTIONS", default=False)
+FIREFLY_EMAIL_LINK_HOURS = env.int("FIREFLY_EMAIL_LINK_HOURS", default=72)
+if FIREFLY_EMAIL_LINK_HOURS < 1:
+    raise ImproperlyConfigured("FIREFLY_EMAIL_LINK_HOURS must be at least 1.")
 
 # Text for people (run and step ids in brackets), or JSON lines for a log shipper
 # (firefly_site/logs.py): every record carries the run, step, Celery task and trace it

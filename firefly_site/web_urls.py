@@ -3,6 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from approvals import email_views
 from approvals import views as approvals
 from pipelines import editor
 from pipelines import views as pipelines
@@ -18,6 +19,8 @@ urlpatterns = [
     path("decided/", approvals.archive, name="archive"),
     path("tasks/<int:task_id>/", approvals.task_detail, name="task"),
     path("tasks/<int:task_id>/<slug:action>/", approvals.task_action, name="task-action"),
+    # Signed links from notification emails: a page that shows, a POST that decides.
+    path("email/<str:token>/", email_views.email_action, name="email-action"),
     path("runs/", pipelines.runs_list, name="runs"),
     path("runs/<int:run_id>/", pipelines.run_detail, name="run"),
     path("runs/<int:run_id>/cancel/", pipelines.run_cancel, name="run-cancel"),
