@@ -31,6 +31,13 @@ class LinkRefused(FireflyError):
     code = "link_refused"
 
 
+class LinkUnknown(LinkRefused):
+    """No link Firefly made: as for any address it does not know, 404."""
+
+    http_status = 404
+    code = "link_unknown"
+
+
 class LinkExpired(LinkRefused):
     http_status = 410
     code = "link_expired"
@@ -108,9 +115,9 @@ def read(token: str, *, now: datetime | None = None) -> Link:
             expires_at=datetime.fromtimestamp(int(payload["e"]), tz=UTC),
         )
     except (signing.BadSignature, KeyError, TypeError, ValueError) as exc:
-        raise LinkRefused("This link is not one Firefly signed (it may be cut short).") from exc
+        raise LinkUnknown("This link is not one Firefly signed (it may be cut short).") from exc
     if link.action not in (APPROVE, REJECT, CHOOSE):
-        raise LinkRefused("This link names no action Firefly knows.")
+        raise LinkUnknown("This link names no action Firefly knows.")
     if link.expires_at <= (now or timezone.now()):
         raise LinkExpired(
             f"This link expired at {link.expires_at:%Y-%m-%d %H:%M} UTC: open the task instead."
