@@ -95,3 +95,9 @@ def upstream_names(ctx: StepContext) -> dict[str, Any]:
 def chatty(ctx: StepContext) -> dict[str, Any]:
     ctx.logger.warning("chatty step says hello to run %s", ctx.run_id)
     return {"said": "hello"}
+
+
+def sleepy_finalize(harness: Any, value: Any) -> None:
+    """Longer than the tests' on_finish timeout; stops once told it was given up on."""
+    harness.cancelled.wait(5)
+    harness.finalize({"late": True})

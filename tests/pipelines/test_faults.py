@@ -1,4 +1,5 @@
-"""Faults on one host with real workers: a frozen worker, a long step, recovery caps."""
+"""Faults on one host with real workers: a frozen worker, a long step, recovery caps, a roll
+back under a running step."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from collections import Counter
 
 import pytest
 
+from approvals import services as approvals
+from approvals.models import HumanTask
 from pipelines import services
 from pipelines.audit import chains, verify_chain
 from pipelines.models import AuditEntry, Run, StepRun
-from tests.conftest import wait_for
+from tests.conftest import wait_finished, wait_for
 from tests.workers import WorkerProcess
 
 pytestmark = pytest.mark.worker
@@ -154,3 +157,73 @@ def test_a_step_whose_workers_keep_dying_fails_the_run_once_lost_retries_run_out
     statuses = list(run.steps.order_by("attempt").values_list("status", flat=True))
     assert statuses == ["failed", "failed"]
     assert AuditEntry.objects.filter(run=run, event="step.lost").count() == 2
+
+
+def test_an_on_finish_over_its_timeout_fails_the_run_on_a_real_worker(worker, make_pipeline):
+    worker.stop()
+    impatient = WorkerProcess("impatient", env={"FIREFLY_ON_FINISH_TIMEOUT_S": "1"})
+    impatient.start()
+    try:
+        name = make_pipeline(
+            [{"name": "only", "type": "noop"}],
+            on_finish="tests.pipelines.callables.sleepy_finalize",
+        )
+        run = wait_finished(services.run_start(pipeline=name, inputs={}), timeout=30)
+    finally:
+        impatient.stop()
+        worker.start()
+    assert run.status == Run.Status.FAILED
+    assert "on_finish failed" in run.error
+    assert "timed out after 1s" in run.error
+    assert run.disposition is None  # the late finalize was not kept
+    failed = AuditEntry.objects.get(run=run, event="run.on_finish_failed")
+    assert "timed out" in failed.error_message
+    assert entries(run, "step.succeeded") == {"only": 1}
+
+
+def test_a_roll_back_while_a_branch_runs_drops_the_branchs_late_outcome(
+    worker, make_pipeline, users
+):
+    """A reviewer rolls the run back to its first step while a parallel branch is still
+    running: that attempt belongs to the old generation, so its outcome is dropped, and
+    the new generation runs the branch again and commits it once."""
+    name = make_pipeline(
+        [
+            {"name": "start", "type": "noop"},
+            {"name": "slow", "type": "sleep", "after": ["start"], "config": {"seconds": 2}},
+            {
+                "name": "review",
+                "type": "approval",
+                "after": ["start"],
+                "config": {"assignee_role": "reviewers"},
+            },
+            {"name": "ship", "type": "noop", "after": ["slow", "review"]},
+        ]
+    )
+    run = services.run_start(pipeline=name, inputs={}, actor=users["starter"])
+    first = wait_for(
+        lambda: HumanTask.objects.filter(run=run, status="open").first(), message="the task"
+    )
+    wait_for(
+        lambda: run.steps.filter(step_name="slow", status="running").exists(),
+        message="slow running",
+    )
+    approvals.task_rollback(task_id=first.pk, user=users["r1"], to_step="start", comment="redo")
+    second = wait_for(
+        lambda: HumanTask.objects.filter(run=run, status="open", generation=2).first(),
+        message="the second generation's task",
+    )
+    wait_for(
+        lambda: AuditEntry.objects.filter(run=run, event="step.outcome_dropped").exists(),
+        message="the first slow attempt's outcome to be dropped",
+    )
+    approvals.task_approve(task_id=second.pk, user=users["r1"])
+    run = wait_finished(run, timeout=30)
+
+    assert run.status == Run.Status.SUCCEEDED
+    slow = run.steps.filter(step_name="slow").order_by("generation", "attempt")
+    assert [(s.generation, s.status) for s in slow] == [(1, "cancelled"), (2, "succeeded")]
+    assert entries(run, "step.outcome_dropped") == {"slow": 1}
+    # start ran in both generations; everything after it committed once, in the second.
+    assert entries(run, "step.succeeded") == {"start": 2, "slow": 1, "review": 1, "ship": 1}
+    assert all(verify_chain(*found) is None for found in chains(run.pk))
