@@ -12,6 +12,7 @@ from pathlib import Path
 from django.conf import settings
 
 from firefly_site.celery import app
+from tests.hosts import Host
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,12 +32,14 @@ class WorkerProcess:
         env: dict[str, str] | None = None,
         pool: str = "threads",
         queues: str = "",
+        host: Host | None = None,
     ) -> None:
         self.name = name
         self.concurrency = concurrency
         self.env = env or {}
         self.pool = pool
         self.queues = queues  # comma-separated; "" = the default queue
+        self.host = host  # run in this simulated host, reaching services through its link
         self.process: subprocess.Popen[bytes] | None = None
         self.log = ROOT / "var" / f"test-worker-{name}.log"
         self.node = f"{name}-{os.getpid()}@{os.uname().nodename}"
@@ -46,34 +49,35 @@ class WorkerProcess:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "firefly_site.test_settings",
-            "DATABASE_URL": database_url(),
-            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "DATABASE_URL": self._url(database_url()),
+            "CELERY_BROKER_URL": self._url(settings.CELERY_BROKER_URL),
             "PYTHONPATH": str(ROOT),
             "CONN_MAX_AGE": "0",
             **self.env,
         }
         with self.log.open("ab") as log:
+            argv = [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "firefly_site",
+                "worker",
+                "-P",
+                self.pool,
+                "-c",
+                str(self.concurrency),
+                *(["-Q", self.queues] if self.queues else []),
+                "-n",
+                self.node,
+                "-l",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ]
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "firefly_site",
-                    "worker",
-                    "-P",
-                    self.pool,
-                    "-c",
-                    str(self.concurrency),
-                    *(["-Q", self.queues] if self.queues else []),
-                    "-n",
-                    self.node,
-                    "-l",
-                    "WARNING",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                ],
+                self.host.command(argv) if self.host else argv,
                 cwd=ROOT,
                 env=env,
                 stdout=log,
@@ -81,6 +85,9 @@ class WorkerProcess:
                 start_new_session=True,
             )
         self.wait_ready()
+
+    def _url(self, url: str) -> str:
+        return self.host.url(url) if self.host else url
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -101,3 +101,9 @@ def sleepy_finalize(harness: Any, value: Any) -> None:
     """Longer than the tests' on_finish timeout; stops once told it was given up on."""
     harness.cancelled.wait(5)
     harness.finalize({"late": True})
+
+
+def where_slowly(ctx: StepContext) -> dict[str, Any]:
+    """Which Celery worker ran this step, after half a second (so branches spread out)."""
+    time.sleep(0.5)
+    return where(ctx)
