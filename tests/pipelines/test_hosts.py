@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -120,5 +121,88 @@ def test_a_partitioned_host_loses_its_step_and_its_late_outcome_is_refused_after
     assert "worker lost" in attempts[0][1]
     assert entries(run, "step.succeeded") == {"before": 1, "slow": 1, "after": 1}
     assert entries(run, "step.outcome_dropped") == {"slow": 1}
+    assert run.checkpoints.filter(step_name="slow").count() == 1
+    assert all(verify_chain(*found) is None for found in chains(run.pk))
+
+
+def chain_with_slow_step(make_pipeline: Any) -> str:
+    return make_pipeline(
+        [
+            {"name": "before", "type": "noop"},
+            {"name": "slow", "type": "sleep", "after": ["before"], "config": {"seconds": 3}},
+            {"name": "after", "type": "noop", "after": ["slow"]},
+            {"name": "last", "type": "noop", "after": ["after"]},
+        ]
+    )
+
+
+def reap_until_finished(run: Run, timeout: float = 60.0) -> Run:
+    def finished() -> bool:
+        services.reap()
+        run.refresh_from_db()
+        return run.is_finished
+
+    wait_for(finished, timeout=timeout, message=f"run {run.pk} to finish")
+    return run
+
+
+def test_a_host_that_loses_the_broker_but_not_the_database_loses_no_step(
+    two_hosts, make_pipeline, settings
+):
+    """Its running step still commits (the database is there), and what comes next is
+    run by it or, sent again by the reaper, by the other host: each step once."""
+    unlucky, other = two_hosts
+    first = WorkerProcess("no-broker", host=unlucky, env=LEASE)
+    second = WorkerProcess("other", host=other, env=LEASE)
+    settings.FIREFLY_REQUEUE_AFTER_S = 1
+    try:
+        first.start()
+        run = services.run_start(pipeline=chain_with_slow_step(make_pipeline), inputs={})
+        wait_for(
+            lambda: run.steps.filter(step_name="slow", status="running").exists(),
+            message="slow running",
+        )
+        unlucky.relays["broker"].block()
+        second.start()
+        run = reap_until_finished(run)
+    finally:
+        first.stop()
+        second.stop()
+    assert run.status == Run.Status.SUCCEEDED
+    assert entries(run, "step.succeeded") == {"before": 1, "slow": 1, "after": 1, "last": 1}
+    assert run.checkpoints.count() == 4
+    assert all(verify_chain(*found) is None for found in chains(run.pk))
+
+
+def test_a_host_that_loses_the_database_but_not_the_broker_hands_its_step_on(
+    two_hosts, make_pipeline, settings
+):
+    """Its step cannot commit nor renew its lease: the reaper gives it to the other host,
+    and the first host's attempt, back on the database, commits nothing."""
+    unlucky, other = two_hosts
+    first = WorkerProcess("no-database", host=unlucky, env=LEASE)
+    second = WorkerProcess("other", host=other, env=LEASE)
+    settings.FIREFLY_REQUEUE_AFTER_S = 1
+    try:
+        first.start()
+        run = services.run_start(pipeline=chain_with_slow_step(make_pipeline), inputs={})
+        wait_for(
+            lambda: run.steps.filter(step_name="slow", status="running").exists(),
+            message="slow running",
+        )
+        unlucky.relays["database"].block()
+        second.start()
+        run = reap_until_finished(run)
+        unlucky.relays["database"].unblock()
+    finally:
+        first.stop()
+        second.stop()
+    assert run.status == Run.Status.SUCCEEDED
+    slow = list(
+        run.steps.filter(step_name="slow").order_by("attempt").values_list("status", "error")
+    )
+    assert [status for status, _ in slow] == ["failed", "succeeded"]
+    assert "worker lost" in slow[0][1]
+    assert entries(run, "step.succeeded") == {"before": 1, "slow": 1, "after": 1, "last": 1}
     assert run.checkpoints.filter(step_name="slow").count() == 1
     assert all(verify_chain(*found) is None for found in chains(run.pk))
