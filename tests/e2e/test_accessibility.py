@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import Browser, FloatRect, Locator, Page, ViewportSize
 
 from approvals import services as approvals
@@ -283,6 +285,13 @@ def test_on_a_phone_the_decision_comes_before_the_context(
 )
 def test_phone_screenshots(day: dict[str, Any], browser: Browser, live_server: Any) -> None:
     """FIREFLY_SCREENSHOTS=1: the inbox, a task and a run at a phone's width, as PNGs."""
+    # A queue that has aged a little, one task past its deadline.
+    now = timezone.now()
+    for hours, task in enumerate(HumanTask.objects.filter(status="open").order_by("pk")):
+        due = now - timedelta(hours=1) if hours == 1 else task.due_at
+        HumanTask.objects.filter(pk=task.pk).update(
+            created_at=now - timedelta(hours=26 - 3 * hours), due_at=due
+        )
     shots = [
         ("r1", "/", "phone-inbox.png"),
         ("r2", f"/tasks/{day['approval'].pk}/", "phone-task.png"),
