@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -303,3 +304,21 @@ def test_phone_screenshots(day: dict[str, Any], browser: Browser, live_server: A
         assert not sideways_scroll(page)
         page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
         page.context.close()
+
+
+def test_the_audit_list_in_admin_passes_axe_at_a_desktops_width(
+    day: dict[str, Any], browser: Browser, live_server: Any, django_user_model: Any
+) -> None:
+    auditor = django_user_model.objects.create_superuser("auditor", "a@example.com", "x")
+    page = log_in(browser, live_server.url, auditor, DESKTOP)
+    for path in ("/admin/", "/admin/pipelines/auditentry/", "/admin/pipelines/auditentry/?q=r1"):
+        page.goto(f"{live_server.url}{path}")
+        assert not sideways_scroll(page), path
+        assert not serious_violations(page, live_server.url), path
+    # Status, latency and the HMAC mark lie inside the window, not behind a scroll.
+    for header in ("Status", "Latency ms", "Hmac"):
+        cell = box(page.locator("#result_list thead th", has_text=re.compile(header, re.I)))
+        assert cell["x"] + cell["width"] <= DESKTOP["width"], header
+    actors = {a.strip() for a in page.locator("#result_list td.field-actor_name").all_inner_texts()}
+    assert actors == {"r1"}
+    page.context.close()
