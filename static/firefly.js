@@ -44,3 +44,239 @@ document.addEventListener("click", (event) => {
   area.focus();
   area.setSelectionRange(start, end);
 });
+
+// A box that scrolls (a wide table, the DAG picture, a long JSON block) must be reachable
+// by the keyboard to be scrolled: focusable, a region, named after its section.
+function labelFor(box) {
+  const summary = box.closest("details") && box.closest("details").querySelector("summary");
+  const section = box.closest("section, .card");
+  const heading = section && section.querySelector("h2, h3");
+  const text = (summary || heading || {}).textContent || "Scrolling content";
+  return text.trim().replace(/\s+/g, " ");
+}
+
+function reachScrollingBoxes(root) {
+  root.querySelectorAll("pre, .table-wrap, .dag-wrap").forEach((box) => {
+    const scrolls = box.scrollWidth > box.clientWidth + 1 || box.scrollHeight > box.clientHeight + 1;
+    if (!scrolls || box.hasAttribute("tabindex")) {
+      return;
+    }
+    box.tabIndex = 0;
+    if (!box.hasAttribute("role")) {
+      box.setAttribute("role", "region");
+    }
+    if (!box.hasAttribute("aria-label") && !box.hasAttribute("aria-labelledby")) {
+      box.setAttribute("aria-label", labelFor(box));
+    }
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => reachScrollingBoxes(document));
+document.addEventListener("htmx:afterSettle", () => reachScrollingBoxes(document));
+// Opening a <details> can show a box that scrolls; "toggle" does not bubble, so capture it.
+document.addEventListener("toggle", () => reachScrollingBoxes(document), true);
+let resizing = 0;
+window.addEventListener("resize", () => {
+  window.clearTimeout(resizing);
+  resizing = window.setTimeout(() => reachScrollingBoxes(document), 200);
+});
+
+// Keyboard shortcuts (listed in the "?" dialog of base.html). None acts while the focus is
+// in a field or with a modifier held, and none decides: "a" and "r" only move the focus to
+// the form a mouse user would use, whose button still has to be pressed.
+const INBOX_ORDER = "firefly.inboxOrder";
+
+function inboxRows() {
+  return Array.from(document.querySelectorAll("#inbox tbody tr[data-task-url]"));
+}
+
+function rememberInboxOrder() {
+  const rows = inboxRows();
+  if (!rows.length) {
+    return;
+  }
+  try {
+    window.sessionStorage.setItem(INBOX_ORDER, JSON.stringify(rows.map((row) => row.dataset.taskUrl)));
+  } catch (error) {
+    // Storage refused (private mode, quota): n and p fall back to the inbox.
+  }
+}
+
+let chosenTask = "";
+
+function choose(row) {
+  inboxRows().forEach((other) => {
+    other.classList.toggle("selected", other === row);
+    other.removeAttribute("aria-current");
+  });
+  row.setAttribute("aria-current", "true");
+  chosenTask = row.dataset.taskUrl;
+  const link = row.querySelector("a.task-link") || row.querySelector("a");
+  link.focus();
+}
+
+function moveInInbox(step) {
+  const rows = inboxRows();
+  if (!rows.length) {
+    return false;
+  }
+  let index = rows.findIndex((row) => row.classList.contains("selected"));
+  index = index < 0 ? (step > 0 ? 0 : rows.length - 1) : Math.min(Math.max(index + step, 0), rows.length - 1);
+  choose(rows[index]);
+  return true;
+}
+
+function chosenRow() {
+  return inboxRows().find((row) => row.classList.contains("selected"));
+}
+
+document.addEventListener("DOMContentLoaded", rememberInboxOrder);
+// The inbox refreshes every few seconds: keep its order for n/p, and the chosen row chosen.
+document.addEventListener("htmx:afterSettle", () => {
+  rememberInboxOrder();
+  const row = inboxRows().find((candidate) => candidate.dataset.taskUrl === chosenTask);
+  if (row) {
+    row.classList.add("selected");
+    row.setAttribute("aria-current", "true");
+  }
+});
+
+function neighbourTask(step) {
+  let order = [];
+  try {
+    order = JSON.parse(window.sessionStorage.getItem(INBOX_ORDER) || "[]");
+  } catch (error) {
+    order = [];
+  }
+  const here = order.indexOf(window.location.pathname);
+  if (here < 0) {
+    return order.length ? order[step > 0 ? 0 : order.length - 1] : "/";
+  }
+  return order[here + step] || "/";
+}
+
+function focusOn(element) {
+  if (!element) {
+    return false;
+  }
+  element.scrollIntoView({ block: "center" });
+  element.focus();
+  return true;
+}
+
+function goToDecision() {
+  const panel = document.getElementById("task-panel");
+  if (!panel) {
+    return false;
+  }
+  const primary = panel.querySelector("form button.primary");
+  if (!primary) {
+    return false;
+  }
+  // An input task: its first field, not the Submit button past the form.
+  const field = primary.form && primary.form.action.endsWith("/complete/")
+    ? primary.form.querySelector("input:not([type=hidden]), select, textarea")
+    : null;
+  return focusOn(field || primary);
+}
+
+function goToReject() {
+  const panel = document.getElementById("task-panel");
+  return focusOn(panel && panel.querySelector('form[action$="/reject/"] textarea'));
+}
+
+function runLink() {
+  const row = chosenRow();
+  if (row) {
+    return row.querySelector('a[href*="/runs/"]');
+  }
+  return document.getElementById("task-panel") ? document.querySelector('main .crumbs a[href*="/runs/"]') : null;
+}
+
+function follow(link) {
+  if (!link) {
+    return false;
+  }
+  window.location.assign(link.href);
+  return true;
+}
+
+function typing(target) {
+  return target instanceof Element && (target.closest("input, textarea, select, [contenteditable]") !== null);
+}
+
+let awaitingG = false;
+
+document.addEventListener("keydown", (event) => {
+  const dialog = document.getElementById("shortcuts");
+  if (event.defaultPrevented || event.isComposing || event.ctrlKey || event.metaKey || event.altKey) {
+    return;
+  }
+  if (typing(event.target) || (dialog && dialog.open) || document.querySelector("dialog[open]")) {
+    return;
+  }
+  const key = event.key;
+  const afterG = awaitingG;
+  awaitingG = false;
+  let done = false;
+  if (afterG && key === "r") {
+    done = follow(runLink());
+  } else if (key === "?") {
+    if (dialog) {
+      dialog.showModal();
+      done = true;
+    }
+  } else if (key === "j" || key === "k") {
+    done = moveInInbox(key === "j" ? 1 : -1);
+  } else if (key === "o") {
+    const row = chosenRow();
+    done = follow(row && (row.querySelector("a.task-link") || row.querySelector("a")));
+  } else if (key === "a") {
+    done = goToDecision();
+  } else if (key === "r") {
+    done = goToReject();
+  } else if ((key === "n" || key === "p") && document.getElementById("task-panel")) {
+    window.location.assign(neighbourTask(key === "n" ? 1 : -1));
+    done = true;
+  } else if (key === "u") {
+    done = follow(runLink());
+  } else if (key === "g") {
+    awaitingG = true;
+    done = true;
+  }
+  if (done) {
+    event.preventDefault();
+  }
+});
+
+document.addEventListener("click", (event) => {
+  const opener = event.target instanceof Element ? event.target.closest("[data-shortcuts-open]") : null;
+  const dialog = document.getElementById("shortcuts");
+  if (opener && dialog) {
+    dialog.showModal();
+  }
+});
+
+// A modal dialog leaves the rest of the page inert, but Tab past its last control would go
+// on to the browser's own controls: wrap it around inside the dialog instead.
+document.addEventListener("keydown", (event) => {
+  const dialog = document.querySelector("dialog[open]");
+  if (!dialog || event.key !== "Tab") {
+    return;
+  }
+  const controls = Array.from(dialog.querySelectorAll("a[href], button, input, select, textarea, [tabindex]"))
+    .filter((control) => control.tabIndex >= 0 && !control.disabled);
+  if (!controls.length) {
+    return;
+  }
+  const first = controls[0];
+  const last = controls[controls.length - 1];
+  const inside = dialog.contains(document.activeElement);
+  if (event.shiftKey && (document.activeElement === first || !inside)) {
+    event.preventDefault();
+    last.focus();
+  } else if (!event.shiftKey && (document.activeElement === last || !inside)) {
+    event.preventDefault();
+    first.focus();
+  }
+});
