@@ -44,3 +44,17 @@ document.addEventListener("click", (event) => {
   area.focus();
   area.setSelectionRange(start, end);
 });
+
+// Task content: an element with data-pause-while-edited also skips its polling while a field
+// inside it holds text someone typed and has not sent (the cursor may have left it).
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const element = event.detail.elt;
+  if (!element.hasAttribute("data-pause-while-edited") || event.detail.requestConfig?.verb !== "get") {
+    return;
+  }
+  const edited = [...element.querySelectorAll("textarea, input[type=text], input:not([type])")]
+    .some((field) => field.value !== field.defaultValue);
+  if (edited) {
+    event.preventDefault();
+  }
+});
