@@ -58,3 +58,12 @@ document.addEventListener("htmx:beforeRequest", (event) => {
     event.preventDefault();
   }
 });
+
+// A link to a collapsed section (a step's output on the run page) opens it.
+document.addEventListener("click", (event) => {
+  const link = event.target instanceof Element ? event.target.closest('a[href^="#"]') : null;
+  const target = link ? document.getElementById(link.getAttribute("href").slice(1)) : null;
+  if (target instanceof HTMLDetailsElement) {
+    target.open = true;
+  }
+});
