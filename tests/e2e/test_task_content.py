@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from approvals import services as approvals
 from approvals.models import HumanTask
@@ -63,7 +63,7 @@ def content_run(users: dict[str, Any], name: str) -> tuple[Run, HumanTask]:
     return run, HumanTask.objects.get(run=run)
 
 
-def checked(page: Page, origin: str) -> None:
+def checked(page: Any, origin: str) -> None:
     """No serious axe violation, at a desk's width and a phone's, and no sideways scroll."""
     assert serious_violations(page, origin) == []
     page.set_viewport_size(PHONE)
