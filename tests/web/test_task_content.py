@@ -6,12 +6,14 @@ from typing import Any
 
 import pytest
 from django.urls import reverse
+from rest_framework.test import APIClient
 
 from approvals import services as approvals
 from pipelines import services
 from pipelines.errors import Conflict
 from pipelines.models import AuditEntry, HandoffEnvelope, Run, StepRun
 from tests.approvals.conftest import drive, open_task
+from tokens.services import token_create
 
 pytestmark = pytest.mark.django_db
 
@@ -246,3 +248,21 @@ def test_acknowledging_a_handoff_a_step_waits_on_is_refused_and_audited(
     envelope.refresh_from_db()
     assert envelope.decision == {"status": "succeeded"}
     assert StepRun.objects.get(run=run, step_name="hand").status == StepRun.Status.SUCCEEDED
+
+
+def test_the_api_refuses_it_too(users, make_pipeline):
+    run, envelope = waiting_handoff(make_pipeline, users["starter"])
+    api = APIClient()
+    _, key = token_create(user=users["starter"], name="tests")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+
+    response = api.post(
+        f"/api/v1/handoffs/{envelope.pk}/acknowledge/", {"decision": "done"}, format="json"
+    )
+
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "conflict"
+    assert f"run {envelope.child_run_id} finishes" in error["message"]
+    assert AuditEntry.objects.filter(run=run, event="run.refused").count() == 1
+    assert AuditEntry.objects.filter(run=run, event="handoff.acknowledged").count() == 0
