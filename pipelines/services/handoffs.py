@@ -188,7 +188,7 @@ def acknowledge_handoff(*, envelope_id: int, decision: Any, actor: Any = None) -
     return envelope
 
 
-def waits_for_child(txn: RunTxn, envelope: HandoffEnvelope) -> bool:
+def _waits_for_child(txn: RunTxn, envelope: HandoffEnvelope) -> bool:
     """A step still waits for this envelope's child run: the child's end settles it."""
     state = txn.states.get(envelope.origin_step)
     return (
@@ -203,7 +203,7 @@ def _refuse_while_waited(txn: RunTxn, envelope_id: int) -> Conflict | None:
     """No person settles a handoff a step waits on: it would leave the step waiting for a
     settle that never comes. The attempt is audited, as other refusals are."""
     envelope = HandoffEnvelope.objects.filter(pk=envelope_id).first()
-    if envelope is None or not waits_for_child(txn, envelope):
+    if envelope is None or not _waits_for_child(txn, envelope):
         return None
     refusal = Conflict(
         f"Handoff {envelope_id} settles when run {envelope.child_run_id} finishes: step"
