@@ -31,6 +31,12 @@ COMMON: dict[str, Any] = {
 }
 
 
+INSTRUCTIONS_NOTE = (
+    " `instructions` is Markdown (raw HTML off); `{{ inputs.name }}` and"
+    " `{{ outputs.step.key }}` put in values the step's `context` shares, as plain text."
+)
+
+
 def _schema(required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
     return {
         "type": "object",
@@ -90,13 +96,17 @@ def register() -> None:
             description=(
                 "People approve (a quorum of N distinct approvers), reject, or roll the run"
                 " back; after timeout_hours, on_timeout rejects, approves or escalates."
+                + INSTRUCTIONS_NOTE
             ),
             example={
                 "assignee_role": "reviewers",
                 "quorum": 2,
                 "timeout_hours": 48,
                 "on_timeout": "escalate:managers",
-                "instructions": "Check the release notes before approving.",
+                "instructions": (
+                    "Check the release notes of **{{ inputs.version }}** and"
+                    " [the build]({{ outputs.build.url }}) before approving."
+                ),
                 "context": {"inputs": ["version"], "upstream": ["build"]},
             },
         )
@@ -110,7 +120,7 @@ def register() -> None:
             check=_check_form,
             description=(
                 "A person fills a form described by a JSON Schema (form_schema); the answers"
-                " are the step's output."
+                " are the step's output." + INSTRUCTIONS_NOTE
             ),
             example={
                 "assignee": "alice",
@@ -142,7 +152,10 @@ def register() -> None:
             interactive=True,
             on_wait=_opener(HumanTask.Kind.CHOICE),
             check=_needs_someone,
-            description="A person picks one of `options`; later steps branch on it with `when`.",
+            description=(
+                "A person picks one of `options`; later steps branch on it with `when`."
+                + INSTRUCTIONS_NOTE
+            ),
             example={
                 "assignee_role": "release-managers",
                 "options": ["ship", "hold", "cancel"],

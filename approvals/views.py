@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.contrib import messages
@@ -11,12 +10,13 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
 from approvals import guards, selectors, services
 from approvals.models import Decision, HumanTask
 from orgs.middleware import organization_of
-from pipelines import dag
+from pipelines import dag, markdown
 from pipelines import selectors as pipeline_selectors
 from pipelines.errors import FireflyError
 from pipelines.forms import field_errors, parse_schema_form, schema_fields
@@ -182,8 +182,19 @@ def _reassign_context(request: HttpRequest, task: HumanTask) -> dict[str, Any]:
     return {"may_reassign": True, "members": members, "roles": roles}
 
 
-def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+def instructions_html(task: HumanTask) -> SafeString:
+    """The task's instructions as Markdown, its placeholders filled from what the step shares
+    with its reviewers (the task's context), never from the rest of the run."""
+    context = task.context or {}
+    values = {"inputs": context.get("inputs") or {}, "outputs": context.get("upstream") or {}}
+    # Safe: raw HTML is off in the parser and values are inserted as escaped text.
+    return mark_safe(markdown.render(task.instructions, values))  # noqa: S308
+
+
+# The task page polls this often while the task is open (someone else may decide it).
+TASK_POLL_S = 5
+# htmx stops polling on this status: the answer that finds the task decided is the last.
+STOP_POLLING = 286
 
 
 @login_required
@@ -191,14 +202,21 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     task = _task_or_404(request, task_id)
     if is_htmx(request) and request.GET.get("part") == "panel":
         return render(request, "partials/task_panel.html", _panel_context(request, task))
+    if is_htmx(request) and request.GET.get("part") == "live":
+        # Header, panel and picture in one answer, as after a decision on this page.
+        return _decided(
+            request, _panel_context(request, task), status=200 if task.is_open else STOP_POLLING
+        )
     context = task.context or {}
     upstream = context.get("upstream") or {}
     page = _panel_context(request, task)
     page.update(
         run=task.run,
-        inputs_json=_pretty(context.get("inputs", {})),
-        upstream_json=[(name, _pretty(value)) for name, value in sorted(upstream.items())],
+        instructions=instructions_html(task) if task.instructions else "",
+        inputs=context.get("inputs") or {},
+        upstream=sorted(upstream.items()),
         svg=_picture(task),
+        poll_s=TASK_POLL_S,
     )
     return render(request, "approvals/task.html", page)
 

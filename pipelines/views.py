@@ -96,6 +96,12 @@ def _run_live_context(request: HttpRequest, run: Run) -> dict[str, Any]:
         "live": not run.is_finished,
         # Refreshed with the rest of the live part: one query per kind of work.
         "unsettled": _unsettled_rows(unsettled),
+        # What each succeeded step gave, and the run's output: read with the steps and the
+        # run, no query of their own.
+        "step_outputs": [
+            s for s in steps if s.status == StepRun.Status.SUCCEEDED and s.outputs is not None
+        ],
+        "run_output": run.output,
     }
 
 
@@ -123,6 +129,9 @@ class EnvelopeRow:
     decision: str
     errors: list[str] = field(default_factory=list)
     posted: str = ""
+    # A step waits for the child run: its end settles the handoff (the service refuses a
+    # person's acknowledgement meanwhile), so the page offers nothing to decide.
+    waits_for_child: bool = False
 
 
 def _handoffs_context(
@@ -149,6 +158,7 @@ def _handoffs_context(
             decision=_shown(envelope.decision),
             errors=list(errors or []) if envelope.pk == failed else [],
             posted=posted if envelope.pk == failed else "",
+            waits_for_child=envelope.wait and envelope.acknowledged_at is None,
         )
         for envelope in selectors.run_handoffs(run)
     ]

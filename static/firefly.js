@@ -280,3 +280,27 @@ document.addEventListener("keydown", (event) => {
     first.focus();
   }
 });
+
+
+// Task content: an element with data-pause-while-edited also skips its polling while a field
+// inside it holds text someone typed and has not sent (the cursor may have left it).
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const element = event.detail.elt;
+  if (!element.hasAttribute("data-pause-while-edited") || event.detail.requestConfig?.verb !== "get") {
+    return;
+  }
+  const edited = [...element.querySelectorAll("textarea, input[type=text], input:not([type])")]
+    .some((field) => field.value !== field.defaultValue);
+  if (edited) {
+    event.preventDefault();
+  }
+});
+
+// A link to a collapsed section (a step's output on the run page) opens it.
+document.addEventListener("click", (event) => {
+  const link = event.target instanceof Element ? event.target.closest('a[href^="#"]') : null;
+  const target = link ? document.getElementById(link.getAttribute("href").slice(1)) : null;
+  if (target instanceof HTMLDetailsElement) {
+    target.open = true;
+  }
+});

@@ -164,7 +164,7 @@ def acknowledge_handoff(*, envelope_id: int, decision: Any, actor: Any = None) -
     if origin_run_id is None:
         raise NotFound(f"No handoff {envelope_id}.")
     with locked_run(origin_run_id, actor) as txn:
-        refusal = refuse_operation(txn, "acknowledge")
+        refusal = refuse_operation(txn, "acknowledge") or _refuse_while_waited(txn, envelope_id)
         if refusal is None:
             if not decision or not isinstance(decision, str | dict) or not str(decision).strip():
                 raise InvalidInput(
@@ -186,6 +186,37 @@ def acknowledge_handoff(*, envelope_id: int, decision: Any, actor: Any = None) -
     if refusal is not None:
         raise refusal
     return envelope
+
+
+def _waits_for_child(txn: RunTxn, envelope: HandoffEnvelope) -> bool:
+    """A step still waits for this envelope's child run: the child's end settles it."""
+    state = txn.states.get(envelope.origin_step)
+    return (
+        envelope.wait
+        and envelope.acknowledged_at is None
+        and state is not None
+        and (state.id, state.status) == (envelope.origin_step_run_id, S.WAITING)
+    )
+
+
+def _refuse_while_waited(txn: RunTxn, envelope_id: int) -> Conflict | None:
+    """No person settles a handoff a step waits on: it would leave the step waiting for a
+    settle that never comes. The attempt is audited, as other refusals are."""
+    envelope = HandoffEnvelope.objects.filter(pk=envelope_id).first()
+    if envelope is None or not _waits_for_child(txn, envelope):
+        return None
+    refusal = Conflict(
+        f"Handoff {envelope_id} settles when run {envelope.child_run_id} finishes: step"
+        f" {envelope.origin_step!r} waits for it, so there is nothing to acknowledge yet."
+    )
+    txn.audit(
+        "run.refused",
+        step_name=envelope.origin_step,
+        status=txn.run.status,
+        error_message=str(refusal),
+        data={"action": "acknowledge", "envelope": envelope_id, "child_run": envelope.child_run_id},
+    )
+    return refusal
 
 
 def open_envelopes(run_id: int) -> list[dict[str, Any]]:

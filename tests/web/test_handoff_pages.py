@@ -46,7 +46,8 @@ def test_the_origin_lists_its_children_and_envelopes(client, users, hand_off):
 
     assert "<h2>Handoffs</h2>" in html
     child_link = f'<a href="{reverse("run", args=[envelope.child_run_id])}">'
-    assert html.count(child_link) == 2  # in the child runs and in the envelope's row
+    # In the child runs, in the envelope's row, and where the waiting step's row says it waits.
+    assert html.count(child_link) == 3
     assert f'id="handoff-{envelope.pk}"' in html
     assert f'id="handoff-{queued.pk}"' in html
     assert "INC-7" in html
