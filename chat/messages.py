@@ -67,15 +67,14 @@ def outcome(task: HumanTask) -> str:
         .first()
     )
     verb = OUTCOME.get(T(task.status), task.status.capitalize())
-    by = task.decided_by.get_username() if task.decided_by else "the deadline"
-    where = f" ({last.channel})" if last is not None and last.channel else ""
     when = f" at {task.decided_at:%Y-%m-%d %H:%M} UTC" if task.decided_at else ""
+    if task.decided_by is None:
+        return f"{verb}: the deadline passed{when}"
+    where = f" ({last.channel})" if last is not None and last.channel else ""
     said = ""
     if last is not None and last.comment and task.status == T.REJECTED:
         said = f": {last.comment}"
-    if task.status == T.CANCELLED:
-        return f"{verb}{when}"
-    return f"{verb} by {by}{where}{when}{said}"
+    return f"{verb} by {task.decided_by.get_username()}{where}{when}{said}"
 
 
 def messages_close(task: HumanTask) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
+from approvals import services
 from approvals.models import Decision, HumanTask
 from chat import signing
 from chat.models import ChatIdentity, ChatMessage
+from orgs.models import Membership, Organization
 from pipelines.models import AuditEntry, Run, SecurityEvent
 from tests.approvals.conftest import drive, open_task
 from tests.approvals.test_services import waiting_run
@@ -252,6 +256,39 @@ def test_someone_outside_the_role_is_told_and_changes_nothing(
     assert (refused.actor, refused.data["task"]) == (users["outsider"], task.pk)
 
 
+def test_a_reviewer_of_another_organization_is_refused_as_if_the_task_did_not_exist(
+    users, client, slack, django_user_model, django_capture_on_commit_callbacks
+):
+    # In the reviewers group (groups span organizations) but a member of another one.
+    other = Organization.objects.create(slug="elsewhere", name="Elsewhere")
+    stranger = django_user_model.objects.create_user("stranger", email="far@elsewhere.example")
+    stranger.groups.add(users["r1"].groups.get())
+    Membership.objects.create(user=stranger, organization=other)
+    slack.people["U0FAR"] = "far@elsewhere.example"
+    _, task = posted_run(users, django_capture_on_commit_callbacks)
+    body = form(clicks(slack, "Approve", "U0FAR"))
+    assert send(client, body, signed(body)).status_code == 200
+    assert told(slack, "U0FAR") == [f"Task {task.pk} is not yours to see."]
+    task.refresh_from_db()
+    assert task.status == HumanTask.Status.OPEN
+    (refused,) = refusals()
+    assert refused.actor == stranger
+
+
+def test_a_click_from_another_workspace_is_refused(
+    users, client, slack, settings, django_capture_on_commit_callbacks
+):
+    settings.FIREFLY_SLACK_TEAM_ID = "T0OTHER"
+    _, task = posted_run(users, django_capture_on_commit_callbacks)
+    body = form(clicks(slack, "Approve", "U0R1"))
+    answer = send(client, body, signed(body))
+    assert answer.status_code == 403
+    assert b"is not this Firefly's" in answer.content
+    task.refresh_from_db()
+    assert task.status == HumanTask.Status.OPEN
+    assert len(refusals()) == 1
+
+
 def test_a_decision_on_the_web_updates_the_message(
     users, client, slack, django_capture_on_commit_callbacks
 ):
@@ -272,6 +309,35 @@ def test_a_decision_on_the_web_updates_the_message(
     (said,) = told(slack, "U0R1")
     assert f"Task {task.pk} was already decided by r2 at" in said
     assert Decision.objects.filter(task=task).count() == 1
+
+
+def test_a_decision_through_the_api_updates_the_message(
+    users, client, slack, django_capture_on_commit_callbacks
+):
+    _, task = posted_run(users, django_capture_on_commit_callbacks)
+    client.force_login(users["r3"])
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = client.post(
+            f"/api/v1/tasks/{task.pk}/reject/",
+            {"comment": "flaky"},
+            content_type="application/json",
+        )
+    assert answer.status_code == 200, answer.content
+    (update,) = slack.of("chat.update")
+    assert "Rejected by r3 (api) at" in update["text"]
+    assert update["text"].endswith(": flaky")
+
+
+def test_the_deadline_closing_a_task_updates_the_message(
+    users, slack, django_capture_on_commit_callbacks
+):
+    _, task = posted_run(users, django_capture_on_commit_callbacks, timeout_hours=1)
+    HumanTask.objects.filter(pk=task.pk).update(due_at=timezone.now() - timedelta(minutes=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.task_expire(task_id=task.pk)
+    (update,) = slack.of("chat.update")
+    assert "Expired: the deadline passed at" in update["text"]
+    assert not [b for b in update["blocks"] if b["type"] == "actions"]
 
 
 def test_reject_opens_a_modal_and_its_submission_rejects_with_the_reason(
@@ -339,3 +405,24 @@ def test_chat_is_off_without_a_token(
 def test_only_a_post_reaches_the_endpoint(client, slack):
     assert client.get(INTERACTIONS).status_code == 405
     assert SECRET  # the endpoint is on: a GET is refused for its method alone
+
+
+def test_only_superusers_link_slack_accounts(users, client, django_user_model):
+    # An organization's admin linking their Slack account to someone else's user would
+    # decide as that user: the admin pages of links are for Firefly's operators alone.
+    client.force_login(users["boss"])
+    assert client.get("/admin/chat/chatidentity/").status_code == 403
+    assert (
+        client.post(
+            "/admin/chat/chatidentity/add/", {"user": users["r1"].pk, "slack_user_id": "U0BOSS"}
+        ).status_code
+        == 403
+    )
+    assert not ChatIdentity.objects.exists()
+    root = django_user_model.objects.create_superuser("root", "root@example.com", "x")
+    client.force_login(root)
+    added = client.post(
+        "/admin/chat/chatidentity/add/", {"user": users["r1"].pk, "slack_user_id": "U0R1"}
+    )
+    assert added.status_code == 302
+    assert ChatIdentity.objects.get().user == users["r1"]
