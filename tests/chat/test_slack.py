@@ -13,6 +13,7 @@ from approvals import services
 from approvals.models import Decision, HumanTask
 from chat import signing
 from chat.models import ChatIdentity, ChatMessage
+from orgs import rls
 from orgs.models import Membership, Organization
 from pipelines.models import AuditEntry, Run, SecurityEvent
 from tests.approvals.conftest import drive, open_task
@@ -110,6 +111,19 @@ def test_approve_decides_as_the_slack_users_firefly_user_and_the_message_says_so
     assert "Approved by r1 (chat) at" in update["text"]
     assert message.closed_at is not None
     assert drive(run).status == Run.Status.SUCCEEDED
+
+
+def test_a_tasks_messages_are_held_to_its_organization(
+    users, slack, django_capture_on_commit_callbacks
+):
+    if not rls.active():
+        pytest.skip("row-level security needs PostgreSQL")
+    _, task = posted_run(users, django_capture_on_commit_callbacks)
+    other = Organization.objects.create(slug="elsewhere", name="Elsewhere")
+    with rls.scoped(other.pk):
+        assert not ChatMessage.objects.exists()
+    with rls.scoped(task.organization_id):
+        assert ChatMessage.objects.get().task_id == task.pk
 
 
 def test_a_linked_account_wins_over_the_email_slack_reports(
