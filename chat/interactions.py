@@ -63,7 +63,7 @@ def interaction_receive(*, body: bytes, headers: Mapping[str, str], address: str
     payload = _payload(body)
     if payload is None:
         return _refused("the body is not a form with a JSON `payload`", address=address, status=400)
-    user, team = payload.get("user") or {}, payload.get("team") or {}
+    user, team = _obj(payload.get("user")), _obj(payload.get("team"))
     click = Click(
         slack_user=str(user.get("id") or ""),
         team=str(team.get("id") or user.get("team_id") or ""),
@@ -81,7 +81,7 @@ def interaction_receive(*, body: bytes, headers: Mapping[str, str], address: str
     kind = payload.get("type")
     if kind == "block_actions":
         return _clicked(payload, click)
-    view = payload.get("view") or {}
+    view = _obj(payload.get("view"))
     if kind == "view_submission" and view.get("callback_id") == blocks.REJECT_VIEW:
         return _reject_submitted(view, click)
     # Closing the modal, or anything else the app is sent: nothing to do.
@@ -97,13 +97,18 @@ def _payload(body: bytes) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else None
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    """A part of the payload that should be an object ({} when it is not)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _actions(payload: dict[str, Any]) -> list[dict[str, Any]]:
     actions = payload.get("actions")
     return [a for a in actions if isinstance(a, dict)] if isinstance(actions, list) else []
 
 
 def _channel_of(payload: dict[str, Any]) -> str:
-    container, channel = payload.get("container") or {}, payload.get("channel") or {}
+    container, channel = _obj(payload.get("container")), _obj(payload.get("channel"))
     return str(container.get("channel_id") or channel.get("id") or "")
 
 
@@ -201,7 +206,7 @@ def _open_reject(task: HumanTask, user: Any, click: Click, trigger_id: str) -> N
         _refused(reason, click=click, actor=user, task=task, status=403)
         _tell(click, f"Nothing changed: {reason}")
         return
-    modal = blocks.reject_modal(task, {"task": task.pk, "channel": click.channel})
+    modal = blocks.reject_modal(task, {"task": task.pk})
     try:
         slack.call("views.open", trigger_id=trigger_id, view=modal)
     except slack.SlackError as exc:

@@ -204,6 +204,18 @@ def test_a_replayed_request_or_click_is_refused(
     assert not AuditEntry.objects.filter(run=run, event="task.refused").exists()
 
 
+def test_a_signed_body_that_is_not_an_interaction_is_bad_input(
+    users, client, slack, django_capture_on_commit_callbacks
+):
+    _, task = posted_run(users, django_capture_on_commit_callbacks)
+    for body in ("payload=%7Bnot+json", "nothing=here", form({"type": "block_actions", "user": 7})):
+        answer = send(client, body, signed(body))
+        assert answer.status_code in (200, 400), body
+    assert [r.reason for r in refusals()] == ["the body is not a form with a JSON `payload`"] * 2
+    task.refresh_from_db()
+    assert task.status == HumanTask.Status.OPEN
+
+
 def test_a_slack_user_firefly_does_not_know_is_told_privately_and_nothing_changes(
     users, client, slack, django_capture_on_commit_callbacks
 ):
