@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -22,6 +24,8 @@ from orgs import rls
 from orgs import selectors as orgs
 from pipelines.errors import FireflyError
 from pipelines.security import refusal_record
+
+log = logging.getLogger(__name__)
 
 CHAT = Decision.Channel.CHAT
 REFUSED = "chat.refused"
@@ -59,7 +63,10 @@ def interaction_receive(*, body: bytes, headers: Mapping[str, str], address: str
             secret, body, signature, headers.get(signing.TIMESTAMP), now=time.time()
         )
     except signing.BadRequestSignature as exc:
-        return _refused(str(exc), address=address, status=401)
+        if _may_record_unsigned():
+            return _refused(str(exc), address=address, status=401)
+        log.warning("refused chat request from %s (not recorded: too many): %s", address, exc)
+        return Answer(401, {"error": str(exc)})
     payload = _payload(body)
     if payload is None:
         return _refused("the body is not a form with a JSON `payload`", address=address, status=400)
@@ -86,6 +93,21 @@ def interaction_receive(*, body: bytes, headers: Mapping[str, str], address: str
         return _reject_submitted(view, click)
     # Closing the modal, or anything else the app is sent: nothing to do.
     return Answer()
+
+
+def _may_record_unsigned() -> bool:
+    """Anyone can send an unsigned request: at most FIREFLY_SLACK_REFUSALS_RECORDED_PER_MINUTE
+    of them are recorded each minute, so that the endpoint's URL is not a way to flood
+    the security events. The rest are logged only."""
+    key = f"chat-refusals:{int(time.time() // 60)}"
+    if cache.add(key, 1, 120):
+        return True
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired in between
+        cache.add(key, 1, 120)
+        return True
+    return count <= settings.FIREFLY_SLACK_REFUSALS_RECORDED_PER_MINUTE
 
 
 def _payload(body: bytes) -> dict[str, Any] | None:

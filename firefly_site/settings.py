@@ -343,6 +343,11 @@ FIREFLY_SLACK_TEAM_ID = env.str("FIREFLY_SLACK_TEAM_ID", default="")
 # them (users.info); off, only the linked accounts (chat.ChatIdentity) decide.
 FIREFLY_SLACK_MATCH_EMAIL = env.bool("FIREFLY_SLACK_MATCH_EMAIL", default=True)
 FIREFLY_SLACK_TIMEOUT_S = env.float("FIREFLY_SLACK_TIMEOUT_S", default=10.0)
+# Unsigned or stale requests to the interactivity endpoint recorded as security events each
+# minute (anyone can send them); the rest are only logged.
+FIREFLY_SLACK_REFUSALS_RECORDED_PER_MINUTE = env.int(
+    "FIREFLY_SLACK_REFUSALS_RECORDED_PER_MINUTE", default=60
+)
 # Calls to Slack go through the outbound guard (pipelines/outbound.py) like every other
 # outbound call, to the host of FIREFLY_SLACK_API_URL alone (its address checked too).
 FIREFLY_SLACK_API_HOSTS = [urlsplit(FIREFLY_SLACK_API_URL).netloc.rpartition("@")[2]]

@@ -167,6 +167,17 @@ def test_a_forged_signature_is_refused_and_changes_nothing(
     assert slack.of("users.info") == []
 
 
+def test_unsigned_requests_are_recorded_up_to_a_limit_a_minute(client, slack, settings):
+    settings.FIREFLY_SLACK_REFUSALS_RECORDED_PER_MINUTE = 2
+    body = form({"type": "block_actions"})
+    # Two minutes' worth could straddle a minute's end: stay well inside one.
+    if time.time() % 60 > 50:
+        time.sleep(11)
+    codes = [send(client, body, signed(body, secret="guess")).status_code for _ in range(4)]
+    assert codes == [401] * 4
+    assert len(refusals()) == 2
+
+
 def test_a_request_signed_more_than_five_minutes_ago_is_refused(
     users, client, slack, django_capture_on_commit_callbacks
 ):
