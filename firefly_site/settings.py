@@ -3,6 +3,7 @@
 import ipaddress
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -92,6 +93,7 @@ INSTALLED_APPS = [
     "inbound",
     "accounts",
     "schedules",
+    "chat",
 ]
 
 MIDDLEWARE = [
@@ -325,6 +327,35 @@ FIREFLY_EMAIL_ACTIONS = env.bool("FIREFLY_EMAIL_ACTIONS", default=False)
 FIREFLY_EMAIL_LINK_HOURS = env.int("FIREFLY_EMAIL_LINK_HOURS", default=72)
 if FIREFLY_EMAIL_LINK_HOURS < 1:
     raise ImproperlyConfigured("FIREFLY_EMAIL_LINK_HOURS must be at least 1.")
+
+# Decisions from chat (chat/, docs/security.md "Decisions from chat"): a Slack app's bot
+# token posts each task with Approve and Reject buttons to FIREFLY_SLACK_CHANNEL (or to
+# the assignee directly, when their Slack account is linked); the app's signing secret
+# checks every click Slack sends back. Off while the token is unset.
+FIREFLY_SLACK_BOT_TOKEN = env.str("FIREFLY_SLACK_BOT_TOKEN", default="")
+FIREFLY_SLACK_SIGNING_SECRET = env.str("FIREFLY_SLACK_SIGNING_SECRET", default="")
+FIREFLY_SLACK_API_URL = env.str("FIREFLY_SLACK_API_URL", default="https://slack.com/api")
+FIREFLY_SLACK_CHANNEL = env.str("FIREFLY_SLACK_CHANNEL", default="")
+# Clicks from another workspace than this one (its team id, T...) are refused; empty: any
+# workspace the app is installed in.
+FIREFLY_SLACK_TEAM_ID = env.str("FIREFLY_SLACK_TEAM_ID", default="")
+# A Slack user with no explicit link is matched by the email address Slack reports for
+# them (users.info); off, only the linked accounts (chat.ChatIdentity) decide.
+FIREFLY_SLACK_MATCH_EMAIL = env.bool("FIREFLY_SLACK_MATCH_EMAIL", default=True)
+FIREFLY_SLACK_TIMEOUT_S = env.float("FIREFLY_SLACK_TIMEOUT_S", default=10.0)
+# Unsigned or stale requests to the interactivity endpoint recorded as security events each
+# minute (anyone can send them); the rest are only logged.
+FIREFLY_SLACK_REFUSALS_RECORDED_PER_MINUTE = env.int(
+    "FIREFLY_SLACK_REFUSALS_RECORDED_PER_MINUTE", default=60
+)
+# Calls to Slack go through the outbound guard (pipelines/outbound.py) like every other
+# outbound call, to the host of FIREFLY_SLACK_API_URL alone (its address checked too).
+FIREFLY_SLACK_API_HOSTS = [urlsplit(FIREFLY_SLACK_API_URL).netloc.rpartition("@")[2]]
+if FIREFLY_SLACK_BOT_TOKEN and not FIREFLY_SLACK_SIGNING_SECRET:
+    raise ImproperlyConfigured(
+        "FIREFLY_SLACK_BOT_TOKEN is set but FIREFLY_SLACK_SIGNING_SECRET is not: without it "
+        "no click from Slack can be checked."
+    )
 
 # Text for people (run and step ids in brackets), or JSON lines for a log shipper
 # (firefly_site/logs.py): every record carries the run, step, Celery task and trace it

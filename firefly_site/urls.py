@@ -16,6 +16,8 @@ urlpatterns = [
     path("api/", include("firefly_site.api_urls")),
     # Deliveries from other systems, authenticated by their signature (inbound/views.py).
     path("hooks/", include(inbound_hooks)),
+    # Clicks in chat messages, authenticated by Slack's signature (chat/views.py).
+    path("chat/", include("chat.urls")),
     path("", include("firefly_site.web_urls")),
 ]
 

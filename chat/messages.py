@@ -1,0 +1,96 @@
+"""The message each task gets in chat: posted when it opens, updated once it is decided."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.utils import timezone
+
+from approvals import notifications
+from approvals.models import Decision, HumanTask
+from chat import blocks, people, slack
+from chat.models import ChatMessage
+
+log = logging.getLogger(__name__)
+
+T = HumanTask.Status
+OUTCOME = {
+    T.COMPLETED: "Approved",
+    T.REJECTED: "Rejected",
+    T.EXPIRED: "Expired",
+    T.CANCELLED: "Cancelled",
+}
+
+
+def on_task_event(event: str, task: HumanTask) -> None:
+    """A notifications listener: post when a task opens or is escalated, update every
+    message of the task once it is closed, whichever channel closed it."""
+    if not slack.enabled():
+        return
+    if event in ("task.opened", "task.escalated"):
+        message_post(task)
+    elif event in ("task.decided", "task.expired"):
+        messages_close(task)
+
+
+def destination(task: HumanTask) -> str:
+    """The assignee directly when their Slack account is linked, else the channel."""
+    return people.slack_user_of(task.assignee_id) or settings.FIREFLY_SLACK_CHANNEL
+
+
+def message_post(task: HumanTask) -> ChatMessage | None:
+    where = destination(task)
+    if not where:
+        log.info("task %s: no FIREFLY_SLACK_CHANNEL and no linked assignee; not posted", task.pk)
+        return None
+    text, content = blocks.task_message(task, notifications.task_url(task))
+    answer = slack.call(
+        "chat.postMessage", channel=where, text=text, blocks=content, unfurl_links=False
+    )
+    # Slack answers with the conversation it posted in (a user id becomes their DM's id):
+    # that, with the ts, is what chat.update needs.
+    return ChatMessage.objects.create(
+        organization_id=task.organization_id,
+        task=task,
+        channel=str(answer["channel"]),
+        ts=str(answer["ts"]),
+    )
+
+
+def outcome(task: HumanTask) -> str:
+    """`Approved by r1 (chat) at 2026-12-01 10:00 UTC`, with the reason of a rejection."""
+    last = (
+        Decision.objects.filter(task=task)
+        .exclude(action=Decision.Action.ESCALATE)
+        .order_by("-id")
+        .first()
+    )
+    verb = OUTCOME.get(T(task.status), task.status.capitalize())
+    when = f" at {task.decided_at:%Y-%m-%d %H:%M} UTC" if task.decided_at else ""
+    if task.decided_by is None:
+        return f"{verb}: the deadline passed{when}"
+    where = f" ({last.channel})" if last is not None and last.channel else ""
+    said = ""
+    if last is not None and last.comment and task.status == T.REJECTED:
+        said = f": {last.comment}"
+    return f"{verb} by {task.decided_by.get_username()}{where}{when}{said}"
+
+
+def messages_close(task: HumanTask) -> None:
+    """Remove the buttons of every message posted for the task and say what happened."""
+    if task.is_open:
+        return
+    said = outcome(task)
+    text, content = blocks.decided_message(task, notifications.task_url(task), said)
+    for message in ChatMessage.objects.filter(task_id=task.pk).order_by("pk"):
+        try:
+            slack.call(
+                "chat.update", channel=message.channel, ts=message.ts, text=text, blocks=content
+            )
+        except slack.SlackError:
+            # One message that cannot be updated (deleted, channel archived) must not keep
+            # the others from showing the outcome.
+            log.exception("could not update chat message %s of task %s", message.ts, task.pk)
+            continue
+        ChatMessage.objects.filter(pk=message.pk).update(closed_at=timezone.now())
