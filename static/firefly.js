@@ -44,3 +44,83 @@ document.addEventListener("click", (event) => {
   area.focus();
   area.setSelectionRange(start, end);
 });
+
+// Big pipelines. A wide picture scrolls inside its .dag-wrap; the step at work (the page's
+// current step, else the first one running, waiting or queued) is scrolled into view on
+// load and after each refresh, unless the reader moved the picture themselves: then it
+// stays where they left it. Opened groups (?expand=) and opened <details> outlive the
+// refresh too.
+(() => {
+  const panned = new Map();  // a wrap's aria-label -> the scrollLeft the reader chose
+
+  const keyOf = (wrap) => wrap.getAttribute("aria-label") || "";
+
+  const centre = (root) => {
+    root.querySelectorAll(".dag-wrap").forEach((wrap) => {
+      const key = keyOf(wrap);
+      if (panned.has(key)) {
+        wrap.scrollLeft = panned.get(key);
+        return;
+      }
+      const node = wrap.querySelector("svg.dag .current") || wrap.querySelector("svg.dag .active");
+      if (!node || wrap.scrollWidth <= wrap.clientWidth) {
+        return;
+      }
+      const box = node.getBoundingClientRect();
+      const frame = wrap.getBoundingClientRect();
+      const offset = box.left - frame.left + wrap.scrollLeft;
+      wrap.scrollLeft = Math.max(0, offset - (wrap.clientWidth - box.width) / 2);
+    });
+  };
+
+  const PAN_KEYS = ["ArrowLeft", "ArrowRight", "Home", "End", "PageUp", "PageDown"];
+  const remember = (event) => {
+    if (event.type === "keydown" && !PAN_KEYS.includes(event.key)) {
+      return;
+    }
+    const wrap = event.target instanceof Element ? event.target.closest(".dag-wrap") : null;
+    if (wrap) {
+      // Read after the browser moved it.
+      window.requestAnimationFrame(() => panned.set(keyOf(wrap), wrap.scrollLeft));
+    }
+  };
+  ["wheel", "pointerdown", "touchstart", "keydown"].forEach((type) => {
+    document.addEventListener(type, remember, { passive: true });
+  });
+  document.addEventListener("scroll", (event) => {
+    const wrap = event.target;
+    if (wrap instanceof Element && wrap.classList.contains("dag-wrap") && panned.has(keyOf(wrap))) {
+      panned.set(keyOf(wrap), wrap.scrollLeft);
+    }
+  }, true);
+
+  // A refresh asks for the page's opened groups again.
+  document.addEventListener("htmx:configRequest", (event) => {
+    const here = new URL(window.location.href);
+    const asked = new URL(event.detail.path, here);
+    const groups = here.searchParams.getAll("expand");
+    if (asked.pathname === here.pathname && groups.length && !asked.searchParams.has("expand")) {
+      groups.forEach((group) => asked.searchParams.append("expand", group));
+      event.detail.path = asked.pathname + asked.search;
+    }
+  });
+
+  let opened = [];
+  document.addEventListener("htmx:beforeSwap", (event) => {
+    opened = [...event.detail.target.querySelectorAll("details[id][open]")].map((d) => d.id);
+  });
+  document.addEventListener("htmx:afterSwap", (event) => {
+    opened.forEach((id) => {
+      const details = document.getElementById(id);
+      if (details) {
+        details.open = true;
+      }
+    });
+    centre(event.detail.target);
+  });
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", () => centre(document));
+  } else {
+    centre(document);
+  }
+})();
