@@ -90,7 +90,9 @@ def render_svg(
             parts.append(_node(spec, unit, box, states.get(unit), highlight))
         else:
             summary = group_summary(group, states, spec)
-            toggle = _href(opened ^ {group.id}) if links else ""
+            # The fragment brings the reader back to the group, and the keyboard's next
+            # Tab starts from it.
+            toggle = f"{_href(opened ^ {group.id})}#group-{group.id}" if links else ""
             parts.append(_group(spec, group, box, summary, states, toggle, placed, highlight))
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308 - every interpolated value is escaped
@@ -171,7 +173,7 @@ def _group(
     if len(counts) > COUNTS_SHOWN:
         shown += ", …"
     body = [
-        f'<g class="{classes}" data-group="{escape(group.id)}">',
+        f'<g class="{classes}" id="group-{escape(group.id)}" data-group="{escape(group.id)}">',
         f"<title>{escape(summary)} ({escape(names)})</title>",
         f'<rect class="frame" x="{x}" y="{y}" width="{box.w}" height="{box.h}" rx="8" ry="8"/>',
     ]
@@ -199,8 +201,9 @@ def _group(
     verb = "Hide" if group.expanded else "Show"
     # The link is the group's box when closed; when open, only its heading line, so the
     # members' own boxes are not inside a link.
+    # An id lets htmx give the focus back to the link after each refresh of the page.
     link = (
-        f'<a class="group-toggle" href="{escape(toggle)}" '
+        f'<a class="group-toggle" id="toggle-{escape(group.id)}" href="{escape(toggle)}" '
         f'aria-label="{verb} the {escape(summary)} ({escape(names)})">'
     )
     if group.expanded:

@@ -323,7 +323,7 @@ def _pipeline_context(request: HttpRequest, name: str) -> dict[str, Any]:
         "pipeline": pipeline,
         "version": version,
         "spec": spec,
-        "svg": dag.render_svg(spec),
+        "svg": dag.render_svg(spec, expand=request.GET.getlist("expand")),
         "versions": list(selectors.pipeline_versions(pipeline)[:50]),
         "recent_runs": list(
             selectors.runs_list(request.user, organization_of(request), pipeline=name)[:10]

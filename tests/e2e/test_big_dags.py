@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -77,7 +78,7 @@ def test_a_wide_fan_out_is_a_group_that_opens_with_the_keyboard(users, page_for,
     tab_to(page, "a.group-toggle")
     assert focus_is_visible(page)
     page.keyboard.press("Enter")
-    page.wait_for_url(f"{live_server.url}/runs/{run.pk}/?expand=part-00")
+    page.wait_for_url(f"{live_server.url}/runs/{run.pk}/?expand=part-00#group-part-00")
     expect(page.locator("svg.dag g.group.open g.node")).to_have_count(WIDTH)
     # The page refreshes every 3 s: the group stays open through it.
     with page.expect_response(lambda r: "part=live" in r.url and "expand=part-00" in r.url):
@@ -85,6 +86,19 @@ def test_a_wide_fan_out_is_a_group_that_opens_with_the_keyboard(users, page_for,
     expect(page.locator("svg.dag g.group.open g.node")).to_have_count(WIDTH)
     expect(page.locator("svg.dag g[data-step=part-29]")).to_have_class("node st-queued active")
     checked(page, live_server)
+
+    # The Hide link keeps the focus through a refresh, and closes the group.
+    page.set_viewport_size({"width": 1280, "height": 900})
+    tab_to(page, "a.group-toggle")
+    with page.expect_response(lambda r: "part=live" in r.url):
+        pass
+    page.wait_for_timeout(300)
+    hide = page.locator("a.group-toggle")
+    expect(hide).to_be_focused()
+    expect(hide).to_have_attribute("aria-label", re.compile(r"^Hide the 30 steps"))
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{live_server.url}/runs/{run.pk}/?#group-part-00")
+    expect(page.locator("svg.dag g.group.open")).to_have_count(0)
 
 
 @pytest.mark.django_db(transaction=True)

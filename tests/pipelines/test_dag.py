@@ -6,8 +6,9 @@ import re
 from typing import Any
 
 import pytest
+from django.urls import reverse
 
-from pipelines import dag
+from pipelines import dag, services
 from pipelines.spec import PipelineSpec, StepSpec, parse_spec
 from pipelines.states import StepState
 
@@ -68,14 +69,15 @@ def test_a_group_opens_by_its_link_in_a_grid_and_closes_again():
     spec = fan_out(30)
     closed = str(dag.render_svg(spec, fan_states(), expand=[]))
     link = re.search(
-        r'<a class="group-toggle" href="([^"]+)" aria-label="Show the 30 steps', closed
+        r'<a class="group-toggle" id="toggle-part-00" href="([^"]+)" aria-label="Show the 30 steps',
+        closed,
     )
     assert link
-    assert link[1] == "?expand=part-00"
+    assert link[1] == "?expand=part-00#group-part-00"
 
     opened = str(dag.render_svg(spec, fan_states(), expand=["part-00"]))
     assert all(f'data-step="part-{i:02d}"' in opened for i in range(30))
-    assert 'href="?"' in opened
+    assert 'href="?#group-part-00"' in opened
     assert "Hide the 30 steps" in opened
     # In columns of eight, not one column of thirty; still one edge in and one out.
     assert size(opened)[1] <= 520
@@ -86,7 +88,7 @@ def test_the_address_may_name_no_group_and_nothing_of_it_is_echoed():
     svg = str(dag.render_svg(fan_out(30), expand=['"><script>x</script>', "join"]))
     assert "<script>" not in svg
     assert "script" not in svg
-    assert 'href="?expand=part-00"' in svg
+    assert 'href="?expand=part-00#group-part-00"' in svg
 
 
 def test_pages_without_links_keep_groups_closed_but_open_the_highlighted_step():
@@ -135,3 +137,20 @@ def test_the_picture_is_deterministic(width):
     assert str(dag.render_svg(spec, fan_states(), expand=[])) == str(
         dag.render_svg(spec, fan_states(), expand=[])
     )
+
+
+@pytest.mark.django_db
+def test_the_pipeline_page_opens_a_group_from_its_address(client, users):
+    steps: list[dict[str, Any]] = [{"name": "start", "type": "noop"}]
+    steps += [{"name": f"part-{i:02d}", "type": "noop", "after": ["start"]} for i in range(20)]
+    services.pipeline_create(member_role="starter", spec={"name": "wide", "steps": steps})
+    client.force_login(users["r1"])
+    closed = client.get(reverse("pipeline", args=["wide"])).content.decode()
+    assert "20 steps: noop" in closed
+    assert 'data-step="part-19"' not in closed
+    opened = client.get(reverse("pipeline", args=["wide"]) + "?expand=part-00").content.decode()
+    assert 'data-step="part-19"' in opened
+    # Nonsense in the address is no error: the picture stays as it was.
+    odd = client.get(reverse("pipeline", args=["wide"]) + "?expand=%3Cb%3E")
+    assert odd.status_code == 200
+    assert "&lt;b&gt;" not in odd.content.decode()
