@@ -132,5 +132,16 @@ def test_a_long_chain_wraps_and_keeps_its_waiting_step_in_view(users, page_for, 
     page.wait_for_timeout(300)
     assert in_view()
     expect(page.locator("#run-timeline svg .tl-human")).to_have_count(1)
+    # The timeline's table, opened from the keyboard, stays open through a refresh.
+    tab_to(page, "#run-timeline-table summary")
+    page.keyboard.press("Enter")
+    table = page.locator("#run-timeline-table table")
+    expect(table).to_be_visible()
+    with page.expect_response(lambda r: "part=live" in r.url):
+        pass
+    page.wait_for_timeout(300)
+    expect(table).to_be_visible()
+    expect(table.locator("tbody tr")).to_have_count(GATE + 1)
+    expect(table).to_contain_text("waiting for people")
     page.set_viewport_size({"width": 1280, "height": 900})
     checked(page, live_server)
