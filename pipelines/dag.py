@@ -41,7 +41,8 @@ def group_counts(group: Group, states: Mapping[str, StepState]) -> list[tuple[st
 
 
 def group_summary(group: Group, states: Mapping[str, StepState], spec: PipelineSpec) -> str:
-    """ "20 steps: 12 succeeded, 5 running, 3 queued" (their type when no run is shown)."""
+    """The group in a line, "20 steps: 12 succeeded, 5 running, 3 queued" (without a run:
+    its steps' types)."""
     counts = group_counts(group, states)
     if not states:
         kinds = sorted({spec.by_name[m].type for m in group.members})
