@@ -121,7 +121,6 @@ def _node(spec: PipelineSpec, name: str, box: Box, state: StepState | None, high
     status = state.status if state else "none"
     classes = f"node st-{escape(status)}"
     classes += " current" if name == highlight else ""
-    classes += " active" if status in ACTIVE else ""
     # Without a run, the second line names the step's type instead of a state.
     detail = status if state else spec.by_name[name].type
     if state and state.generation > 1:

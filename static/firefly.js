@@ -53,6 +53,8 @@ document.addEventListener("click", (event) => {
 (() => {
   const panned = new Map();  // a wrap's aria-label -> the scrollLeft the reader chose
 
+  // A step running, waiting or queued, or a group holding one (in the picture's order).
+  const AT_WORK = "svg.dag .group.active, svg.dag .node.st-running, svg.dag .node.st-waiting, svg.dag .node.st-queued";
   const keyOf = (wrap) => wrap.getAttribute("aria-label") || "";
 
   const centre = (root) => {
@@ -62,7 +64,7 @@ document.addEventListener("click", (event) => {
         wrap.scrollLeft = panned.get(key);
         return;
       }
-      const node = wrap.querySelector("svg.dag .current") || wrap.querySelector("svg.dag .active");
+      const node = wrap.querySelector("svg.dag .current") || wrap.querySelector(AT_WORK);
       if (!node || wrap.scrollWidth <= wrap.clientWidth) {
         return;
       }

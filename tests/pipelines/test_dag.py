@@ -114,7 +114,7 @@ def test_a_long_chain_wraps_onto_bands_and_keeps_every_step():
     assert height <= 600
     assert all(f'data-step="s{i:02d}"' in svg for i in range(25))
     assert svg.count('class="edge"') == 24
-    assert 'class="node st-running active"' in svg
+    assert 'class="node st-running"' in svg
 
 
 def test_step_names_are_escaped_in_boxes_groups_and_titles():
