@@ -107,18 +107,20 @@ document.addEventListener("click", (event) => {
     }
   });
 
+  // Out-of-band parts (the run's timeline) are swapped too: look at the whole page, and
+  // only once everything has settled.
   let opened = [];
-  document.addEventListener("htmx:beforeSwap", (event) => {
-    opened = [...event.detail.target.querySelectorAll("details[id][open]")].map((d) => d.id);
+  document.addEventListener("htmx:beforeSwap", () => {
+    opened = [...document.querySelectorAll("details[id][open]")].map((d) => d.id);
   });
-  document.addEventListener("htmx:afterSwap", (event) => {
+  document.addEventListener("htmx:afterSettle", () => {
     opened.forEach((id) => {
       const details = document.getElementById(id);
       if (details) {
         details.open = true;
       }
     });
-    centre(event.detail.target);
+    centre(document);
   });
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", () => centre(document));
