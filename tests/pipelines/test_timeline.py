@@ -143,3 +143,25 @@ def test_the_run_page_shows_a_retried_step_a_wait_for_a_person_and_a_second_gene
     assert 'class="tl-human st-cancelled"' in live
     assert 'class="tl-human st-succeeded"' in live
     assert "waiting for people" in live
+
+
+def test_a_very_long_run_draws_its_first_attempts_and_lists_them_all():
+    rows = [attempt("build", "failed", i, i, i + 0.5, attempt=i + 1) for i in range(200)]
+    found = timeline.build(SPEC, rows, now=at(300))
+    assert len(found.bars) == 200
+    assert str(found.svg()).count('class="tl-row"') == timeline.MAX_ROWS
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [
+        (0, "0 s"),
+        (45, "45 s"),
+        (120, "2 min"),
+        (5400, "1 h 30 min"),
+        (7200, "2 h"),
+        (90000, "1 d 1 h"),
+    ],
+)
+def test_the_axis_reads_in_people_s_units(seconds, said):
+    assert timeline.tick_label(seconds) == said
