@@ -525,6 +525,103 @@ def prepare_tasks() -> float | None:
     return seconds
 
 
+# --- a 50-wide fan-out --------------------------------------------------------------
+
+FANOUT = f"{PREFIX}-fanout"
+FANOUT_WIDTH = 50
+# Its small variant: the narrowest fan-out the picture draws as a group.
+FANOUT_SMALL = 9
+
+
+def fanout_name(width: int) -> str:
+    return FANOUT if width == FANOUT_WIDTH else f"{FANOUT}-{width}"
+
+
+def fanout_spec(width: int) -> dict[str, Any]:
+    """prepare → part-00 … part-NN → join → review (approval) → publish."""
+    parts = [f"part-{i:02d}" for i in range(width)]
+    steps: list[dict[str, Any]] = [{"name": "prepare", "type": "noop"}]
+    steps += [{"name": p, "type": "noop", "after": ["prepare"]} for p in parts]
+    steps.append({"name": "join", "type": "noop", "after": parts})
+    steps.append(
+        {
+            "name": "review",
+            "type": "approval",
+            "after": ["join"],
+            "config": {"assignee_role": ROLE, "instructions": "Check the parts."},
+        }
+    )
+    steps.append({"name": "publish", "type": "noop", "after": ["review"]})
+    return {
+        "name": fanout_name(width),
+        "description": f"bench/pages.py: a {width}-wide fan-out",
+        "steps": steps,
+    }
+
+
+def fanout_run(width: int = FANOUT_WIDTH) -> int:
+    """The fan-out's one run in the measured organization, mid-flight, seeded once: of 50
+    parts, 30 succeeded (5 of them on a second try), 10 running, 5 queued, 5 pending."""
+    from django.db import transaction
+
+    from pipelines import services
+    from pipelines.models import Run, StepRun
+
+    org_id = organization_id()
+    found = Run.objects.filter(
+        organization_id=org_id, pipeline_version__pipeline__name=fanout_name(width)
+    ).values_list("pk", flat=True)
+    if found:
+        return found[0]
+    now = datetime.now(UTC)
+    with transaction.atomic():
+        version = services.pipeline_create(
+            spec=fanout_spec(width), organization=org_id, member_role="viewer"
+        )
+        start = now - timedelta(minutes=10)
+        run = Run.objects.create(
+            organization_id=org_id,
+            pipeline_version=version,
+            status=Run.Status.RUNNING,
+            inputs={"document": "fanout.pdf"},
+            created_at=start,
+            started_at=start,
+        )
+
+        def row(name: str, status: str, at: float, ran: float | None, **fields: Any) -> StepRun:
+            queued = start + timedelta(seconds=at)
+            begun = queued + timedelta(seconds=1) if ran is not None else None
+            return StepRun(
+                organization_id=org_id,
+                run=run,
+                step_name=name,
+                status=status,
+                queued_at=queued,
+                started_at=begun,
+                finished_at=begun + timedelta(seconds=ran) if begun and ran else None,
+                **fields,
+            )
+
+        rows = [row("prepare", "succeeded", 0, 2)]
+        for i in range(width):
+            name = f"part-{i:02d}"
+            if i < width // 10:
+                rows.append(row(name, "failed", 3, 4, error="timed out"))
+                rows.append(row(name, "succeeded", 9, 20, attempt=2))
+            elif i < width * 6 // 10:
+                rows.append(row(name, "succeeded", 3, 10 + i))
+            elif i < width * 8 // 10:
+                rows.append(row(name, "running", 60 + i, 0))
+            elif i < width * 9 // 10:
+                rows.append(row(name, "queued", 100 + i, None))
+            else:
+                rows.append(StepRun(organization_id=org_id, run=run, step_name=name))
+        for name in ("join", "review", "publish"):
+            rows.append(StepRun(organization_id=org_id, run=run, step_name=name))
+        StepRun.objects.bulk_create(rows)
+    return run.pk
+
+
 # --- timing ---------------------------------------------------------------------------
 
 
@@ -553,6 +650,7 @@ def pages() -> dict[str, dict[str, Any]]:
     _, run = task_of(big, 1)
     small_task, small_run = task_of(small)
     audit_seq = Run.objects.values_list("audit_seq", flat=True).get(pk=run)
+    fan, small_fan = fanout_run(), fanout_run(FANOUT_SMALL)
     if audit_seq < 40:
         raise BenchError(f"run {run} has {audit_seq} audit entries, expected about 50")
     return {
@@ -587,6 +685,17 @@ def pages() -> dict[str, dict[str, Any]]:
             "small": f"/runs/{small_run}/?part=audit&audit_page=1",
             "htmx": True,
         },
+        # A run of 50 parallel steps: its picture groups them, its timeline has 51 bars.
+        "run_fanout": {"url": f"/runs/{fan}/", "small": f"/runs/{small_fan}/"},
+        "run_fanout_live": {
+            "url": f"/runs/{fan}/?part=live",
+            "small": f"/runs/{small_fan}/?part=live",
+            "htmx": True,
+        },
+        "run_fanout_open": {
+            "url": f"/runs/{fan}/?expand=part-00",
+            "small": f"/runs/{small_fan}/?expand=part-00",
+        },
         "_task_run": {"url": f"/runs/{task_run}/"},  # not timed: the task's run exists
     }
 
@@ -605,6 +714,9 @@ CHECKS: dict[str, tuple[bytes, int]] = {
     "run": (b'<td class="muted">', 20),
     "run_live": (b"<svg", 1),
     "run_audit": (b'<td class="muted">', 20),
+    "run_fanout": (b'class="tl-row"', 51),
+    "run_fanout_live": (b'class="bar st-', 4),
+    "run_fanout_open": (b'data-step="part-', 50),
 }
 
 

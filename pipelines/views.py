@@ -12,10 +12,12 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from orgs.middleware import organization_of
-from pipelines import catalogue, dag, editor, panels, permissions, selectors, services
+from pipelines import catalogue, dag, editor, panels, permissions, selectors, services, timeline
+from pipelines import states as states_rule
 from pipelines.errors import FireflyError
 from pipelines.forms import field_errors, parse_schema_form, schema_fields
 from pipelines.htmx import is_htmx
@@ -65,7 +67,10 @@ def _run_or_404(request: HttpRequest, run_id: int) -> Run:
 
 def _run_live_context(request: HttpRequest, run: Run) -> dict[str, Any]:
     spec = services.version_spec(run.pipeline_version_id)
-    steps = selectors.current_steps(run)
+    # One read of every attempt serves the steps table, the picture and the timeline.
+    attempts = list(selectors.run_steps(run))
+    latest = states_rule.latest((a.step_name, a) for a in attempts)
+    steps = [latest[name] for name in spec.order if name in latest]
     states = selectors.current_states(run, steps)
     done = sum(1 for s in steps if s.status in selectors.DONE_STATUSES)
     allowed = selectors.may_operate(request.user, run)
@@ -86,7 +91,9 @@ def _run_live_context(request: HttpRequest, run: Run) -> dict[str, Any]:
             )
             for s in steps
         ],
-        "svg": dag.render_svg(spec, states),
+        # The groups of the picture the reader opened ride in the address (?expand=).
+        "svg": dag.render_svg(spec, states, expand=request.GET.getlist("expand")),
+        "timeline": timeline.build(spec, attempts, now=timezone.now()),
         "done": done,
         "total": len(spec.order),
         "can_cancel": allowed and not run.is_finished,
@@ -326,7 +333,7 @@ def _pipeline_context(request: HttpRequest, name: str) -> dict[str, Any]:
         "pipeline": pipeline,
         "version": version,
         "spec": spec,
-        "svg": dag.render_svg(spec),
+        "svg": dag.render_svg(spec, expand=request.GET.getlist("expand")),
         "versions": list(selectors.pipeline_versions(pipeline)[:50]),
         "recent_runs": list(
             selectors.runs_list(request.user, organization_of(request), pipeline=name)[:10]
