@@ -69,6 +69,13 @@ class HumanTask(models.Model):
             models.Index(fields=["organization", "-created_at", "-id"], name="task_org_created"),
             models.Index(fields=["assignee", "status"], name="task_assignee_status"),
             models.Index(fields=["assignee_role", "status"], name="task_role_status"),
+            # The insights page's time to decision: the organization's tasks decided in a
+            # date range.
+            models.Index(
+                fields=["organization", "decided_at"],
+                name="task_org_decided",
+                condition=models.Q(decided_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -126,6 +133,13 @@ class Decision(models.Model):
                 name="decision_one_per_user_action",
                 condition=models.Q(user__isnull=False),
             )
+        ]
+        indexes = [
+            # The insights page's decisions per day, and "Decided by me" newest first.
+            models.Index(fields=["organization", "created_at"], name="decision_org_created"),
+            models.Index(
+                fields=["user", "organization", "-created_at", "-id"], name="decision_user_created"
+            ),
         ]
 
     def __str__(self) -> str:

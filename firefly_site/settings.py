@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "inbound",
     "accounts",
     "schedules",
+    "insights",
 ]
 
 MIDDLEWARE = [
@@ -130,6 +131,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "accounts.context_processors.organizations",
+                "insights.context_processors.nav",
                 # The login page's "Sign in with ..." button, when single sign-on is on.
                 "accounts.oidc.sign_in_options",
             ],
