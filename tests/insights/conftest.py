@@ -56,6 +56,10 @@ def timed(task: HumanTask, *, opened: Any, waited_s: float | None, due_in_s: flo
 
 @pytest.fixture
 def insight_data(users: dict[str, Any]) -> SimpleNamespace:
+    return known_data(users)
+
+
+def known_data(users: dict[str, Any]) -> SimpleNamespace:
     """In the default organization, pipeline `gated` (r1 operates it by a grant):
     four tasks decided two days ago after 60, 120, 300 and 3600 s (approve, approve,
     reject, approve), one open for two hours and overdue by one; pipeline `private-pipe` (no
