@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from django.utils.safestring import SafeString
@@ -66,8 +67,19 @@ def _every(days: int) -> int:
     return max(1, (days + 7) // 8)
 
 
-def decision_time(s: Scope) -> Section:
-    counts = selectors.decision_time(s)
+class Figures:
+    """A scope and what more than one section reads of it, read once."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    @cached_property
+    def decisions(self) -> selectors.DecisionSummary:
+        return selectors.decision_summary(self.scope)
+
+
+def decision_time(f: Figures) -> Section:
+    counts = f.decisions.buckets
     total = sum(n for _, n in counts)
     rows: list[dict[str, Any]] = [{"bucket": label, "decided": n} for label, n in counts]
     return Section(
@@ -92,8 +104,8 @@ PERCENTILE_TITLES = {
 }
 
 
-def decision_percentiles(s: Scope, by: str) -> Section:
-    rows = selectors.decision_percentiles(s, by)
+def decision_percentiles(f: Figures, by: str) -> Section:
+    rows = f.decisions.by[by]
     title, key_title = PERCENTILE_TITLES[by]
     return Section(
         f"time_by_{by}",
@@ -118,7 +130,8 @@ def decision_percentiles(s: Scope, by: str) -> Section:
     )
 
 
-def open_age(s: Scope) -> Section:
+def open_age(f: Figures) -> Section:
+    s = f.scope
     counts = selectors.open_by_age(s)
     rows: list[dict[str, Any]] = [{"age": label, "open": n} for label, n in counts]
     return Section(
@@ -136,7 +149,8 @@ def open_age(s: Scope) -> Section:
     )
 
 
-def deadlines(s: Scope) -> Section:
+def deadlines(f: Figures) -> Section:
+    s = f.scope
     rows = selectors.deadlines(s)
     return Section(
         "deadlines",
@@ -165,7 +179,8 @@ def deadlines(s: Scope) -> Section:
     )
 
 
-def decision_rates(s: Scope) -> Section:
+def decision_rates(f: Figures) -> Section:
+    s = f.scope
     rows = selectors.decision_rates(s)
     names = ("approve", "reject", "rollback", "other")
     return Section(
@@ -193,8 +208,8 @@ def decision_rates(s: Scope) -> Section:
     )
 
 
-def waiting_on(s: Scope, limit: int | None = selectors.WAITING_ROWS) -> Section:
-    rows = selectors.waiting_on(s, limit)
+def waiting_on(f: Figures, limit: int | None = selectors.WAITING_ROWS) -> Section:
+    rows = selectors.waiting_on(f.scope, limit)
     return Section(
         "waiting_on",
         "Who is waited on most",
@@ -217,7 +232,8 @@ def waiting_on(s: Scope, limit: int | None = selectors.WAITING_ROWS) -> Section:
     )
 
 
-def runs(s: Scope) -> Section:
+def runs(f: Figures) -> Section:
+    s = f.scope
     rows = selectors.runs_per_day(s)
     return Section(
         "runs",
@@ -239,11 +255,11 @@ def runs(s: Scope) -> Section:
     )
 
 
-SECTIONS: dict[str, Callable[[Scope], Section]] = {
+SECTIONS: dict[str, Callable[[Figures], Section]] = {
     "decision_time": decision_time,
-    "time_by_pipeline": lambda s: decision_percentiles(s, "pipeline"),
-    "time_by_step": lambda s: decision_percentiles(s, "step"),
-    "time_by_role": lambda s: decision_percentiles(s, "role"),
+    "time_by_pipeline": lambda f: decision_percentiles(f, "pipeline"),
+    "time_by_step": lambda f: decision_percentiles(f, "step"),
+    "time_by_role": lambda f: decision_percentiles(f, "role"),
     "open_age": open_age,
     "deadlines": deadlines,
     "decision_rates": decision_rates,
@@ -253,11 +269,12 @@ SECTIONS: dict[str, Callable[[Scope], Section]] = {
 
 
 def page(s: Scope) -> list[Section]:
-    return [build(s) for build in SECTIONS.values()]
+    figures = Figures(s)
+    return [build(figures) for build in SECTIONS.values()]
 
 
 def export(s: Scope, name: str) -> Section:
     """One section for its CSV: every row (the page lists the top ones of some)."""
     if name == "waiting_on":
-        return waiting_on(s, limit=None)
-    return SECTIONS[name](s)
+        return waiting_on(Figures(s), limit=None)
+    return SECTIONS[name](Figures(s))

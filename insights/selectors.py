@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Aggregate, Count, F, FloatField, Func, Min, Q, QuerySet
+from django.db.models import Count, F, FloatField, Func, Min, Q, QuerySet
 from django.db.models.functions import TruncDate
 
 from approvals.models import Decision, HumanTask
@@ -131,18 +131,6 @@ class Seconds(Func):
         )
 
 
-class Percentile(Aggregate):
-    """PostgreSQL's percentile_cont: the continuous percentile of the group's values."""
-
-    function = "PERCENTILE_CONT"
-    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-    output_field = FloatField()
-
-    def __init__(self, expression: Any, fraction: float) -> None:
-        # A float written into the SQL: only the constants below ever reach it.
-        super().__init__(expression, fraction=float(fraction))
-
-
 def percentile(ordered: list[float], fraction: float) -> float | None:
     """percentile_cont in Python (linear between the two nearest ranks), for SQLite."""
     if not ordered:
@@ -188,48 +176,123 @@ def _bucket_counts(
 # --- sections ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DecisionSummary:
+    """Time to decision of the tasks decided in a scope: DECISION_BUCKETS' counts, and
+    per grouping (pipeline, step, role) rows of how many, p50 and p95 in seconds."""
+
+    buckets: list[tuple[str, int]]
+    by: dict[str, list[dict[str, Any]]]
+
+
+# Each grouping's key columns, of those `decision_summary` reads.
+GROUPINGS = {"pipeline": ("p",), "step": ("p", "st"), "role": ("ro", "us")}
+# GROUPING(p, st, ro, us) of each grouping set: a bit set for each column not grouped.
+GROUPING_BITS = {"pipeline": 0b0111, "step": 0b0011, "role": 0b1100, "all": 0b1111}
+
+
+def decision_summary(s: Scope) -> DecisionSummary:
+    """One read of the decided tasks for the histogram and the three percentile tables:
+    on PostgreSQL a single scan with GROUPING SETS; elsewhere the rows, in Python."""
+    decided = (
+        _decided(s)
+        .order_by()
+        .values(
+            p=F("run__pipeline_version__pipeline_id"),
+            st=F("step_name"),
+            ro=F("assignee_role__name"),
+            us=F("assignee__username"),
+            w=F("waited"),
+        )
+    )
+    if connection.vendor == "postgresql":
+        counts, groups = _summary_in_sql(decided)
+    else:
+        counts, groups = _summary_in_python(decided)
+    by = {}
+    for name, rows in groups.items():
+        found: list[dict[str, Any]] = [
+            {
+                "label": _label(s, name, key),
+                "decided": n,
+                "p50_s": round(p50 or 0.0, 1),
+                "p95_s": round(p95 or 0.0, 1),
+            }
+            for key, n, p50, p95 in rows
+        ]
+        by[name] = sorted(found, key=lambda r: (-r["p95_s"], r["label"]))
+    buckets = [(label, counts[n]) for n, (label, _) in enumerate(DECISION_BUCKETS)]
+    return DecisionSummary(buckets, by)
+
+
+Groups = dict[str, list[tuple[tuple[Any, ...], int, float | None, float | None]]]
+
+
+def _bucket_sql() -> list[str]:
+    found, lower = [], None
+    for _, limit in DECISION_BUCKETS:
+        cond = [] if lower is None else [f"w >= {lower}"]
+        if limit is not None:
+            cond.append(f"w < {limit}")
+            lower = limit
+        found.append(f"COUNT(*) FILTER (WHERE {' AND '.join(cond) or 'TRUE'})")
+    return found
+
+
+def _summary_in_sql(decided: QuerySet[Any]) -> tuple[list[int], Groups]:
+    inner, params = decided.query.sql_with_params()
+    # Constants only are written into the SQL (the buckets' limits); the scope's values
+    # stay parameters of the inner query.
+    sql = (
+        "SELECT GROUPING(p, st, ro, us), p, st, ro, us, COUNT(*), "
+        "PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY w), "
+        "PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY w), "
+        + ", ".join(_bucket_sql())
+        + f" FROM ({inner}) AS decided"
+        " GROUP BY GROUPING SETS ((p), (p, st), (ro, us), ())"
+    )
+    groups: Groups = {name: [] for name in GROUPINGS}
+    counts = [0] * len(DECISION_BUCKETS)
+    names = {bits: name for name, bits in GROUPING_BITS.items()}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for bits, p, st, ro, us, n, p50, p95, *buckets in cursor.fetchall():
+            name = names[bits]
+            if name == "all":
+                counts = list(buckets)
+                continue
+            columns = {"p": p, "st": st, "ro": ro, "us": us}
+            key = tuple(columns[c] for c in GROUPINGS[name])
+            groups[name].append((key, n, p50, p95))
+    return counts, groups
+
+
+def _summary_in_python(decided: QuerySet[Any]) -> tuple[list[int], Groups]:
+    waits: dict[str, dict[tuple[Any, ...], list[float]]] = {
+        name: defaultdict(list) for name in GROUPINGS
+    }
+    counts = [0] * len(DECISION_BUCKETS)
+    limits = [limit for _, limit in DECISION_BUCKETS]
+    for row in decided.order_by("w"):
+        for name, columns in GROUPINGS.items():
+            waits[name][tuple(row[c] for c in columns)].append(row["w"])
+        counts[next(n for n, limit in enumerate(limits) if limit is None or row["w"] < limit)] += 1
+    groups: Groups = {
+        name: [(k, len(w), percentile(w, 0.5), percentile(w, 0.95)) for k, w in found.items()]
+        for name, found in waits.items()
+    }
+    return counts, groups
+
+
 def decision_time(s: Scope) -> list[tuple[str, int]]:
     """How many tasks decided in the range took how long, by DECISION_BUCKETS."""
-    return _bucket_counts(_decided(s), "waited", DECISION_BUCKETS)
-
-
-GROUPINGS = {
-    "pipeline": ("run__pipeline_version__pipeline_id",),
-    "step": ("run__pipeline_version__pipeline_id", "step_name"),
-    "role": ("assignee_role__name", "assignee__username"),
-}
+    return decision_summary(s).buckets
 
 
 def decision_percentiles(s: Scope, by: str) -> list[dict[str, Any]]:
     """Tasks decided in the range grouped by pipeline, step or role: how many, and the
     median (p50) and p95 of their time to decision in seconds, slowest p95 first."""
-    keys = GROUPINGS[by]
-    decided = _decided(s).order_by()
-    if connection.vendor == "postgresql":
-        rows = [
-            (tuple(row[k] for k in keys), row["n"], row["p50"], row["p95"])
-            for row in decided.values(*keys).annotate(
-                n=Count("pk"),
-                p50=Percentile(F("waited"), 0.5),
-                p95=Percentile(F("waited"), 0.95),
-            )
-        ]
-    else:
-        waits: dict[tuple[Any, ...], list[float]] = defaultdict(list)
-        ordered = decided.values_list(*keys, "waited").order_by(*keys, "waited")  # type: ignore[misc]
-        for *key, waited in ordered:
-            waits[tuple(key)].append(waited)
-        rows = [(key, len(w), percentile(w, 0.5), percentile(w, 0.95)) for key, w in waits.items()]
-    found = [
-        {
-            "label": _label(s, by, key),
-            "decided": n,
-            "p50_s": round(p50 or 0.0, 1),
-            "p95_s": round(p95 or 0.0, 1),
-        }
-        for key, n, p50, p95 in rows
-    ]
-    return sorted(found, key=lambda r: (-r["p95_s"], r["label"]))
+    return decision_summary(s).by[by]
 
 
 def _label(s: Scope, by: str, key: tuple[Any, ...]) -> str:
