@@ -28,6 +28,16 @@ class HumanTask(models.Model):
         "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
     )
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tasks")
+    # The run's pipeline, kept on the task so the insights group and filter tasks by it
+    # without joining the runs (empty only on rows from before the column, none left).
+    pipeline = models.ForeignKey(
+        "pipelines.Pipeline",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+    )
     # The waiting attempt this task decides; one task per attempt.
     step_run = models.OneToOneField(StepRun, on_delete=models.CASCADE, related_name="task")
     step_name = models.CharField(max_length=100)

@@ -144,6 +144,7 @@ TASK_COLUMNS = (
     "due_at",
     "on_timeout",
     "created_at",
+    "pipeline_id",
 )
 
 
@@ -490,6 +491,7 @@ def seed_run(
             due_at,
             "reject" if due_at else "",
             clock,
+            pipeline_id,
         )
     )
 
@@ -554,7 +556,7 @@ def seed_decided() -> float:
             organization_id=org_id, pipeline__name__startswith=f"{PREFIX}-"
         )
         .order_by("pipeline__name")
-        .values_list("pk", flat=True)
+        .values_list("pk", "pipeline_id")
     )
     starters = get_user_model().objects.filter(username__startswith="bench-starter")
     deciders = [reviewer().pk, *starters.values_list("pk", flat=True)]
@@ -569,7 +571,7 @@ def seed_decided() -> float:
             rows: dict[str, list[tuple[Any, ...]]] = {"run": [], "step": [], "task": [], "dec": []}
             for k in range(count):
                 n = chunk + k
-                version = (
+                version, pipeline_id = (
                     versions[0] if n < SMALL_DECIDED else versions[1 + n % (len(versions) - 1)]
                 )
                 opened = now - timedelta(seconds=rng.uniform(3600, DECIDED_DAYS * 86400))
@@ -642,6 +644,7 @@ def seed_decided() -> float:
                         due,
                         "",
                         opened,
+                        pipeline_id,
                         decided,
                         user,
                     )

@@ -14,7 +14,7 @@ from django.db.models.functions import TruncDate
 from approvals.models import Decision, HumanTask
 from orgs import selectors as orgs
 from pipelines import permissions
-from pipelines.models import Run
+from pipelines.models import PipelineVersion, Run
 
 # Time to decision, in seconds: each bucket holds what is under its limit.
 DECISION_BUCKETS: tuple[tuple[str, int | None], ...] = (
@@ -144,7 +144,7 @@ def percentile(ordered: list[float], fraction: float) -> float | None:
 def _tasks(s: Scope) -> QuerySet[HumanTask]:
     tasks = HumanTask.objects.filter(organization_id=s.organization_id)
     if not s.whole_organization:
-        tasks = tasks.filter(run__pipeline_version__pipeline_id__in=list(s.pipelines))
+        tasks = tasks.filter(pipeline_id__in=list(s.pipelines))
     return tasks
 
 
@@ -198,7 +198,7 @@ def decision_summary(s: Scope) -> DecisionSummary:
         _decided(s)
         .order_by()
         .values(
-            p=F("run__pipeline_version__pipeline_id"),
+            p=F("pipeline_id"),
             st=F("step_name"),
             ro=F("assignee_role__name"),
             us=F("assignee__username"),
@@ -333,15 +333,13 @@ def deadlines(s: Scope) -> list[dict[str, Any]]:
     )
     missed = Q(decided_at__isnull=True) | Q(decided_at__gt=F("due_at"))
     missed |= Q(status=HumanTask.Status.EXPIRED)
-    rows = tasks.values("run__pipeline_version__pipeline_id").annotate(
-        due=Count("pk"), missed=Count("pk", filter=missed)
-    )
+    rows = tasks.values("pipeline_id").annotate(due=Count("pk"), missed=Count("pk", filter=missed))
     found = []
     for row in rows:
         due, late = row["due"], row["missed"]
         found.append(
             {
-                "pipeline": s.pipeline_name(row["run__pipeline_version__pipeline_id"]),
+                "pipeline": s.pipeline_name(row["pipeline_id"]),
                 "due": due,
                 "met": due - late,
                 "missed": late,
@@ -357,7 +355,7 @@ def decision_rates(s: Scope) -> list[dict[str, Any]]:
         organization_id=s.organization_id, created_at__gte=s.start, created_at__lt=s.end
     )
     if not s.whole_organization:
-        decisions = decisions.filter(task__run__pipeline_version__pipeline_id__in=list(s.pipelines))
+        decisions = decisions.filter(task__pipeline_id__in=list(s.pipelines))
     counted: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     rows = (
         decisions.order_by().values_list(TruncDate("created_at"), "action").annotate(n=Count("pk"))
@@ -410,7 +408,9 @@ def runs_per_day(s: Scope) -> list[dict[str, Any]]:
     """Runs that finished on each day (UTC) of the range, by outcome."""
     runs = Run.objects.filter(
         organization_id=s.organization_id,
-        pipeline_version__pipeline_id__in=list(s.pipelines),
+        pipeline_version_id__in=PipelineVersion.objects.filter(
+            pipeline_id__in=list(s.pipelines)
+        ).values("pk"),
         finished_at__gte=s.start,
         finished_at__lt=s.end,
     )
