@@ -28,6 +28,16 @@ class HumanTask(models.Model):
         "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
     )
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tasks")
+    # The run's pipeline, kept on the task so the insights group and filter tasks by it
+    # without joining the runs (empty only on rows from before the column, none left).
+    pipeline = models.ForeignKey(
+        "pipelines.Pipeline",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+    )
     # The waiting attempt this task decides; one task per attempt.
     step_run = models.OneToOneField(StepRun, on_delete=models.CASCADE, related_name="task")
     step_name = models.CharField(max_length=100)
@@ -69,6 +79,13 @@ class HumanTask(models.Model):
             models.Index(fields=["organization", "-created_at", "-id"], name="task_org_created"),
             models.Index(fields=["assignee", "status"], name="task_assignee_status"),
             models.Index(fields=["assignee_role", "status"], name="task_role_status"),
+            # The insights page's time to decision: the organization's tasks decided in a
+            # date range.
+            models.Index(
+                fields=["organization", "decided_at"],
+                name="task_org_decided",
+                condition=models.Q(decided_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -128,6 +145,13 @@ class Decision(models.Model):
                 name="decision_one_per_user_action",
                 condition=models.Q(user__isnull=False),
             )
+        ]
+        indexes = [
+            # The insights page's decisions per day, and "Decided by me" newest first.
+            models.Index(fields=["organization", "created_at"], name="decision_org_created"),
+            models.Index(
+                fields=["user", "organization", "-created_at", "-id"], name="decision_user_created"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -76,6 +76,7 @@ def task_open(
     task = HumanTask.objects.create(
         organization_id=txn.run.organization_id,
         run=txn.run,
+        pipeline_id=txn.version.pipeline_id,
         step_run=step_run,
         step_name=step_run.step_name,
         generation=step_run.generation,

@@ -15,6 +15,12 @@ later, a third have no deadline. All with COPY, in one transaction. Pipelines 00
 are visible to every member (viewer); 05 to 09 are private, with a viewer grant to the
 group `reviewers`.
 
+For the insights page and "Decided by me" it also seeds, once, 100,000 decided tasks in
+`bench-org-00` over the last 60 days (a finished run, its review step, the task and one
+decision each: approve 80%, reject 12%, roll back 8%; a tenth by the reviewer), and an
+operator `bench-operator` (a member with an operator grant on each of that
+organization's bench pipelines, no admin) who reads the insights.
+
 Then a reviewer (a member of `reviewers` and of the big organization `bench-org-00`,
 where they work, and of the small `bench-org-10`; neither staff nor superuser) is
 logged in with Django's test client (DEBUG off) and every page and htmx partial is
@@ -81,6 +87,14 @@ DAYS = 14
 SEED = 20240611
 CHUNK = 1000  # runs per COPY batch
 
+# The insights page and "Decided by me": decided tasks (one decision each) in the
+# measured organization over DECIDED_DAYS, a tenth of them by the reviewer; an operator
+# (a member with an operator grant on each of its pipelines, no admin) reads the page.
+DECIDED = 100_000
+DECIDED_DAYS = 60
+SMALL_DECIDED = 50  # of pipeline 00: the small variant
+OPERATOR = "bench-operator"
+
 REPEATS = 30
 WARMUP = 3
 TARGET_P95_MS = 200.0
@@ -130,6 +144,7 @@ TASK_COLUMNS = (
     "due_at",
     "on_timeout",
     "created_at",
+    "pipeline_id",
 )
 
 
@@ -476,8 +491,207 @@ def seed_run(
             due_at,
             "reject" if due_at else "",
             clock,
+            pipeline_id,
         )
     )
+
+
+DECIDED_TASK_COLUMNS = (*TASK_COLUMNS, "decided_at", "decided_by_id")
+DECISION_COLUMNS = (
+    "organization_id",
+    "task_id",
+    "user_id",
+    "action",
+    "comment",
+    "rollback_to",
+    "channel",
+    "created_at",
+)
+
+
+def operator() -> Any:
+    """The insights page's reader: a member of the measured organization who operates its
+    bench pipelines by a grant (the slower path: an admin's figures skip the filter)."""
+    from django.contrib.auth import get_user_model
+
+    from pipelines.models import Pipeline, PipelineGrant
+
+    user, _ = get_user_model().objects.get_or_create(username=OPERATOR)
+    join([user], [organization_id()])
+    for pipeline in Pipeline.objects.filter(
+        organization_id=organization_id(), name__startswith=f"{PREFIX}-"
+    ):
+        PipelineGrant.objects.get_or_create(pipeline=pipeline, user=user, role="operator")
+    return user
+
+
+def decided_tasks() -> int:
+    from approvals.models import HumanTask
+
+    return HumanTask.objects.filter(
+        organization_id=organization_id(),
+        decided_at__isnull=False,
+        run__pipeline_version__pipeline__name__startswith=f"{PREFIX}-",
+    ).count()
+
+
+def seed_decided() -> float:
+    """DECIDED finished runs of the measured organization's pipelines, each with its
+    decided review step, task and decision (approve 80%, reject 12%, roll back 8%), over
+    the last DECIDED_DAYS; waits spread from seconds to days; half had a 4 h deadline.
+    Only the rows the insights and the archive read: no audit trail of their own."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.db import connection, transaction
+
+    from pipelines.models import PipelineVersion
+
+    started = time.perf_counter()
+    rng = random.Random(SEED + 1)
+    now = datetime.now(UTC).replace(microsecond=0)
+    org_id = organization_id()
+    role = Group.objects.get(name=ROLE)
+    versions = list(
+        PipelineVersion.objects.filter(
+            organization_id=org_id, pipeline__name__startswith=f"{PREFIX}-"
+        )
+        .order_by("pipeline__name")
+        .values_list("pk", "pipeline_id")
+    )
+    starters = get_user_model().objects.filter(username__startswith="bench-starter")
+    deciders = [reviewer().pk, *starters.values_list("pk", flat=True)]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        raw = cursor.cursor
+        for chunk in range(0, DECIDED, CHUNK * 10):
+            count = min(CHUNK * 10, DECIDED - chunk)
+            run_ids = reserve(cursor, "pipelines_run", count)
+            step_ids = reserve(cursor, "pipelines_steprun", count)
+            task_ids = reserve(cursor, "approvals_humantask", count)
+            rows: dict[str, list[tuple[Any, ...]]] = {"run": [], "step": [], "task": [], "dec": []}
+            for k in range(count):
+                n = chunk + k
+                version, pipeline_id = (
+                    versions[0] if n < SMALL_DECIDED else versions[1 + n % (len(versions) - 1)]
+                )
+                opened = now - timedelta(seconds=rng.uniform(3600, DECIDED_DAYS * 86400))
+                waited = timedelta(seconds=min(rng.lognormvariate(7.5, 1.8), 6 * 86400))
+                decided = opened + waited
+                draw = rng.random()
+                action, status, run_status = (
+                    ("approve", "completed", "succeeded")
+                    if draw < 0.8
+                    else ("reject", "rejected", "rejected")
+                    if draw < 0.92
+                    else ("rollback", "cancelled", "succeeded")
+                )
+                user = deciders[0] if rng.random() < 0.1 else rng.choice(deciders[1:])
+                due = opened + timedelta(hours=4) if rng.random() < 0.5 else None
+                rows["run"].append(
+                    (
+                        run_ids[k],
+                        org_id,
+                        version,
+                        run_status,
+                        "{}",
+                        "",
+                        1,
+                        opened,
+                        opened,
+                        decided,
+                        0,
+                        "",
+                        0,
+                        1,
+                        None,
+                        "",
+                        0,
+                        "",
+                        "",
+                    )
+                )
+                rows["step"].append(
+                    (
+                        step_ids[k],
+                        org_id,
+                        run_ids[k],
+                        "review",
+                        1,
+                        1,
+                        "rejected" if action == "reject" else "succeeded",
+                        None,
+                        None,
+                        "",
+                        opened,
+                        opened,
+                        decided,
+                    )
+                )
+                rows["task"].append(
+                    (
+                        org_id,
+                        run_ids[k],
+                        step_ids[k],
+                        "review",
+                        1,
+                        "approval",
+                        status,
+                        role.pk,
+                        "",
+                        "{}",
+                        1,
+                        False,
+                        due,
+                        "",
+                        opened,
+                        pipeline_id,
+                        decided,
+                        user,
+                    )
+                )
+                rows["dec"].append(
+                    (
+                        org_id,
+                        task_ids[k],
+                        user,
+                        action,
+                        "",
+                        "s00" if action == "rollback" else "",
+                        "web",
+                        decided,
+                    )
+                )
+            # The tasks take the ids reserved for them, so the decisions can name them.
+            tasks = [(task_ids[k], *row) for k, row in enumerate(rows["task"])]
+            copies = (
+                ("pipelines_run", RUN_COLUMNS, rows["run"]),
+                ("pipelines_steprun", STEP_COLUMNS, rows["step"]),
+                ("approvals_humantask", ("id", *DECIDED_TASK_COLUMNS), tasks),
+                ("approvals_decision", DECISION_COLUMNS, rows["dec"]),
+            )
+            for table, columns, found in copies:
+                with raw.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in found:
+                        copy.write_row(row)
+            print(
+                f"  seeded {chunk + count:,} decided tasks ({time.perf_counter() - started:.0f} s)"
+            )
+    return time.perf_counter() - started
+
+
+def prepare_decided() -> float | None:
+    """Seed the decided tasks unless present (after the open ones); the operator."""
+    operator()
+    present = decided_tasks()
+    if present >= DECIDED:
+        print(f"reusing the seed: {present:,} decided tasks")
+        return None
+    if present:
+        raise BenchError(f"{present:,} decided {PREFIX} tasks, not {DECIDED:,}: drop the database")
+    print(f"seeding {DECIDED:,} decided tasks with COPY ...")
+    seconds = seed_decided()
+    print(f"seeded in {seconds:.1f} s")
+    return seconds
 
 
 def visible_tasks() -> int:
@@ -506,6 +720,9 @@ def prepare_tasks() -> float | None:
         print(f"seeding {TASKS:,} open tasks with COPY ...")
         seconds = seed_tasks()
         print(f"seeded in {seconds:.1f} s; {open_tasks():,} open tasks")
+    decided_s = prepare_decided()
+    if decided_s is not None:
+        seconds = (seconds or 0.0) + decided_s
     started = time.perf_counter()
     with connection.cursor() as cursor:
         for table in (
@@ -514,6 +731,7 @@ def prepare_tasks() -> float | None:
             "pipelines_checkpoint",
             "pipelines_auditentry",
             "approvals_humantask",
+            "approvals_decision",
             "pipelines_pipeline",
             "pipelines_pipelineversion",
             "pipelines_pipelinegrant",
@@ -640,6 +858,10 @@ def task_of(pipeline: str, offset: int = 0, organization: str = MEASURED) -> tup
     )
 
 
+def days_ago(days: int) -> str:
+    return (datetime.now(UTC).date() - timedelta(days=days)).isoformat()
+
+
 def pages() -> dict[str, dict[str, Any]]:
     """Each page: its URL, whether htmx asks for it, and its small variant's URL."""
     from pipelines.models import Run
@@ -665,7 +887,22 @@ def pages() -> dict[str, dict[str, Any]]:
         # Search by run inputs: every task matches, then none (the whole scan).
         "inbox_search": {"url": "/?view=all&q=.pdf", "small": f"/?q=.pdf&pipeline={small}"},
         "inbox_search_none": {"url": "/?q=no-such-document", "htmx": True},
-        "archive": {"url": "/decided/"},
+        # The reviewer's ~10,000 decisions, newest first: the first page and a deep one.
+        "archive": {"url": "/decided/", "small": "/decided/?page=2"},
+        "archive_deep": {"url": "/decided/?page=150", "small": "/decided/?page=2"},
+        # An operator's insights over the default 30 days (~50,000 decided tasks), over
+        # all 60, and one section's CSV; small: pipeline 00 (50 decided tasks).
+        "insights": {"url": "/insights/", "small": f"/insights/?pipeline={small}", "as": OPERATOR},
+        "insights_60d": {
+            "url": f"/insights/?from={days_ago(DECIDED_DAYS - 1)}",
+            "small": f"/insights/?from={days_ago(DECIDED_DAYS - 1)}&pipeline={small}",
+            "as": OPERATOR,
+        },
+        "insights_csv": {
+            "url": "/insights/?format=csv&section=time_by_step",
+            "small": f"/insights/?format=csv&section=time_by_step&pipeline={small}",
+            "as": OPERATOR,
+        },
         "task": {"url": f"/tasks/{task}/", "small": f"/tasks/{small_task}/"},
         "task_panel": {
             "url": f"/tasks/{task}/?part=panel",
@@ -717,6 +954,11 @@ CHECKS: dict[str, tuple[bytes, int]] = {
     "run_fanout": (b'class="tl-row"', 51),
     "run_fanout_live": (b'class="bar st-', 4),
     "run_fanout_open": (b'data-step="part-', 50),
+    "archive": (b'<td><a href="/tasks/', 50),
+    "archive_deep": (b'<td><a href="/tasks/', 50),
+    "insights": (b'role="img"', 9),
+    "insights_60d": (b'role="img"', 9),
+    "insights_csv": (b"bench-pages-", 9),
 }
 
 
@@ -744,14 +986,19 @@ def time_pages(urls: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
     from orgs.middleware import SESSION_KEY
 
-    client = Client()
-    client.force_login(reviewer())
-    session = client.session
-    session[SESSION_KEY] = MEASURED
-    session.save()
+    clients = {}
+    for user in (reviewer(), operator()):
+        client = clients[user.get_username()] = Client()
+        client.force_login(user)
+        session = client.session
+        session[SESSION_KEY] = MEASURED
+        session.save()
+    client = clients[REVIEWER]
     fetch(client, urls.pop("_task_run")["url"], False)
     results = {}
     for name, page in urls.items():
+        # Each page is read by the reviewer, unless it names another reader ("as").
+        client = clients[page.get("as", REVIEWER)]
         url, htmx = page["url"], page.get("htmx", False)
         for _ in range(WARMUP):
             content = fetch(client, url, htmx)

@@ -94,6 +94,7 @@ INSTALLED_APPS = [
     "accounts",
     "schedules",
     "chat",
+    "insights",
 ]
 
 MIDDLEWARE = [
@@ -132,6 +133,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "accounts.context_processors.organizations",
+                "insights.context_processors.nav",
                 # The login page's "Sign in with ..." button, when single sign-on is on.
                 "accounts.oidc.sign_in_options",
             ],

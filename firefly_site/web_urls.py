@@ -5,6 +5,7 @@ from django.urls import include, path
 
 from approvals import email_views
 from approvals import views as approvals
+from insights import views as insights
 from pipelines import editor
 from pipelines import views as pipelines
 from schedules import urls as schedules
@@ -38,5 +39,6 @@ urlpatterns = [
     path("pipelines/<slug:name>/edit/check/", editor.spec_check, name="pipeline-edit-check"),
     path("pipelines/<slug:name>/schedules/", include(schedules.page_urls)),
     path("step-types/", pipelines.step_types, name="step-types"),
+    path("insights/", insights.insights, name="insights"),
     path("org/", include("accounts.urls")),
 ]

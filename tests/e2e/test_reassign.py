@@ -3,6 +3,7 @@ links the keyboard reaches, the current one marked."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from playwright.sync_api import expect
@@ -63,6 +64,9 @@ def test_the_inbox_views_and_search_with_the_keyboard(
     page.keyboard.press("Enter")
     expect(page.locator(f'#inbox a[href="/tasks/{wanted.pk}/"]').first).to_be_visible()
     expect(page.locator(f'#inbox a[href="/tasks/{other.pk}/"]')).to_have_count(0)
+    # The views' links come again with the search in them: tab to those, not the old ones.
+    unassigned = page.locator("nav.tabs a[href*='view=unassigned']")
+    expect(unassigned).to_have_attribute("href", re.compile("q=needle"))
 
     tab_to(page, "nav.tabs a[href*='view=unassigned']")
     page.keyboard.press("Enter")

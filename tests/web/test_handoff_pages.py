@@ -226,14 +226,14 @@ def test_run_page_queries_do_not_grow(client, users, hand_off, django_assert_max
     # session, user, memberships, run, steps, child runs, envelopes, checkpoints, audit page;
     # each request also enters and leaves its organization (row-level security, orgs/rls.py);
     # and the run's unsettled work, one query per kind (tasks, handoffs, steps, deliveries,
-    # queued schedule firings).
-    with django_assert_max_num_queries(16):
+    # queued schedule firings); whether the nav offers Insights.
+    with django_assert_max_num_queries(17):
         html = page(client, origin)
     # session, user, memberships, run, child runs, envelopes.
     with django_assert_max_num_queries(8):
         fragment = page(client, origin, part="handoffs")
     # A child's page adds the envelope it came from.
-    with django_assert_max_num_queries(17):
+    with django_assert_max_num_queries(18):
         child = page(client, envelopes[-1].child_run_id)
     assert html.count("Acknowledge</button>") == rows
     assert fragment.count('<tr id="handoff-') == rows

@@ -455,8 +455,9 @@ def test_inbox_queries_do_not_grow(client, users, django_assert_max_num_queries,
     client.force_login(users["r1"])
     # session, user, page count, tasks, their runs' pipelines by key, pipeline names for
     # the filter, the open count for the nav badge (sent with the list so the two agree).
-    # And the user's memberships, row-level security's enter and leave.
-    with django_assert_max_num_queries(10):
+    # And the user's memberships, row-level security's enter and leave; whether the nav
+    # offers Insights.
+    with django_assert_max_num_queries(11):
         response = client.get("/")
     assert response.content.decode().count('class="button small"') == rows
 
@@ -480,8 +481,8 @@ def test_runs_list_queries_do_not_grow(client, users, django_assert_max_num_quer
     client.force_login(users["r1"])
     # session, user, page count, runs with their progress, their pipelines by key,
     # pipeline names for the filter. And the user's memberships, row-level security's
-    # enter and leave (orgs/rls.py).
-    with django_assert_max_num_queries(9):
+    # enter and leave (orgs/rls.py); whether the nav offers Insights.
+    with django_assert_max_num_queries(10):
         response = client.get(reverse("runs"))
     assert response.content.decode().count("1/3") == rows
 
