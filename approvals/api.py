@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from approvals import selectors, services
+from approvals import bulk, selectors, services
 from approvals.models import Decision, HumanTask
 from firefly_site.api_errors import AUTH_ERRORS, CONFLICT, INVALID, NOT_FOUND, THROTTLED
 from firefly_site.throttles import AuditedScopedThrottle
@@ -253,3 +253,63 @@ TaskReassign = _action(
     _reassign,
     decides=False,
 )
+
+
+# --- many at once -------------------------------------------------------------------------
+
+
+class BulkSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=bulk.ACTIONS)
+    tasks = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
+        min_length=1,
+        max_length=bulk.BULK_MAX,
+        help_text=f"Task ids, at most {bulk.BULK_MAX}; each is decided on its own.",
+    )
+    comment = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="Required to reject."
+    )
+
+
+class BulkOutcomeSerializer(serializers.Serializer):
+    task = serializers.IntegerField()
+    outcome = serializers.ChoiceField(choices=["decided", "refused"])
+    status = serializers.CharField(
+        allow_blank=True, help_text="The task's status after the decision (decided only)."
+    )
+    reason = serializers.CharField(allow_blank=True, help_text="Why it was refused.")
+    code = serializers.CharField(allow_blank=True, help_text="The refusal's error code.")
+    http_status = serializers.IntegerField(
+        help_text="The status this task alone would have answered (200, 403, 404, 409...)."
+    )
+
+
+class BulkResultSerializer(serializers.Serializer):
+    decided = serializers.IntegerField()
+    refused = serializers.IntegerField()
+    results = BulkOutcomeSerializer(many=True)
+
+
+class TaskBulk(APIView):
+    throttle_classes = [AuditedScopedThrottle]
+    throttle_scope = "decide"
+
+    @extend_schema(
+        summary="Approve or reject many tasks, each on its own",
+        request=BulkSerializer,
+        responses={200: BulkResultSerializer, **INVALID, **AUTH_ERRORS, **THROTTLED},
+    )
+    def post(self, request: Request) -> Response:
+        fields = validated(BulkSerializer, request)
+        outcomes = bulk.tasks_decide(
+            user=request.user,
+            organization=request.organization,
+            action=fields["action"],
+            task_ids=bulk.task_ids(fields["tasks"]),
+            comment=fields["comment"],
+            channel=Decision.Channel.API,
+        )
+        results = [vars(o) for o in outcomes]
+        decided = sum(o.decided for o in outcomes)
+        body = {"decided": decided, "refused": len(outcomes) - decided, "results": results}
+        return Response(BulkResultSerializer(body).data)

@@ -31,6 +31,7 @@ v1 = [
         name="handoff-acknowledge",
     ),
     path("tasks/", tasks.TaskList.as_view(), name="tasks"),
+    path("tasks/bulk/", tasks.TaskBulk.as_view(), name="tasks-bulk"),
     path("tasks/<int:pk>/", tasks.TaskDetail.as_view(), name="task"),
     path("tasks/<int:pk>/approve/", tasks.TaskApprove.as_view(), name="task-approve"),
     path("tasks/<int:pk>/reject/", tasks.TaskReject.as_view(), name="task-reject"),

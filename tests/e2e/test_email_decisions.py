@@ -27,13 +27,13 @@ def mailed(transactional_db: Any, users: dict[str, Any], settings: Any) -> dict[
     settings.FIREFLY_EMAIL_ACTIONS = True
     task = open_task(waiting_run(users))
     (message,) = [m for m in mail.outbox if m.to == ["r1@example.com"]]
-    return {"task": task, "links": dict(LINK.findall(message.body))}
+    return {"task": task, "links": dict(LINK.findall(str(message.body)))}
 
 
 def test_a_reviewer_approves_from_the_mail_and_a_second_click_is_refused(
     mailed, browser: Browser, live_server
 ):
-    context = browser.new_context(viewport=PHONE)
+    context = browser.new_context(viewport={"width": PHONE["width"], "height": PHONE["height"]})
     page = context.new_page()
     approve = live_server.url + mailed["links"]["Approve"]
     page.goto(approve)
