@@ -31,8 +31,8 @@ def tasks_bulk(request: HttpRequest) -> HttpResponse:
             channel=Decision.Channel.WEB,
         )
     except FireflyError as exc:
-        context: dict[str, Any] = {"error": exc.message, "action": action, "comment": comment}
-        return render(request, "approvals/bulk_result.html", context, status=exc.http_status)
+        problem: dict[str, Any] = {"error": exc.message, "action": action, "comment": comment}
+        return render(request, "approvals/bulk_result.html", problem, status=exc.http_status)
     decided = [o for o in outcomes if o.decided]
     refused = [o for o in outcomes if not o.decided]
     context: dict[str, Any] = {
