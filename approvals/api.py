@@ -8,6 +8,7 @@ from typing import Any
 import django_filters
 from django.db.models import QuerySet
 from django.http import Http404
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers
 from rest_framework.request import Request
@@ -18,7 +19,7 @@ from approvals import bulk, selectors, services
 from approvals.models import Decision, HumanTask
 from firefly_site.api_errors import AUTH_ERRORS, CONFLICT, INVALID, NOT_FOUND, THROTTLED
 from firefly_site.throttles import AuditedScopedThrottle
-from pipelines.api import Page, validated
+from pipelines.api import Page, organization_or_404, validated
 from pipelines.serializers import CleanJSONField
 
 # --- serializers ------------------------------------------------------------------------
@@ -313,3 +314,79 @@ class TaskBulk(APIView):
         decided = sum(o.decided for o in outcomes)
         body = {"decided": decided, "refused": len(outcomes) - decided, "results": results}
         return Response(BulkResultSerializer(body).data)
+
+
+# --- out of office ------------------------------------------------------------------------
+
+
+class DelegationSerializer(serializers.Serializer):
+    delegate = serializers.CharField(source="delegate.username")
+    starts_at = serializers.DateTimeField()
+    ends_at = serializers.DateTimeField()
+    active = serializers.SerializerMethodField(help_text="In force now.")
+
+    def get_active(self, delegation: Any) -> bool:
+        return bool(delegation.active())
+
+
+class CoveringSerializer(serializers.Serializer):
+    user = serializers.CharField(source="user.username", help_text="Who is away.")
+    ends_at = serializers.DateTimeField()
+
+
+class DelegationStateSerializer(serializers.Serializer):
+    delegation = DelegationSerializer(allow_null=True, help_text="Yours; null when none.")
+    covering = CoveringSerializer(many=True, help_text="Whom you stand in for now.")
+
+
+class DelegationSetSerializer(serializers.Serializer):
+    delegate = serializers.CharField(max_length=150, help_text="A member's username.")
+    starts_at = serializers.DateTimeField(required=False, help_text="Default: now.")
+    ends_at = serializers.DateTimeField()
+
+
+def _delegation_state(request: Request) -> Response:
+    state = {
+        "delegation": selectors.delegation_of(request.user, request.organization),
+        "covering": selectors.covering_now(request.user, request.organization),
+    }
+    return Response(DelegationStateSerializer(state).data)
+
+
+class MyDelegation(APIView):
+    @extend_schema(
+        summary="Your out-of-office delegate, and whom you cover",
+        responses={200: DelegationStateSerializer, **AUTH_ERRORS, **NOT_FOUND},
+    )
+    def get(self, request: Request) -> Response:
+        organization_or_404(request)
+        return _delegation_state(request)
+
+    @extend_schema(
+        summary="Name a delegate who decides your tasks too, on your behalf, for a date range",
+        request=DelegationSetSerializer,
+        responses={200: DelegationStateSerializer, **INVALID, **AUTH_ERRORS, **NOT_FOUND},
+    )
+    def post(self, request: Request) -> Response:
+        organization = organization_or_404(request)
+        fields = validated(DelegationSetSerializer, request)
+        services.delegation_set(
+            user=request.user,
+            organization=organization,
+            delegate=fields["delegate"],
+            starts_at=fields.get("starts_at") or timezone.now(),
+            ends_at=fields["ends_at"],
+            address=request.META.get("REMOTE_ADDR"),
+        )
+        return _delegation_state(request)
+
+    @extend_schema(
+        summary="End your delegation now",
+        responses={200: DelegationStateSerializer, **AUTH_ERRORS, **NOT_FOUND},
+    )
+    def delete(self, request: Request) -> Response:
+        organization = organization_or_404(request)
+        services.delegation_clear(
+            user=request.user, organization=organization, address=request.META.get("REMOTE_ADDR")
+        )
+        return _delegation_state(request)

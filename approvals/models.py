@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
@@ -116,6 +118,10 @@ class Decision(models.Model):
     rollback_to = models.CharField(max_length=100, blank=True)
     # Empty on decisions recorded before channels were.
     channel = models.CharField(max_length=16, choices=Channel.choices, blank=True)
+    # Set when `user` decided as the delegate of this person (out of office).
+    on_behalf_of = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -149,3 +155,44 @@ class EmailLinkUse(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} link for task {self.task_id} used by {self.user_id}"
+
+
+class Delegation(models.Model):
+    """While `user` is away (starts_at to ends_at), `delegate` may decide their tasks too,
+    on their behalf. One per person and organization: setting another replaces it."""
+
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    delegate = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "user"], name="delegation_one_per_user"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(ends_at__gt=models.F("starts_at")),
+                name="delegation_ends_after_start",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(user=models.F("delegate")), name="delegation_not_to_self"
+            ),
+        ]
+        indexes = [
+            # The inbox asks "whom do I cover now?" on every page: by delegate and range.
+            models.Index(fields=["organization", "delegate", "ends_at"], name="delegation_delegate")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.delegate_id} covers {self.user_id} until {self.ends_at:%Y-%m-%d}"
+
+    def active(self, now: Any = None) -> bool:
+        now = now or timezone.now()
+        return self.starts_at <= now < self.ends_at

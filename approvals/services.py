@@ -14,10 +14,12 @@ from django.conf import settings
 from approvals import notifications
 from approvals.claims import task_claim, task_claim_break, task_reassign, task_unclaim
 from approvals.deadlines import expire_overdue, task_expire
+from approvals.delegations import delegation_clear, delegation_set
 from approvals.guards import (
     A,
     AlreadyDecided,
     T,
+    behalf_of,
     can_act,
     claim_holder,
     close,
@@ -39,6 +41,8 @@ __all__ = [
     "AlreadyDecided",
     "can_act",
     "claim_holder",
+    "delegation_clear",
+    "delegation_set",
     "expire_overdue",
     "rollback_targets",
     "task_approve",
@@ -127,12 +131,19 @@ def _context(txn: RunTxn, step_name: str, wanted: dict[str, Any] | None) -> dict
 # --- decisions ------------------------------------------------------------------------
 
 
+def _behalf(txn: RunTxn, task: HumanTask, user: Any) -> tuple[Any, dict[str, Any]]:
+    """Whom a delegate decides for (None: for themselves), and how the audit says so."""
+    behalf = behalf_of(task, user, txn)
+    return behalf, ({"on_behalf_of": behalf.get_username()} if behalf is not None else {})
+
+
 def task_approve(*, task_id: int, user: Any, comment: str = "", channel: str = C.WEB) -> HumanTask:
     """One vote; the task completes when `quorum` distinct people approved."""
 
     def apply(txn: RunTxn, task: HumanTask) -> None:
         if task.kind not in (HumanTask.Kind.APPROVAL, HumanTask.Kind.PAUSE):
             raise InvalidInput(f"Task {task.pk} is a {task.kind} task: complete it instead.")
+        behalf, says = _behalf(txn, task, user)
         Decision.objects.create(
             organization_id=task.organization_id,
             task=task,
@@ -140,6 +151,7 @@ def task_approve(*, task_id: int, user: Any, comment: str = "", channel: str = C
             action=A.APPROVE,
             comment=comment,
             channel=_channel(channel),
+            on_behalf_of=behalf,
             created_at=txn.now,
         )
         votes = list(task.decisions.filter(action=A.APPROVE).select_related("user").order_by("id"))
@@ -149,7 +161,12 @@ def task_approve(*, task_id: int, user: Any, comment: str = "", channel: str = C
             step_name=task.step_name,
             status=T.COMPLETED if done else T.OPEN,
             data=task_data(
-                task, votes=len(votes), quorum=task.quorum, comment=comment, channel=channel
+                task,
+                votes=len(votes),
+                quorum=task.quorum,
+                comment=comment,
+                channel=channel,
+                **says,
             ),
         )
         if done:
@@ -162,7 +179,9 @@ def task_approve(*, task_id: int, user: Any, comment: str = "", channel: str = C
                 "data": None,
             }
             resolve_waiting(txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
-            notifications.notify_after_commit("task.decided", task, channel=channel)
+            notifications.notify_after_commit(
+                "task.decided", task, channel=channel, on_behalf_of=says.get("on_behalf_of", "")
+            )
 
     return decide(task_id, user, A.APPROVE, apply)
 
@@ -176,6 +195,7 @@ def task_reject(*, task_id: int, user: Any, comment: str, channel: str = C.WEB) 
 
     def apply(txn: RunTxn, task: HumanTask) -> None:
         withdrawn = _vote_withdrawn(task, user)
+        behalf, says = _behalf(txn, task, user)
         Decision.objects.create(
             organization_id=task.organization_id,
             task=task,
@@ -183,6 +203,7 @@ def task_reject(*, task_id: int, user: Any, comment: str, channel: str = C.WEB) 
             action=A.REJECT,
             comment=comment,
             channel=_channel(channel),
+            on_behalf_of=behalf,
             created_at=txn.now,
         )
         close(task, T.REJECTED, user, txn)
@@ -190,10 +211,12 @@ def task_reject(*, task_id: int, user: Any, comment: str, channel: str = C.WEB) 
             "task.rejected",
             step_name=task.step_name,
             status=task.status,
-            data=task_data(task, comment=comment, channel=channel, **withdrawn),
+            data=task_data(task, comment=comment, channel=channel, **withdrawn, **says),
         )
         resolve_waiting(txn, task.step_name, status=StepRun.Status.REJECTED, error=comment)
-        notifications.notify_after_commit("task.decided", task, channel=channel)
+        notifications.notify_after_commit(
+            "task.decided", task, channel=channel, on_behalf_of=says.get("on_behalf_of", "")
+        )
 
     return decide(task_id, user, A.REJECT, apply)
 
@@ -230,6 +253,7 @@ def task_rollback(
                 ],
             )
         withdrawn = _vote_withdrawn(task, user)
+        behalf, says = _behalf(txn, task, user)
         Decision.objects.create(
             organization_id=task.organization_id,
             task=task,
@@ -238,6 +262,7 @@ def task_rollback(
             comment=comment,
             rollback_to=to_step,
             channel=_channel(channel),
+            on_behalf_of=behalf,
             created_at=txn.now,
         )
         close(task, T.CANCELLED, user, txn)
@@ -245,10 +270,14 @@ def task_rollback(
             "task.rolled_back",
             step_name=task.step_name,
             status=task.status,
-            data=task_data(task, to_step=to_step, comment=comment, channel=channel, **withdrawn),
+            data=task_data(
+                task, to_step=to_step, comment=comment, channel=channel, **withdrawn, **says
+            ),
         )
         rollback(txn, to_step, comment=comment, origin=task.step_name)
-        notifications.notify_after_commit("task.decided", task, channel=channel)
+        notifications.notify_after_commit(
+            "task.decided", task, channel=channel, on_behalf_of=says.get("on_behalf_of", "")
+        )
 
     return decide(task_id, user, A.ROLLBACK, apply)
 
@@ -277,6 +306,7 @@ def task_complete(
         else:
             raise InvalidInput(f"Task {task.pk} is an {task.kind} task: approve or reject it.")
         outputs["by"] = user.get_username()
+        behalf, says = _behalf(txn, task, user)
         Decision.objects.create(
             organization_id=task.organization_id,
             task=task,
@@ -284,6 +314,7 @@ def task_complete(
             action=action,
             data=outputs,
             channel=_channel(channel),
+            on_behalf_of=behalf,
             created_at=txn.now,
         )
         close(task, T.COMPLETED, user, txn)
@@ -292,10 +323,12 @@ def task_complete(
             step_name=task.step_name,
             status=task.status,
             outputs=outputs,
-            data=task_data(task, channel=channel),
+            data=task_data(task, channel=channel, **says),
         )
         resolve_waiting(txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
-        notifications.notify_after_commit("task.decided", task, channel=channel)
+        notifications.notify_after_commit(
+            "task.decided", task, channel=channel, on_behalf_of=says.get("on_behalf_of", "")
+        )
 
     action = A.SUBMIT if choice is None else A.CHOOSE
     return decide(task_id, user, action, apply)

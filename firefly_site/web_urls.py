@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from approvals import bulk_views, email_views
+from approvals import bulk_views, email_views, me_views
 from approvals import views as approvals
 from pipelines import editor
 from pipelines import views as pipelines
@@ -17,6 +17,9 @@ urlpatterns = [
     path("", approvals.inbox, name="home"),
     path("inbox/count/", approvals.inbox_count, name="inbox-count"),
     path("decided/", approvals.archive, name="archive"),
+    path("me/", me_views.me, name="me"),
+    path("me/delegation/", me_views.delegation_set, name="me-delegation"),
+    path("me/delegation/clear/", me_views.delegation_clear, name="me-delegation-clear"),
     path("tasks/bulk/", bulk_views.tasks_bulk, name="tasks-bulk"),
     path("tasks/<int:task_id>/", approvals.task_detail, name="task"),
     path("tasks/<int:task_id>/<slug:action>/", approvals.task_action, name="task-action"),
