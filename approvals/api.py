@@ -381,12 +381,57 @@ class MyDelegation(APIView):
         return _delegation_state(request)
 
     @extend_schema(
-        summary="End your delegation now",
-        responses={200: DelegationStateSerializer, **AUTH_ERRORS, **NOT_FOUND},
+        summary="End your delegation now (none: nothing changes)",
+        responses={204: None, **AUTH_ERRORS, **NOT_FOUND},
     )
     def delete(self, request: Request) -> Response:
         organization = organization_or_404(request)
         services.delegation_clear(
             user=request.user, organization=organization, address=request.META.get("REMOTE_ADDR")
         )
-        return _delegation_state(request)
+        return Response(status=204)
+
+
+# --- comments -----------------------------------------------------------------------------
+
+
+class TaskCommentSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    author = serializers.CharField(source="author.username")
+    body = serializers.CharField()
+    mentions = serializers.ListField(
+        child=serializers.CharField(), help_text="Who was told (may open the task)."
+    )
+    created_at = serializers.DateTimeField()
+
+
+class CommentWriteSerializer(serializers.Serializer):
+    body = serializers.CharField(
+        max_length=5000, help_text="The comment; @username mentions notify that person."
+    )
+
+
+class TaskComments(APIView):
+    throttle_classes = [AuditedScopedThrottle]
+    throttle_scope = "decide"
+
+    @extend_schema(
+        summary="A task's comment thread, oldest first",
+        responses={200: TaskCommentSerializer(many=True), **AUTH_ERRORS, **NOT_FOUND},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        task = selectors.task_detail(request.user, request.organization, pk)
+        if task is None:
+            raise Http404
+        return Response(TaskCommentSerializer(selectors.task_comments(task), many=True).data)
+
+    @extend_schema(
+        summary="Comment on a task (@mentions notify those who may open it)",
+        request=CommentWriteSerializer,
+        responses={201: TaskCommentSerializer, **INVALID, **AUTH_ERRORS, **NOT_FOUND},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        _require_visible(request, pk)
+        fields = validated(CommentWriteSerializer, request)
+        comment = services.task_comment(task_id=pk, user=request.user, body=fields["body"])
+        return Response(TaskCommentSerializer(comment).data, status=201)

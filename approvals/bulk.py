@@ -73,6 +73,8 @@ def tasks_decide(
             f"{len(task_ids)} tasks at once is too many: at most {BULK_MAX} per request.",
             "tasks",
         )
+    # PostgreSQL text cannot hold NUL characters; nobody means to write one.
+    comment = comment.replace("\x00", "")
     if action == "reject" and not comment.strip():
         raise _problem("Say why you reject (one comment for every task).", "comment")
     visible = set(

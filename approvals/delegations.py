@@ -59,7 +59,7 @@ def delegation_set(
         raise _problem("The end must come after the start.", "ends_at")
     if ends_at - max(starts_at, now) > timedelta(days=MAX_DAYS):
         raise _problem(f"A delegation lasts at most {MAX_DAYS} days.", "ends_at")
-    name = delegate.strip()
+    name = delegate.replace("\x00", "").strip()
     person = get_user_model().objects.filter(username=name, is_active=True).first()
     # The same answer for someone unknown and someone of another organization: the form
     # tells no one who exists elsewhere.

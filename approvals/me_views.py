@@ -1,4 +1,4 @@
-"""The reviewer's own settings page: who covers for them while they are away."""
+"""The reviewer's own settings page: who covers for them while away, what they hear of."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_POST
 
-from approvals import selectors, services
+from approvals import preferences, selectors, services
+from approvals.models import NotificationPreference
 from orgs.middleware import organization_of
 from pipelines.errors import FireflyError, InvalidInput
 
@@ -28,14 +29,27 @@ def _page(
     request: HttpRequest, *, error: str = "", posted: Any = None, status: int = 200
 ) -> HttpResponse:
     organization = organization_of(request)
+    prefs = preferences.preference_of(request.user)
     context = {
         "delegation": selectors.delegation_of(request.user, organization),
         "covering": selectors.covering_now(request.user, organization),
         "error": error,
         "posted": posted or {},
+        "prefs": prefs,
+        "pref_events": [(name, label, getattr(prefs, name)) for name, label in PREF_EVENTS],
+        "frequencies": NotificationPreference.Frequency.choices,
         "nav": "me",
     }
     return render(request, "approvals/me.html", context, status=status)
+
+
+# The events one may hear of, as the form names them.
+PREF_EVENTS = (
+    ("new_task", "A task for me (or one of my roles) opens or is escalated"),
+    ("due_soon", "A task of mine nears its deadline"),
+    ("task_decided", "A gate of a run I started is decided"),
+    ("run_finished", "A run I started finishes or fails"),
+)
 
 
 def _when(raw: str, field: str, label: str) -> datetime:
@@ -80,4 +94,19 @@ def delegation_clear(request: HttpRequest) -> HttpResponse:
         address=request.META.get("REMOTE_ADDR"),
     )
     messages.success(request, "Delegation ended: your tasks are yours alone again.")
+    return redirect("me")
+
+
+@require_POST
+@login_required
+def preferences_save(request: HttpRequest) -> HttpResponse:
+    try:
+        preferences.preferences_set(
+            user=request.user,
+            frequency=request.POST.get("frequency", ""),
+            **{name: name in request.POST for name in preferences.FIELDS},
+        )
+    except FireflyError as exc:
+        return _page(request, error=exc.message, status=exc.http_status)
+    messages.success(request, "Saved: Firefly tells you what you chose, as often as you chose.")
     return redirect("me")

@@ -14,7 +14,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
-from approvals.models import Decision, Delegation, HumanTask
+from approvals.models import Decision, Delegation, HumanTask, TaskComment
 from firefly_site.metrics import AGE_BUCKETS
 from orgs import selectors as orgs
 from orgs.models import Membership
@@ -235,6 +235,11 @@ def task_reloaded(task_id: int) -> HumanTask:
 
 def task_decisions(task: HumanTask) -> QuerySet[Decision]:
     return task.decisions.select_related("user").order_by("created_at", "id")
+
+
+def task_comments(task: HumanTask) -> QuerySet[TaskComment]:
+    """A task's thread, oldest first (the caller found the task visible)."""
+    return task.comments.select_related("author").order_by("created_at", "id")
 
 
 def run_open_tasks(run_id: int) -> list[dict[str, Any]]:

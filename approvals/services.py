@@ -13,6 +13,7 @@ from django.conf import settings
 
 from approvals import notifications
 from approvals.claims import task_claim, task_claim_break, task_reassign, task_unclaim
+from approvals.comments import task_comment
 from approvals.deadlines import expire_overdue, task_expire
 from approvals.delegations import delegation_clear, delegation_set
 from approvals.guards import (
@@ -28,7 +29,7 @@ from approvals.guards import (
     task_data,
     user_named,
 )
-from approvals.models import Decision, HumanTask
+from approvals.models import Decision, HumanTask, TaskComment
 from pipelines import engine, schemas
 from pipelines.errors import InvalidInput
 from pipelines.limits import bounds_problem
@@ -48,6 +49,7 @@ __all__ = [
     "task_approve",
     "task_claim",
     "task_claim_break",
+    "task_comment",
     "task_complete",
     "task_expire",
     "task_open",
@@ -77,6 +79,7 @@ def task_open(
     """Open the task that decides a waiting step; its assignees are notified after commit."""
     now = txn.now
     timeout = config.get("timeout_hours")
+    remind = config.get("remind_before_hours")
     task = HumanTask.objects.create(
         organization_id=txn.run.organization_id,
         run=txn.run,
@@ -93,6 +96,7 @@ def task_open(
         quorum=config.get("quorum", 1),
         allow_self_approval=config.get("allow_self_approval", False),
         due_at=now + timedelta(hours=timeout) if timeout else None,
+        remind_at=now + timedelta(hours=timeout - remind) if timeout and remind else None,
         on_timeout=config.get("on_timeout", "reject" if timeout else ""),
         created_at=now,
     )
@@ -358,10 +362,12 @@ def tasks_erase(run_ids: list[int]) -> None:
     """Empty what the runs' tasks showed and what people wrote on them; who decided what,
     and when, stays."""
     HumanTask.objects.filter(run_id__in=run_ids).update(context={})
+    TaskComment.objects.filter(task__run_id__in=run_ids).update(body="", mentions=[])
     Decision.objects.filter(task__run_id__in=run_ids).update(data=None, comment="")
 
 
 def tasks_purge(run_ids: list[int]) -> None:
     """Delete the runs' tasks and their decisions (before the runs' steps go)."""
     Decision.objects.filter(task__run_id__in=run_ids).delete()
+    TaskComment.objects.filter(task__run_id__in=run_ids).delete()
     HumanTask.objects.filter(run_id__in=run_ids).delete()

@@ -40,6 +40,7 @@ v1 = [
     path("tasks/<int:pk>/claim/", tasks.TaskClaim.as_view(), name="task-claim"),
     path("tasks/<int:pk>/unclaim/", tasks.TaskUnclaim.as_view(), name="task-unclaim"),
     path("tasks/<int:pk>/break-claim/", tasks.TaskBreakClaim.as_view(), name="task-break-claim"),
+    path("tasks/<int:pk>/comments/", tasks.TaskComments.as_view(), name="task-comments"),
     path("tasks/<int:pk>/reassign/", tasks.TaskReassign.as_view(), name="task-reassign"),
     path("me/delegation/", tasks.MyDelegation.as_view(), name="my-delegation"),
     path("audit/", api.AuditList.as_view(), name="audit"),

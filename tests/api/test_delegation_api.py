@@ -35,7 +35,8 @@ def test_name_read_and_end_a_delegate(client_for, users, waiting_run):
     assert response.status_code == 200, response.content
     assert Decision.objects.get(task=task).on_behalf_of == users["r1"]
 
-    assert api.delete(URL).json()["delegation"] is None
+    assert api.delete(URL).status_code == 204
+    assert api.get(URL).json()["delegation"] is None
     assert cover.get(URL).json()["covering"] == []
     assert SecurityEvent.objects.filter(event="delegation.cleared").count() == 1
 

@@ -60,3 +60,25 @@ def test_a_bad_form_says_what_is_wrong_and_keeps_what_was_typed(client_for, user
 def test_the_page_is_for_signed_in_people(client):
     assert client.get("/me/").status_code == 302
     assert client.post("/me/delegation/", {"delegate": "x"}).status_code == 302
+
+
+def test_notification_preferences_are_saved_from_the_page(client_for, users):
+    from approvals.models import NotificationPreference
+
+    client = client_for(users["r1"])
+    page = client.get("/me/").content.decode()
+    assert 'name="new_task" checked' in page  # everything on by default
+    client.post("/me/notifications/", {"email": "on", "due_soon": "on", "frequency": "daily"})
+    pref = NotificationPreference.objects.get(user=users["r1"])
+    assert (pref.email, pref.new_task, pref.due_soon, pref.frequency) == (
+        True,
+        False,
+        True,
+        "daily",
+    )
+    page = client.get("/me/").content.decode()
+    assert 'name="new_task">' in page
+    assert '<option value="daily" selected>' in page
+    response = client.post("/me/notifications/", {"frequency": "weekly"})
+    assert response.status_code == 400
+    assert "&#x27;weekly&#x27; is not a frequency" in response.content.decode()
