@@ -44,3 +44,15 @@ document.addEventListener("click", (event) => {
   area.focus();
   area.setSelectionRange(start, end);
 });
+
+// Bulk decisions: while tasks are checked for the inbox's bulk form, its table's polling
+// waits, so a refresh never unchecks what someone selected.
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const element = event.detail.elt;
+  if (
+    element.hasAttribute("data-pause-while-selected") &&
+    document.querySelector('input[form="bulk-decide"]:checked')
+  ) {
+    event.preventDefault();
+  }
+});
