@@ -33,7 +33,7 @@ def test_name_a_delegate_and_choose_a_digest_by_keyboard(users, page_for, live_s
     tab_to(page, "form.delegation button[type=submit]")
     assert focus_is_visible(page)
     page.keyboard.press("Enter")
-    expect(page.get_by_role("status").first).to_contain_text("r2 covers your tasks")
+    expect(page.locator("#delegation-title + .msg")).to_contain_text("r2 covers your tasks")
     assert Delegation.objects.get().delegate == users["r2"]
 
     page.get_by_label("How often").select_option("hourly")
