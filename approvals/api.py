@@ -54,7 +54,13 @@ class DecisionSerializer(serializers.Serializer):
     data = serializers.JSONField(allow_null=True)
     rollback_to = serializers.CharField(allow_blank=True)
     channel = serializers.CharField(
-        allow_blank=True, help_text="Where it was made: web, api or deadline (empty: earlier)."
+        allow_blank=True,
+        help_text="Where it was made: web, api, email, chat or deadline (empty: earlier).",
+    )
+    on_behalf_of = serializers.CharField(
+        source="on_behalf_of.username",
+        allow_null=True,
+        help_text="Whom `user` stood in for as their out-of-office delegate.",
     )
     created_at = serializers.DateTimeField()
 

@@ -234,7 +234,7 @@ def task_reloaded(task_id: int) -> HumanTask:
 
 
 def task_decisions(task: HumanTask) -> QuerySet[Decision]:
-    return task.decisions.select_related("user").order_by("created_at", "id")
+    return task.decisions.select_related("user", "on_behalf_of").order_by("created_at", "id")
 
 
 def task_comments(task: HumanTask) -> QuerySet[TaskComment]:

@@ -34,6 +34,8 @@ def test_name_read_and_end_a_delegate(client_for, users, waiting_run):
     response = cover.post(f"/api/v1/tasks/{task.pk}/approve/", {}, format="json")
     assert response.status_code == 200, response.content
     assert Decision.objects.get(task=task).on_behalf_of == users["r1"]
+    (decision,) = cover.get(f"/api/v1/tasks/{task.pk}/").json()["decisions"]
+    assert (decision["user"], decision["on_behalf_of"]) == ("outsider", "r1")
 
     assert api.delete(URL).status_code == 204
     assert api.get(URL).json()["delegation"] is None

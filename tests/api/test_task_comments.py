@@ -97,3 +97,13 @@ def test_the_page_thread(client, users, waiting_run):
     bad = client.post(url, {"body": " "}, HTTP_HX_REQUEST="true")
     assert bad.status_code == 400
     assert "Write something first." in bad.content.decode()
+
+
+def test_erasing_a_runs_data_empties_its_comments(users, waiting_run):
+    from approvals.services import tasks_erase
+
+    task = open_task(waiting_run())
+    approvals.task_comment(task_id=task.pk, user=users["r1"], body="secret @r2")
+    tasks_erase([task.run_id])
+    comment = TaskComment.objects.get()
+    assert (comment.body, comment.mentions, comment.author) == ("", [], users["r1"])
