@@ -1,5 +1,4 @@
-"""Notification emails: plain text and HTML from templates, with signed action links; each
-person's preferences say whether they get one now, in a digest, or not at all."""
+"""Notification emails from templates, with signed action links, as each person prefers."""
 
 from __future__ import annotations
 
