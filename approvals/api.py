@@ -8,17 +8,18 @@ from typing import Any
 import django_filters
 from django.db.models import QuerySet
 from django.http import Http404
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from approvals import selectors, services
+from approvals import bulk, selectors, services
 from approvals.models import Decision, HumanTask
 from firefly_site.api_errors import AUTH_ERRORS, CONFLICT, INVALID, NOT_FOUND, THROTTLED
 from firefly_site.throttles import AuditedScopedThrottle
-from pipelines.api import Page, validated
+from pipelines.api import Page, organization_or_404, validated
 from pipelines.serializers import CleanJSONField
 
 # --- serializers ------------------------------------------------------------------------
@@ -53,7 +54,13 @@ class DecisionSerializer(serializers.Serializer):
     data = serializers.JSONField(allow_null=True)
     rollback_to = serializers.CharField(allow_blank=True)
     channel = serializers.CharField(
-        allow_blank=True, help_text="Where it was made: web, api or deadline (empty: earlier)."
+        allow_blank=True,
+        help_text="Where it was made: web, api, email, chat or deadline (empty: earlier).",
+    )
+    on_behalf_of = serializers.CharField(
+        source="on_behalf_of.username",
+        allow_null=True,
+        help_text="Whom `user` stood in for as their out-of-office delegate.",
     )
     created_at = serializers.DateTimeField()
 
@@ -253,3 +260,184 @@ TaskReassign = _action(
     _reassign,
     decides=False,
 )
+
+
+# --- many at once -------------------------------------------------------------------------
+
+
+class BulkSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=bulk.ACTIONS)
+    tasks = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
+        min_length=1,
+        max_length=bulk.BULK_MAX,
+        help_text=f"Task ids, at most {bulk.BULK_MAX}; each is decided on its own.",
+    )
+    comment = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="Required to reject."
+    )
+
+
+class BulkOutcomeSerializer(serializers.Serializer):
+    task = serializers.IntegerField()
+    outcome = serializers.ChoiceField(choices=["decided", "refused"])
+    status = serializers.CharField(
+        allow_blank=True, help_text="The task's status after the decision (decided only)."
+    )
+    reason = serializers.CharField(allow_blank=True, help_text="Why it was refused.")
+    code = serializers.CharField(allow_blank=True, help_text="The refusal's error code.")
+    http_status = serializers.IntegerField(
+        help_text="The status this task alone would have answered (200, 403, 404, 409...)."
+    )
+
+
+class BulkResultSerializer(serializers.Serializer):
+    decided = serializers.IntegerField()
+    refused = serializers.IntegerField()
+    results = BulkOutcomeSerializer(many=True)
+
+
+class TaskBulk(APIView):
+    throttle_classes = [AuditedScopedThrottle]
+    throttle_scope = "decide"
+
+    @extend_schema(
+        summary="Approve or reject many tasks, each on its own",
+        request=BulkSerializer,
+        responses={200: BulkResultSerializer, **INVALID, **AUTH_ERRORS, **THROTTLED},
+    )
+    def post(self, request: Request) -> Response:
+        fields = validated(BulkSerializer, request)
+        outcomes = bulk.tasks_decide(
+            user=request.user,
+            organization=request.organization,
+            action=fields["action"],
+            task_ids=bulk.task_ids(fields["tasks"]),
+            comment=fields["comment"],
+            channel=Decision.Channel.API,
+        )
+        results = [vars(o) for o in outcomes]
+        decided = sum(o.decided for o in outcomes)
+        body = {"decided": decided, "refused": len(outcomes) - decided, "results": results}
+        return Response(BulkResultSerializer(body).data)
+
+
+# --- out of office ------------------------------------------------------------------------
+
+
+class DelegationSerializer(serializers.Serializer):
+    delegate = serializers.CharField(source="delegate.username")
+    starts_at = serializers.DateTimeField()
+    ends_at = serializers.DateTimeField()
+    active = serializers.SerializerMethodField(help_text="In force now.")
+
+    def get_active(self, delegation: Any) -> bool:
+        return bool(delegation.active())
+
+
+class CoveringSerializer(serializers.Serializer):
+    user = serializers.CharField(source="user.username", help_text="Who is away.")
+    ends_at = serializers.DateTimeField()
+
+
+class DelegationStateSerializer(serializers.Serializer):
+    delegation = DelegationSerializer(allow_null=True, help_text="Yours; null when none.")
+    covering = CoveringSerializer(many=True, help_text="Whom you stand in for now.")
+
+
+class DelegationSetSerializer(serializers.Serializer):
+    delegate = serializers.CharField(max_length=150, help_text="A member's username.")
+    starts_at = serializers.DateTimeField(required=False, help_text="Default: now.")
+    ends_at = serializers.DateTimeField()
+
+
+def _delegation_state(request: Request) -> Response:
+    state = {
+        "delegation": selectors.delegation_of(request.user, request.organization),
+        "covering": selectors.covering_now(request.user, request.organization),
+    }
+    return Response(DelegationStateSerializer(state).data)
+
+
+class MyDelegation(APIView):
+    @extend_schema(
+        summary="Your out-of-office delegate, and whom you cover",
+        responses={200: DelegationStateSerializer, **AUTH_ERRORS, **NOT_FOUND},
+    )
+    def get(self, request: Request) -> Response:
+        organization_or_404(request)
+        return _delegation_state(request)
+
+    @extend_schema(
+        summary="Name a delegate who decides your tasks too, on your behalf, for a date range",
+        request=DelegationSetSerializer,
+        responses={200: DelegationStateSerializer, **INVALID, **AUTH_ERRORS, **NOT_FOUND},
+    )
+    def post(self, request: Request) -> Response:
+        organization = organization_or_404(request)
+        fields = validated(DelegationSetSerializer, request)
+        services.delegation_set(
+            user=request.user,
+            organization=organization,
+            delegate=fields["delegate"],
+            starts_at=fields.get("starts_at") or timezone.now(),
+            ends_at=fields["ends_at"],
+            address=request.META.get("REMOTE_ADDR"),
+        )
+        return _delegation_state(request)
+
+    @extend_schema(
+        summary="End your delegation now (none: nothing changes)",
+        responses={204: None, **AUTH_ERRORS, **NOT_FOUND},
+    )
+    def delete(self, request: Request) -> Response:
+        organization = organization_or_404(request)
+        services.delegation_clear(
+            user=request.user, organization=organization, address=request.META.get("REMOTE_ADDR")
+        )
+        return Response(status=204)
+
+
+# --- comments -----------------------------------------------------------------------------
+
+
+class TaskCommentSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    author = serializers.CharField(source="author.username")
+    body = serializers.CharField()
+    mentions = serializers.ListField(
+        child=serializers.CharField(), help_text="Who was told (may open the task)."
+    )
+    created_at = serializers.DateTimeField()
+
+
+class CommentWriteSerializer(serializers.Serializer):
+    body = serializers.CharField(
+        max_length=5000, help_text="The comment; @username mentions notify that person."
+    )
+
+
+class TaskComments(APIView):
+    throttle_classes = [AuditedScopedThrottle]
+    throttle_scope = "decide"
+
+    @extend_schema(
+        summary="A task's comment thread, oldest first",
+        responses={200: TaskCommentSerializer(many=True), **AUTH_ERRORS, **NOT_FOUND},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        task = selectors.task_detail(request.user, request.organization, pk)
+        if task is None:
+            raise Http404
+        return Response(TaskCommentSerializer(selectors.task_comments(task), many=True).data)
+
+    @extend_schema(
+        summary="Comment on a task (@mentions notify those who may open it)",
+        request=CommentWriteSerializer,
+        responses={201: TaskCommentSerializer, **INVALID, **AUTH_ERRORS, **NOT_FOUND},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        _require_visible(request, pk)
+        fields = validated(CommentWriteSerializer, request)
+        comment = services.task_comment(task_id=pk, user=request.user, body=fields["body"])
+        return Response(TaskCommentSerializer(comment).data, status=201)

@@ -1,59 +1,179 @@
-"""Notification emails: plain text and HTML from templates, with signed action links."""
+"""Notification emails from templates, with signed action links, as each person prefers."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.template.loader import render_to_string
 
-from approvals import email_links, notifications
-from approvals.models import HumanTask
+from approvals import email_links, notifications, preferences
+from approvals.models import HumanTask, QueuedNotification, TaskComment
+from pipelines.models import Run
 
 # Inputs shown in the message itself; the rest is one click away on the task's page.
 INPUTS_SHOWN = 8
+VERBS = {
+    "task.opened": "needs you",
+    "task.escalated": "was escalated to you",
+    "task.due_soon": "is due soon",
+}
 
 
 def email_assignees(event: str, task: HumanTask) -> None:
-    """When a task opens or is escalated, one message per person it is for: each carries
-    links signed for its recipient alone, so a forwarded message decides nothing."""
-    if event not in ("task.opened", "task.escalated"):
+    """When a task opens, is escalated or nears its deadline, one message per person it is
+    for (or a line in their next digest): each carries links signed for its recipient
+    alone, so a forwarded message decides nothing."""
+    if event not in VERBS:
         return
-    people = notifications.recipients(task)
-    if not people:
-        return
-    verb = "needs you" if event == "task.opened" else "was escalated to you"
+    messages = []
+    for person in notifications.recipients(task):
+        how = preferences.route(person, event)
+        if how == preferences.DIGEST:
+            _queue(person, event, f"{_task_line(task)} {VERBS[event]}", task=task)
+        elif how == preferences.NOW:
+            messages.append(_task_message(event, task, person))
+    send(messages)
+
+
+def _task_line(task: HumanTask) -> str:
+    return f"Run {task.run_id}, step {task.step_name}: a {task.get_kind_display().lower()}"
+
+
+def _task_message(event: str, task: HumanTask, person: Any) -> EmailMultiAlternatives:
+    verb = VERBS[event]
     subject = f"[Firefly] {task.get_kind_display()} {verb}: {task.step_name} (run {task.run_id})"
     inputs = (task.context or {}).get("inputs") or {}
     shown = sorted(inputs.items())[:INPUTS_SHOWN] if isinstance(inputs, dict) else []
-    messages = []
+    context: dict[str, Any] = {
+        "task": task,
+        "verb": verb,
+        "person": person,
+        "task_url": notifications.task_url(task),
+        "inputs": shown,
+        "more_inputs": len(inputs) - len(shown) if isinstance(inputs, dict) else 0,
+        "actions": [
+            (
+                email_links.Link.label_of(action, choice),
+                email_links.url_for(email_links.token_for(task, person, action, choice)),
+            )
+            for action, choice in email_links.actions_for(task)
+        ],
+        "sign_in_first": not settings.FIREFLY_EMAIL_ACTIONS,
+    }
+    return _message(subject, "approvals/email/task", context, person)
+
+
+def email_requester(event: str, task: HumanTask) -> None:
+    """Whoever started the run hears each gate's outcome (unless they decided it)."""
+    if event not in ("task.decided", "task.expired"):
+        return
+    starter = _requester(task.run_id, task.organization_id)
+    if starter is None or starter.pk == task.decided_by_id:
+        return
+    by = task.decided_by.get_username() if task.decided_by else "the deadline"
+    line = f"Run {task.run_id}, step {task.step_name}: {task.status} by {by}"
+    _tell(starter, event, line, notifications.task_url(task), task=task)
+
+
+def email_run_end(event: str, payload: dict[str, Any]) -> None:
+    """Whoever started the run hears how it ended (an events hook, after commit)."""
+    if event != "run.finished":
+        return
+    run_id = payload.get("run")
+    run = Run.objects.filter(pk=run_id).first() if isinstance(run_id, int) else None
+    if run is None:
+        return
+    starter = _requester(run.pk, run.organization_id)
+    if starter is None:
+        return
+    line = f"Run {run.pk} of {payload.get('pipeline', '')} {payload.get('status', run.status)}"
+    _tell(starter, event, line, _run_url(run.pk), run=run)
+
+
+def email_mentioned(comment: TaskComment, people: list[Any]) -> None:
+    """The people a comment @mentions (who may open its task) hear of it."""
+    task = comment.task
+    author = comment.author.get_username()
+    line = f"{author} mentioned you on run {task.run_id}, step {task.step_name}"
     for person in people:
-        context: dict[str, Any] = {
-            "task": task,
-            "verb": verb,
-            "person": person,
-            "task_url": notifications.task_url(task),
-            "inputs": shown,
-            "more_inputs": len(inputs) - len(shown) if isinstance(inputs, dict) else 0,
-            "actions": [
-                (
-                    email_links.Link.label_of(action, choice),
-                    email_links.url_for(email_links.token_for(task, person, action, choice)),
-                )
-                for action, choice in email_links.actions_for(task)
-            ],
-            "sign_in_first": not settings.FIREFLY_EMAIL_ACTIONS,
-        }
-        message = EmailMultiAlternatives(
-            subject,
-            render_to_string("approvals/email/task.txt", context),
-            settings.DEFAULT_FROM_EMAIL,
-            [person.email],
+        if person.email:
+            _tell(person, "task.mentioned", line, notifications.task_url(task), task=task)
+
+
+def _requester(run_id: int, organization_id: int) -> Any:
+    """The run's starter, while an active member of its organization with an address."""
+    return (
+        get_user_model()
+        .objects.filter(
+            is_active=True,
+            memberships__organization_id=organization_id,
+            pk__in=Run.objects.filter(pk=run_id).values("created_by_id"),
         )
-        message.attach_alternative(
-            render_to_string("approvals/email/task.html", context), "text/html"
-        )
-        messages.append(message)
-    # One connection for all of them: one SMTP session, not one per person.
-    get_connection().send_messages(messages)
+        .exclude(email="")
+        .first()
+    )
+
+
+def _run_url(run_id: int) -> str:
+    return f"{settings.FIREFLY_BASE_URL.rstrip('/')}/runs/{run_id}/"
+
+
+def _tell(
+    person: Any, event: str, line: str, url: str, *, task: Any = None, run: Any = None
+) -> None:
+    how = preferences.route(person, event)
+    if how == preferences.DIGEST:
+        _queue(person, event, line, task=task, run=run)
+    elif how == preferences.NOW:
+        context = {"line": line, "url": url, "person": person}
+        send([_message(f"[Firefly] {line}", "approvals/email/notice", context, person)])
+
+
+def _queue(person: Any, event: str, text: str, *, task: Any = None, run: Any = None) -> None:
+    QueuedNotification.objects.create(
+        organization_id=(task or run).organization_id,
+        user=person,
+        event=event,
+        text=text[:300],
+        task=task,
+        run=run,
+    )
+
+
+def digest_message(person: Any, items: list[QueuedNotification]) -> EmailMultiAlternatives:
+    """One message for what a person's digest gathered: one line and link per task (its
+    latest news) or run."""
+    lines: dict[tuple[str, int], tuple[str, str]] = {}
+    for item in items:
+        if item.task_id is not None:
+            key, url = ("task", item.task_id), notifications.task_url(item.task)  # type: ignore[arg-type]
+        else:
+            key, url = ("run", item.run_id or 0), _run_url(item.run_id or 0)
+        lines.pop(key, None)
+        lines[key] = (item.text, url)
+    count = len(lines)
+    subject = f"[Firefly] Your digest: {count} update{'s' if count != 1 else ''}"
+    context = {"lines": list(lines.values()), "person": person}
+    return _message(subject, "approvals/email/digest", context, person)
+
+
+def _message(
+    subject: str, template: str, context: dict[str, Any], person: Any
+) -> EmailMultiAlternatives:
+    message = EmailMultiAlternatives(
+        subject,
+        render_to_string(f"{template}.txt", context),
+        settings.DEFAULT_FROM_EMAIL,
+        [person.email],
+    )
+    message.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
+    return message
+
+
+def send(messages: list[EmailMultiAlternatives]) -> None:
+    if messages:
+        # One connection for all of them: one SMTP session, not one per person.
+        get_connection().send_messages(messages)

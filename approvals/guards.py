@@ -12,8 +12,10 @@ import rules
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.db.models import Q
 from django.utils import timezone
 
+from approvals import selectors
 from approvals.models import Decision, HumanTask
 from orgs import selectors as orgs
 from pipelines import permissions
@@ -67,15 +69,42 @@ def close(task: HumanTask, status: str, user: Any, txn: RunTxn) -> None:
 # --- who may act ----------------------------------------------------------------------
 
 
+def _own(user: Any, task: HumanTask) -> bool:
+    """Assigned to the user or one of their roles (membership checked by the caller)."""
+    if task.assignee_id is not None and task.assignee_id == user.pk:
+        return True
+    return task.assignee_role_id is not None and task.assignee_role_id in _group_ids(user)
+
+
 @rules.predicate
 def decides(user: Any, task: HumanTask) -> bool:
     """The assignee and members of the assignee role who belong to the task's
-    organization (groups span organizations, tasks never do), and superusers."""
+    organization (groups span organizations, tasks never do), superusers, and the
+    delegate of one of them while they are away."""
     if not permissions.is_person(user) or not orgs.is_member(user, task.organization_id):
         return False
-    if user.is_superuser or (task.assignee_id is not None and task.assignee_id == user.pk):
+    if user.is_superuser or _own(user, task):
         return True
-    return task.assignee_role_id is not None and task.assignee_role_id in _group_ids(user)
+    return bool(covered_on(task, user))
+
+
+def covered_on(task: HumanTask, user: Any, now: datetime | None = None) -> list[Any]:
+    """Who, away now, named the user their delegate and may decide this task themselves
+    (as assignee or by role, never as superuser: a delegate gets no more than a reviewer)."""
+    delegations = selectors.covering(user, task.organization_id, now).select_related("user")
+    return [d.user for d in delegations.order_by("user_id") if _own(d.user, task)]
+
+
+def behalf_of(task: HumanTask, user: Any, txn: Moment) -> Any:
+    """The person the user decides for as their delegate; None when the task is the user's
+    own to decide. Of several people covered, one who did not start the run is preferred,
+    so separation of duties refuses only when every way in crosses it."""
+    if user.is_superuser or _own(user, task):
+        return None
+    people = covered_on(task, user, txn.now)
+    starters = permissions.lineage_starters(txn.run) if people else set()
+    people.sort(key=lambda person: person.pk in starters)
+    return people[0] if people else None
 
 
 def _group_ids(user: Any) -> set[int]:
@@ -178,20 +207,43 @@ def refusal_for(task: HumanTask, user: Any, action: str, txn: Moment) -> Excepti
         return PermissionDenied(f"Task {task.pk} is claimed by {holder.get_username()}.")
     # Separation of duties: whoever started this run, or any run it was forked or
     # handed off from, may not move it on (nor claim it, which only serves to decide).
+    # A delegate is held to it twice: as themselves and as the person they stand in for.
     moves_on = action in (A.APPROVE, A.SUBMIT, A.CHOOSE, "claim")
-    if (
-        moves_on
-        and not task.allow_self_approval
-        and user.pk in permissions.lineage_starters(txn.run)
-    ):
-        if txn.run.created_by_id == user.pk:
-            why = "You started this run"
-        else:
-            why = "You started a run this one was forked or handed off from"
-        return PermissionDenied(f"{why}, so you may not approve it yourself.")
-    if action == A.APPROVE and task.decisions.filter(user=user, action=A.APPROVE).exists():
-        return Conflict(f"You have already approved task {task.pk}.")
+    behalf = behalf_of(task, user, txn)
+    if moves_on and not task.allow_self_approval:
+        starters = permissions.lineage_starters(txn.run)
+        if user.pk in starters:
+            if txn.run.created_by_id == user.pk:
+                why = "You started this run"
+            else:
+                why = "You started a run this one was forked or handed off from"
+            return PermissionDenied(f"{why}, so you may not approve it yourself.")
+        if behalf is not None and behalf.pk in starters:
+            return PermissionDenied(
+                f"{behalf.get_username()} started this run (or one it came from), so as their"
+                " delegate you may not approve it."
+            )
+    if action == A.APPROVE:
+        return _voted(task, user, behalf)
     return None
+
+
+def _voted(task: HumanTask, user: Any, behalf: Any) -> Exception | None:
+    """One vote per person: a delegate's vote counts for the person covered, who then
+    may not vote again, nor may the delegate vote twice for them."""
+    votes = task.decisions.filter(action=A.APPROVE)
+    if votes.filter(user=user).exists():
+        return Conflict(f"You have already approved task {task.pk}.")
+    person = behalf if behalf is not None else user
+    vote = votes.filter(Q(user=person) | Q(on_behalf_of=person)).select_related("user").first()
+    if vote is None:
+        return None
+    if vote.user is None or vote.user_id == person.pk:
+        return Conflict(f"{person.get_username()} has already approved task {task.pk}.")
+    return Conflict(
+        f"{vote.user.get_username()} already approved task {task.pk} on behalf of"
+        f" {person.get_username()}."
+    )
 
 
 def decide(

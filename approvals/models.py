@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
@@ -62,6 +64,8 @@ class HumanTask(models.Model):
     quorum = models.PositiveSmallIntegerField(default=1)
     allow_self_approval = models.BooleanField(default=False)
     due_at = models.DateTimeField(null=True, blank=True)
+    # When its assignees are reminded of the deadline (the step's remind_before_hours).
+    remind_at = models.DateTimeField(null=True, blank=True)
     on_timeout = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     decided_at = models.DateTimeField(null=True, blank=True)
@@ -133,6 +137,10 @@ class Decision(models.Model):
     rollback_to = models.CharField(max_length=100, blank=True)
     # Empty on decisions recorded before channels were.
     channel = models.CharField(max_length=16, choices=Channel.choices, blank=True)
+    # Set when `user` decided as the delegate of this person (out of office).
+    on_behalf_of = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -173,3 +181,125 @@ class EmailLinkUse(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} link for task {self.task_id} used by {self.user_id}"
+
+
+class Delegation(models.Model):
+    """While `user` is away (starts_at to ends_at), `delegate` may decide their tasks too,
+    on their behalf. One per person and organization: setting another replaces it."""
+
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    delegate = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "user"], name="delegation_one_per_user"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(ends_at__gt=models.F("starts_at")),
+                name="delegation_ends_after_start",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(user=models.F("delegate")), name="delegation_not_to_self"
+            ),
+        ]
+        indexes = [
+            # The inbox asks "whom do I cover now?" on every page: by delegate and range.
+            models.Index(fields=["organization", "delegate", "ends_at"], name="delegation_delegate")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.delegate_id} covers {self.user_id} until {self.ends_at:%Y-%m-%d}"
+
+    def active(self, now: Any = None) -> bool:
+        now = now or timezone.now()
+        return self.starts_at <= now < self.ends_at
+
+
+class NotificationPreference(models.Model):
+    """What a person wants to hear of, where, and how often (no row: everything, by
+    email, at once)."""
+
+    class Frequency(models.TextChoices):
+        IMMEDIATE = "immediate", "At once"
+        HOURLY = "hourly", "Hourly digest"
+        DAILY = "daily", "Daily digest"
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    email = models.BooleanField(default=True)
+    new_task = models.BooleanField(default=True)
+    due_soon = models.BooleanField(default=True)
+    task_decided = models.BooleanField(default=True)
+    run_finished = models.BooleanField(default=True)
+    frequency = models.CharField(
+        max_length=16, choices=Frequency.choices, default=Frequency.IMMEDIATE
+    )
+    last_digest_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"notification preferences of {self.user_id}"
+
+
+class QueuedNotification(models.Model):
+    """Something to tell a person in their next digest."""
+
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    event = models.CharField(max_length=32)
+    task = models.ForeignKey(HumanTask, null=True, blank=True, on_delete=models.CASCADE)
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE)
+    text = models.CharField(max_length=300)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["sent_at", "user"], name="queued_unsent")]
+
+    def __str__(self) -> str:
+        return f"{self.event} for {self.user_id}"
+
+
+class TaskReminder(models.Model):
+    """A deadline reminder sent for a task: one per task, whatever the beat does twice."""
+
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    task = models.OneToOneField(HumanTask, on_delete=models.CASCADE, related_name="+")
+    sent_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"reminder for task {self.task_id}"
+
+
+class TaskComment(models.Model):
+    """A note in a task's thread, beside its decision; @mentions in it notify people."""
+
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    task = models.ForeignKey(HumanTask, on_delete=models.CASCADE, related_name="comments")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    body = models.TextField()
+    # Usernames the comment mentioned who could see the task (and so were told).
+    mentions = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["task", "created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"comment {self.pk} on task {self.task_id}"

@@ -30,16 +30,19 @@ def listen(listener: Listener) -> None:
         listeners.append(listener)
 
 
-def notify_after_commit(event: str, task: HumanTask, *, channel: str = "") -> None:
+def notify_after_commit(
+    event: str, task: HumanTask, *, channel: str = "", on_behalf_of: str = ""
+) -> None:
     """Tell listeners and hooks after commit; what durable hooks (webhooks) want is
     written to the outbox now, in the transaction that caused the event. `channel`: where
-    a decision was made (web, api, deadline), for `task.decided`."""
+    a decision was made (web, api, deadline), for `task.decided`; `on_behalf_of`: whom
+    the decider stood in for as their delegate."""
     # Read once, as this transaction leaves the task: the outbox row now and the
     # listeners after commit see the same state, whatever happens to the task later.
     fresh = _load(task.pk)
     if fresh is None:
         return
-    payload = task_payload(fresh, channel=channel)
+    payload = task_payload(fresh, channel=channel, on_behalf_of=on_behalf_of)
     if any(hook.durable for hook in events.hooks):
         outbox_write(event, payload, organization_id=fresh.organization_id)
     transaction.on_commit(lambda: notify(event, fresh, payload))
@@ -67,7 +70,7 @@ def notify(event: str, task: HumanTask, payload: dict[str, Any]) -> None:
     events.emit(event, payload)
 
 
-def task_payload(task: HumanTask, *, channel: str = "") -> dict[str, Any]:
+def task_payload(task: HumanTask, *, channel: str = "", on_behalf_of: str = "") -> dict[str, Any]:
     return {
         "organization": orgs.slug_of(task.organization_id),
         "id": task.pk,
@@ -84,6 +87,7 @@ def task_payload(task: HumanTask, *, channel: str = "") -> dict[str, Any]:
         "decided_at": task.decided_at,
         "decided_by": task.decided_by.get_username() if task.decided_by else None,
         "channel": channel or None,
+        "on_behalf_of": on_behalf_of or None,
         "url": task_url(task),
     }
 

@@ -14,7 +14,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
-from approvals.models import Decision, HumanTask
+from approvals.models import Decision, Delegation, HumanTask, TaskComment
 from firefly_site.metrics import AGE_BUCKETS
 from orgs import selectors as orgs
 from orgs.models import Membership
@@ -25,17 +25,55 @@ def _org(organization: Any) -> int | None:
     return getattr(organization, "pk", organization)
 
 
+def covering(user: Any, organization: Any, now: Any = None) -> QuerySet[Delegation]:
+    """The delegations in force now that name the user as delegate, from people who are
+    still active members of the organization (a delegation outlives neither)."""
+    org = _org(organization)
+    if org is None:
+        return Delegation.objects.none()
+    return Delegation.objects.filter(
+        organization_id=org,
+        delegate_id=user.pk,
+        starts_at__lte=now or timezone.now(),
+        ends_at__gt=now or timezone.now(),
+        user__is_active=True,
+        user__memberships__organization_id=org,
+    )
+
+
+def delegation_of(user: Any, organization: Any) -> Delegation | None:
+    """The user's own delegation in the organization (in force, to come, or past)."""
+    org = _org(organization)
+    if org is None:
+        return None
+    return (
+        Delegation.objects.filter(organization_id=org, user_id=user.pk)
+        .select_related("delegate")
+        .first()
+    )
+
+
+def covering_now(user: Any, organization: Any) -> list[Delegation]:
+    """Whom the user stands in for now, with until when."""
+    return list(covering(user, organization).select_related("user").order_by("ends_at"))
+
+
 def for_user(user: Any, organization: Any) -> Q:
     """The organization's tasks this user may decide: assigned to them or to one of their
-    roles (superusers: all). `guards.decides` in SQL; nothing for a non-member."""
+    roles, or, as a delegate, to someone away or one of their roles (superusers: all; a
+    delegate does not inherit that). `guards.decides` in SQL; nothing for a non-member."""
     org = _org(organization)
     if not orgs.is_member(user, org):
         return Q(pk__in=[])
     if user.is_superuser:
         return Q(organization_id=org)
-    # The groups subquery keeps "assigned to me or to one of my roles" one SQL statement.
+    # Subqueries keep "mine, my roles', and those of whom I cover" one SQL statement.
+    away = covering(user, org).values("user_id")
     return Q(organization_id=org) & (
-        Q(assignee=user) | Q(assignee_role__in=user.groups.values("pk"))
+        Q(assignee=user)
+        | Q(assignee_role__in=user.groups.values("pk"))
+        | Q(assignee__in=away)
+        | Q(assignee_role__in=Group.objects.filter(user__in=away).values("pk"))
     )
 
 
@@ -85,7 +123,7 @@ def inbox_view(user: Any, organization: Any, view: str = "mine") -> Q:
     if view == "claimed":
         return allowed & _claimed() & Q(claimed_by=user)
     if view == "unassigned":
-        roles = Q() if user.is_superuser else Q(assignee_role__in=user.groups.values("pk"))
+        roles = Q() if user.is_superuser else Q(assignee_role__isnull=False)
         return allowed & roles & Q(assignee__isnull=True) & _unclaimed()
     return allowed & (_unclaimed() | Q(claimed_by=user))
 
@@ -196,7 +234,12 @@ def task_reloaded(task_id: int) -> HumanTask:
 
 
 def task_decisions(task: HumanTask) -> QuerySet[Decision]:
-    return task.decisions.select_related("user").order_by("created_at", "id")
+    return task.decisions.select_related("user", "on_behalf_of").order_by("created_at", "id")
+
+
+def task_comments(task: HumanTask) -> QuerySet[TaskComment]:
+    """A task's thread, oldest first (the caller found the task visible)."""
+    return task.comments.select_related("author").order_by("created_at", "id")
 
 
 def run_open_tasks(run_id: int) -> list[dict[str, Any]]:

@@ -13,11 +13,14 @@ from django.conf import settings
 
 from approvals import notifications
 from approvals.claims import task_claim, task_claim_break, task_reassign, task_unclaim
+from approvals.comments import task_comment
 from approvals.deadlines import expire_overdue, task_expire
+from approvals.delegations import delegation_clear, delegation_set
 from approvals.guards import (
     A,
     AlreadyDecided,
     T,
+    behalf_of,
     can_act,
     claim_holder,
     close,
@@ -26,7 +29,7 @@ from approvals.guards import (
     task_data,
     user_named,
 )
-from approvals.models import Decision, HumanTask
+from approvals.models import Decision, HumanTask, TaskComment
 from pipelines import engine, schemas
 from pipelines.errors import InvalidInput
 from pipelines.limits import bounds_problem
@@ -39,11 +42,14 @@ __all__ = [
     "AlreadyDecided",
     "can_act",
     "claim_holder",
+    "delegation_clear",
+    "delegation_set",
     "expire_overdue",
     "rollback_targets",
     "task_approve",
     "task_claim",
     "task_claim_break",
+    "task_comment",
     "task_complete",
     "task_expire",
     "task_open",
@@ -73,6 +79,7 @@ def task_open(
     """Open the task that decides a waiting step; its assignees are notified after commit."""
     now = txn.now
     timeout = config.get("timeout_hours")
+    remind = config.get("remind_before_hours")
     task = HumanTask.objects.create(
         organization_id=txn.run.organization_id,
         run=txn.run,
@@ -90,6 +97,7 @@ def task_open(
         quorum=config.get("quorum", 1),
         allow_self_approval=config.get("allow_self_approval", False),
         due_at=now + timedelta(hours=timeout) if timeout else None,
+        remind_at=now + timedelta(hours=timeout - remind) if timeout and remind else None,
         on_timeout=config.get("on_timeout", "reject" if timeout else ""),
         created_at=now,
     )
@@ -128,12 +136,19 @@ def _context(txn: RunTxn, step_name: str, wanted: dict[str, Any] | None) -> dict
 # --- decisions ------------------------------------------------------------------------
 
 
+def _behalf(txn: RunTxn, task: HumanTask, user: Any) -> tuple[Any, dict[str, Any]]:
+    """Whom a delegate decides for (None: for themselves), and how the audit says so."""
+    behalf = behalf_of(task, user, txn)
+    return behalf, ({"on_behalf_of": behalf.get_username()} if behalf is not None else {})
+
+
 def task_approve(*, task_id: int, user: Any, comment: str = "", channel: str = C.WEB) -> HumanTask:
     """One vote; the task completes when `quorum` distinct people approved."""
 
     def apply(txn: RunTxn, task: HumanTask) -> None:
         if task.kind not in (HumanTask.Kind.APPROVAL, HumanTask.Kind.PAUSE):
             raise InvalidInput(f"Task {task.pk} is a {task.kind} task: complete it instead.")
+        behalf, says = _behalf(txn, task, user)
         Decision.objects.create(
             organization_id=task.organization_id,
             task=task,
@@ -141,6 +156,7 @@ def task_approve(*, task_id: int, user: Any, comment: str = "", channel: str = C
             action=A.APPROVE,
             comment=comment,
             channel=_channel(channel),
+            on_behalf_of=behalf,
             created_at=txn.now,
         )
         votes = list(task.decisions.filter(action=A.APPROVE).select_related("user").order_by("id"))
@@ -150,7 +166,12 @@ def task_approve(*, task_id: int, user: Any, comment: str = "", channel: str = C
             step_name=task.step_name,
             status=T.COMPLETED if done else T.OPEN,
             data=task_data(
-                task, votes=len(votes), quorum=task.quorum, comment=comment, channel=channel
+                task,
+                votes=len(votes),
+                quorum=task.quorum,
+                comment=comment,
+                channel=channel,
+                **says,
             ),
         )
         if done:
@@ -163,7 +184,9 @@ def task_approve(*, task_id: int, user: Any, comment: str = "", channel: str = C
                 "data": None,
             }
             resolve_waiting(txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
-            notifications.notify_after_commit("task.decided", task, channel=channel)
+            notifications.notify_after_commit(
+                "task.decided", task, channel=channel, on_behalf_of=says.get("on_behalf_of", "")
+            )
 
     return decide(task_id, user, A.APPROVE, apply)
 
@@ -177,6 +200,7 @@ def task_reject(*, task_id: int, user: Any, comment: str, channel: str = C.WEB) 
 
     def apply(txn: RunTxn, task: HumanTask) -> None:
         withdrawn = _vote_withdrawn(task, user)
+        behalf, says = _behalf(txn, task, user)
         Decision.objects.create(
             organization_id=task.organization_id,
             task=task,
@@ -184,6 +208,7 @@ def task_reject(*, task_id: int, user: Any, comment: str, channel: str = C.WEB) 
             action=A.REJECT,
             comment=comment,
             channel=_channel(channel),
+            on_behalf_of=behalf,
             created_at=txn.now,
         )
         close(task, T.REJECTED, user, txn)
@@ -191,10 +216,12 @@ def task_reject(*, task_id: int, user: Any, comment: str, channel: str = C.WEB) 
             "task.rejected",
             step_name=task.step_name,
             status=task.status,
-            data=task_data(task, comment=comment, channel=channel, **withdrawn),
+            data=task_data(task, comment=comment, channel=channel, **withdrawn, **says),
         )
         resolve_waiting(txn, task.step_name, status=StepRun.Status.REJECTED, error=comment)
-        notifications.notify_after_commit("task.decided", task, channel=channel)
+        notifications.notify_after_commit(
+            "task.decided", task, channel=channel, on_behalf_of=says.get("on_behalf_of", "")
+        )
 
     return decide(task_id, user, A.REJECT, apply)
 
@@ -231,6 +258,7 @@ def task_rollback(
                 ],
             )
         withdrawn = _vote_withdrawn(task, user)
+        behalf, says = _behalf(txn, task, user)
         Decision.objects.create(
             organization_id=task.organization_id,
             task=task,
@@ -239,6 +267,7 @@ def task_rollback(
             comment=comment,
             rollback_to=to_step,
             channel=_channel(channel),
+            on_behalf_of=behalf,
             created_at=txn.now,
         )
         close(task, T.CANCELLED, user, txn)
@@ -246,10 +275,14 @@ def task_rollback(
             "task.rolled_back",
             step_name=task.step_name,
             status=task.status,
-            data=task_data(task, to_step=to_step, comment=comment, channel=channel, **withdrawn),
+            data=task_data(
+                task, to_step=to_step, comment=comment, channel=channel, **withdrawn, **says
+            ),
         )
         rollback(txn, to_step, comment=comment, origin=task.step_name)
-        notifications.notify_after_commit("task.decided", task, channel=channel)
+        notifications.notify_after_commit(
+            "task.decided", task, channel=channel, on_behalf_of=says.get("on_behalf_of", "")
+        )
 
     return decide(task_id, user, A.ROLLBACK, apply)
 
@@ -278,6 +311,7 @@ def task_complete(
         else:
             raise InvalidInput(f"Task {task.pk} is an {task.kind} task: approve or reject it.")
         outputs["by"] = user.get_username()
+        behalf, says = _behalf(txn, task, user)
         Decision.objects.create(
             organization_id=task.organization_id,
             task=task,
@@ -285,6 +319,7 @@ def task_complete(
             action=action,
             data=outputs,
             channel=_channel(channel),
+            on_behalf_of=behalf,
             created_at=txn.now,
         )
         close(task, T.COMPLETED, user, txn)
@@ -293,10 +328,12 @@ def task_complete(
             step_name=task.step_name,
             status=task.status,
             outputs=outputs,
-            data=task_data(task, channel=channel),
+            data=task_data(task, channel=channel, **says),
         )
         resolve_waiting(txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
-        notifications.notify_after_commit("task.decided", task, channel=channel)
+        notifications.notify_after_commit(
+            "task.decided", task, channel=channel, on_behalf_of=says.get("on_behalf_of", "")
+        )
 
     action = A.SUBMIT if choice is None else A.CHOOSE
     return decide(task_id, user, action, apply)
@@ -326,10 +363,12 @@ def tasks_erase(run_ids: list[int]) -> None:
     """Empty what the runs' tasks showed and what people wrote on them; who decided what,
     and when, stays."""
     HumanTask.objects.filter(run_id__in=run_ids).update(context={})
+    TaskComment.objects.filter(task__run_id__in=run_ids).update(body="", mentions=[])
     Decision.objects.filter(task__run_id__in=run_ids).update(data=None, comment="")
 
 
 def tasks_purge(run_ids: list[int]) -> None:
     """Delete the runs' tasks and their decisions (before the runs' steps go)."""
     Decision.objects.filter(task__run_id__in=run_ids).delete()
+    TaskComment.objects.filter(task__run_id__in=run_ids).delete()
     HumanTask.objects.filter(run_id__in=run_ids).delete()

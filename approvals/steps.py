@@ -15,6 +15,7 @@ COMMON: dict[str, Any] = {
     "assignee": {"type": "string", "minLength": 1},
     "assignee_role": {"type": "string", "minLength": 1},
     "timeout_hours": {"type": "number", "exclusiveMinimum": 0},
+    "remind_before_hours": {"type": "number", "exclusiveMinimum": 0},
     "on_timeout": {"type": "string", "pattern": "^(reject|approve|escalate:.+)$"},
     "allow_self_approval": {"type": "boolean"},
     "instructions": {"type": "string"},
@@ -47,8 +48,24 @@ def _schema(required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
 
 
 def _needs_someone(config: dict[str, Any]) -> list[str]:
+    problems = _reminder(config)
     if not (config.get("assignee") or config.get("assignee_role")):
-        return ["set assignee (a username) or assignee_role (a group), or both"]
+        problems.append("set assignee (a username) or assignee_role (a group), or both")
+    return problems
+
+
+def _reminder(config: dict[str, Any]) -> list[str]:
+    """A reminder comes before a deadline: one needs timeout_hours, and to fit in it."""
+    before, timeout = config.get("remind_before_hours"), config.get("timeout_hours")
+    if before is None:
+        return []
+    if timeout is None:
+        return ["remind_before_hours needs timeout_hours: a reminder comes before a deadline"]
+    if before >= timeout:
+        return [
+            f"remind_before_hours ({before}) must be less than timeout_hours ({timeout}):"
+            " the reminder would come as the task opens"
+        ]
     return []
 
 
@@ -102,6 +119,7 @@ def register() -> None:
                 "assignee_role": "reviewers",
                 "quorum": 2,
                 "timeout_hours": 48,
+                "remind_before_hours": 8,
                 "on_timeout": "escalate:managers",
                 "instructions": (
                     "Check the release notes of **{{ inputs.version }}** and"

@@ -31,6 +31,7 @@ v1 = [
         name="handoff-acknowledge",
     ),
     path("tasks/", tasks.TaskList.as_view(), name="tasks"),
+    path("tasks/bulk/", tasks.TaskBulk.as_view(), name="tasks-bulk"),
     path("tasks/<int:pk>/", tasks.TaskDetail.as_view(), name="task"),
     path("tasks/<int:pk>/approve/", tasks.TaskApprove.as_view(), name="task-approve"),
     path("tasks/<int:pk>/reject/", tasks.TaskReject.as_view(), name="task-reject"),
@@ -39,7 +40,9 @@ v1 = [
     path("tasks/<int:pk>/claim/", tasks.TaskClaim.as_view(), name="task-claim"),
     path("tasks/<int:pk>/unclaim/", tasks.TaskUnclaim.as_view(), name="task-unclaim"),
     path("tasks/<int:pk>/break-claim/", tasks.TaskBreakClaim.as_view(), name="task-break-claim"),
+    path("tasks/<int:pk>/comments/", tasks.TaskComments.as_view(), name="task-comments"),
     path("tasks/<int:pk>/reassign/", tasks.TaskReassign.as_view(), name="task-reassign"),
+    path("me/delegation/", tasks.MyDelegation.as_view(), name="my-delegation"),
     path("audit/", api.AuditList.as_view(), name="audit"),
 ]
 

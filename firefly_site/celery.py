@@ -15,8 +15,8 @@ app.autodiscover_tasks()
 
 # Tasks about one run (or one delivery) act in its organization under row-level security
 # (orgs/rls.py): {task name: (app label, model, argument) of the row the argument names}. The
-# sweeps (reap, expire_overdue, sweep_webhooks, anchor_audit, apply_retention) work across
-# organizations, as Firefly.
+# sweeps (reap, expire_overdue, send_notifications, sweep_webhooks, anchor_audit,
+# apply_retention) work across organizations, as Firefly.
 TENANT_TASKS = {
     "pipelines.tasks.advance_run": ("pipelines", "Run", "run_id"),
     "pipelines.tasks.finish_run": ("pipelines", "Run", "run_id"),

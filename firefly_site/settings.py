@@ -444,6 +444,8 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # retries a step whose lease ran out (its worker died).
 FIREFLY_STEP_LEASE_S = env.float("FIREFLY_STEP_LEASE_S", default=60.0)
 FIREFLY_REAPER_INTERVAL_S = env.float("FIREFLY_REAPER_INTERVAL_S", default=15.0)
+# How often the beat sends due deadline reminders and digests.
+FIREFLY_NOTIFY_INTERVAL_S = env.float("FIREFLY_NOTIFY_INTERVAL_S", default=60.0)
 # How often beat looks for due schedules (schedules/firing.py), and how late a slot may
 # be handled and still count as on time rather than missed (the beat was down).
 FIREFLY_SCHEDULE_INTERVAL_S = env.float("FIREFLY_SCHEDULE_INTERVAL_S", default=5.0)
@@ -576,6 +578,12 @@ CELERY_BEAT_SCHEDULE = {
     "firefly-webhook-sweep": {
         "task": "approvals.tasks.sweep_webhooks",
         "schedule": FIREFLY_REAPER_INTERVAL_S,
+    },
+    # Deadline reminders and the hourly/daily digests (each person's window is kept in
+    # their preferences; this is only how often the beat looks).
+    "firefly-notifications": {
+        "task": "approvals.tasks.send_notifications",
+        "schedule": FIREFLY_NOTIFY_INTERVAL_S,
     },
     "firefly-audit-anchor": {
         "task": "pipelines.tasks.anchor_audit",

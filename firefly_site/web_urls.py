@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from approvals import email_views
+from approvals import bulk_views, comment_views, email_views, me_views
 from approvals import views as approvals
 from insights import views as insights
 from pipelines import editor
@@ -18,7 +18,13 @@ urlpatterns = [
     path("", approvals.inbox, name="home"),
     path("inbox/count/", approvals.inbox_count, name="inbox-count"),
     path("decided/", approvals.archive, name="archive"),
+    path("me/", me_views.me, name="me"),
+    path("me/delegation/", me_views.delegation_set, name="me-delegation"),
+    path("me/delegation/clear/", me_views.delegation_clear, name="me-delegation-clear"),
+    path("me/notifications/", me_views.preferences_save, name="me-notifications"),
+    path("tasks/bulk/", bulk_views.tasks_bulk, name="tasks-bulk"),
     path("tasks/<int:task_id>/", approvals.task_detail, name="task"),
+    path("tasks/<int:task_id>/comments/", comment_views.task_comments, name="task-comments"),
     path("tasks/<int:task_id>/<slug:action>/", approvals.task_action, name="task-action"),
     # Signed links from notification emails: a page that shows, a POST that decides.
     path("email/<str:token>/", email_views.email_action, name="email-action"),

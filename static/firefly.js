@@ -389,3 +389,16 @@ document.addEventListener("click", (event) => {
     centre(document);
   }
 })();
+
+
+// Bulk decisions: while tasks are checked for the inbox's bulk form, its table's polling
+// waits, so a refresh never unchecks what someone selected.
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const element = event.detail.elt;
+  if (
+    element.hasAttribute("data-pause-while-selected") &&
+    document.querySelector('input[form="bulk-decide"]:checked')
+  ) {
+    event.preventDefault();
+  }
+});

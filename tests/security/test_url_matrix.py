@@ -377,7 +377,11 @@ WRITABLE: dict[str, set[str]] = {"api:schedule": {"staff"}}
 
 
 # DELETE that works, for whom the docs say (the everywhere test below skips them).
-DELETES: dict[str, set[str]] = {"api-inbound-hook": {"staff"}}
+DELETES: dict[str, set[str]] = {
+    "api-inbound-hook": {"staff"},
+    # Everyone's own delegation: ending none changes nothing (tests/api/test_delegation_api.py).
+    "api:my-delegation": {"outsider", "starter", "reviewer", "staff"},
+}
 
 
 def test_deletes_only_for_whom_the_docs_allow(users, world):
