@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from celery import Celery
@@ -289,10 +290,10 @@ class Deployment:
         for process in self.processes:
             process.stop()
 
-    def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
+    def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
         """Read straight from the own database, outside Django."""
         with psycopg.connect(self.database_url, autocommit=True, connect_timeout=10) as conn:
-            return list(conn.execute(sql, params).fetchall())  # type: ignore[arg-type]
+            return list(conn.execute(sql, params).fetchall())
 
     def logs(self) -> str:
         """The tail of every log, for a failing test's report."""

@@ -73,7 +73,7 @@ def start_runs(firefly: Deployment, *runs: str) -> tuple[subprocess.Popen[bytes]
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    return driver, int(newest)  # type: ignore[arg-type]
+    return driver, int(newest)
 
 
 def driver_ids(driver: subprocess.Popen[bytes]) -> list[int]:
@@ -82,31 +82,32 @@ def driver_ids(driver: subprocess.Popen[bytes]) -> list[int]:
     return [int(i) for i in out.decode().split()[-2:]]
 
 
-def when_both_are_under_way(firefly: Deployment, after: int) -> None:
-    """Returns once the chain and the fan-out have both committed a step, and the
-    fan-out's branches are queued: from here on the fault falls in both runs' middle."""
+def when_both_are_under_way(firefly: Deployment, after: int) -> datetime:
+    """Once the chain and the fan-out have both committed a step (the fan-out's branches
+    are queued), returns the database's time: the fault falls in both runs' middle."""
     with psycopg.connect(firefly.database_url, autocommit=True) as conn:
 
-        def under_way() -> bool:
+        def under_way() -> datetime | None:
             rows = conn.execute(
-                "SELECT r.id, count(s.id) FROM pipelines_run r LEFT JOIN pipelines_steprun s "
-                "ON s.run_id = r.id AND s.status = 'succeeded' WHERE r.id > %s GROUP BY r.id",
+                "SELECT r.id, count(s.id), now() FROM pipelines_run r LEFT JOIN "
+                "pipelines_steprun s ON s.run_id = r.id AND s.status = 'succeeded' "
+                "WHERE r.id > %s GROUP BY r.id",
                 (after,),
             ).fetchall()
-            return len(rows) == 2 and all(done >= 1 for _, done in rows)
+            if len(rows) == 2 and all(done >= 1 for _, done, _ in rows):
+                moment: datetime = rows[0][2]
+                return moment
+            return None
 
-        wait_for(under_way, timeout=90, message="the chain and the fan-out to be under way")
-
-
-def now(firefly: Deployment) -> datetime:
-    return firefly.query("SELECT now()")[0][0]  # type: ignore[return-value]
+        found: datetime = wait_for(
+            under_way, timeout=90, message="the chain and the fan-out to be under way"
+        )
+        return found
 
 
 def wait_all_finished(firefly: Deployment, run_ids: list[int], timeout: float) -> None:
     def finished() -> bool:
-        rows = firefly.query(
-            "SELECT status FROM pipelines_run WHERE id = ANY(%s)", run_ids
-        )
+        rows = firefly.query("SELECT status FROM pipelines_run WHERE id = ANY(%s)", run_ids)
         return len(rows) == len(run_ids) and all(
             s in ("succeeded", "failed", "cancelled") for (s,) in rows
         )
@@ -115,7 +116,7 @@ def wait_all_finished(firefly: Deployment, run_ids: list[int], timeout: float) -
 
 
 def per_step(firefly: Deployment, sql: str, run_id: int) -> Counter[str]:
-    return Counter({str(name): int(n) for name, n in firefly.query(sql, run_id)})  # type: ignore[call-overload]
+    return Counter({str(name): int(n) for name, n in firefly.query(sql, run_id)})
 
 
 def assert_each_step_committed_once(firefly: Deployment, run_id: int, steps: list[str]) -> None:
@@ -157,13 +158,12 @@ def finished_after(firefly: Deployment, run_ids: list[int], moment: datetime) ->
     for run_id, finished_at in firefly.query(
         "SELECT id, finished_at FROM pipelines_run WHERE id = ANY(%s)", run_ids
     ):
-        assert finished_at > moment, f"run {run_id} finished before the fault"  # type: ignore[operator]
+        assert finished_at > moment, f"run {run_id} finished before the fault"
 
 
 def test_postgresql_restarted_in_the_middle_of_a_long_chain_and_a_wide_fan_out(firefly):
     driver, after = start_runs(firefly, "chain:200", "fanout:50")
-    when_both_are_under_way(firefly, after)
-    before_restart = now(firefly)
+    before_restart = when_both_are_under_way(firefly, after)
     firefly.postgres.restart()
     chain, fanout = driver_ids(driver)
     wait_all_finished(firefly, [chain, fanout], timeout=120)
@@ -174,8 +174,7 @@ def test_postgresql_restarted_in_the_middle_of_a_long_chain_and_a_wide_fan_out(f
 
 def test_redis_restarted_empty_in_the_middle_of_a_long_chain_and_a_wide_fan_out(firefly):
     driver, after = start_runs(firefly, "chain:200", "fanout:50")
-    when_both_are_under_way(firefly, after)
-    before_restart = now(firefly)
+    before_restart = when_both_are_under_way(firefly, after)
     firefly.redis.restart()  # killed: its queued and unacknowledged messages are gone
     chain, fanout = driver_ids(driver)
     wait_all_finished(firefly, [chain, fanout], timeout=120)
