@@ -179,8 +179,11 @@ class Process:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.name, self.argv, self.env, self.log = name, argv, env, log
         self.process: subprocess.Popen[bytes] | None = None
+        self.wanted = False  # started and not stopped since: a supervisor would restart it
+        self.respawned = 0
 
     def start(self) -> None:
+        self.wanted = True
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 self.argv,
@@ -195,12 +198,14 @@ class Process:
         return self.process is not None and self.process.poll() is None
 
     def kill(self) -> None:
+        self.wanted = False
         if self.alive():
             assert self.process is not None
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
     def stop(self) -> None:
+        self.wanted = False
         if self.alive():
             assert self.process is not None
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -285,6 +290,14 @@ class Deployment:
         self.processes.append(process)
         process.start()
         return process
+
+    def supervise(self) -> None:
+        """Start again a process that exited by itself, as the units' Restart=always do
+        (docs/deploy.md): a Celery worker can exit when the broker goes away under it."""
+        for process in self.processes:
+            if process.wanted and not process.alive():
+                process.respawned += 1
+                process.start()
 
     def stop_processes(self) -> None:
         for process in self.processes:

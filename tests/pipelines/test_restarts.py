@@ -107,6 +107,7 @@ def when_both_are_under_way(firefly: Deployment, after: int) -> datetime:
 
 def wait_all_finished(firefly: Deployment, run_ids: list[int], timeout: float) -> None:
     def finished() -> bool:
+        firefly.supervise()
         rows = firefly.query("SELECT status FROM pipelines_run WHERE id = ANY(%s)", run_ids)
         return len(rows) == len(run_ids) and all(
             s in ("succeeded", "failed", "cancelled") for (s,) in rows
@@ -223,3 +224,19 @@ def test_beat_stopped_longer_than_a_lease_while_a_worker_dies_mid_step(firefly):
     assert [status for status, _ in attempts] == ["failed", "succeeded"]
     assert "worker lost" in str(attempts[0][1])
     assert_each_step_committed_once(firefly, run_id, ["before", "slow", "after", "last"])
+
+
+def test_a_run_started_while_redis_is_down_is_started_and_completes_once_it_is_back(firefly):
+    """The start commits the run and answers with it; its first message, which the broker
+    could not take, is sent again by the reaper once Redis is back."""
+    firefly.redis.stop()
+    try:
+        driver, after = start_runs(firefly, "chain:20")
+        out, _ = driver.communicate(timeout=90)
+        assert driver.returncode == 0, out.decode(errors="replace")
+    finally:
+        firefly.redis.start()
+    run_id = int(out.decode().split()[-1])
+    assert run_id > after
+    wait_all_finished(firefly, [run_id], timeout=90)
+    assert_each_step_committed_once(firefly, run_id, [f"s{i}" for i in range(20)])
