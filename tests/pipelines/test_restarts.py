@@ -26,6 +26,7 @@ SETTINGS = {
 }
 CHAIN = [f"s{i}" for i in range(200)]
 FANOUT = ["start", *(f"b{i}" for i in range(50)), "join"]
+DRIVERS: list[subprocess.Popen[bytes]] = []  # stopped after each test, whatever happens
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,12 @@ def firefly(deployment: Deployment) -> Iterator[Deployment]:
     except BaseException:
         sys.stderr.write(deployment.logs())
         raise
+    finally:
+        for driver in DRIVERS:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait()
+        DRIVERS.clear()
 
 
 def wait_for(check: Callable[[], Any], timeout: float, message: str) -> Any:
@@ -73,6 +80,7 @@ def start_runs(firefly: Deployment, *runs: str) -> tuple[subprocess.Popen[bytes]
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    DRIVERS.append(driver)
     return driver, int(newest)
 
 
