@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
@@ -17,16 +18,24 @@ SETTLE_HANDOFF = "pipelines.tasks.settle_handoff"
 RELAY_OUTBOX = "pipelines.tasks.relay_outbox"
 
 
+def after_commit(send: Callable[[], Any]) -> None:
+    """Send once the transaction commits; a broker that cannot take the message is logged,
+    not raised. What was committed stands and the reaper sends its messages again (the
+    database, not the broker, says what is due): raising would tell the caller that,
+    say, a run it started was not, and a retry would start it twice."""
+    transaction.on_commit(send, robust=True)
+
+
 def advance_run(run_id: int) -> None:
-    transaction.on_commit(lambda: app.send_task(ADVANCE_RUN, (run_id,)))
+    after_commit(lambda: app.send_task(ADVANCE_RUN, (run_id,)))
 
 
 def finish_run(run_id: int) -> None:
-    transaction.on_commit(lambda: app.send_task(FINISH_RUN, (run_id,)))
+    after_commit(lambda: app.send_task(FINISH_RUN, (run_id,)))
 
 
 def settle_handoff(child_run_id: int) -> None:
-    transaction.on_commit(lambda: app.send_task(SETTLE_HANDOFF, (child_run_id,)))
+    after_commit(lambda: app.send_task(SETTLE_HANDOFF, (child_run_id,)))
 
 
 def relay_outbox() -> None:
@@ -34,7 +43,7 @@ def relay_outbox() -> None:
 
     A duplicate is harmless: the relay locks each row and skips those relayed.
     """
-    transaction.on_commit(lambda: app.send_task(RELAY_OUTBOX))
+    after_commit(lambda: app.send_task(RELAY_OUTBOX))
 
 
 def execute_steps(steps: list[tuple[int, str]], countdown: float = 0) -> None:
@@ -48,8 +57,10 @@ def execute_steps(steps: list[tuple[int, str]], countdown: float = 0) -> None:
             route: dict[str, Any] = {"queue": queue} if queue else {}
             app.send_task(EXECUTE_STEP, (step_run_id,), countdown=countdown, **route)
 
+    # One callback for all: with the broker down the first send fails and the others are
+    # left to the reaper, instead of each waiting out the publish retries in turn.
     if steps:
-        transaction.on_commit(send)
+        after_commit(send)
 
 
 def broker_backlog(queue: str) -> int:
