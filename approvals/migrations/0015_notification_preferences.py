@@ -7,27 +7,7 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-
-TABLES = ("approvals_queuednotification", "approvals_taskreminder")
-INSTALL = """
-ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;
-ALTER TABLE {t} FORCE ROW LEVEL SECURITY;
-CREATE POLICY firefly_tenant ON {t}
-    USING (firefly_organization() IS NULL OR organization_id = firefly_organization());
-"""
-UNINSTALL = "DROP POLICY IF EXISTS firefly_tenant ON {t};"
-
-
-def install(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for table in TABLES:
-            schema_editor.execute(INSTALL.format(t=table), params=None)
-
-
-def uninstall(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for table in TABLES:
-            schema_editor.execute(UNINSTALL.format(t=table), params=None)
+from orgs.policies import tenant_policy
 
 
 class Migration(migrations.Migration):
@@ -86,5 +66,5 @@ class Migration(migrations.Migration):
                 'indexes': [models.Index(fields=['sent_at', 'user'], name='queued_unsent')],
             },
         ),
-        migrations.RunPython(install, uninstall),
+        tenant_policy("approvals_queuednotification", "approvals_taskreminder"),
     ]

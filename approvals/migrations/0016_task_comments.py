@@ -7,24 +7,7 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-
-INSTALL = """
-ALTER TABLE approvals_taskcomment ENABLE ROW LEVEL SECURITY;
-ALTER TABLE approvals_taskcomment FORCE ROW LEVEL SECURITY;
-CREATE POLICY firefly_tenant ON approvals_taskcomment
-    USING (firefly_organization() IS NULL OR organization_id = firefly_organization());
-"""
-UNINSTALL = "DROP POLICY IF EXISTS firefly_tenant ON approvals_taskcomment;"
-
-
-def install(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(INSTALL, params=None)
-
-
-def uninstall(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(UNINSTALL, params=None)
+from orgs.policies import tenant_policy
 
 
 class Migration(migrations.Migration):
@@ -51,5 +34,5 @@ class Migration(migrations.Migration):
                 'ordering': ['task', 'created_at', 'id'],
             },
         ),
-        migrations.RunPython(install, uninstall),
+        tenant_policy("approvals_taskcomment"),
     ]

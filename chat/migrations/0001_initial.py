@@ -6,23 +6,7 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-INSTALL = """
-ALTER TABLE chat_chatmessage ENABLE ROW LEVEL SECURITY;
-ALTER TABLE chat_chatmessage FORCE ROW LEVEL SECURITY;
-CREATE POLICY firefly_tenant ON chat_chatmessage
-    USING (firefly_organization() IS NULL OR organization_id = firefly_organization());
-"""
-UNINSTALL = "DROP POLICY IF EXISTS firefly_tenant ON chat_chatmessage;"
-
-
-def install(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(INSTALL, params=None)
-
-
-def uninstall(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(UNINSTALL, params=None)
+from orgs.policies import tenant_policy
 
 
 class Migration(migrations.Migration):
@@ -110,5 +94,5 @@ class Migration(migrations.Migration):
                 ],
             },
         ),
-        migrations.RunPython(install, uninstall),
+        tenant_policy("chat_chatmessage"),
     ]
