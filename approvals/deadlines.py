@@ -6,7 +6,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from approvals import notifications
+from approvals import notifications, rollup
 from approvals.guards import A, T, close, role_named, task_data
 from approvals.models import Decision, HumanTask
 from pipelines.models import StepRun
@@ -30,7 +30,7 @@ def task_expire(*, task_id: int) -> bool:
         policy = task.on_timeout or "reject"
         if policy.startswith("escalate:"):
             group = role_named(policy.split(":", 1)[1])
-            Decision.objects.create(
+            rollup.decided(
                 organization_id=task.organization_id,
                 task=task,
                 action=A.ESCALATE,
@@ -53,7 +53,7 @@ def task_expire(*, task_id: int) -> bool:
             )
             notifications.notify_after_commit("task.escalated", task)
             return True
-        Decision.objects.create(
+        rollup.decided(
             organization_id=task.organization_id,
             task=task,
             action=A.EXPIRE,

@@ -15,7 +15,7 @@ from django.contrib.auth.models import Group
 from django.db.models import Q
 from django.utils import timezone
 
-from approvals import selectors
+from approvals import rollup, selectors
 from approvals.models import Decision, HumanTask
 from orgs import selectors as orgs
 from pipelines import permissions
@@ -64,6 +64,7 @@ def task_data(task: HumanTask, **extra: Any) -> dict[str, Any]:
 def close(task: HumanTask, status: str, user: Any, txn: RunTxn) -> None:
     task.status, task.decided_at, task.decided_by = status, txn.now, user
     task.save(update_fields=["status", "decided_at", "decided_by"])
+    rollup.task_closed(task)
 
 
 # --- who may act ----------------------------------------------------------------------

@@ -303,3 +303,63 @@ class TaskComment(models.Model):
 
     def __str__(self) -> str:
         return f"comment {self.pk} on task {self.task_id}"
+
+
+class TaskDay(models.Model):
+    """The tasks that closed on one day (UTC), by pipeline, step, assignee and status: how
+    many, and a histogram of how long they waited (approvals.rollup's buckets). Kept by
+    the decision services in the decision's transaction; the insights read it."""
+
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    day = models.DateField()
+    # Keys, not foreign keys (0: none): a row outlives the pipeline, person or role.
+    pipeline_key = models.BigIntegerField()
+    step_name = models.CharField(max_length=100)
+    user_key = models.BigIntegerField()
+    role_key = models.BigIntegerField()
+    status = models.CharField(max_length=16)
+    tasks = models.PositiveIntegerField()
+    waits = models.JSONField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=[
+                    "organization",
+                    "day",
+                    "pipeline_key",
+                    "step_name",
+                    "user_key",
+                    "role_key",
+                    "status",
+                ],
+                name="taskday_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tasks} {self.status} tasks of {self.step_name} on {self.day}"
+
+
+class DecisionDay(models.Model):
+    """The decisions made on one day (UTC), by pipeline and action: how many."""
+
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    day = models.DateField()
+    pipeline_key = models.BigIntegerField()
+    action = models.CharField(max_length=16)
+    decisions = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "day", "pipeline_key", "action"], name="decisionday_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.decisions} {self.action} on {self.day}"

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 
-from approvals import notifications
+from approvals import notifications, rollup
 from approvals.claims import task_claim, task_claim_break, task_reassign, task_unclaim
 from approvals.comments import task_comment
 from approvals.deadlines import expire_overdue, task_expire
@@ -149,7 +149,7 @@ def task_approve(*, task_id: int, user: Any, comment: str = "", channel: str = C
         if task.kind not in (HumanTask.Kind.APPROVAL, HumanTask.Kind.PAUSE):
             raise InvalidInput(f"Task {task.pk} is a {task.kind} task: complete it instead.")
         behalf, says = _behalf(txn, task, user)
-        Decision.objects.create(
+        rollup.decided(
             organization_id=task.organization_id,
             task=task,
             user=user,
@@ -201,7 +201,7 @@ def task_reject(*, task_id: int, user: Any, comment: str, channel: str = C.WEB) 
     def apply(txn: RunTxn, task: HumanTask) -> None:
         withdrawn = _vote_withdrawn(task, user)
         behalf, says = _behalf(txn, task, user)
-        Decision.objects.create(
+        rollup.decided(
             organization_id=task.organization_id,
             task=task,
             user=user,
@@ -259,7 +259,7 @@ def task_rollback(
             )
         withdrawn = _vote_withdrawn(task, user)
         behalf, says = _behalf(txn, task, user)
-        Decision.objects.create(
+        rollup.decided(
             organization_id=task.organization_id,
             task=task,
             user=user,
@@ -312,7 +312,7 @@ def task_complete(
             raise InvalidInput(f"Task {task.pk} is an {task.kind} task: approve or reject it.")
         outputs["by"] = user.get_username()
         behalf, says = _behalf(txn, task, user)
-        Decision.objects.create(
+        rollup.decided(
             organization_id=task.organization_id,
             task=task,
             user=user,

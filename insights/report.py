@@ -9,6 +9,7 @@ from typing import Any
 
 from django.utils.safestring import SafeString
 
+from approvals import rollup
 from insights import charts, selectors
 from insights.charts import Series
 from insights.selectors import Scope
@@ -111,7 +112,8 @@ def decision_percentiles(f: Figures, by: str) -> Section:
         f"time_by_{by}",
         title,
         "Median (p50) and 95th percentile (p95) of the time from opening to decision, "
-        "slowest p95 first.",
+        "slowest p95 first. Counts are exact; p50 and p95 are approximate, from buckets of "
+        f"±{rollup.PRECISION_PCT} %.",
         [
             Column("label", key_title, "text"),
             Column("decided", "Tasks decided"),

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from django.db import connection
-from django.db.models import Count, F, FloatField, Func, Min, Q, QuerySet
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db.models import Count, F, FloatField, Func, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
-from approvals.models import Decision, HumanTask
+from approvals import rollup
+from approvals.models import Decision, DecisionDay, HumanTask, TaskDay
 from orgs import selectors as orgs
 from pipelines import permissions
 from pipelines.models import PipelineVersion, Run
@@ -131,30 +134,11 @@ class Seconds(Func):
         )
 
 
-def percentile(ordered: list[float], fraction: float) -> float | None:
-    """percentile_cont in Python (linear between the two nearest ranks), for SQLite."""
-    if not ordered:
-        return None
-    position = fraction * (len(ordered) - 1)
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def _tasks(s: Scope) -> QuerySet[HumanTask]:
     tasks = HumanTask.objects.filter(organization_id=s.organization_id)
     if not s.whole_organization:
         tasks = tasks.filter(pipeline_id__in=list(s.pipelines))
     return tasks
-
-
-def _decided(s: Scope) -> QuerySet[HumanTask]:
-    """Tasks decided in the range, with `waited`: the seconds from opening to decision."""
-    return (
-        _tasks(s)
-        .filter(decided_at__gte=s.start, decided_at__lt=s.end)
-        .alias(waited=Seconds(F("decided_at"), F("created_at")))
-    )
 
 
 def _bucket_counts(
@@ -185,103 +169,85 @@ class DecisionSummary:
     by: dict[str, list[dict[str, Any]]]
 
 
-# Each grouping's key columns, of those `decision_summary` reads.
-GROUPINGS = {"pipeline": ("p",), "step": ("p", "st"), "role": ("ro", "us")}
-# GROUPING(p, st, ro, us) of each grouping set: a bit set for each column not grouped.
-GROUPING_BITS = {"pipeline": 0b0111, "step": 0b0011, "role": 0b1100, "all": 0b1111}
+# Each grouping's key columns, of the TaskDay rows `decision_summary` reads.
+GROUPINGS = {
+    "pipeline": ("pipeline_key",),
+    "step": ("pipeline_key", "step_name"),
+    "role": ("role_key", "user_key"),
+}
 
 
-def decision_summary(s: Scope) -> DecisionSummary:
-    """One read of the decided tasks for the histogram and the three percentile tables:
-    on PostgreSQL a single scan with GROUPING SETS; elsewhere the rows, in Python."""
-    decided = (
-        _decided(s)
-        .order_by()
-        .values(
-            p=F("pipeline_id"),
-            st=F("step_name"),
-            ro=F("assignee_role__name"),
-            us=F("assignee__username"),
-            w=F("waited"),
-        )
-    )
-    if connection.vendor == "postgresql":
-        counts, groups = _summary_in_sql(decided)
-    else:
-        counts, groups = _summary_in_python(decided)
-    by = {}
-    for name, rows in groups.items():
-        found: list[dict[str, Any]] = [
-            {
-                "label": _label(s, name, key),
-                "decided": n,
-                "p50_s": round(p50 or 0.0, 1),
-                "p95_s": round(p95 or 0.0, 1),
-            }
-            for key, n, p50, p95 in rows
-        ]
-        by[name] = sorted(found, key=lambda r: (-r["p95_s"], r["label"]))
-    buckets = [(label, counts[n]) for n, (label, _) in enumerate(DECISION_BUCKETS)]
-    return DecisionSummary(buckets, by)
-
-
-Groups = dict[str, list[tuple[tuple[Any, ...], int, float | None, float | None]]]
-
-
-def _bucket_sql() -> list[str]:
-    found, lower = [], None
-    for _, limit in DECISION_BUCKETS:
-        cond = [] if lower is None else [f"w >= {lower}"]
-        if limit is not None:
-            cond.append(f"w < {limit}")
-            lower = limit
-        found.append(f"COUNT(*) FILTER (WHERE {' AND '.join(cond) or 'TRUE'})")
+def _days(s: Scope) -> dict[str, Any]:
+    """The rollups' rows of the scope: its organization, pipelines and days (whole UTC
+    days, as the page's range always is)."""
+    found: dict[str, Any] = {
+        "organization_id": s.organization_id,
+        "day__gte": s.start.date(),
+        "day__lte": (s.end - timedelta(microseconds=1)).date(),
+    }
+    if not s.whole_organization:
+        found["pipeline_key__in"] = list(s.pipelines)
     return found
 
 
-def _summary_in_sql(decided: QuerySet[Any]) -> tuple[list[int], Groups]:
-    inner, params = decided.query.sql_with_params()
-    # Constants only are written into the SQL (the buckets' limits); the scope's values
-    # stay parameters of the inner query.
-    sql = (
-        "SELECT GROUPING(p, st, ro, us), p, st, ro, us, COUNT(*), "
-        "PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY w), "
-        "PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY w), "
-        + ", ".join(_bucket_sql())
-        + f" FROM ({inner}) AS decided"
-        " GROUP BY GROUPING SETS ((p), (p, st), (ro, us), ())"
+def decision_summary(s: Scope) -> DecisionSummary:
+    """The histogram and the three percentile tables from the per-day rollup of closed
+    tasks (approvals.rollup): counts exact, p50/p95 interpolated within its buckets."""
+    rows = TaskDay.objects.filter(**_days(s)).values_list(
+        "pipeline_key", "step_name", "role_key", "user_key", "waits"
     )
-    groups: Groups = {name: [] for name in GROUPINGS}
-    counts = [0] * len(DECISION_BUCKETS)
-    names = {bits: name for name, bits in GROUPING_BITS.items()}
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        for bits, p, st, ro, us, n, p50, p95, *buckets in cursor.fetchall():
-            name = names[bits]
-            if name == "all":
-                counts = list(buckets)
-                continue
-            columns = {"p": p, "st": st, "ro": ro, "us": us}
-            key = tuple(columns[c] for c in GROUPINGS[name])
-            groups[name].append((key, n, p50, p95))
-    return counts, groups
+    # Summed per finest key first (map: one C loop per row), then per grouping.
+    finest: dict[tuple[Any, ...], list[int]] = {}
+    for pipe, step, role, user, waits in rows:
+        key = (pipe, step, role, user)
+        before = finest.get(key)
+        finest[key] = waits if before is None else list(map(operator.add, before, waits))
+    merged: dict[str, dict[tuple[Any, ...], list[int]]] = {name: {} for name in GROUPINGS}
+    total = [0] * rollup.BUCKETS
+    for (pipe, step, role, user), waits in finest.items():
+        columns = {"pipeline_key": pipe, "step_name": step, "role_key": role, "user_key": user}
+        total = list(map(operator.add, total, waits))
+        for name, keys in GROUPINGS.items():
+            key = tuple(columns[c] for c in keys)
+            before = merged[name].get(key)
+            merged[name][key] = waits if before is None else list(map(operator.add, before, waits))
+    names = _names(merged["role"])
+    by = {}
+    for name, groups in merged.items():
+        found: list[dict[str, Any]] = [
+            {
+                "label": _label(s, name, key, names),
+                "decided": sum(waits),
+                "p50_s": round(rollup.percentile(waits, 0.5) or 0.0, 1),
+                "p95_s": round(rollup.percentile(waits, 0.95) or 0.0, 1),
+            }
+            for key, waits in groups.items()
+        ]
+        by[name] = sorted(found, key=lambda r: (-r["p95_s"], r["label"]))
+    return DecisionSummary(_named_buckets(total), by)
 
 
-def _summary_in_python(decided: QuerySet[Any]) -> tuple[list[int], Groups]:
-    waits: dict[str, dict[tuple[Any, ...], list[float]]] = {
-        name: defaultdict(list) for name in GROUPINGS
-    }
+def _named_buckets(total: list[int]) -> list[tuple[str, int]]:
+    """DECISION_BUCKETS' counts: exact, their limits being among the rollup's."""
     counts = [0] * len(DECISION_BUCKETS)
     limits = [limit for _, limit in DECISION_BUCKETS]
-    for row in decided.order_by("w"):
-        for name, columns in GROUPINGS.items():
-            waits[name][tuple(row[c] for c in columns)].append(row["w"])
-        counts[next(n for n, limit in enumerate(limits) if limit is None or row["w"] < limit)] += 1
-    groups: Groups = {
-        name: [(k, len(w), percentile(w, 0.5), percentile(w, 0.95)) for k, w in found.items()]
-        for name, found in waits.items()
-    }
-    return counts, groups
+    for n, count in enumerate(total):
+        low = rollup.bucket_limits(n)[0]
+        counts[next(i for i, limit in enumerate(limits) if limit is None or low < limit)] += count
+    return [(label, counts[i]) for i, (label, _) in enumerate(DECISION_BUCKETS)]
+
+
+def _names(groups: dict[tuple[Any, ...], list[int]]) -> tuple[dict[int, str], dict[int, str]]:
+    """{id: name} of the roles and {id: username} of the people among the keys."""
+    roles = {role for role, _ in groups if role}
+    people = {user for _, user in groups if user}
+    role_names = dict(Group.objects.filter(pk__in=roles).values_list("pk", "name")) if roles else {}
+    usernames = (
+        dict(get_user_model().objects.filter(pk__in=people).values_list("pk", "username"))
+        if people
+        else {}
+    )
+    return role_names, usernames
 
 
 def decision_time(s: Scope) -> list[tuple[str, int]]:
@@ -295,12 +261,14 @@ def decision_percentiles(s: Scope, by: str) -> list[dict[str, Any]]:
     return decision_summary(s).by[by]
 
 
-def _label(s: Scope, by: str, key: tuple[Any, ...]) -> str:
+def _label(
+    s: Scope, by: str, key: tuple[Any, ...], names: tuple[dict[int, str], dict[int, str]]
+) -> str:
     if by == "pipeline":
         return s.pipeline_name(key[0])
     if by == "step":
         return f"{s.pipeline_name(key[0])} · {key[1]}"
-    return _who(*key)
+    return _who(names[0].get(key[0]), names[1].get(key[1]))
 
 
 def _who(role: str | None, username: str | None) -> str:
@@ -350,16 +318,15 @@ def deadlines(s: Scope) -> list[dict[str, Any]]:
 
 
 def decision_rates(s: Scope) -> list[dict[str, Any]]:
-    """Decisions per day (UTC) in the range by action, with each action's share."""
-    decisions = Decision.objects.filter(
-        organization_id=s.organization_id, created_at__gte=s.start, created_at__lt=s.end
-    )
-    if not s.whole_organization:
-        decisions = decisions.filter(task__pipeline_id__in=list(s.pipelines))
-    counted: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    """Decisions per day (UTC) in the range by action, with each action's share, from
+    the per-day rollup of decisions."""
     rows = (
-        decisions.order_by().values_list(TruncDate("created_at"), "action").annotate(n=Count("pk"))
+        DecisionDay.objects.filter(**_days(s))
+        .order_by()
+        .values_list("day", "action")
+        .annotate(n=Sum("decisions"))
     )
+    counted: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for day, action, n in rows:
         name = action if action in RATE_ACTIONS else "other"
         counted[day][name] += n
@@ -415,7 +382,8 @@ def runs_per_day(s: Scope) -> list[dict[str, Any]]:
         finished_at__lt=s.end,
     )
     counted: dict[date, dict[str, int]] = defaultdict(dict)
-    rows = runs.order_by().values_list(TruncDate("finished_at"), "status").annotate(n=Count("pk"))
+    # COUNT(*), not of the key: the index run_version_finished then answers alone.
+    rows = runs.order_by().values_list(TruncDate("finished_at"), "status").annotate(n=Count("*"))
     for day, status, n in rows:
         counted[day][status] = n
     found = []

@@ -224,9 +224,12 @@ class Run(models.Model):
             models.Index(fields=["pipeline_version", "-created_at"], name="run_version_created"),
             # Retention's sweeps: finished runs of a version by age (to purge), and those
             # not erased yet (to erase; erased ones leave it, however long they are kept).
+            # The first also counts the insights' runs per day, index only (its status and
+            # organization, for row-level security, included).
             models.Index(
                 fields=["pipeline_version", "finished_at"],
                 name="run_version_finished",
+                include=["status", "organization"],
                 condition=models.Q(finished_at__isnull=False),
             ),
             models.Index(

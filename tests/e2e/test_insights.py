@@ -32,13 +32,15 @@ def test_an_admin_reads_the_charts_and_downloads_a_section(
     expect(
         section.get_by_role("region", name="Table: Time to decision by pipeline")
     ).to_contain_text("gated")
-    expect(section.locator("table")).to_contain_text("3 min")  # p50 of 210 s
+    expect(section.locator("table")).to_contain_text("3 min")  # p50 of 210 s (234.5 s here)
+    expect(section).to_contain_text("approximate, from buckets of ±13 %")
 
     with page.expect_download() as download:
         section.get_by_role("link", name="CSV of Time to decision by pipeline").click()
     text = Path(download.value.path()).read_text()
     assert text.splitlines()[0] == "label,decided,p50_s,p95_s"
-    assert "gated,4,210.0,3105.0" in text
+    # percentile_cont of 60, 120, 300 and 3600 s is 210 and 3105; from the rollup's buckets.
+    assert "gated,4,234.5,3485.0" in text
 
     assert serious_violations(page, live_server.url) == []
     page.set_viewport_size(PHONE)

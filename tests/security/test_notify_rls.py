@@ -1,4 +1,4 @@
-"""The delegation, digest, reminder and comment tables are under row-level security."""
+"""The delegation, digest, reminder, comment and rollup tables are under row-level security."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ TABLES = (
     "approvals_queuednotification",
     "approvals_taskreminder",
     "approvals_taskcomment",
+    "approvals_taskday",
+    "approvals_decisionday",
 )
 
 
