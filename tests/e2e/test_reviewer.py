@@ -38,7 +38,7 @@ def test_approve_from_the_inbox_and_watch_the_run_finish(worker, users, page_for
     )
     page = page_for(users["r1"])
 
-    expect(page.locator("table")).to_contain_text("review")
+    expect(page.locator("#inbox table")).to_contain_text("review")
     page.get_by_role("link", name="Open").first.click()
     expect(page).to_have_url(re.compile(r"/tasks/\d+/$"))
     page.fill("form.decision textarea[name=comment] >> nth=0", "looks good")
