@@ -281,11 +281,12 @@ def test_on_a_phone_the_decision_comes_before_the_context(
     page.context.close()
 
 
-@pytest.mark.skipif(
-    not os.environ.get("FIREFLY_SCREENSHOTS"), reason="writes docs/screenshots when asked"
-)
-def test_phone_screenshots(day: dict[str, Any], browser: Browser, live_server: Any) -> None:
-    """FIREFLY_SCREENSHOTS=1: the inbox, a task and a run at a phone's width, as PNGs."""
+def test_phone_screenshots(
+    day: dict[str, Any], browser: Browser, live_server: Any, tmp_path: Path
+) -> None:
+    """The inbox, a task and a run at a phone's width, as PNGs: into docs/screenshots with
+    FIREFLY_SCREENSHOTS=1 (how those were made), else into a temporary folder."""
+    folder = SCREENSHOTS if os.environ.get("FIREFLY_SCREENSHOTS") else tmp_path
     # A queue that has aged a little, one task past its deadline.
     now = timezone.now()
     for hours, task in enumerate(HumanTask.objects.filter(status="open").order_by("pk")):
@@ -302,8 +303,12 @@ def test_phone_screenshots(day: dict[str, Any], browser: Browser, live_server: A
         page = log_in(browser, live_server.url, day["users"][who], PHONE)
         page.goto(f"{live_server.url}{path}")
         assert not sideways_scroll(page)
-        page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+        page.screenshot(path=str(folder / name), full_page=True)
         page.context.close()
+        png = (folder / name).read_bytes()
+        # A PNG's header gives its width: the whole page, no wider than the phone.
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert int.from_bytes(png[16:20], "big") == PHONE["width"]
 
 
 def test_the_audit_list_in_admin_passes_axe_at_a_desktops_width(
