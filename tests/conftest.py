@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from kombu import Queue
 from firefly_site.celery import app
 from orgs.models import Membership, Organization
 from pipelines import services
-from pipelines.models import HandoffEnvelope, Run
+from pipelines.models import AuditEntry, HandoffEnvelope, Run
 from tests.workers import WorkerProcess
 
 
@@ -105,6 +106,24 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, message: str = "")
             return result
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {message or check}")
+
+
+def reap_until_finished(run: Run, timeout: float = 60.0) -> Run:
+    """Run the reaper (as beat would) until the run ends; the run, fresh."""
+
+    def finished() -> bool:
+        services.reap()
+        run.refresh_from_db()
+        return run.is_finished
+
+    wait_for(finished, timeout=timeout, message=f"run {run.pk} to finish")
+    return run
+
+
+def audit_counts(run: Run, event: str) -> Counter[str]:
+    """How many entries of one event the run's audit trail holds, by step."""
+    found = AuditEntry.objects.filter(run=run, event=event)
+    return Counter(found.values_list("step_name", flat=True))
 
 
 def wait_finished(run: Run, timeout: float = 20.0) -> Run:

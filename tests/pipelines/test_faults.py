@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections import Counter
 
 import pytest
 
@@ -14,27 +13,12 @@ from approvals.models import HumanTask
 from pipelines import services
 from pipelines.audit import chains, verify_chain
 from pipelines.models import AuditEntry, Run, StepRun
-from tests.conftest import wait_finished, wait_for
+from tests.conftest import audit_counts, reap_until_finished, wait_finished, wait_for
 from tests.workers import WorkerProcess
 
 pytestmark = pytest.mark.worker
 
 LEASE = {"FIREFLY_STEP_LEASE_S": "1.5"}
-
-
-def entries(run: Run, event: str) -> Counter[str]:
-    found = AuditEntry.objects.filter(run=run, event=event)
-    return Counter(found.values_list("step_name", flat=True))
-
-
-def reap_until_finished(run: Run, timeout: float = 40.0) -> Run:
-    def finished() -> bool:
-        services.reap()
-        run.refresh_from_db()
-        return run.is_finished
-
-    wait_for(finished, timeout=timeout, message=f"run {run.pk} to finish")
-    return run
 
 
 def test_a_frozen_worker_past_its_lease_loses_the_step_and_its_late_outcome_is_dropped(
@@ -85,8 +69,8 @@ def test_a_frozen_worker_past_its_lease_loses_the_step_and_its_late_outcome_is_d
     )
     assert [status for status, _ in attempts] == ["failed", "succeeded"]
     assert "worker lost" in attempts[0][1]
-    assert entries(run, "step.succeeded") == {"before": 1, "slow": 1, "after": 1}
-    assert entries(run, "step.outcome_dropped") == {"slow": 1}
+    assert audit_counts(run, "step.succeeded") == {"before": 1, "slow": 1, "after": 1}
+    assert audit_counts(run, "step.outcome_dropped") == {"slow": 1}
     assert run.checkpoints.filter(step_name="slow").count() == 1
     assert all(verify_chain(*found) is None for found in chains(run.pk))
 
@@ -178,7 +162,7 @@ def test_an_on_finish_over_its_timeout_fails_the_run_on_a_real_worker(worker, ma
     assert run.disposition is None  # the late finalize was not kept
     failed = AuditEntry.objects.get(run=run, event="run.on_finish_failed")
     assert "timed out" in failed.error_message
-    assert entries(run, "step.succeeded") == {"only": 1}
+    assert audit_counts(run, "step.succeeded") == {"only": 1}
 
 
 def test_a_roll_back_while_a_branch_runs_drops_the_branchs_late_outcome(
@@ -223,7 +207,7 @@ def test_a_roll_back_while_a_branch_runs_drops_the_branchs_late_outcome(
     assert run.status == Run.Status.SUCCEEDED
     slow = run.steps.filter(step_name="slow").order_by("generation", "attempt")
     assert [(s.generation, s.status) for s in slow] == [(1, "cancelled"), (2, "succeeded")]
-    assert entries(run, "step.outcome_dropped") == {"slow": 1}
+    assert audit_counts(run, "step.outcome_dropped") == {"slow": 1}
     # start ran in both generations; everything after it committed once, in the second.
-    assert entries(run, "step.succeeded") == {"start": 2, "slow": 1, "review": 1, "ship": 1}
+    assert audit_counts(run, "step.succeeded") == {"start": 2, "slow": 1, "review": 1, "ship": 1}
     assert all(verify_chain(*found) is None for found in chains(run.pk))

@@ -14,7 +14,7 @@ from django.conf import settings as django_settings
 from pipelines import services
 from pipelines.audit import chains, verify_chain
 from pipelines.models import AuditEntry, Run
-from tests.conftest import wait_finished, wait_for
+from tests.conftest import audit_counts, reap_until_finished, wait_finished, wait_for
 from tests.hosts import Host, hosts
 from tests.workers import WorkerProcess, database_url
 
@@ -36,11 +36,6 @@ def two_hosts(worker: WorkerProcess) -> Iterator[list[Host]]:
             yield made
     finally:
         worker.start()
-
-
-def entries(run: Run, event: str) -> Counter[str]:
-    found = AuditEntry.objects.filter(run=run, event=event)
-    return Counter(found.values_list("step_name", flat=True))
 
 
 def test_a_runs_parallel_branches_execute_on_both_worker_hosts(two_hosts, make_pipeline):
@@ -67,7 +62,7 @@ def test_a_runs_parallel_branches_execute_on_both_worker_hosts(two_hosts, make_p
     assert run.status == Run.Status.SUCCEEDED
     ran_on = {run.steps.get(step_name=b).outputs["worker"] for b in branches}
     assert ran_on == {w.node for w in workers}
-    assert entries(run, "step.succeeded") == Counter(
+    assert audit_counts(run, "step.succeeded") == Counter(
         {"start": 1, "join": 1, **dict.fromkeys(branches, 1)}
     )
 
@@ -119,8 +114,8 @@ def test_a_partitioned_host_loses_its_step_and_its_late_outcome_is_refused_after
     )
     assert [status for status, _ in attempts] == ["failed", "succeeded"]
     assert "worker lost" in attempts[0][1]
-    assert entries(run, "step.succeeded") == {"before": 1, "slow": 1, "after": 1}
-    assert entries(run, "step.outcome_dropped") == {"slow": 1}
+    assert audit_counts(run, "step.succeeded") == {"before": 1, "slow": 1, "after": 1}
+    assert audit_counts(run, "step.outcome_dropped") == {"slow": 1}
     assert run.checkpoints.filter(step_name="slow").count() == 1
     assert all(verify_chain(*found) is None for found in chains(run.pk))
 
@@ -134,16 +129,6 @@ def chain_with_slow_step(make_pipeline: Any) -> str:
             {"name": "last", "type": "noop", "after": ["after"]},
         ]
     )
-
-
-def reap_until_finished(run: Run, timeout: float = 60.0) -> Run:
-    def finished() -> bool:
-        services.reap()
-        run.refresh_from_db()
-        return run.is_finished
-
-    wait_for(finished, timeout=timeout, message=f"run {run.pk} to finish")
-    return run
 
 
 def test_a_host_that_loses_the_broker_but_not_the_database_loses_no_step(
@@ -169,7 +154,7 @@ def test_a_host_that_loses_the_broker_but_not_the_database_loses_no_step(
         first.stop()
         second.stop()
     assert run.status == Run.Status.SUCCEEDED
-    assert entries(run, "step.succeeded") == {"before": 1, "slow": 1, "after": 1, "last": 1}
+    assert audit_counts(run, "step.succeeded") == {"before": 1, "slow": 1, "after": 1, "last": 1}
     assert run.checkpoints.count() == 4
     assert all(verify_chain(*found) is None for found in chains(run.pk))
 
@@ -203,6 +188,6 @@ def test_a_host_that_loses_the_database_but_not_the_broker_hands_its_step_on(
     )
     assert [status for status, _ in slow] == ["failed", "succeeded"]
     assert "worker lost" in slow[0][1]
-    assert entries(run, "step.succeeded") == {"before": 1, "slow": 1, "after": 1, "last": 1}
+    assert audit_counts(run, "step.succeeded") == {"before": 1, "slow": 1, "after": 1, "last": 1}
     assert run.checkpoints.filter(step_name="slow").count() == 1
     assert all(verify_chain(*found) is None for found in chains(run.pk))
