@@ -237,8 +237,10 @@ def _claim_finish(run_id: int) -> int | None:
             )
             return None
         attempt = run.finish_attempts + 1
-        # Longer than on_finish may take: a live worker always ends before the lease.
-        until = txn.now + timedelta(seconds=settings.FIREFLY_ON_FINISH_TIMEOUT_S + 60)
+        # Longer than on_finish may take (its timeout and a step's lease on top): a live
+        # worker always ends before the lease.
+        margin = settings.FIREFLY_ON_FINISH_TIMEOUT_S + settings.FIREFLY_STEP_LEASE_S
+        until = txn.now + timedelta(seconds=margin)
         txn.set_run(finish_attempts=attempt, finish_lease_until=until)
         txn.audit(
             "run.on_finish_started",

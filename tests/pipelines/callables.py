@@ -107,3 +107,8 @@ def where_slowly(ctx: StepContext) -> dict[str, Any]:
     """Which Celery worker ran this step, after half a second (so branches spread out)."""
     time.sleep(0.5)
     return where(ctx)
+
+
+def stuck_finalize(harness: Any, value: Any) -> None:
+    """An on_finish that never ends by itself: its worker is killed under it."""
+    time.sleep(60)

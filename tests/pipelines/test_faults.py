@@ -165,6 +165,46 @@ def test_an_on_finish_over_its_timeout_fails_the_run_on_a_real_worker(worker, ma
     assert audit_counts(run, "step.succeeded") == {"only": 1}
 
 
+def test_an_on_finish_whose_workers_keep_dying_fails_the_run_at_the_attempt_cap(
+    worker, make_pipeline, settings
+):
+    """FIREFLY_ON_FINISH_ATTEMPTS caps recovery of on_finish: every worker that runs it is
+    killed, the reaper hands the finish on once the lease runs out, and the attempt past
+    the cap closes the run failed instead of running on_finish forever."""
+    worker.stop()
+    settings.FIREFLY_ON_FINISH_ATTEMPTS = 2
+    caps = {"FIREFLY_ON_FINISH_TIMEOUT_S": "1", "FIREFLY_ON_FINISH_ATTEMPTS": "2", **LEASE}
+    doomed = WorkerProcess("doomed-finish", env=caps)
+    try:
+        name = make_pipeline(
+            [{"name": "only", "type": "noop"}],
+            on_finish="tests.pipelines.callables.stuck_finalize",
+        )
+        doomed.start()
+        run = services.run_start(pipeline=name, inputs={})
+        for attempt in (1, 2):
+
+            def finishing(attempt: int = attempt) -> bool:
+                services.reap()  # queues the finish again once the lease ran out
+                return AuditEntry.objects.filter(
+                    run=run, event="run.on_finish_started", data__attempt=attempt
+                ).exists()
+
+            wait_for(finishing, timeout=30, message=f"on_finish attempt {attempt}")
+            doomed.kill()
+            doomed.start()
+        run = reap_until_finished(run)
+    finally:
+        doomed.stop()
+        worker.start()
+    assert run.status == Run.Status.FAILED
+    assert run.error == "on_finish lost its worker 2 times"
+    assert run.finish_attempts == 2
+    assert AuditEntry.objects.filter(run=run, event="run.on_finish_started").count() == 2
+    assert audit_counts(run, "step.succeeded") == {"only": 1}
+    assert all(verify_chain(*found) is None for found in chains(run.pk))
+
+
 def test_a_roll_back_while_a_branch_runs_drops_the_branchs_late_outcome(
     worker, make_pipeline, users
 ):
