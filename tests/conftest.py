@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.core.management import CommandError
@@ -206,3 +208,24 @@ def hand_off(
         )
 
     return make
+
+
+@pytest.fixture
+def smtp_server() -> Any:
+    """A real SMTP server on 127.0.0.1 that keeps what it receives."""
+    received: list[bytes] = []
+
+    class Keep:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            received.append(envelope.content)
+            return "250 OK"
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, received
+    finally:
+        controller.stop()

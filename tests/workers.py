@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -111,3 +113,40 @@ class WorkerProcess:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+@contextmanager
+def beat_process(
+    settings_module: str, schedule: Path, log_name: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`celery -A firefly_site beat` with a test settings module (its schedule), stopped
+    at the end whatever happens."""
+    log = ROOT / "var" / log_name
+    log.parent.mkdir(exist_ok=True)
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": settings_module,
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "PYTHONPATH": str(ROOT),
+        **(env or {}),
+    }
+    argv = [sys.executable, "-m", "celery", "-A", "firefly_site", "beat", "-l", "WARNING"]
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [*argv, "-s", str(schedule), "--pidfile="],
+            cwd=ROOT,
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import re
-import socket
 from datetime import timedelta
 from email import message_from_bytes
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from django.core import mail
 from django.utils import timezone
 
@@ -229,27 +227,6 @@ def test_a_choice_task_mails_one_link_per_option(
     assert set(links) == {"Choose fast", "Choose safe"}
     assert client.post(links["Choose safe"]).status_code == 200
     assert drive(run).steps.get(step_name="pick").outputs["choice"] == "safe"
-
-
-@pytest.fixture
-def smtp_server() -> Any:
-    """A real SMTP server on 127.0.0.1 that keeps what it receives."""
-    received: list[bytes] = []
-
-    class Keep:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            received.append(envelope.content)
-            return "250 OK"
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port, received
-    finally:
-        controller.stop()
 
 
 def test_mail_goes_out_through_a_real_smtp_server_and_its_link_decides(

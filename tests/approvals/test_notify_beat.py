@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from approvals import preferences
 from approvals.models import HumanTask, QueuedNotification, TaskReminder
 from pipelines import services
 from tests.conftest import wait_for
-from tests.workers import ROOT, database_url
+from tests.workers import beat_process
 
 pytestmark = pytest.mark.worker
 
@@ -28,34 +24,10 @@ pytestmark = pytest.mark.worker
 @pytest.fixture
 def beat(worker: Any, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`celery -A firefly_site beat`, sending the notifications' task every half second."""
-    log = ROOT / "var" / "test-notify-beat.log"
-    log.parent.mkdir(exist_ok=True)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.approvals.beat_settings",
-        "DATABASE_URL": database_url(),
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "PYTHONPATH": str(ROOT),
-    }
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "celery", "-A", "firefly_site", "beat", "-l", "WARNING"),
-                *("-s", str(tmp_path / "beat-schedule"), "--pidfile="),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    yield process
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    with beat_process(
+        "tests.approvals.beat_settings", tmp_path / "beat-schedule", "test-notify-beat.log"
+    ) as process:
+        yield process
 
 
 def test_the_beat_reminds_once_and_sends_a_digest(worker, users, beat):

@@ -4,10 +4,7 @@ the previous run waits for a person, and a downtime is caught up with one run.""
 from __future__ import annotations
 
 import itertools
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -15,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from approvals import services as approvals
@@ -27,7 +23,7 @@ from schedules.firing import schedules_fire
 from schedules.models import Firing, Schedule
 from tests.conftest import wait_finished, wait_for
 from tests.schedules.conftest import NIGHTLY
-from tests.workers import ROOT, database_url
+from tests.workers import beat_process
 
 pytestmark = pytest.mark.worker
 
@@ -35,43 +31,10 @@ pytestmark = pytest.mark.worker
 @pytest.fixture
 def beat(worker: Any, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`celery -A firefly_site beat`, sending the schedules' task every half second."""
-    log = ROOT / "var" / "test-beat.log"
-    log.parent.mkdir(exist_ok=True)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.schedules.beat_settings",
-        "DATABASE_URL": database_url(),
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "PYTHONPATH": str(ROOT),
-    }
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "firefly_site",
-                "beat",
-                "-l",
-                "WARNING",
-                "-s",
-                str(tmp_path / "beat-schedule"),
-                "--pidfile=",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    yield process
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    with beat_process(
+        "tests.schedules.beat_settings", tmp_path / "beat-schedule", "test-beat.log"
+    ) as process:
+        yield process
 
 
 def _runs(schedule: Schedule) -> list[Run]:
