@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from approvals.models import Decision, HumanTask
 from orgs.admin import OrganizationScopedAdmin
-from pipelines.admin import ReadOnlyAdmin, ReadOnlyInline, run_link
+from pipelines.admin_base import ReadOnlyAdmin, ReadOnlyInline, run_link
 
 
 class OverdueFilter(admin.SimpleListFilter):

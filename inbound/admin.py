@@ -18,7 +18,7 @@ from inbound.models import InboundDelivery, InboundHook
 from orgs.admin import OrganizationScopedAdmin
 from orgs.models import Organization
 from orgs.selectors import administered
-from pipelines.admin import ReadOnlyAdmin
+from pipelines.admin_base import ReadOnlyAdmin
 from pipelines.errors import FireflyError
 from pipelines.models import Pipeline
 

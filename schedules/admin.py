@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from orgs.admin import OrganizationScopedAdmin
-from pipelines.admin import ReadOnlyAdmin
+from pipelines.admin_base import ReadOnlyAdmin
 from pipelines.errors import FireflyError
 from schedules import services
 from schedules.models import Firing, Schedule

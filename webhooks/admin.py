@@ -16,7 +16,7 @@ from django.utils.html import format_html
 from orgs.admin import OrganizationScopedAdmin
 from orgs.models import Organization
 from orgs.selectors import administered
-from pipelines.admin import ReadOnlyAdmin
+from pipelines.admin_base import ReadOnlyAdmin
 from webhooks import services
 from webhooks.models import WEBHOOK_EVENTS, Webhook, WebhookDelivery
 

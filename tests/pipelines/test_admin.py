@@ -9,8 +9,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from pipelines import admin as audit_admin
-from pipelines import admin_paging, services
+from pipelines import admin_paging, audit_admin, services
 from pipelines.models import AuditEntry, Run
 
 pytestmark = pytest.mark.django_db
