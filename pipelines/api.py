@@ -51,7 +51,7 @@ from pipelines.serializers import (
     RunSerializer,
     RunStartSerializer,
 )
-from pipelines.spec import load_text
+from pipelines.spec_text import load_text
 
 # --- pagination -------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ from django.utils.safestring import SafeString
 
 from pipelines import dag, registry, spec_lines
 from pipelines.errors import SpecError
-from pipelines.spec import SPEC_SCHEMA, STEP_SCHEMA, PipelineSpec, load_text, parse_spec
+from pipelines.spec import SPEC_SCHEMA, STEP_SCHEMA, PipelineSpec, parse_spec
+from pipelines.spec_text import load_text
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 

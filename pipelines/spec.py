@@ -8,14 +8,14 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-import yaml
 from django.conf import settings
 
 from pipelines import registry, schemas
 from pipelines.callables import resolve_callable
 from pipelines.errors import InvalidInput, SpecError
-from pipelines.limits import bounds_problem, json_problem, json_size, measure
+from pipelines.limits import bounds_problem, json_problem
 from pipelines.spec_schedules import ScheduleErrors, ScheduleSpec, parse_schedules
+from pipelines.spec_text import check_bounds
 
 ON_FAILURE = ("fail_run", "skip_downstream", "continue")
 WHEN_OPERATORS = ("equals", "not_equals", "in", "not_in", "exists")
@@ -264,91 +264,6 @@ def _schema_errors(
             }
         )
     return errors
-
-
-def _refused(message: str) -> SpecError:
-    return SpecError([{"step": None, "field": None, "message": message}])
-
-
-class _SpecLoader(yaml.SafeLoader):
-    """YAML without anchors or aliases, and with bounded nesting and node count.
-
-    An alias makes a node stand for another, so ten lines of aliases to aliases expand to
-    billions of values ("billion laughs"): refused while composing, before anything is
-    expanded. A spec never needs one; write the value out.
-    """
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.depth = 0
-        self.nodes = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            kind = "an alias (*)" if isinstance(event, yaml.AliasEvent) else "an anchor (&)"
-            line = event.start_mark.line + 1 if event.start_mark else "?"
-            raise _refused(
-                f"line {line}: {kind}; YAML anchors and aliases are not allowed in a spec"
-            )
-        self.nodes += 1
-        if self.nodes > settings.FIREFLY_SPEC_MAX_NODES:
-            raise _refused(f"the spec has more than {settings.FIREFLY_SPEC_MAX_NODES:,} nodes")
-        self.depth += 1
-        if self.depth > settings.FIREFLY_JSON_MAX_DEPTH:
-            raise _refused(
-                f"the spec is nested deeper than {settings.FIREFLY_JSON_MAX_DEPTH} levels"
-            )
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-
-def load_text(text: str) -> Any:
-    """Read a spec from JSON or YAML text, within the size, depth and node bounds."""
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > settings.FIREFLY_SPEC_MAX_BYTES:
-        raise _refused(
-            f"the spec is {size:,} bytes; the limit is {settings.FIREFLY_SPEC_MAX_BYTES:,}"
-        )
-    # PyYAML reads YAML 1.1, where JSON is not quite a subset (exponent floats, escaped
-    # surrogate pairs, tabs), so JSON-looking text goes to the JSON parser first.
-    if text.lstrip().startswith(("{", "[")):
-        try:
-            data = json.loads(text)
-        except RecursionError:
-            raise _refused(
-                f"the spec is nested deeper than {settings.FIREFLY_JSON_MAX_DEPTH} levels"
-            ) from None
-        except json.JSONDecodeError:
-            pass  # flow-style YAML such as {name: x} also starts with a brace
-        else:
-            check_bounds(data)
-            return data
-    try:
-        loader = _SpecLoader(text)  # the reader refuses control characters here
-        try:
-            return loader.get_single_data()
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        raise _refused(f"not valid YAML/JSON: {exc}") from exc
-
-
-def check_bounds(data: Any) -> None:
-    """Refuse a spec nested too deep, with too many nodes, or too large as JSON."""
-    max_depth = settings.FIREFLY_JSON_MAX_DEPTH
-    depth, nodes = measure(data, max_depth)
-    if depth > max_depth:
-        raise _refused(f"the spec is nested deeper than {max_depth} levels")
-    if nodes > settings.FIREFLY_SPEC_MAX_NODES:
-        raise _refused(f"the spec has more than {settings.FIREFLY_SPEC_MAX_NODES:,} nodes")
-    size = json_size(data)
-    if size > settings.FIREFLY_SPEC_MAX_BYTES:
-        raise _refused(
-            f"the spec is {size:,} bytes as JSON; the limit is {settings.FIREFLY_SPEC_MAX_BYTES:,}"
-        )
 
 
 def parse_spec(data: Any) -> PipelineSpec:

@@ -10,7 +10,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pipelines.errors import SpecError
-from pipelines.spec import _SpecLoader
+from pipelines.spec_text import SpecLoader
 
 # PyYAML's messages end with the mark of the problem ("line 3, column 1"); the loader's own
 # refusals start with "line N:".
@@ -24,7 +24,7 @@ def compose(text: str) -> Node | None:
     Called only on text `spec.load_text` already read, so the loader's bounds have held.
     """
     try:
-        loader = _SpecLoader(text)
+        loader = SpecLoader(text)
         try:
             return loader.get_single_node()
         finally:

@@ -18,7 +18,7 @@ from pipelines.audit import chains, verify_chain
 from pipelines.errors import Conflict, InvalidInput, NotFound, SpecError
 from pipelines.models import AuditEntry, HandoffEnvelope, Run, StepRun
 from pipelines.services import finishing
-from pipelines.spec import load_text
+from pipelines.spec_text import load_text
 from tests.approvals.conftest import drive, open_task
 from tests.conftest import wait_finished, wait_for
 

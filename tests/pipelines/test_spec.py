@@ -8,7 +8,8 @@ import pytest
 
 import pipelines.demo
 from pipelines.errors import InvalidInput, SpecError
-from pipelines.spec import PipelineSpec, When, load_text, parse_spec, validate_inputs
+from pipelines.spec import PipelineSpec, When, parse_spec, validate_inputs
+from pipelines.spec_text import load_text
 
 DEMO_FILES = sorted(Path(pipelines.demo.__file__).parent.glob("*.yaml"))
 

@@ -11,7 +11,7 @@ from orgs.models import Organization
 from pipelines import services
 from pipelines.errors import SpecError
 from pipelines.models import PipelineRole
-from pipelines.spec import load_text
+from pipelines.spec_text import load_text
 
 
 def organization_named(slug: str | None) -> Organization:
