@@ -54,6 +54,7 @@ from bench.common import (  # noqa: E402
     BenchError,
     configure_broker,
     database_errors,
+    durability,
     main,
     print_columns,
     setup,
@@ -467,6 +468,7 @@ def run_bench() -> int:
         "worst_p95_ms": max(r["p95_ms"] for r in results.values()),
         "missed": {name: missed(results[name]) for name in failed},
     }
+    summary.update(durability())
     print(json.dumps(summary))
     return 3 if failed else 0
 

@@ -38,6 +38,7 @@ from bench.common import (  # noqa: E402
     BenchError,
     configure_env,
     database_errors,
+    durability,
     main,
     print_columns,
     setup,
@@ -554,6 +555,7 @@ def run_bench() -> int:
         "worst_p95_ms": max(r["p95_ms"] for r in results.values()),
         **verified,
     }
+    summary.update(durability())
     print(json.dumps(summary))
     return 0
 

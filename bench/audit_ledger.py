@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import configure_env, database_errors, main, setup  # noqa: E402
+from bench.common import configure_env, database_errors, durability, main, setup  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/firefly_bench_ledger"
 ENTRIES = 1_000_000
@@ -112,7 +112,7 @@ def run_bench() -> int:
     if problem:
         print(f"ledger check found: {problem}", file=sys.stderr)
         return 1
-    summary = {
+    summary: dict[str, object] = {
         "positions": positions,
         "sequenced": backlog,
         "sequence_s": round(sequence_s, 1),
@@ -127,6 +127,7 @@ def run_bench() -> int:
         f"entries {anchor_ms:.0f} ms; ledger check of {positions:,} positions in "
         f"{check_s:.1f}s ({positions / check_s:,.0f}/s)"
     )
+    summary.update(durability())
     print(json.dumps(summary))
     return 0
 

@@ -200,3 +200,14 @@ def main(script: str, run_bench: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{script}: interrupted", file=sys.stderr)
         return 130
+
+
+def durability() -> dict[str, str]:
+    """PostgreSQL's fsync and synchronous_commit, for every bench's JSON: a figure measured
+    without durable commits does not count."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('fsync'), current_setting('synchronous_commit')")
+        fsync, synchronous_commit = cursor.fetchone()
+    return {"fsync": fsync, "synchronous_commit": synchronous_commit}

@@ -48,6 +48,7 @@ from bench.common import (  # noqa: E402
     BenchError,
     configure_broker,
     configure_env,
+    durability,
     main,
     print_columns,
     setup,
@@ -324,6 +325,7 @@ def run_bench() -> int:
     print()
     print_table(results)
     del results["_table"]
+    results.update(durability())
     print(json.dumps(results))
     return 0
 

@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/firefly_bench_retention")
 
 from bench.audit_admin import configure_admin_env, prepare  # noqa: E402
-from bench.common import BenchError, database_errors, main, print_columns, setup  # noqa: E402
+from bench.common import BenchError, database_errors, durability, main, print_columns, setup  # noqa: E402
 from bench.pages import MEASURED, reserve  # noqa: E402
 
 RUNS = 100_000
@@ -347,6 +347,7 @@ def run_bench() -> int:
         "verify_intact": intact,
         "verify_s": round(verify_s, 1),
     }
+    summary.update(durability())
     print(json.dumps(summary))
     slower = p95_during > max(p95_before * TOLERANCE, p95_before + SLACK_MS)
     if left or not intact:
