@@ -24,6 +24,8 @@ the run finished: the figures come from the rows' own timestamps, so the poll ad
 nothing to them.
 
 Prints a table, then as its last line one JSON object with p50_ms, p95_ms, p99_ms.
+
+Exits 3 when the p95 misses its target.
 """
 
 from __future__ import annotations
@@ -377,7 +379,7 @@ def run_bench() -> int:
     del results["_table"]
     results.update(durability())
     print(json.dumps(results))
-    return 0
+    return 0 if results["meets_target"] else 3
 
 
 if __name__ == "__main__":

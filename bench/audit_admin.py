@@ -13,7 +13,8 @@ and Django's test client with DEBUG off times each admin page N times after a wa
 and counts its queries. Last, `verify_audit`'s check of every chain is timed (entries per
 second, one process per CPU, as the command runs by default).
 
-Prints a table, then as its last line one JSON object with the figures.
+Prints a table, then as its last line one JSON object with the figures. Exits 3 when a
+view's p95 or verify_audit's rate misses its target.
 """
 
 from __future__ import annotations
@@ -556,8 +557,11 @@ def run_bench() -> int:
         **verified,
     }
     summary.update(durability())
+    missed = summary["worst_p95_ms"] > TARGET_P95_MS
+    missed |= verified["verify_entries_per_s"] < VERIFY_TARGET_PER_S
+    summary["targets_met"] = not missed
     print(json.dumps(summary))
-    return 0
+    return 3 if missed else 0
 
 
 if __name__ == "__main__":

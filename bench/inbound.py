@@ -24,6 +24,8 @@ alternates with a run of the same pipeline started through the API
 (`POST /api/v1/pipelines/{name}/runs/` with an API token), timed the same way.
 
 Prints a table, then as its last line one JSON object with p50_ms, p95_ms, p99_ms.
+
+Exits 3 when the p95 misses its target.
 """
 
 from __future__ import annotations
@@ -327,7 +329,7 @@ def run_bench() -> int:
     del results["_table"]
     results.update(durability())
     print(json.dumps(results))
-    return 0
+    return 0 if results["meets_target"] else 3
 
 
 if __name__ == "__main__":
