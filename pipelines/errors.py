@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+from django import db
+
+# The database went away under a call (a restart, a failover, a cut connection): nothing
+# of the call's transaction committed, or all of it did and only the answer was lost.
+DATABASE_GONE: tuple[type[Exception], ...] = (
+    db.OperationalError,
+    db.InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+
 
 class FireflyError(Exception):
     """A refusal with a message meant for the person who asked."""

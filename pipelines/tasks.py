@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import shared_task
 
 from pipelines import anchors, services
+from pipelines.errors import DATABASE_GONE
 
 log = logging.getLogger(__name__)
 
@@ -15,13 +17,23 @@ log = logging.getLogger(__name__)
 # execute_step moves its step out of `queued` with a conditional update (a duplicate
 # finds it taken and returns), finish_run needs the run's finish lease, settle_handoff
 # checks that the step still waits, and the reaper's recoveries are conditional.
-# The names are those pipelines.dispatch sends.
-@shared_task(name="pipelines.tasks.advance_run")
+# The names are those pipelines.dispatch sends. So each of them is delivered again, with a
+# growing pause, when the database goes away under it, rather than waiting for the reaper.
+RETRY_WHILE_DATABASE_AWAY: dict[str, Any] = {
+    "autoretry_for": DATABASE_GONE,
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 12,
+}
+
+
+@shared_task(name="pipelines.tasks.advance_run", **RETRY_WHILE_DATABASE_AWAY)
 def advance_run(run_id: int) -> None:
     services.run_advance(run_id=run_id)
 
 
-@shared_task(name="pipelines.tasks.execute_step")
+@shared_task(name="pipelines.tasks.execute_step", **RETRY_WHILE_DATABASE_AWAY)
 def execute_step(step_run_id: int) -> None:
     services.step_execute(step_run_id=step_run_id)
 
@@ -31,12 +43,12 @@ def reap() -> None:
     services.reap()
 
 
-@shared_task(name="pipelines.tasks.finish_run")
+@shared_task(name="pipelines.tasks.finish_run", **RETRY_WHILE_DATABASE_AWAY)
 def finish_run(run_id: int) -> None:
     services.run_finalize(run_id=run_id)
 
 
-@shared_task(name="pipelines.tasks.settle_handoff")
+@shared_task(name="pipelines.tasks.settle_handoff", **RETRY_WHILE_DATABASE_AWAY)
 def settle_handoff(child_run_id: int) -> None:
     services.handoff_settle(child_run_id=child_run_id)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import json
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -16,16 +18,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from firefly_site import logs, metrics
-from pipelines import fastpath, registry, tracing
+from orgs import rls
+from pipelines import dispatch, fastpath, registry, tracing
 from pipelines.canonical import json_default, numbers
 from pipelines.context import Handoff, Pause, StepContext
+from pipelines.errors import DATABASE_GONE
 from pipelines.leases import leases
 from pipelines.limits import json_problem
-from pipelines.models import Checkpoint, StepRun
+from pipelines.models import AuditEntry, Checkpoint, StepRun
 from pipelines.services import handoffs, transitions
 from pipelines.services.hooks import pause_hooks
 from pipelines.services.unit_of_work import RunTxn, Snapshot, StaleRun, emit_event, locked_run
@@ -100,7 +104,79 @@ def step_execute(*, step_run_id: int) -> None:
             trace_id=step.run.trace_id,
         ):
             outcome = call_handler(step)
-            started = step_finish(started=started, outcome=outcome)
+            started = _finish_through_outage(started, outcome)
+
+
+# How long a worker holds an outcome it could not commit because the database was away
+# (at least a step's lease): a restart or a failover costs the step a wait, not its attempt.
+OUTAGE_WAIT_S = 60.0
+
+
+def _finish_through_outage(started: Started, outcome: Outcome) -> Started | None:
+    """step_finish, again while the database is away. Each try first asks whether the
+    last one committed after all (the connection can break after the server committed):
+    then its successor is the one that commit started, else the outcome is committed
+    again, fenced by the attempt like any outcome (a step handed on meanwhile drops it,
+    audited)."""
+    deadline = time.monotonic() + max(settings.FIREFLY_STEP_LEASE_S, OUTAGE_WAIT_S)
+    pause, tried = 0.1, False
+    while True:
+        try:
+            if tried:
+                _reconnect(started.step.run.organization_id)
+                committed, successor = _committed_before(started.step, outcome)
+                if committed:
+                    return successor
+                # The failed try changed the snapshot in memory: read the run afresh.
+                started = Started(started.step, None)
+            tried = True
+            return step_finish(started=started, outcome=outcome)
+        except DATABASE_GONE:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("database away; the outcome is committed in %.1f s", pause, exc_info=True)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
+def _reconnect(organization_id: int) -> None:
+    """Drop this thread's broken connection, and hold the new one to the run's
+    organization again (the scope was a setting of the old session)."""
+    with contextlib.suppress(*DATABASE_GONE):
+        connection.close()
+    rls.enter(organization_id)
+
+
+def _committed_before(step: StepRun, outcome: Outcome) -> tuple[bool, Started | None]:
+    """Whether this attempt's outcome is in the chain already (its entry carries the
+    outcome's own end time), and the step that same transaction started for this worker.
+    (The run's finish, relay and webhooks of that commit are left to the reaper's sweeps.)"""
+    entry = (
+        AuditEntry.objects.filter(
+            run_id=step.run_id, step_name=step.step_name, completed_at=outcome.finished_at
+        )
+        .exclude(event="step.outcome_dropped")
+        .only("created_at")
+        .first()
+    )
+    if entry is None:
+        return False, None
+    # Its messages were to go out after the commit, which the broken connection never
+    # reported: send them now (a duplicate finds its step taken and does nothing).
+    spec = version_spec(step.run.pipeline_version_id)
+    queued = StepRun.objects.filter(
+        run_id=step.run_id, status=S.QUEUED, queued_at=entry.created_at
+    ).values_list("pk", "step_name")
+    dispatch.execute_steps([(pk, spec.by_name[name].queue) for pk, name in queued])
+    successor = (
+        StepRun.objects.filter(run_id=step.run_id, status=S.RUNNING, started_at=entry.created_at)
+        .exclude(pk=step.pk)
+        .first()
+    )
+    if successor is None:
+        return True, None
+    successor.run = step.run
+    return True, Started(successor, None)
 
 
 def step_finish(*, started: Started, outcome: Outcome) -> Started | None:

@@ -181,6 +181,27 @@ def test_postgresql_restarted_in_the_middle_of_a_long_chain_and_a_wide_fan_out(f
     assert_each_step_committed_once(firefly, fanout, FANOUT)
 
 
+def test_workers_carry_their_steps_across_a_postgresql_restart_without_the_reaper(firefly):
+    """With beat away, nobody recovers a lost message or a lost step: a worker that meets
+    the restart commits its step's outcome once the database is back, and a message whose
+    claim failed is delivered again by the worker itself. Nothing is lost or retried as lost."""
+    beat = next(p for p in firefly.processes if p.name == "beat" and p.alive())
+    beat.stop()
+    driver, after = start_runs(firefly, "chain:200", "fanout:50")
+    before_restart = when_both_are_under_way(firefly, after)
+    firefly.postgres.restart()
+    chain, fanout = driver_ids(driver)
+    wait_all_finished(firefly, [chain, fanout], timeout=120)
+    finished_after(firefly, [chain, fanout], before_restart)
+    assert_each_step_committed_once(firefly, chain, CHAIN)
+    assert_each_step_committed_once(firefly, fanout, FANOUT)
+    lost = firefly.query(
+        "SELECT count(*) FROM pipelines_auditentry WHERE run_id = ANY(%s) AND event = 'step.lost'",
+        [chain, fanout],
+    )
+    assert lost == [(0,)]
+
+
 def test_redis_restarted_empty_in_the_middle_of_a_long_chain_and_a_wide_fan_out(firefly):
     driver, after = start_runs(firefly, "chain:200", "fanout:50")
     before_restart = when_both_are_under_way(firefly, after)
