@@ -60,6 +60,8 @@ from bench.loadsetup import (  # noqa: E402
     Seeded,
     Services,
     checks,
+    cpu_seconds,
+    drain,
     print_report,
     run_starter,
     seed,
@@ -74,8 +76,10 @@ SECONDS = 60
 REVIEWERS = 200
 RUNS = 500
 IDLE_WARMUP, IDLE_SAMPLES = 3, 20
-THINK_S = (2.0, 8.0)
-RACE_WINDOW = 3
+# Seconds a person takes between two requests (reading the inbox, the task): one
+# decision every half minute or so each, some 16 requests per second from 200 people.
+THINK_S = (5.0, 20.0)
+RACE_WINDOW = 5
 TARGET_RATIO = 2.0
 
 PAGE_TYPES = ("page_inbox", "page_task", "page_decide")
@@ -97,6 +101,18 @@ class Tally:
     unexpected: list[str] = field(default_factory=list)
     won: list[tuple[int, str]] = field(default_factory=list)  # (task, reviewer)
     conflicts: list[tuple[int, str, str | None]] = field(default_factory=list)  # + winner
+
+    def merged(self, other: Tally) -> Tally:
+        both = Tally()
+        for tally in (self, other):
+            for kind, times in tally.times.items():
+                both.times.setdefault(kind, []).extend(times)
+            both.statuses.update(tally.statuses)
+            both.errors += tally.errors
+            both.unexpected += tally.unexpected
+            both.won += tally.won
+            both.conflicts += tally.conflicts
+        return both
 
     def requests(self) -> int:
         return sum(self.statuses.values())
@@ -136,6 +152,7 @@ class Reviewer:
     client: Client
     rng: random.Random
     stop_at: float | None = None  # loop time; None: no thinking (idle)
+    think_s: tuple[float, float] = THINK_S
 
     async def think(self) -> bool:
         """Pause like a person reading; False once the load's time is up."""
@@ -145,7 +162,7 @@ class Reviewer:
         left = self.stop_at - loop.time()
         if left <= 0:
             return False
-        await asyncio.sleep(min(left, self.rng.uniform(*THINK_S)))
+        await asyncio.sleep(min(left, self.rng.uniform(*self.think_s)))
         return loop.time() < self.stop_at
 
     def pick(self, ids: list[int]) -> int:
@@ -269,7 +286,8 @@ async def load_phase(pages: list[Reviewer], api: list[Reviewer], seconds: float)
     async def person(reviewer: Reviewer, cycle: Any) -> None:
         reviewer.stop_at = stop_at
         # Arrive spread over one thinking time, not all in the same millisecond.
-        await asyncio.sleep(reviewer.rng.uniform(0, THINK_S[1]))
+        arrival = reviewer.rng.uniform(0, reviewer.think_s[1])
+        await asyncio.sleep(min(arrival, max(0.0, stop_at - loop.time())))
         while loop.time() < stop_at:
             await cycle(tally)
 
@@ -283,17 +301,20 @@ def p95s(tally: Tally) -> dict[str, float]:
     return {t: round(percentile(v, 95), 1) for t, v in tally.times.items() if v}
 
 
-async def measure(seeded: Seeded, port: int, args: argparse.Namespace) -> dict[str, Any]:
+async def measure(
+    seeded: Seeded, port: int, roles: dict[str, list[int]], args: argparse.Namespace
+) -> dict[str, Any]:
     rng = random.Random(20261201)
+    think_s = (args.think_min, args.think_max)
     logins = Tally()
     for name in seeded.form_logins:
         seeded.sessions[name] = await form_login(port, name, seeded.password, logins)
     pages, api = reviewers(seeded, port, rng)
+    for reviewer in pages + api:
+        reviewer.think_s = think_s
 
     idle_load = os.getloadavg()
     idle = await idle_phase(pages[0], api[0])
-    for reviewer in (pages[0], api[0]):
-        await reviewer.client.close()
 
     started_runs: list[int] = []
     start_ms: list[float] = []
@@ -302,6 +323,7 @@ async def measure(seeded: Seeded, port: int, args: argparse.Namespace) -> dict[s
         args=(seeded.pipeline, args.runs, args.seconds / 2, started_runs, start_ms),
     )
     before_load = os.getloadavg()
+    cpu_before = cpu_seconds(roles)
     began = time.perf_counter()
     starter.start()
     try:
@@ -310,16 +332,37 @@ async def measure(seeded: Seeded, port: int, args: argparse.Namespace) -> dict[s
         starter.join()
     elapsed = time.perf_counter() - began
     after_load = os.getloadavg()
+    cpu_after = cpu_seconds(roles)
+    cpu = {k: round(cpu_after.get(k, 0) - cpu_before.get(k, 0), 1) for k in cpu_after}
     for reviewer in pages + api:
         await reviewer.client.close()
+        reviewer.stop_at = None
+
+    # Idle again once the approved runs finished: the machine's other work changes over
+    # minutes, so the idle figure is both sides of the load.
+    await asyncio.to_thread(drain, [task for task, _ in idle.won + load.won])
+    idle_after_load = os.getloadavg()
+    idle_after = await idle_phase(pages[0], api[0])
+    for reviewer in (pages[0], api[0]):
+        await reviewer.client.close()
     return {
-        "idle": idle,
+        "idle": idle.merged(idle_after),
+        "idle_before": idle,
+        "idle_after": idle_after,
         "load": load,
         "logins": logins,
         "elapsed": elapsed,
+        "cpu": cpu,
+        "think_s": think_s,
+        "reviewers": len(pages) + len(api),
         "runs": started_runs,
         "run_start_ms": start_ms,
-        "loadavg": {"idle": idle_load, "before_load": before_load, "after_load": after_load},
+        "loadavg": {
+            "idle_before": idle_load,
+            "load_start": before_load,
+            "load_end": after_load,
+            "idle_after": idle_after_load,
+        },
     }
 
 
@@ -328,24 +371,38 @@ def run_bench(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=SECONDS, help="the load's length")
     parser.add_argument("--reviewers", type=int, default=REVIEWERS, help="half pages, half API")
     parser.add_argument("--runs", type=int, default=RUNS, help="runs started during the load")
+    parser.add_argument("--think-min", type=float, default=THINK_S[0], help="seconds")
+    parser.add_argument("--think-max", type=float, default=THINK_S[1], help="seconds")
     args = parser.parse_args(argv)
     if args.reviewers < 2 or args.runs < 1 or args.seconds <= 0:
         raise BenchError("--reviewers must be at least 2, --runs at least 1, --seconds > 0")
+    if not 0 <= args.think_min <= args.think_max:
+        raise BenchError("--think-min must be at least 0 and at most --think-max")
     database_url = configure_env(DEFAULT_DATABASE_URL)
     broker_url = configure_broker(DEFAULT_BROKER_URL)
     setup(database_url, broker_url)
     purge_broker()
     at_start = os.getloadavg()
-    seeded = seed(args.reviewers, warm_tasks=2 * (IDLE_WARMUP + IDLE_SAMPLES) + 4)
+    # The idle cycles decide 2 tasks each; a full inbox page (50) stays for the last one,
+    # so the idle pages list as many tasks as the loaded ones.
+    seeded = seed(args.reviewers, warm_tasks=2 * (IDLE_WARMUP + IDLE_SAMPLES) + 50)
     with (
         tempfile.TemporaryDirectory(prefix="firefly-load-") as tmp,
-        workers("load", WORKERS_MAKE_RUN, WORKER_ARGS_MAKE_RUN, Path(tmp)),
+        workers("load", WORKERS_MAKE_RUN, WORKER_ARGS_MAKE_RUN, Path(tmp)) as group,
         Services(Path(tmp)) as services,
     ):
         wait_tasks_open(seeded.warm_runs)
-        result = asyncio.run(measure(seeded, services.port, args))
+        roles = {
+            "web": [services.procs["web"].pid],
+            "workers": [proc.pid for proc in group.procs],
+            "beat": [services.procs["beat"].pid],
+            "client": [os.getpid()],
+        }
+        result = asyncio.run(measure(seeded, services.port, roles, args))
         verdict = checks(result, seeded)
         services.check_alive()
+        for line in services.web_errors():
+            print(f"  web.log: {line}", file=sys.stderr)
     figures = figures_of(result, verdict, at_start)
     print_report(figures, TYPES)
     print(json.dumps(figures))
@@ -369,6 +426,8 @@ def figures_of(result: dict[str, Any], verdict: dict[str, Any], at_start: Any) -
         "requests": load.requests(),
         "requests_per_s": round(load.requests() / result["elapsed"], 1),
         "p95_idle_ms": idle_p95,
+        "p95_idle_before_ms": p95s(result["idle_before"]),
+        "p95_idle_after_ms": p95s(result["idle_after"]),
         "p95_load_ms": load_p95,
         "p95_ratio": ratios,
         "p50_load_ms": {t: round(percentile(v, 50), 1) for t, v in load.times.items() if v},
@@ -379,6 +438,9 @@ def figures_of(result: dict[str, Any], verdict: dict[str, Any], at_start: Any) -
         **verdict,
         "runs_started": len(result["runs"]),
         "run_start_p95_ms": round(percentile(result["run_start_ms"], 95), 1),
+        "cpu_s_during_load": result["cpu"],
+        "think_s": list(result["think_s"]),
+        "reviewers": result["reviewers"],
         "login_form_ms": [round(t, 1) for t in result["logins"].times.get("login_post", [])],
         **durability(),
         "loadavg": {

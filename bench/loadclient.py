@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -53,17 +54,17 @@ class Client:
         writer, self._reader, self._writer = self._writer, None, None
         if writer is not None:
             writer.close()
-            try:
+            # Already reset by the server: closed either way.
+            with suppress(OSError):
                 await writer.wait_closed()
-            except OSError:
-                pass  # already reset by the server: closed either way
 
     async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         stale = time.monotonic() - self._last_used > IDLE_RECONNECT_S
         if self._reader is None or self._reader.at_eof() or stale:
             await self.close()
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        assert self._reader is not None and self._writer is not None
+        assert self._reader is not None
+        assert self._writer is not None
         return self._reader, self._writer
 
     async def get(self, path: str, headers: dict[str, str] | None = None) -> Response:

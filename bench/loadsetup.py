@@ -70,8 +70,12 @@ def seed(reviewers: int, warm_tasks: int) -> Seeded:
     from importlib import import_module
 
     from django.conf import settings
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.auth import get_user_model
+    from django.contrib.auth import (
+        BACKEND_SESSION_KEY,
+        HASH_SESSION_KEY,
+        SESSION_KEY,
+        get_user_model,
+    )
     from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import Group
 
@@ -238,6 +242,11 @@ class Services:
                     raise BenchError(f"gunicorn not ready after {READY_TIMEOUT_S}s") from None
                 time.sleep(0.3)
 
+    def web_errors(self, lines: int = 5) -> list[str]:
+        """The web log's last error lines (a 500's cause: the database refusing, ...)."""
+        log = (self.tmp / "web.log").read_text(errors="replace").splitlines()
+        return [line for line in log if "Error" in line or "FATAL" in line][-lines:]
+
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
@@ -251,16 +260,32 @@ class Services:
                 os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for proc in self.procs.values():
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
             with suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
 
 
 # --- checks -------------------------------------------------------------------------------
+
+
+def drain(task_ids: list[int]) -> None:
+    """Wait (at most DRAIN_S) for the runs of these tasks to finish."""
+    from django.db import connection
+
+    from approvals.models import HumanTask
+    from pipelines.models import Run
+
+    runs = HumanTask.objects.filter(pk__in=task_ids).values("run_id")
+    deadline = time.monotonic() + DRAIN_S
+    try:
+        while Run.objects.filter(pk__in=runs).exclude(status__in=Run.FINISHED).exists():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.5)
+    finally:
+        connection.close()
 
 
 def checks(result: dict[str, Any], seeded: Seeded) -> dict[str, Any]:
@@ -278,13 +303,9 @@ def checks(result: dict[str, Any], seeded: Seeded) -> dict[str, Any]:
         t.pk: t for t in HumanTask.objects.filter(pk__in=task_ids).select_related("decided_by")
     }
     decided_runs = sorted({tasks[t].run_id for t, _ in won})
-    deadline = time.monotonic() + DRAIN_S
-    while Run.objects.filter(pk__in=decided_runs).exclude(status__in=Run.FINISHED).exists():
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    drain([t for t, _ in won])
     approvals = Counter(
-        (entry["data"]["task"], entry["actor_name"])
+        ((entry["data"] or {}).get("task"), entry["actor_name"])
         for entry in AuditEntry.objects.filter(
             run_id__in=[t.run_id for t in tasks.values()], event="task.approved"
         ).values("data", "actor_name")
@@ -322,8 +343,11 @@ def checks(result: dict[str, Any], seeded: Seeded) -> dict[str, Any]:
 
 
 def print_report(figures: dict[str, Any], types: tuple[str, ...]) -> None:
-    rows = [["request", "idle p95 ms", "load p50 ms", "load p95 ms", "ratio", ""]]
+    rows = [
+        ["request", "idle p95 ms", "(before", "after)", "load p50 ms", "load p95 ms", "ratio", ""]
+    ]
     idle, load = figures["p95_idle_ms"], figures["p95_load_ms"]
+    before, after = figures["p95_idle_before_ms"], figures["p95_idle_after_ms"]
     for kind in types:
         ratio = figures["p95_ratio"].get(kind)
         verdict = "" if ratio is None else ("met" if ratio <= 2.0 else "MISSED")
@@ -331,13 +355,15 @@ def print_report(figures: dict[str, Any], types: tuple[str, ...]) -> None:
             [
                 kind,
                 str(idle.get(kind, "-")),
+                str(before.get(kind, "-")),
+                str(after.get(kind, "-")),
                 str(figures["p50_load_ms"].get(kind, "-")),
                 str(load.get(kind, "-")),
                 "-" if ratio is None else f"{ratio}x",
                 verdict,
             ]
         )
-    print_columns(rows, right={1, 2, 3, 4})
+    print_columns(rows, right={1, 2, 3, 4, 5, 6})
     for key in (
         "seconds",
         "requests",
@@ -355,8 +381,53 @@ def print_report(figures: dict[str, Any], types: tuple[str, ...]) -> None:
         "approved_unfinished",
         "run_start_p95_ms",
         "login_form_ms",
+        "cpu_s_during_load",
+        "think_s",
+        "reviewers",
         "fsync",
         "synchronous_commit",
         "loadavg",
     ):
         print(f"{key}: {figures[key]}")
+
+
+# --- where the CPU went -------------------------------------------------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds used) of a process; None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def cpu_seconds(roles: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds used so far by each role's processes and their children, by PostgreSQL
+    (every backend, whoever it serves) and by the whole machine."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (found := _stat(int(entry.name))) is not None:
+            stats[int(entry.name)] = found
+    role_of = {pid: role for role, pids in roles.items() for pid in pids}
+    totals: dict[str, float] = {}
+    for pid, (ppid, seconds) in stats.items():
+        role = role_of.get(pid) or role_of.get(ppid)
+        if role is None:
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm != "postgres":
+                continue
+            role = "postgres"
+        totals[role] = totals.get(role, 0.0) + seconds
+    # Busy time of every CPU (user, nice, system, irq, softirq, steal): the machine's,
+    # others' work included, which the roles' figures leave out.
+    cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    busy = sum(int(cpu[i]) for i in (0, 1, 2, 5, 6, 7))
+    totals["machine"] = busy / TICKS
+    return totals
