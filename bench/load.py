@@ -57,6 +57,7 @@ from bench.common import BenchError, configure_broker, configure_env, main, setu
 from bench.engine import WORKER_ARGS_MAKE_RUN, WORKERS_MAKE_RUN, purge_broker, workers  # noqa: E402
 from bench.loadclient import Client, ConnectionFailed, Response  # noqa: E402
 from bench.loadsetup import (  # noqa: E402
+    ConnectionSampler,
     Seeded,
     Services,
     checks,
@@ -322,14 +323,18 @@ async def measure(
         target=run_starter,
         args=(seeded.pipeline, args.runs, args.seconds / 2, started_runs, start_ms),
     )
+    sampler = ConnectionSampler()
     before_load = os.getloadavg()
     cpu_before = cpu_seconds(roles)
     began = time.perf_counter()
     starter.start()
+    sampler.start()
     try:
         load = await load_phase(pages, api, args.seconds)
     finally:
         starter.join()
+        sampler.done.set()
+        sampler.join()
     elapsed = time.perf_counter() - began
     after_load = os.getloadavg()
     cpu_after = cpu_seconds(roles)
@@ -353,7 +358,9 @@ async def measure(
         "logins": logins,
         "elapsed": elapsed,
         "cpu": cpu,
+        "connections": sampler.peak,
         "think_s": think_s,
+        "workers": f"{WORKERS_MAKE_RUN} x {args.worker_threads} threads",
         "reviewers": len(pages) + len(api),
         "runs": started_runs,
         "run_start_ms": start_ms,
@@ -371,6 +378,12 @@ def run_bench(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=SECONDS, help="the load's length")
     parser.add_argument("--reviewers", type=int, default=REVIEWERS, help="half pages, half API")
     parser.add_argument("--runs", type=int, default=RUNS, help="runs started during the load")
+    parser.add_argument(
+        "--worker-threads",
+        type=int,
+        default=int(WORKER_ARGS_MAKE_RUN[3]),
+        help="threads per worker process (make run: 32); each may hold a database connection",
+    )
     parser.add_argument("--think-min", type=float, default=THINK_S[0], help="seconds")
     parser.add_argument("--think-max", type=float, default=THINK_S[1], help="seconds")
     args = parser.parse_args(argv)
@@ -378,6 +391,8 @@ def run_bench(argv: list[str]) -> int:
         raise BenchError("--reviewers must be at least 2, --runs at least 1, --seconds > 0")
     if not 0 <= args.think_min <= args.think_max:
         raise BenchError("--think-min must be at least 0 and at most --think-max")
+    worker_args = [*WORKER_ARGS_MAKE_RUN]
+    worker_args[3] = str(args.worker_threads)
     database_url = configure_env(DEFAULT_DATABASE_URL)
     broker_url = configure_broker(DEFAULT_BROKER_URL)
     setup(database_url, broker_url)
@@ -388,7 +403,7 @@ def run_bench(argv: list[str]) -> int:
     seeded = seed(args.reviewers, warm_tasks=2 * (IDLE_WARMUP + IDLE_SAMPLES) + 50)
     with (
         tempfile.TemporaryDirectory(prefix="firefly-load-") as tmp,
-        workers("load", WORKERS_MAKE_RUN, WORKER_ARGS_MAKE_RUN, Path(tmp)) as group,
+        workers("load", WORKERS_MAKE_RUN, worker_args, Path(tmp)) as group,
         Services(Path(tmp)) as services,
     ):
         wait_tasks_open(seeded.warm_runs)
@@ -439,7 +454,9 @@ def figures_of(result: dict[str, Any], verdict: dict[str, Any], at_start: Any) -
         "runs_started": len(result["runs"]),
         "run_start_p95_ms": round(percentile(result["run_start_ms"], 95), 1),
         "cpu_s_during_load": result["cpu"],
+        "pg_connections_peak": result["connections"],
         "think_s": list(result["think_s"]),
+        "workers": result["workers"],
         "reviewers": result["reviewers"],
         "login_form_ms": [round(t, 1) for t in result["logins"].times.get("login_post", [])],
         **durability(),

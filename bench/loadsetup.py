@@ -382,6 +382,7 @@ def print_report(figures: dict[str, Any], types: tuple[str, ...]) -> None:
         "run_start_p95_ms",
         "login_form_ms",
         "cpu_s_during_load",
+        "pg_connections_peak",
         "think_s",
         "reviewers",
         "fsync",
@@ -431,3 +432,30 @@ def cpu_seconds(roles: dict[str, list[int]]) -> dict[str, float]:
     busy = sum(int(cpu[i]) for i in (0, 1, 2, 5, 6, 7))
     totals["machine"] = busy / TICKS
     return totals
+
+
+class ConnectionSampler(threading.Thread):
+    """The most PostgreSQL connections seen, this database's and all, twice a second."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.done = threading.Event()
+        self.peak = {"ours": 0, "all": 0, "max_connections": 0}
+
+    def run(self) -> None:
+        from django.db import connection
+
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW max_connections")
+                self.peak["max_connections"] = int(cursor.fetchone()[0])
+                while not self.done.wait(0.5):
+                    cursor.execute(
+                        "SELECT count(*) FILTER (WHERE datname = current_database()), count(*)"
+                        " FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                    )
+                    ours, every = cursor.fetchone()
+                    self.peak["ours"] = max(self.peak["ours"], ours)
+                    self.peak["all"] = max(self.peak["all"], every)
+        finally:
+            connection.close()
