@@ -62,6 +62,7 @@ from bench.loadsetup import (  # noqa: E402
     Services,
     checks,
     cpu_seconds,
+    cpu_used,
     drain,
     print_report,
     run_starter,
@@ -102,6 +103,7 @@ class Tally:
     unexpected: list[str] = field(default_factory=list)
     won: list[tuple[int, str]] = field(default_factory=list)  # (task, reviewer)
     conflicts: list[tuple[int, str, str | None]] = field(default_factory=list)  # + winner
+    done_at: list[tuple[float, float]] = field(default_factory=list)  # (perf_counter, ms)
 
     def merged(self, other: Tally) -> Tally:
         both = Tally()
@@ -138,6 +140,7 @@ async def timed(tally: Tally, kind: str, call: Any, expect: tuple[int, ...] = (2
         return None
     tally.statuses[(kind, response.status)] += 1
     tally.times.setdefault(kind, []).append(response.ms)
+    tally.done_at.append((time.perf_counter(), response.ms))
     if response.status >= 500:
         tally.errors.append(f"{kind}: {response.status} {response.text()[:200]!r}")
         return None
@@ -257,7 +260,8 @@ async def form_login(port: int, name: str, password: str, tally: Tally) -> str:
         await timed(tally, "login_post", client.post_form("/login/", fields), expect=(302,))
         session = client.cookies.get(settings.SESSION_COOKIE_NAME)
         if session is None:
-            raise BenchError(f"the login form gave {name} no session: {tally.unexpected[-1:]}")
+            seen = (tally.errors + tally.unexpected)[-1:]
+            raise BenchError(f"the login form gave {name} no session: {seen}")
         return session
     finally:
         await client.close()
@@ -338,7 +342,7 @@ async def measure(
     elapsed = time.perf_counter() - began
     after_load = os.getloadavg()
     cpu_after = cpu_seconds(roles)
-    cpu = {k: round(cpu_after.get(k, 0) - cpu_before.get(k, 0), 1) for k in cpu_after}
+    cpu = cpu_used(cpu_before, cpu_after)
     for reviewer in pages + api:
         await reviewer.client.close()
         reviewer.stop_at = None
@@ -357,6 +361,7 @@ async def measure(
         "load": load,
         "logins": logins,
         "elapsed": elapsed,
+        "began": began,
         "cpu": cpu,
         "connections": sampler.peak,
         "think_s": think_s,
@@ -426,6 +431,10 @@ def run_bench(argv: list[str]) -> int:
 
 def figures_of(result: dict[str, Any], verdict: dict[str, Any], at_start: Any) -> dict[str, Any]:
     idle, load = result["idle"], result["load"]
+
+    def half(at: float) -> int:
+        return 0 if at - result["began"] < result["elapsed"] / 2 else 1
+
     idle_p95, load_p95 = p95s(idle), p95s(load)
     ratios = {
         t: round(load_p95[t] / idle_p95[t], 2) for t in TYPES if t in idle_p95 and t in load_p95
@@ -445,6 +454,11 @@ def figures_of(result: dict[str, Any], verdict: dict[str, Any], at_start: Any) -
         "p95_idle_after_ms": p95s(result["idle_after"]),
         "p95_load_ms": load_p95,
         "p95_ratio": ratios,
+        # Every request type together, by half of the load: the runs start in the first.
+        "p95_load_halves_ms": [
+            round(percentile([ms for at, ms in load.done_at if half(at) == h], 95), 1)
+            for h in (0, 1)
+        ],
         "p50_load_ms": {t: round(percentile(v, 50), 1) for t, v in load.times.items() if v},
         "errors": errors,
         "unexpected": unexpected,

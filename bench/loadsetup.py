@@ -368,6 +368,7 @@ def print_report(figures: dict[str, Any], types: tuple[str, ...]) -> None:
         "seconds",
         "requests",
         "requests_per_s",
+        "p95_load_halves_ms",
         "errors",
         "unexpected",
         "decisions_200",
@@ -406,32 +407,40 @@ def _stat(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def cpu_seconds(roles: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds used so far by each role's processes and their children, by PostgreSQL
-    (every backend, whoever it serves) and by the whole machine."""
-    stats = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (found := _stat(int(entry.name))) is not None:
-            stats[int(entry.name)] = found
+def cpu_seconds(roles: dict[str, list[int]]) -> dict[Any, float]:
+    """CPU seconds used so far: by each process of a role or a role's child, and by each
+    PostgreSQL process (every backend, whoever it serves), keyed (role, pid); and by the
+    whole machine, keyed "machine"."""
     role_of = {pid: role for role, pids in roles.items() for pid in pids}
-    totals: dict[str, float] = {}
-    for pid, (ppid, seconds) in stats.items():
+    totals: dict[Any, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or (found := _stat(int(entry.name))) is None:
+            continue
+        pid, (ppid, seconds) = int(entry.name), found
         role = role_of.get(pid) or role_of.get(ppid)
         if role is None:
             try:
-                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                if Path(f"/proc/{pid}/comm").read_text().strip() != "postgres":
+                    continue
             except OSError:
                 continue
-            if comm != "postgres":
-                continue
             role = "postgres"
-        totals[role] = totals.get(role, 0.0) + seconds
+        totals[(role, pid)] = seconds
     # Busy time of every CPU (user, nice, system, irq, softirq, steal): the machine's,
-    # others' work included, which the roles' figures leave out.
+    # others' work included.
     cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    busy = sum(int(cpu[i]) for i in (0, 1, 2, 5, 6, 7))
-    totals["machine"] = busy / TICKS
+    totals["machine"] = sum(int(cpu[i]) for i in (0, 1, 2, 5, 6, 7)) / TICKS
     return totals
+
+
+def cpu_used(before: dict[Any, float], after: dict[Any, float]) -> dict[str, float]:
+    """CPU seconds by role between two `cpu_seconds`: a process that ended in between is
+    left out (its time is unknown), one that started counts whole."""
+    used: dict[str, float] = {}
+    for key, seconds in after.items():
+        role = key if key == "machine" else key[0]
+        used[role] = used.get(role, 0.0) + seconds - before.get(key, 0.0)
+    return {role: round(seconds, 1) for role, seconds in used.items()}
 
 
 class ConnectionSampler(threading.Thread):
