@@ -326,6 +326,7 @@ async def measure(
     starter = threading.Thread(
         target=run_starter,
         args=(seeded.pipeline, args.runs, args.seconds / 2, started_runs, start_ms),
+        daemon=True,  # an interrupted bench does not wait for the rest of the runs
     )
     sampler = ConnectionSampler()
     before_load = os.getloadavg()
