@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db import transaction
 
-from approvals import guards, rollup, selectors, services
+from approvals import guards, notifications, rollup, selectors, services
 from approvals.models import Decision, HumanTask
 from pipelines import fastpath
 from pipelines.errors import FireflyError, InvalidInput, NotFound
@@ -142,14 +142,14 @@ def _decide_all(
     tasks = {
         task.pk: task
         for task in HumanTask.objects.select_for_update(of=("self",))
-        .select_related("assignee", "assignee_role", "claimed_by", "decided_by")
+        .select_related("claimed_by", *notifications.LOADED)
         .filter(pk__in=list(run_of))
         .order_by("pk")
     }
     guards.prefetch_approvals(list(tasks.values()))
     results: dict[int, Result] = {}
     # The batch's Decision rows and day counts are written as it ends, in one go.
-    with rollup.deferred() as pending:
+    with rollup.deferred() as pending, notifications.known(tasks.values()):
         for task_id, task in tasks.items():
             if task.run_id not in runs:
                 continue  # gone with its run since the batch was read: not found

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.conf import settings
@@ -48,14 +50,28 @@ def notify_after_commit(
     transaction.on_commit(lambda: notify(event, fresh, payload))
 
 
+# What the payload and the listeners read of a task besides its own row.
+LOADED = ("assignee", "assignee_role", "decided_by", "run__pipeline_version__pipeline")
+_known: ContextVar[dict[int, HumanTask] | None] = ContextVar("known_tasks", default=None)
+
+
+@contextmanager
+def known(tasks: Iterable[HumanTask]) -> Iterator[None]:
+    """Within the block, tell of these tasks as they are in memory instead of reading each
+    again: a batch of decisions read them (with LOADED) under their runs' locks, and the
+    services change them in place as they change their rows."""
+    token = _known.set({task.pk: task for task in tasks})
+    try:
+        yield
+    finally:
+        _known.reset(token)
+
+
 def _load(task_id: int) -> HumanTask | None:
-    return (
-        HumanTask.objects.select_related(
-            "assignee", "assignee_role", "decided_by", "run__pipeline_version__pipeline"
-        )
-        .filter(pk=task_id)
-        .first()
-    )
+    held = (_known.get() or {}).get(task_id)
+    if held is not None:
+        return held
+    return HumanTask.objects.select_related(*LOADED).filter(pk=task_id).first()
 
 
 def notify(event: str, task: HumanTask, payload: dict[str, Any]) -> None:
