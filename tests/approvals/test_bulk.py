@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import transaction
+from django.db.models import F
 
-from approvals import bulk, services
+from approvals import bulk, rollup, services
 from approvals.models import Decision, HumanTask
 from orgs.models import Organization
 from pipelines import services as pipelines
@@ -212,3 +214,28 @@ def test_batches_over_the_same_runs_in_opposite_orders_each_decide_a_task_once(
         assert lost[0].code == "already_decided"
         assert Decision.objects.filter(task=task).count() == 1
         assert chain_is_intact(task.run)
+
+
+def test_a_batch_keeps_the_insights_rollup_a_recount_gives(users):
+    from tests.insights.test_rollup import gated_tasks, rows
+
+    tasks = gated_tasks(users, 5)
+    # Waits in different buckets, and a day's row the batch adds to.
+    for n, task in enumerate(tasks):
+        HumanTask.objects.filter(pk=task.pk).update(
+            created_at=F("created_at") - timedelta(minutes=7**n)
+        )
+    services.task_approve(task_id=tasks[0].pk, user=users["r2"])
+    run = three_gates(users)
+    form, review = (HumanTask.objects.get(run=run, step_name=n) for n in ("form", "review"))
+
+    # The form fails halfway: its pending rows must go with its savepoint.
+    outcomes = decide(users["r1"], [form.pk, review.pk, *[t.pk for t in tasks[1:]]])
+
+    assert [o.decided for o in outcomes.values()] == [False] + [True] * 5
+    assert Decision.objects.filter(task__in=[review, *tasks[1:]], user=users["r1"]).count() == 5
+    kept = rows()
+    assert sum(r[7] for r in kept[0]) == HumanTask.objects.filter(decided_at__isnull=False).count()
+    assert max(sum(1 for c in r[8] if c) for r in kept[0]) > 2  # one row, several buckets
+    rollup.rebuild()
+    assert rows() == kept
