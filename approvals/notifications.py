@@ -15,7 +15,8 @@ from django.db import transaction
 from approvals.models import HumanTask
 from orgs import selectors as orgs
 from pipelines import events
-from pipelines.services.outbox import outbox_write
+from pipelines.services.outbox import outbox_row, outbox_write
+from pipelines.services.unit_of_work import RunTxn
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,18 @@ def listen(listener: Listener) -> None:
 
 
 def notify_after_commit(
-    event: str, task: HumanTask, *, channel: str = "", on_behalf_of: str = ""
+    event: str,
+    task: HumanTask,
+    *,
+    channel: str = "",
+    on_behalf_of: str = "",
+    txn: RunTxn | None = None,
 ) -> None:
     """Tell listeners and hooks after commit; what durable hooks (webhooks) want is
     written to the outbox now, in the transaction that caused the event. `channel`: where
     a decision was made (web, api, deadline), for `task.decided`; `on_behalf_of`: whom
-    the decider stood in for as their delegate."""
+    the decider stood in for as their delegate. `txn`: the run's transaction, when the
+    caller decides in one (its outbox row is then written with the run's other writes)."""
     # Read once, as this transaction leaves the task: the outbox row now and the
     # listeners after commit see the same state, whatever happens to the task later.
     fresh = _load(task.pk)
@@ -46,7 +53,13 @@ def notify_after_commit(
         return
     payload = task_payload(fresh, channel=channel, on_behalf_of=on_behalf_of)
     if any(hook.durable for hook in events.hooks):
-        outbox_write(event, payload, organization_id=fresh.organization_id)
+        if txn is None:
+            outbox_write(event, payload, organization_id=fresh.organization_id)
+        else:
+            # With the run's transaction, the row goes out with the run's writes.
+            row = outbox_row(event, payload, fresh.organization_id)
+            if row is not None:
+                txn.outbox.append(row)
     transaction.on_commit(lambda: notify(event, fresh, payload))
 
 

@@ -196,7 +196,11 @@ def approving(*, user: Any, comment: str = "", channel: str = C.WEB) -> Apply:
             }
             resolve_waiting(txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
             notifications.notify_after_commit(
-                "task.decided", task, channel=channel, on_behalf_of=says.get("on_behalf_of", "")
+                "task.decided",
+                task,
+                channel=channel,
+                on_behalf_of=says.get("on_behalf_of", ""),
+                txn=txn,
             )
 
     return apply
@@ -236,7 +240,11 @@ def rejecting(*, user: Any, comment: str, channel: str = C.WEB) -> Apply:
         )
         resolve_waiting(txn, task.step_name, status=StepRun.Status.REJECTED, error=comment)
         notifications.notify_after_commit(
-            "task.decided", task, channel=channel, on_behalf_of=says.get("on_behalf_of", "")
+            "task.decided",
+            task,
+            channel=channel,
+            on_behalf_of=says.get("on_behalf_of", ""),
+            txn=txn,
         )
 
     return apply
@@ -297,7 +305,11 @@ def task_rollback(
         )
         rollback(txn, to_step, comment=comment, origin=task.step_name)
         notifications.notify_after_commit(
-            "task.decided", task, channel=channel, on_behalf_of=says.get("on_behalf_of", "")
+            "task.decided",
+            task,
+            channel=channel,
+            on_behalf_of=says.get("on_behalf_of", ""),
+            txn=txn,
         )
 
     return decide(task_id, user, A.ROLLBACK, apply)
@@ -348,7 +360,11 @@ def task_complete(
         )
         resolve_waiting(txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
         notifications.notify_after_commit(
-            "task.decided", task, channel=channel, on_behalf_of=says.get("on_behalf_of", "")
+            "task.decided",
+            task,
+            channel=channel,
+            on_behalf_of=says.get("on_behalf_of", ""),
+            txn=txn,
         )
 
     action = A.SUBMIT if choice is None else A.CHOOSE
