@@ -150,9 +150,15 @@ def _decide_all(
     results: dict[int, Result] = {}
     # The batch's Decision rows and day counts are written as it ends, in one go.
     with rollup.deferred() as pending, notifications.known(tasks.values()):
+        decided_in: set[int] = set()  # runs changed by this batch so far
         for task_id, task in tasks.items():
             if task.run_id not in runs:
                 continue  # gone with its run since the batch was read: not found
+            if task.run_id in decided_in:
+                # An earlier decision of the batch may have ended the run, and closed
+                # this task with it: the guard must see the row as it is now.
+                task.refresh_from_db(fields=["status", "decided_at", "decided_by"])
+            decided_in.add(task.run_id)
             run, states = runs[task.run_id]
             txn = RunTxn(run, user, states)
             refusal = guards.refusal_for(task, user, action, txn)

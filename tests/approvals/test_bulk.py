@@ -239,3 +239,19 @@ def test_a_batch_keeps_the_insights_rollup_a_recount_gives(users):
     assert max(sum(1 for c in r[8] if c) for r in kept[0]) > 2  # one row, several buckets
     rollup.rebuild()
     assert rows() == kept
+
+
+def test_a_task_closed_by_an_earlier_decision_of_the_batch_is_refused_as_closed(users):
+    run = three_gates(users)
+    review, panel = (HumanTask.objects.get(run=run, step_name=n) for n in ("review", "panel"))
+
+    # Rejecting the review ends the run, which cancels the panel's task.
+    outcomes = decide(users["r1"], [review.pk, panel.pk], "reject", "not this one")
+
+    assert outcomes[review.pk].status == T.REJECTED
+    assert outcomes[panel.pk].code == "already_decided"
+    assert f"Task {panel.pk} was already cancelled" in outcomes[panel.pk].reason
+    assert Run.objects.get(pk=run.pk).status == Run.Status.REJECTED
+    assert not Decision.objects.filter(task=panel).exists()
+    assert events_of(run)[-1] == ("task.refused", "panel")
+    assert chain_is_intact(run)
