@@ -35,7 +35,9 @@ an API token), and an email action link's page, `GET /email/<token>/` (`email_pa
 and the POST of its button (`email_decide`), with FIREFLY_EMAIL_ACTIONS on and no
 session. A decided task cannot be decided again, so open tasks are seeded for every
 request (1,700 per bulk page); their small variant decides as many in the reviewer's
-small organization. FIREFLY_THROTTLE_DECIDE is lifted for the run.
+small organization. FIREFLY_THROTTLE_DECIDE is lifted for the run. Those tasks stay
+decided (about 3,450 per run in the measured organization, by the reviewer): they add
+to its insights and to the reviewer's archive in later runs.
 
 Prints a table, then as its last line one JSON object with the figures. Exits 1 when
 the bench cannot run, 3 when a page misses the target (p95 <= 200 ms, queries

@@ -1,7 +1,7 @@
 """The pages that decide, for bench/pages.py: the bulk decision of 50 tasks and email links.
 
 A decided task cannot be decided again, so every timed request gets tasks of its own:
-before timing, open tasks are seeded with COPY (waiting runs of `bench-pages-bulk`, a
+before timing, open tasks are seeded with COPY (waiting runs of `bench-decide`, a
 noop then the `review` approval, as bench/pages.py seeds its tasks) in the measured
 organization, and in the reviewer's small one for the small variant. Each bulk request
 approves 50 of them; each email POST spends a fresh link on a fresh task.
@@ -20,7 +20,7 @@ from typing import Any
 from bench.common import BenchError, time_ms
 
 BULK = 50  # tasks per bulk request
-BULK_PIPELINE = "bench-pages-bulk"
+BULK_PIPELINE = "bench-decide"
 
 
 def bulk_spec() -> dict[str, Any]:
@@ -41,7 +41,7 @@ def bulk_spec() -> dict[str, Any]:
 
 
 def bulk_version(organization_id: int) -> SimpleNamespace:
-    """The organization's `bench-pages-bulk` pipeline (visible to every member), made once."""
+    """The organization's `bench-decide` pipeline (visible to every member), made once."""
     from pipelines import services
     from pipelines.models import PipelineVersion
 
