@@ -12,7 +12,6 @@ import rules
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db.models import Q
 from django.utils import timezone
 
 from approvals import rollup, selectors
@@ -27,6 +26,8 @@ log = logging.getLogger(__name__)
 
 T = HumanTask.Status
 A = Decision.Action
+# What a decision does to its task once the run is locked and the guard said yes.
+Apply = Callable[[RunTxn, HumanTask], None]
 
 
 class AlreadyDecided(Conflict):
@@ -229,14 +230,35 @@ def refusal_for(task: HumanTask, user: Any, action: str, txn: Moment) -> Excepti
     return None
 
 
+def approvals_of(task: HumanTask) -> list[Decision]:
+    """The task's approving votes, oldest first, with their voters. Read once, under the
+    run's lock, for the guard and the decision alike (`prefetch_approvals` reads a whole
+    batch's)."""
+    votes = getattr(task, "_firefly_votes", None)
+    if votes is None:
+        votes = list(task.decisions.filter(action=A.APPROVE).select_related("user").order_by("id"))
+        task._firefly_votes = votes  # type: ignore[attr-defined]
+    return votes
+
+
+def prefetch_approvals(tasks: list[HumanTask]) -> None:
+    """`approvals_of` for many tasks in one query (their runs locked)."""
+    found: dict[int, list[Decision]] = {task.pk: [] for task in tasks}
+    decisions = Decision.objects.filter(task_id__in=list(found), action=A.APPROVE)
+    for vote in decisions.select_related("user").order_by("id"):
+        found[vote.task_id].append(vote)
+    for task in tasks:
+        task._firefly_votes = found[task.pk]  # type: ignore[attr-defined]
+
+
 def _voted(task: HumanTask, user: Any, behalf: Any) -> Exception | None:
     """One vote per person: a delegate's vote counts for the person covered, who then
     may not vote again, nor may the delegate vote twice for them."""
-    votes = task.decisions.filter(action=A.APPROVE)
-    if votes.filter(user=user).exists():
+    votes = approvals_of(task)
+    if any(v.user_id == user.pk for v in votes):
         return Conflict(f"You have already approved task {task.pk}.")
     person = behalf if behalf is not None else user
-    vote = votes.filter(Q(user=person) | Q(on_behalf_of=person)).select_related("user").first()
+    vote = next((v for v in votes if person.pk in (v.user_id, v.on_behalf_of_id)), None)
     if vote is None:
         return None
     if vote.user is None or vote.user_id == person.pk:
@@ -247,9 +269,7 @@ def _voted(task: HumanTask, user: Any, behalf: Any) -> Exception | None:
     )
 
 
-def decide(
-    task_id: int, user: Any, action: str, apply: Callable[[RunTxn, HumanTask], None]
-) -> HumanTask:
+def decide(task_id: int, user: Any, action: str, apply: Apply) -> HumanTask:
     """Lock the run then the task, check the guard, and apply the decision.
 
     The run lock serializes every decision and the deadline on one task: the first

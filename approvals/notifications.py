@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.conf import settings
@@ -13,7 +15,8 @@ from django.db import transaction
 from approvals.models import HumanTask
 from orgs import selectors as orgs
 from pipelines import events
-from pipelines.services.outbox import outbox_write
+from pipelines.services.outbox import outbox_row, outbox_write
+from pipelines.services.unit_of_work import RunTxn
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +34,18 @@ def listen(listener: Listener) -> None:
 
 
 def notify_after_commit(
-    event: str, task: HumanTask, *, channel: str = "", on_behalf_of: str = ""
+    event: str,
+    task: HumanTask,
+    *,
+    channel: str = "",
+    on_behalf_of: str = "",
+    txn: RunTxn | None = None,
 ) -> None:
     """Tell listeners and hooks after commit; what durable hooks (webhooks) want is
     written to the outbox now, in the transaction that caused the event. `channel`: where
     a decision was made (web, api, deadline), for `task.decided`; `on_behalf_of`: whom
-    the decider stood in for as their delegate."""
+    the decider stood in for as their delegate. `txn`: the run's transaction, when the
+    caller decides in one (its outbox row is then written with the run's other writes)."""
     # Read once, as this transaction leaves the task: the outbox row now and the
     # listeners after commit see the same state, whatever happens to the task later.
     fresh = _load(task.pk)
@@ -44,18 +53,38 @@ def notify_after_commit(
         return
     payload = task_payload(fresh, channel=channel, on_behalf_of=on_behalf_of)
     if any(hook.durable for hook in events.hooks):
-        outbox_write(event, payload, organization_id=fresh.organization_id)
+        if txn is None:
+            outbox_write(event, payload, organization_id=fresh.organization_id)
+        else:
+            # With the run's transaction, the row goes out with the run's writes.
+            row = outbox_row(event, payload, fresh.organization_id)
+            if row is not None:
+                txn.outbox.append(row)
     transaction.on_commit(lambda: notify(event, fresh, payload))
 
 
+# What the payload and the listeners read of a task besides its own row.
+LOADED = ("assignee", "assignee_role", "decided_by", "run__pipeline_version__pipeline")
+_known: ContextVar[dict[int, HumanTask] | None] = ContextVar("known_tasks", default=None)
+
+
+@contextmanager
+def known(tasks: Iterable[HumanTask]) -> Iterator[None]:
+    """Within the block, tell of these tasks as they are in memory instead of reading each
+    again: a batch of decisions read them (with LOADED) under their runs' locks, and the
+    services change them in place as they change their rows."""
+    token = _known.set({task.pk: task for task in tasks})
+    try:
+        yield
+    finally:
+        _known.reset(token)
+
+
 def _load(task_id: int) -> HumanTask | None:
-    return (
-        HumanTask.objects.select_related(
-            "assignee", "assignee_role", "decided_by", "run__pipeline_version__pipeline"
-        )
-        .filter(pk=task_id)
-        .first()
-    )
+    held = (_known.get() or {}).get(task_id)
+    if held is not None:
+        return held
+    return HumanTask.objects.select_related(*LOADED).filter(pk=task_id).first()
 
 
 def notify(event: str, task: HumanTask, payload: dict[str, Any]) -> None:

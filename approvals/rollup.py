@@ -6,6 +6,9 @@ import bisect
 import itertools
 import math
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -102,16 +105,7 @@ def task_closed(task: HumanTask) -> None:
     the caller's transaction; an upsert, so concurrent closings add up."""
     assert task.decided_at is not None
     n = bucket_of((task.decided_at - task.created_at).total_seconds())
-    first = [0] * BUCKETS
-    first[n] = 1
-    table = TaskDay._meta.db_table
-    sql = (
-        f"INSERT INTO {table} (organization_id, day, pipeline_key, step_name, user_key,"
-        f" role_key, status, tasks, waits) VALUES (%s, %s, %s, %s, %s, %s, %s, 1, {_json_param()})"
-        " ON CONFLICT (organization_id, day, pipeline_key, step_name, user_key, role_key,"
-        f" status) DO UPDATE SET tasks = {table}.tasks + 1, waits = {_waits_sql(table)}"
-    )
-    params: list[Any] = [
+    key = (
         task.organization_id,
         _day(task.decided_at),
         task.pipeline_id or 0,
@@ -119,32 +113,127 @@ def task_closed(task: HumanTask) -> None:
         task.assignee_id or 0,
         task.assignee_role_id or 0,
         task.status,
-        _json(first),
-        str(n),
-        n,
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    )
+    pending = _pending.get()
+    if pending is not None:
+        pending.closed.append((key, n))
+        return
+    _count_tasks({key: _histogram({n: 1})})
 
 
 def decided(**fields: Any) -> Decision:
     """Record a decision and count it in its day's row (same transaction)."""
+    pending = _pending.get()
+    if pending is not None:
+        decision = Decision(**fields)
+        pending.decisions.append(decision)
+        return decision
     decision = Decision.objects.create(**fields)
+    _count_decisions([decision])
+    return decision
+
+
+_Key = tuple[Any, ...]
+
+
+def _histogram(counts: dict[int, int]) -> list[int]:
+    return [counts.get(n, 0) for n in range(BUCKETS)]
+
+
+def _count_tasks(histograms: dict[_Key, list[int]]) -> None:
+    """Add closed tasks (a histogram of waits per day's row) in one upsert per statement:
+    on PostgreSQL one for all rows, the histograms added bucket by bucket."""
+    table = TaskDay._meta.db_table
+    columns = "organization_id, day, pipeline_key, step_name, user_key, role_key, status"
+    head = f"INSERT INTO {table} ({columns}, tasks, waits) VALUES "
+    row = f"(%s, %s, %s, %s, %s, %s, %s, %s, {_json_param()})"
+    conflict = f" ON CONFLICT ({columns}) DO UPDATE SET tasks = {table}.tasks + EXCLUDED.tasks, "
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            params: list[Any] = []
+            for key, histogram in histograms.items():
+                params += [*key, sum(histogram), _json(histogram)]
+            added = (
+                f"(SELECT jsonb_agg(({table}.waits->>i)::int + (EXCLUDED.waits->>i)::int"
+                f" ORDER BY i) FROM generate_series(0, jsonb_array_length({table}.waits) - 1) i)"
+            )
+            rows = ", ".join([row] * len(histograms))
+            cursor.execute(f"{head}{rows}{conflict}waits = {added}", params)
+            return
+        for key, histogram in histograms.items():  # SQLite: one bucket at a time
+            for n, count in enumerate(histogram):
+                for _ in range(count):
+                    first = _histogram({n: 1})
+                    cursor.execute(
+                        f"{head}{row}{conflict}waits = {_waits_sql(table)}",
+                        [*key, 1, _json(first), str(n), n],
+                    )
+
+
+def _count_decisions(decisions: list[Decision]) -> None:
+    counts: dict[_Key, int] = defaultdict(int)
+    for decision in decisions:
+        key = (
+            decision.organization_id,
+            _day(decision.created_at),
+            decision.task.pipeline_id or 0,
+            decision.action,
+        )
+        counts[key] += 1
     table = DecisionDay._meta.db_table
+    rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(counts))
     sql = (
         f"INSERT INTO {table} (organization_id, day, pipeline_key, action, decisions)"
-        " VALUES (%s, %s, %s, %s, 1) ON CONFLICT (organization_id, day, pipeline_key, action)"
-        f" DO UPDATE SET decisions = {table}.decisions + 1"
+        f" VALUES {rows} ON CONFLICT (organization_id, day, pipeline_key, action)"
+        f" DO UPDATE SET decisions = {table}.decisions + EXCLUDED.decisions"
     )
-    params: list[Any] = [
-        decision.organization_id,
-        _day(decision.created_at),
-        decision.task.pipeline_id or 0,
-        decision.action,
-    ]
+    params = [value for key, count in counts.items() for value in (*key, count)]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-    return decision
+
+
+class Pending:
+    """Decisions and closed tasks of a batch, written when it ends (see `deferred`)."""
+
+    def __init__(self) -> None:
+        self.decisions: list[Decision] = []
+        self.closed: list[tuple[_Key, int]] = []
+
+    def mark(self) -> tuple[int, int]:
+        return len(self.decisions), len(self.closed)
+
+    def undo(self, mark: tuple[int, int]) -> None:
+        """Forget what was added since `mark` (its savepoint was rolled back)."""
+        del self.decisions[mark[0] :], self.closed[mark[1] :]
+
+    def write(self) -> None:
+        if self.decisions:
+            Decision.objects.bulk_create(self.decisions)
+            _count_decisions(self.decisions)
+        if self.closed:
+            buckets: dict[_Key, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+            for key, n in self.closed:
+                buckets[key][n] += 1
+            _count_tasks({key: _histogram(counts) for key, counts in buckets.items()})
+        self.decisions, self.closed = [], []
+
+
+_pending: ContextVar[Pending | None] = ContextVar("rollup_pending", default=None)
+
+
+@contextmanager
+def deferred() -> Iterator[Pending]:
+    """Within one transaction deciding many tasks: their Decision rows and day counts are
+    kept, then written when the block ends (one INSERT each instead of three statements
+    per task), still in that transaction. Nothing in the block reads them back: each
+    task's guard reads its votes before the block's first decision."""
+    pending = Pending()
+    token = _pending.set(pending)
+    try:
+        yield pending
+        pending.write()
+    finally:
+        _pending.reset(token)
 
 
 def _json(values: list[int]) -> str:

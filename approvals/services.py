@@ -19,7 +19,9 @@ from approvals.delegations import delegation_clear, delegation_set
 from approvals.guards import (
     A,
     AlreadyDecided,
+    Apply,
     T,
+    approvals_of,
     behalf_of,
     can_act,
     claim_holder,
@@ -40,11 +42,13 @@ from pipelines.versions import version_spec
 
 __all__ = [
     "AlreadyDecided",
+    "approving",
     "can_act",
     "claim_holder",
     "delegation_clear",
     "delegation_set",
     "expire_overdue",
+    "rejecting",
     "rollback_targets",
     "task_approve",
     "task_claim",
@@ -144,12 +148,19 @@ def _behalf(txn: RunTxn, task: HumanTask, user: Any) -> tuple[Any, dict[str, Any
 
 def task_approve(*, task_id: int, user: Any, comment: str = "", channel: str = C.WEB) -> HumanTask:
     """One vote; the task completes when `quorum` distinct people approved."""
+    return decide(task_id, user, A.APPROVE, approving(user=user, comment=comment, channel=channel))
+
+
+def approving(*, user: Any, comment: str = "", channel: str = C.WEB) -> Apply:
+    """The approval itself, for a task whose run is locked and whose guard said yes (by
+    `task_approve`, or by a bulk decision for each task of its batch)."""
 
     def apply(txn: RunTxn, task: HumanTask) -> None:
         if task.kind not in (HumanTask.Kind.APPROVAL, HumanTask.Kind.PAUSE):
             raise InvalidInput(f"Task {task.pk} is a {task.kind} task: complete it instead.")
         behalf, says = _behalf(txn, task, user)
-        rollup.decided(
+        earlier = approvals_of(task)
+        vote = rollup.decided(
             organization_id=task.organization_id,
             task=task,
             user=user,
@@ -159,7 +170,7 @@ def task_approve(*, task_id: int, user: Any, comment: str = "", channel: str = C
             on_behalf_of=behalf,
             created_at=txn.now,
         )
-        votes = list(task.decisions.filter(action=A.APPROVE).select_related("user").order_by("id"))
+        votes = [*earlier, vote]
         done = len(votes) >= task.quorum
         txn.audit(
             "task.approved",
@@ -185,14 +196,23 @@ def task_approve(*, task_id: int, user: Any, comment: str = "", channel: str = C
             }
             resolve_waiting(txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
             notifications.notify_after_commit(
-                "task.decided", task, channel=channel, on_behalf_of=says.get("on_behalf_of", "")
+                "task.decided",
+                task,
+                channel=channel,
+                on_behalf_of=says.get("on_behalf_of", ""),
+                txn=txn,
             )
 
-    return decide(task_id, user, A.APPROVE, apply)
+    return apply
 
 
 def task_reject(*, task_id: int, user: Any, comment: str, channel: str = C.WEB) -> HumanTask:
     """Veto: the step is rejected and the run ends `rejected`."""
+    return decide(task_id, user, A.REJECT, rejecting(user=user, comment=comment, channel=channel))
+
+
+def rejecting(*, user: Any, comment: str, channel: str = C.WEB) -> Apply:
+    """The veto itself (see `approving`); a veto without a reason is refused at once."""
     if not comment.strip():
         raise InvalidInput(
             "Say why you reject.", details=[{"field": "comment", "message": "required"}]
@@ -220,16 +240,20 @@ def task_reject(*, task_id: int, user: Any, comment: str, channel: str = C.WEB) 
         )
         resolve_waiting(txn, task.step_name, status=StepRun.Status.REJECTED, error=comment)
         notifications.notify_after_commit(
-            "task.decided", task, channel=channel, on_behalf_of=says.get("on_behalf_of", "")
+            "task.decided",
+            task,
+            channel=channel,
+            on_behalf_of=says.get("on_behalf_of", ""),
+            txn=txn,
         )
 
-    return decide(task_id, user, A.REJECT, apply)
+    return apply
 
 
 def _vote_withdrawn(task: HumanTask, user: Any) -> dict[str, Any]:
     """A veto after one's own approval is allowed: the vote stays in the history, and the
     veto's audit entry names it, so the trail shows the reviewer changed their mind."""
-    vote = task.decisions.filter(user=user, action=A.APPROVE).first()
+    vote = next((v for v in approvals_of(task) if v.user_id == user.pk), None)
     return {"withdraws_approval": vote.pk} if vote is not None else {}
 
 
@@ -281,7 +305,11 @@ def task_rollback(
         )
         rollback(txn, to_step, comment=comment, origin=task.step_name)
         notifications.notify_after_commit(
-            "task.decided", task, channel=channel, on_behalf_of=says.get("on_behalf_of", "")
+            "task.decided",
+            task,
+            channel=channel,
+            on_behalf_of=says.get("on_behalf_of", ""),
+            txn=txn,
         )
 
     return decide(task_id, user, A.ROLLBACK, apply)
@@ -332,7 +360,11 @@ def task_complete(
         )
         resolve_waiting(txn, task.step_name, status=StepRun.Status.SUCCEEDED, outputs=outputs)
         notifications.notify_after_commit(
-            "task.decided", task, channel=channel, on_behalf_of=says.get("on_behalf_of", "")
+            "task.decided",
+            task,
+            channel=channel,
+            on_behalf_of=says.get("on_behalf_of", ""),
+            txn=txn,
         )
 
     action = A.SUBMIT if choice is None else A.CHOOSE

@@ -41,9 +41,22 @@ def settle_handoff(child_run_id: int) -> None:
 def relay_outbox() -> None:
     """Send a relay message once this transaction (which wrote outbox rows) commits.
 
-    A duplicate is harmless: the relay locks each row and skips those relayed.
+    A duplicate is harmless: the relay locks each row and skips those relayed. One
+    message per transaction is enough, though, and a transaction deciding many tasks
+    asks once per task. A relay already asked for in this transaction was asked in it
+    or in one of its open savepoints, so it survives whenever this one would: asking
+    again adds nothing.
     """
-    after_commit(lambda: app.send_task(RELAY_OUTBOX))
+    connection = transaction.get_connection()
+    if connection.in_atomic_block and any(
+        callback is _send_relay for _, callback, _ in connection.run_on_commit
+    ):
+        return
+    after_commit(_send_relay)
+
+
+def _send_relay() -> None:
+    app.send_task(RELAY_OUTBOX)
 
 
 def execute_steps(steps: list[tuple[int, str]], countdown: float = 0) -> None:
