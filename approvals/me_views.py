@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_POST
 
-from approvals import preferences, selectors, services
+from approvals import channels, preferences, selectors, services
 from approvals.models import NotificationPreference
 from orgs.middleware import organization_of
 from pipelines.errors import FireflyError, InvalidInput
@@ -36,11 +36,29 @@ def _page(
         "error": error,
         "posted": posted or {},
         "prefs": prefs,
-        "pref_events": [(name, label, getattr(prefs, name)) for name, label in PREF_EVENTS],
+        "pref_events": [
+            (
+                label,
+                [
+                    (
+                        preferences.field(channel, name),
+                        getattr(prefs, preferences.field(channel, name)),
+                    )
+                    for channel in preferences.CHANNELS
+                ],
+            )
+            for name, label in PREF_EVENTS
+        ],
         "frequencies": NotificationPreference.Frequency.choices,
+        "chat_unreachable": _chat_unreachable(request.user),
         "nav": "me",
     }
     return render(request, "approvals/me.html", context, status=status)
+
+
+def _chat_unreachable(user: Any) -> str:
+    chat = channels.registry.get(preferences.CHAT)
+    return "Chat is not part of this Firefly." if chat is None else chat.unreachable(user)
 
 
 # The events one may hear of, as the form names them.
@@ -104,6 +122,7 @@ def preferences_save(request: HttpRequest) -> HttpResponse:
         preferences.preferences_set(
             user=request.user,
             frequency=request.POST.get("frequency", ""),
+            chat_frequency=request.POST.get("chat_frequency", ""),
             **{name: name in request.POST for name in preferences.FIELDS},
         )
     except FireflyError as exc:

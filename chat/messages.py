@@ -7,7 +7,7 @@ import logging
 from django.conf import settings
 from django.utils import timezone
 
-from approvals import notifications
+from approvals import notifications, preferences
 from approvals.models import Decision, HumanTask
 from chat import blocks, people, slack
 from chat.models import ChatMessage
@@ -24,27 +24,40 @@ OUTCOME = {
 
 
 def on_task_event(event: str, task: HumanTask) -> None:
-    """A notifications listener: post when a task opens or is escalated, update every
-    message of the task once it is closed, whichever channel closed it."""
+    """A notifications listener: post to the team's channel when a task opens or is
+    escalated, update every message of the task once it is closed, whichever channel
+    closed it. (People hear of their tasks in chat as they chose: notices.py.)"""
     if not slack.enabled():
         return
     if event in ("task.opened", "task.escalated"):
-        message_post(task)
+        where = destination(task, event)
+        if where:
+            message_post(task, where)
+        else:
+            log.info(
+                "task %s: not posted to a channel (none set, or its one person hears)", task.pk
+            )
     elif event in ("task.decided", "task.expired"):
         messages_close(task)
 
 
-def destination(task: HumanTask) -> str:
-    """The assignee directly when their Slack account is linked, else the channel."""
-    return people.slack_user_of(task.assignee_id) or settings.FIREFLY_SLACK_CHANNEL
+def destination(task: HumanTask, event: str = "task.opened") -> str:
+    """FIREFLY_SLACK_CHANNEL, unless the task is for one person who hears of it in chat
+    themselves (a linked account, chat wanted for the event): one message is enough."""
+    person = task.assignee
+    if (
+        person is not None
+        and people.slack_user_of(person.pk)
+        and preferences.route(person, event, preferences.CHAT) != preferences.OFF
+    ):
+        return ""
+    return settings.FIREFLY_SLACK_CHANNEL
 
 
-def message_post(task: HumanTask) -> ChatMessage | None:
-    where = destination(task)
-    if not where:
-        log.info("task %s: no FIREFLY_SLACK_CHANNEL and no linked assignee; not posted", task.pk)
-        return None
-    text, content = blocks.task_message(task, notifications.task_url(task))
+def message_post(task: HumanTask, where: str, verb: str = "needs a decision") -> ChatMessage:
+    """Post the task's message (with its actions) to a channel or a Slack user id, and
+    keep where it went, so that it is updated once the task is decided."""
+    text, content = blocks.task_message(task, notifications.task_url(task), verb)
     answer = slack.call(
         "chat.postMessage", channel=where, text=text, blocks=content, unfurl_links=False
     )
@@ -67,6 +80,10 @@ def outcome(task: HumanTask) -> str:
         .first()
     )
     verb = OUTCOME.get(T(task.status), task.status.capitalize())
+    if task.status == T.COMPLETED and last is not None and last.action == Decision.Action.CHOOSE:
+        verb = f"Chosen: {(last.data or {}).get('choice', '')},"
+    elif task.status == T.COMPLETED and task.kind == HumanTask.Kind.INPUT:
+        verb = "Submitted"
     when = f" at {task.decided_at:%Y-%m-%d %H:%M} UTC" if task.decided_at else ""
     if task.decided_by is None:
         return f"{verb}: the deadline passed{when}"
