@@ -26,7 +26,12 @@ def me(request: HttpRequest) -> HttpResponse:
 
 
 def _page(
-    request: HttpRequest, *, error: str = "", posted: Any = None, status: int = 200
+    request: HttpRequest,
+    *,
+    error: str = "",
+    pref_error: str = "",
+    posted: Any = None,
+    status: int = 200,
 ) -> HttpResponse:
     organization = organization_of(request)
     prefs = preferences.preference_of(request.user)
@@ -34,6 +39,7 @@ def _page(
         "delegation": selectors.delegation_of(request.user, organization),
         "covering": selectors.covering_now(request.user, organization),
         "error": error,
+        "pref_error": pref_error,
         "posted": posted or {},
         "prefs": prefs,
         "pref_events": [
@@ -126,6 +132,6 @@ def preferences_save(request: HttpRequest) -> HttpResponse:
             **{name: name in request.POST for name in preferences.FIELDS},
         )
     except FireflyError as exc:
-        return _page(request, error=exc.message, status=exc.http_status)
+        return _page(request, pref_error=exc.message, status=exc.http_status)
     messages.success(request, "Saved: Firefly tells you what you chose, as often as you chose.")
     return redirect("me")
