@@ -128,7 +128,10 @@ def preferences_save(request: HttpRequest) -> HttpResponse:
         preferences.preferences_set(
             user=request.user,
             frequency=request.POST.get("frequency", ""),
-            chat_frequency=request.POST.get("chat_frequency", ""),
+            # Absent (a form from before chat was a channel): as it was.
+            chat_frequency=request.POST.get(
+                "chat_frequency", preferences.preference_of(request.user).chat_frequency
+            ),
             **{name: name in request.POST for name in preferences.FIELDS},
         )
     except FireflyError as exc:
