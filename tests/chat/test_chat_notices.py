@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from approvals import digests, preferences
 from approvals import services as approvals
+from approvals.comments import task_comment
 from approvals.models import Decision, HumanTask, QueuedNotification
 from chat import blocks
 from chat.models import ChatIdentity, ChatMessage
@@ -161,6 +162,25 @@ def test_the_requester_hears_the_gate_and_the_run_end_by_chat(
     assert f"/tasks/{task.pk}/|" in told[f"Run {task.run_id}, step ask: completed by r1"]
     assert f"/runs/{task.run_id}/|" in told[f"Run {task.run_id} of asked succeeded"]
     assert not [m for m in mail.outbox if m.to == ["starter@example.com"]]
+
+
+def test_a_reminder_and_a_mention_reach_a_linked_person_by_chat(
+    users, slack, django_capture_on_commit_callbacks
+):
+    link(users["r1"], "U0R1")
+    wants(users["r1"], email=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        task = step(users, "approval", timeout_hours=10, remind_before_hours=2)
+    assert digests.reminders_send(timezone.now() + timedelta(hours=8, minutes=30)) == 1
+    reminder = direct(slack, "U0R1")[-1]
+    assert reminder["text"].endswith("is due soon")
+    # The reminder carries the task's buttons too, and is updated once it is decided.
+    assert {e["text"]["text"] for e in elements(reminder)} == {"Approve", "Reject"}
+    assert ChatMessage.objects.filter(task=task, channel="D0R1").count() == 2
+    with django_capture_on_commit_callbacks(execute=True):
+        task_comment(task_id=task.pk, user=users["r2"], body="@r1 have a look")
+    assert direct(slack, "U0R1")[-1]["text"] == f"r2 mentioned you on run {task.run_id}, step ask"
+    assert not [m for m in mail.outbox if m.to == ["r1@example.com"]]
 
 
 def test_a_chat_digest_is_one_message_with_one_link_per_task(
