@@ -35,9 +35,10 @@ def email_assignees(event: str, task: HumanTask) -> None:
     if event not in VERBS:
         return
     messages = []
-    people = notifications.recipients(task)
+    # Everyone the task is for: email needs an address, another channel may not.
+    people = notifications.recipients(task, addressed=False)
     line = f"{_task_line(task)} {VERBS[event]}"
-    for person in people:
+    for person in (p for p in people if p.email):
         how = preferences.route(person, event)
         if how == preferences.DIGEST:
             _queue(person, event, line, task=task)

@@ -132,6 +132,18 @@ def test_a_person_with_no_linked_slack_account_gets_nothing_by_chat(
     assert preferences.route(users["r3"], "task.opened", "chat") == preferences.DIGEST
 
 
+def test_a_linked_reviewer_without_an_email_address_still_hears_by_chat(
+    users, slack, django_capture_on_commit_callbacks
+):
+    users["r3"].email = ""
+    users["r3"].save(update_fields=["email"])
+    link(users["r3"], "U0R3")
+    with django_capture_on_commit_callbacks(execute=True):
+        step(users, "approval")
+    assert len(direct(slack, "U0R3")) == 1
+    assert not [m for m in mail.outbox if "" in m.to]
+
+
 def test_a_linked_assignee_who_turned_chat_off_is_not_written_to_the_task_goes_to_the_channel(
     users, slack, django_capture_on_commit_callbacks
 ):
