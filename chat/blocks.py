@@ -128,7 +128,7 @@ def task_message(
     """The message a task opens with: its summary, then Approve and Reject for approvals,
     its options for choices, and a link to the page for forms (filled in there)."""
     blocks = _summary(task, url)
-    elements: list[dict[str, Any]] | None
+    elements: list[dict[str, Any]]
     if task.kind == HumanTask.Kind.APPROVAL:
         elements = [
             {
