@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from approvals import emails
+from approvals import channels, emails, preferences
 from approvals.models import HumanTask, NotificationPreference, QueuedNotification, TaskReminder
 from orgs import selectors as orgs
 
@@ -49,33 +49,46 @@ def reminders_send(now: datetime | None = None) -> int:
 
 
 def digests_send(now: datetime | None = None) -> int:
-    """Send each person whose digest is due (hourly or daily since their last) one
-    message with what was queued for them; the number of digests sent."""
+    """Send each person whose digest is due on a channel (hourly or daily since their last
+    one there) one message with what was queued for them; the number of digests sent."""
     now = now or timezone.now()
     waiting = (
         QueuedNotification.objects.filter(sent_at__isnull=True)
-        .values_list("user_id", flat=True)
+        .values_list("user_id", "channel")
         .distinct()
     )
-    return sum(_digest(user_id, now) for user_id in list(waiting))
+    sent = 0
+    for user_id, channel in list(waiting):
+        try:
+            sent += _digest(user_id, channel, now)
+        except Exception:
+            # Rolled back: still queued for the next beat; the others are sent meanwhile.
+            log.exception("the %s digest of user %s failed", channel, user_id)
+    return sent
 
 
-def _digest(user_id: int, now: datetime) -> bool:
+def _digest(user_id: int, channel: str, now: datetime) -> bool:
+    other = channels.registry.get(channel)
     with transaction.atomic():
         # The lock makes a second beat wait, then find nothing left to send.
         pref, _ = NotificationPreference.objects.select_for_update().get_or_create(user_id=user_id)
-        window = WINDOWS.get(F(pref.frequency), timedelta(0))
-        if pref.last_digest_at is not None and now - pref.last_digest_at < window:
+        frequency = getattr(pref, preferences.FREQUENCY.get(channel, "frequency"))
+        last_field = preferences.LAST_DIGEST.get(channel, "last_digest_at")
+        last = getattr(pref, last_field)
+        if last is not None and now - last < WINDOWS.get(F(frequency), timedelta(0)):
             return False
         items = list(
             QueuedNotification.objects.select_for_update(of=("self",))
-            .filter(user_id=user_id, sent_at__isnull=True)
+            .filter(user_id=user_id, channel=channel, sent_at__isnull=True)
             .select_related("task", "run")
             .order_by("created_at", "id")
         )
-        person = (
-            get_user_model().objects.filter(pk=user_id, is_active=True).exclude(email="").first()
-        )
+        person = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+        if person is not None and channel == preferences.EMAIL and not person.email:
+            person = None
+        if person is not None and channel != preferences.EMAIL:
+            # A channel no longer installed, or an account no longer linked: dropped.
+            person = person if other is not None and not other.unreachable(person) else None
         # Only what still concerns them: of organizations they still belong to.
         kept = [
             i for i in items if person is not None and orgs.is_member(person, i.organization_id)
@@ -83,9 +96,12 @@ def _digest(user_id: int, now: datetime) -> bool:
         QueuedNotification.objects.filter(pk__in=[i.pk for i in items]).update(sent_at=now)
         if not kept or person is None:
             return False
-        pref.last_digest_at = now
-        pref.save(update_fields=["last_digest_at"])
+        setattr(pref, last_field, now)
+        pref.save(update_fields=[last_field])
         # Sent inside the transaction: if the send fails, the items stay queued for the
         # next beat; a crash after the send and before the commit sends one twice.
-        emails.send([emails.digest_message(person, kept)])
+        if other is None:
+            emails.send([emails.digest_message(person, kept)])
+        else:
+            other.digest(person, emails.digest_lines(kept))
         return True

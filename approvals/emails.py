@@ -1,7 +1,11 @@
-"""Notification emails from templates, with signed action links, as each person prefers."""
+"""Notifications as each person prefers: emails from templates with signed action links,
+and the same news through the channels other apps register (chat)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -9,9 +13,11 @@ from django.contrib.auth import get_user_model
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.template.loader import render_to_string
 
-from approvals import email_links, notifications, preferences
+from approvals import channels, email_links, notifications, preferences
 from approvals.models import HumanTask, QueuedNotification, TaskComment
 from pipelines.models import Run
+
+log = logging.getLogger(__name__)
 
 # Inputs shown in the message itself; the rest is one click away on the task's page.
 INPUTS_SHOWN = 8
@@ -29,13 +35,48 @@ def email_assignees(event: str, task: HumanTask) -> None:
     if event not in VERBS:
         return
     messages = []
-    for person in notifications.recipients(task):
+    # Everyone the task is for: email needs an address, another channel may not.
+    people = notifications.recipients(task, addressed=False)
+    line = f"{_task_line(task)} {VERBS[event]}"
+    for person in (p for p in people if p.email):
         how = preferences.route(person, event)
         if how == preferences.DIGEST:
-            _queue(person, event, f"{_task_line(task)} {VERBS[event]}", task=task)
+            _queue(person, event, line, task=task)
         elif how == preferences.NOW:
             messages.append(_task_message(event, task, person))
     send(messages)
+    for channel in channels.registered():
+        now = [p for p in people if _wants(channel, p, event, line, task=task)]
+        if now:
+            _through(channel, partial(channel.task, event, task, now))
+
+
+def _wants(
+    channel: channels.Channel,
+    person: Any,
+    event: str,
+    line: str,
+    *,
+    task: Any = None,
+    run: Any = None,
+) -> bool:
+    """Whether to tell the person on the channel now; queued for its digest instead when
+    they chose one. Nothing at all when the channel cannot reach them."""
+    how = preferences.route(person, event, channel.name)
+    if how == preferences.OFF or channel.unreachable(person):
+        return False
+    if how == preferences.DIGEST:
+        _queue(person, event, line, task=task, run=run, channel=channel.name)
+        return False
+    return True
+
+
+def _through(channel: channels.Channel, call: Callable[[], None]) -> None:
+    try:
+        call()
+    except Exception:
+        # A channel that fails (chat unreachable) must not keep the others from telling.
+        log.exception("notifying through %s failed", channel.name)
 
 
 def _task_line(task: HumanTask) -> str:
@@ -99,12 +140,11 @@ def email_mentioned(comment: TaskComment, people: list[Any]) -> None:
     author = comment.author.get_username()
     line = f"{author} mentioned you on run {task.run_id}, step {task.step_name}"
     for person in people:
-        if person.email:
-            _tell(person, "task.mentioned", line, notifications.task_url(task), task=task)
+        _tell(person, "task.mentioned", line, notifications.task_url(task), task=task)
 
 
 def _requester(run_id: int, organization_id: int) -> Any:
-    """The run's starter, while an active member of its organization with an address."""
+    """The run's starter, while an active member of its organization."""
     return (
         get_user_model()
         .objects.filter(
@@ -112,7 +152,6 @@ def _requester(run_id: int, organization_id: int) -> Any:
             memberships__organization_id=organization_id,
             pk__in=Run.objects.filter(pk=run_id).values("created_by_id"),
         )
-        .exclude(email="")
         .first()
     )
 
@@ -125,28 +164,39 @@ def _tell(
     person: Any, event: str, line: str, url: str, *, task: Any = None, run: Any = None
 ) -> None:
     how = preferences.route(person, event)
-    if how == preferences.DIGEST:
+    if how == preferences.DIGEST and person.email:
         _queue(person, event, line, task=task, run=run)
-    elif how == preferences.NOW:
+    elif how == preferences.NOW and person.email:
         context = {"line": line, "url": url, "person": person}
         send([_message(f"[Firefly] {line}", "approvals/email/notice", context, person)])
+    for channel in channels.registered():
+        if _wants(channel, person, event, line, task=task, run=run):
+            _through(channel, partial(channel.notice, person, line, url))
 
 
-def _queue(person: Any, event: str, text: str, *, task: Any = None, run: Any = None) -> None:
+def _queue(
+    person: Any,
+    event: str,
+    text: str,
+    *,
+    task: Any = None,
+    run: Any = None,
+    channel: str = preferences.EMAIL,
+) -> None:
     QueuedNotification.objects.create(
         organization_id=(task or run).organization_id,
         user=person,
         event=event,
+        channel=channel,
         text=text[:300],
         task=task,
         run=run,
     )
 
 
-def digest_message(person: Any, items: list[QueuedNotification]) -> EmailMultiAlternatives:
-    """One message for what a person's digest gathered: one line and link per task (its
-    latest news) or run."""
-    lines: dict[tuple[str, int], tuple[str, str]] = {}
+def digest_lines(items: list[QueuedNotification]) -> list[channels.Line]:
+    """What a digest gathered, one line and link per task (its latest news) or run."""
+    lines: dict[tuple[str, int], channels.Line] = {}
     for item in items:
         if item.task_id is not None:
             key, url = ("task", item.task_id), notifications.task_url(item.task)  # type: ignore[arg-type]
@@ -154,9 +204,15 @@ def digest_message(person: Any, items: list[QueuedNotification]) -> EmailMultiAl
             key, url = ("run", item.run_id or 0), _run_url(item.run_id or 0)
         lines.pop(key, None)
         lines[key] = (item.text, url)
+    return list(lines.values())
+
+
+def digest_message(person: Any, items: list[QueuedNotification]) -> EmailMultiAlternatives:
+    """One message for what a person's digest gathered: one line and link per task or run."""
+    lines = digest_lines(items)
     count = len(lines)
     subject = f"[Firefly] Your digest: {count} update{'s' if count != 1 else ''}"
-    context = {"lines": list(lines.values()), "person": person}
+    context = {"lines": lines, "person": person}
     return _message(subject, "approvals/email/digest", context, person)
 
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_POST
 
-from approvals import preferences, selectors, services
+from approvals import channels, preferences, selectors, services
 from approvals.models import NotificationPreference
 from orgs.middleware import organization_of
 from pipelines.errors import FireflyError, InvalidInput
@@ -26,7 +26,12 @@ def me(request: HttpRequest) -> HttpResponse:
 
 
 def _page(
-    request: HttpRequest, *, error: str = "", posted: Any = None, status: int = 200
+    request: HttpRequest,
+    *,
+    error: str = "",
+    pref_error: str = "",
+    posted: Any = None,
+    status: int = 200,
 ) -> HttpResponse:
     organization = organization_of(request)
     prefs = preferences.preference_of(request.user)
@@ -34,13 +39,32 @@ def _page(
         "delegation": selectors.delegation_of(request.user, organization),
         "covering": selectors.covering_now(request.user, organization),
         "error": error,
+        "pref_error": pref_error,
         "posted": posted or {},
         "prefs": prefs,
-        "pref_events": [(name, label, getattr(prefs, name)) for name, label in PREF_EVENTS],
+        "pref_events": [
+            (
+                label,
+                [
+                    (
+                        preferences.field(channel, name),
+                        getattr(prefs, preferences.field(channel, name)),
+                    )
+                    for channel in preferences.CHANNELS
+                ],
+            )
+            for name, label in PREF_EVENTS
+        ],
         "frequencies": NotificationPreference.Frequency.choices,
+        "chat_unreachable": _chat_unreachable(request.user),
         "nav": "me",
     }
     return render(request, "approvals/me.html", context, status=status)
+
+
+def _chat_unreachable(user: Any) -> str:
+    chat = channels.registry.get(preferences.CHAT)
+    return "Chat is not part of this Firefly." if chat is None else chat.unreachable(user)
 
 
 # The events one may hear of, as the form names them.
@@ -104,9 +128,13 @@ def preferences_save(request: HttpRequest) -> HttpResponse:
         preferences.preferences_set(
             user=request.user,
             frequency=request.POST.get("frequency", ""),
+            # Absent (a form from before chat was a channel): as it was.
+            chat_frequency=request.POST.get(
+                "chat_frequency", preferences.preference_of(request.user).chat_frequency
+            ),
             **{name: name in request.POST for name in preferences.FIELDS},
         )
     except FireflyError as exc:
-        return _page(request, error=exc.message, status=exc.http_status)
+        return _page(request, pref_error=exc.message, status=exc.http_status)
     messages.success(request, "Saved: Firefly tells you what you chose, as often as you chose.")
     return redirect("me")

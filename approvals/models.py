@@ -225,8 +225,9 @@ class Delegation(models.Model):
 
 
 class NotificationPreference(models.Model):
-    """What a person wants to hear of, where, and how often (no row: everything, by
-    email, at once)."""
+    """What a person wants to hear of, by which channel, and how often (no row:
+    everything, by email and by chat, at once). Each channel has its own events and its
+    own frequency: the plain names are email's, `chat_` ones chat's."""
 
     class Frequency(models.TextChoices):
         IMMEDIATE = "immediate", "At once"
@@ -245,6 +246,16 @@ class NotificationPreference(models.Model):
         max_length=16, choices=Frequency.choices, default=Frequency.IMMEDIATE
     )
     last_digest_at = models.DateTimeField(null=True, blank=True)
+    # Chat reaches only a person with a linked chat account; without one these wait.
+    chat = models.BooleanField(default=True)
+    chat_new_task = models.BooleanField(default=True)
+    chat_due_soon = models.BooleanField(default=True)
+    chat_task_decided = models.BooleanField(default=True)
+    chat_run_finished = models.BooleanField(default=True)
+    chat_frequency = models.CharField(
+        max_length=16, choices=Frequency.choices, default=Frequency.IMMEDIATE
+    )
+    chat_last_digest_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
@@ -259,6 +270,8 @@ class QueuedNotification(models.Model):
     )
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     event = models.CharField(max_length=32)
+    # Which channel's digest it goes in: `email`, or one another app registered (`chat`).
+    channel = models.CharField(max_length=16, default="email")
     task = models.ForeignKey(HumanTask, null=True, blank=True, on_delete=models.CASCADE)
     run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE)
     text = models.CharField(max_length=300)

@@ -125,9 +125,10 @@ def task_url(task: HumanTask) -> str:
     return f"{settings.FIREFLY_BASE_URL.rstrip('/')}/tasks/{task.pk}/"
 
 
-def recipients(task: HumanTask) -> list[Any]:
-    """The task's assignee or role members who belong to its organization and have an
-    address (a role is a group, and groups span organizations: mail never does)."""
+def recipients(task: HumanTask, *, addressed: bool = True) -> list[Any]:
+    """The task's assignee or role members who belong to its organization (a role is a
+    group, and groups span organizations: news never does); with `addressed`, only those
+    with an email address."""
     members = get_user_model().objects.filter(
         is_active=True, memberships__organization_id=task.organization_id
     )
@@ -137,4 +138,6 @@ def recipients(task: HumanTask) -> list[Any]:
         people = members.filter(groups=task.assignee_role)
     else:
         return []
-    return list(people.exclude(email="").distinct().order_by("email"))
+    if addressed:
+        people = people.exclude(email="")
+    return list(people.distinct().order_by("email", "pk"))

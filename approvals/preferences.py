@@ -11,6 +11,9 @@ from approvals.models import NotificationPreference
 from pipelines.errors import InvalidInput
 
 F = NotificationPreference.Frequency
+EMAIL, CHAT = "email", "chat"
+CHANNELS = (EMAIL, CHAT)
+EVENTS = ("new_task", "due_soon", "task_decided", "run_finished")
 # Each event a person may hear of, and the preference that says whether they want it.
 EVENT_FIELD = {
     "task.opened": "new_task",
@@ -20,40 +23,64 @@ EVENT_FIELD = {
     "task.expired": "task_decided",
     "run.finished": "run_finished",
     # A mention is addressed to the person: only the channel and the frequency apply.
-    "task.mentioned": "email",
+    "task.mentioned": "",
 }
-FIELDS = ("email", "new_task", "due_soon", "task_decided", "run_finished")
 OFF, NOW, DIGEST = "off", "now", "digest"
 
 
+def field(channel: str, event_field: str) -> str:
+    """The preference's column: email's have the plain names, other channels a prefix."""
+    if not event_field:
+        return channel
+    return event_field if channel == EMAIL else f"{channel}_{event_field}"
+
+
+FIELDS = tuple(f for channel in CHANNELS for f in (channel, *(field(channel, e) for e in EVENTS)))
+FREQUENCY = {EMAIL: "frequency", CHAT: "chat_frequency"}
+LAST_DIGEST = {EMAIL: "last_digest_at", CHAT: "chat_last_digest_at"}
+
+
 def preference_of(user: Any) -> NotificationPreference:
-    """The person's preferences; the defaults (all, by email, at once) when never set."""
+    """The person's preferences; the defaults (all, by every channel, at once) when never set."""
     found = NotificationPreference.objects.filter(user_id=user.pk).first()
     return found or NotificationPreference(user_id=user.pk)
 
 
-def route(user: Any, event: str) -> str:
-    """OFF (not wanted, or no email), NOW, or DIGEST (queued for the next digest)."""
+def route(user: Any, event: str, channel: str = EMAIL) -> str:
+    """On that channel: OFF (not wanted), NOW, or DIGEST (queued for the next digest)."""
     wanted = preference_of(user)
-    if not wanted.email or not getattr(wanted, EVENT_FIELD[event]):
+    if not getattr(wanted, channel) or not getattr(wanted, field(channel, EVENT_FIELD[event])):
         return OFF
-    return NOW if wanted.frequency == F.IMMEDIATE else DIGEST
+    return NOW if getattr(wanted, FREQUENCY[channel]) == F.IMMEDIATE else DIGEST
+
+
+def _frequency(name: str, value: str) -> str:
+    if value not in F.values:
+        raise InvalidInput(
+            f"{name}: {value!r} is not a frequency: {', '.join(F.values)}.",
+            details=[{"field": name, "message": "unknown"}],
+        )
+    return value
 
 
 @transaction.atomic
-def preferences_set(*, user: Any, frequency: str, **wanted: bool) -> NotificationPreference:
-    """Save the person's own preferences (the events, the email channel, how often)."""
-    if frequency not in F.values:
-        raise InvalidInput(
-            f"{frequency!r} is not a frequency: {', '.join(F.values)}.",
-            details=[{"field": "frequency", "message": "unknown"}],
-        )
+def preferences_set(*, user: Any, frequency: str, **wanted: bool | str) -> NotificationPreference:
+    """Save the person's own preferences: each channel on or off, its events, how often
+    (`frequency` is email's, `chat_frequency` chat's, at once when not given). An event
+    not given is off."""
+    chat_frequency = str(wanted.pop("chat_frequency", F.IMMEDIATE))
+    values: dict[str, Any] = {
+        "frequency": _frequency("frequency", frequency),
+        "chat_frequency": _frequency("chat_frequency", chat_frequency),
+    }
     unknown = set(wanted) - set(FIELDS)
     if unknown:
-        raise InvalidInput(f"Unknown preferences: {', '.join(sorted(unknown))}.")
-    values = {name: bool(wanted.get(name, False)) for name in FIELDS}
+        raise InvalidInput(
+            f"Unknown preferences: {', '.join(sorted(unknown))}.",
+            details=[{"field": name, "message": "unknown"} for name in sorted(unknown)],
+        )
+    values.update({name: bool(wanted.get(name, False)) for name in FIELDS})
     pref, _ = NotificationPreference.objects.select_for_update().update_or_create(
-        user_id=user.pk,
-        defaults={**values, "frequency": frequency, "updated_at": timezone.now()},
+        user_id=user.pk, defaults={**values, "updated_at": timezone.now()}
     )
     return pref

@@ -9,6 +9,7 @@ class ChatConfig(AppConfig):
 
     def ready(self) -> None:
         from approvals import notifications
-        from chat import messages
+        from chat import messages, notices
 
         notifications.listen(messages.on_task_event)
+        notices.register()

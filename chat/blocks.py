@@ -7,12 +7,19 @@ from typing import Any
 
 from approvals.models import HumanTask
 
-APPROVE, REJECT = "approve", "reject"
+APPROVE, REJECT, CHOOSE, OPEN = "approve", "reject", "choose", "open"
 # The modal's callback id: its submission is a reject with the reason typed in it.
 REJECT_VIEW = "firefly_reject"
 REASON_BLOCK, REASON_INPUT = "reason", "reason"
 # Block Kit limits: a header's text, a section's text, a field, fields per section.
 HEADER_MAX, TEXT_MAX, FIELD_MAX, FIELDS_MAX = 150, 3000, 2000, 10
+# Slack's limits on interactive elements: a button's text and value, an option's text and
+# value, options in a static select, blocks in a message, a link button's URL.
+BUTTON_TEXT_MAX, BUTTON_VALUE_MAX = 75, 2000
+OPTION_TEXT_MAX, OPTION_VALUE_MAX, OPTIONS_MAX = 75, 150, 100
+BLOCKS_MAX, URL_MAX = 50, 3000
+# Up to this many options are buttons side by side; more are one static select.
+CHOICE_BUTTONS_MAX = 5
 INPUTS_SHOWN = 8
 
 
@@ -31,8 +38,12 @@ def action_id(action: str, task_id: int) -> str:
 
 
 def read_action_id(value: str) -> tuple[str, int] | None:
-    action, _, task = value.partition(":")
-    if action not in (APPROVE, REJECT) or not task.isdigit() or len(task) > 18:
+    """The action and task a decision element names; None for anything else (the link
+    button, which Slack reports too, decides nothing)."""
+    action, _, rest = value.partition(":")
+    # A choice's buttons add their index, as Slack wants each action id unique in a block.
+    task = rest.split(":", 1)[0] if action == CHOOSE else rest
+    if action not in (APPROVE, REJECT, CHOOSE) or not task.isdigit() or len(task) > 18:
         return None
     return action, int(task)
 
@@ -66,34 +77,119 @@ def _summary(task: HumanTask, url: str) -> list[dict[str, Any]]:
     return blocks
 
 
-def task_message(task: HumanTask, url: str) -> tuple[str, list[dict[str, Any]]]:
-    """The message a task opens with: its summary, and Approve and Reject for approvals
-    (other kinds are decided on their page: a form or a choice needs more than a button)."""
-    blocks = _summary(task, url)
-    if task.kind == HumanTask.Kind.APPROVAL:
-        blocks.append(
+def _choice_elements(task: HumanTask) -> list[dict[str, Any]] | None:
+    """One button per option, or one static select past CHOICE_BUTTONS_MAX options; None
+    when an option cannot be a value within Slack's limits (the page decides then)."""
+    options = [str(o) for o in task.options or []]
+    if not options:
+        return None
+    if len(options) <= CHOICE_BUTTONS_MAX:
+        if any(len(o) > BUTTON_VALUE_MAX for o in options):
+            return None
+        # One action id per button: Slack wants them unique within the block.
+        return [
             {
-                "type": "actions",
-                "block_id": f"firefly_task:{task.pk}",
-                "elements": [
-                    {
-                        "type": "button",
-                        "action_id": action_id(APPROVE, task.pk),
-                        "text": {"type": "plain_text", "text": "Approve"},
-                        "style": "primary",
-                        "value": str(task.pk),
-                    },
-                    {
-                        "type": "button",
-                        "action_id": action_id(REJECT, task.pk),
-                        "text": {"type": "plain_text", "text": "Reject"},
-                        "style": "danger",
-                        "value": str(task.pk),
-                    },
-                ],
+                "type": "button",
+                "action_id": f"{CHOOSE}:{task.pk}:{i}",
+                "text": {"type": "plain_text", "text": _cut(o, BUTTON_TEXT_MAX)},
+                "value": o,
             }
-        )
-    return f"{title(task)} needs a decision", blocks
+            for i, o in enumerate(options)
+        ]
+    if len(options) > OPTIONS_MAX or any(len(o) > OPTION_VALUE_MAX for o in options):
+        return None
+    return [
+        {
+            "type": "static_select",
+            "action_id": action_id(CHOOSE, task.pk),
+            "placeholder": {"type": "plain_text", "text": "Choose…"},
+            "options": [
+                {"text": {"type": "plain_text", "text": _cut(o, OPTION_TEXT_MAX)}, "value": o}
+                for o in options
+            ],
+        }
+    ]
+
+
+def _open_button(task: HumanTask, url: str) -> dict[str, Any]:
+    """A link to the task's page: Slack opens it in the browser (and reports the click,
+    which decides nothing)."""
+    return {
+        "type": "button",
+        "action_id": action_id(OPEN, task.pk),
+        "text": {"type": "plain_text", "text": "Open in Firefly"},
+        "url": url[:URL_MAX],
+    }
+
+
+def task_message(
+    task: HumanTask, url: str, verb: str = "needs a decision"
+) -> tuple[str, list[dict[str, Any]]]:
+    """The message a task opens with: its summary, then Approve and Reject for approvals,
+    its options for choices, and a link to the page for forms (filled in there)."""
+    blocks = _summary(task, url)
+    elements: list[dict[str, Any]]
+    if task.kind == HumanTask.Kind.APPROVAL:
+        elements = [
+            {
+                "type": "button",
+                "action_id": action_id(APPROVE, task.pk),
+                "text": {"type": "plain_text", "text": "Approve"},
+                "style": "primary",
+                "value": str(task.pk),
+            },
+            {
+                "type": "button",
+                "action_id": action_id(REJECT, task.pk),
+                "text": {"type": "plain_text", "text": "Reject"},
+                "style": "danger",
+                "value": str(task.pk),
+            },
+        ]
+    elif task.kind == HumanTask.Kind.CHOICE:
+        elements = _choice_elements(task) or [_open_button(task, url)]
+    else:
+        elements = [_open_button(task, url)]
+    blocks.append({"type": "actions", "block_id": f"firefly_task:{task.pk}", "elements": elements})
+    return f"{title(task)} {verb}", blocks
+
+
+def notice_message(line: str, url: str) -> tuple[str, list[dict[str, Any]]]:
+    """One line of news with its link."""
+    text = _cut(f"<{url}|{escape(line)}>", TEXT_MAX)
+    return line, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+
+
+def digest_message(lines: list[tuple[str, str]]) -> tuple[str, list[dict[str, Any]]]:
+    """A digest in one message: a header, then the lines with their links, as many to a
+    section as its text holds; past Slack's blocks per message, a count of the rest."""
+    count = len(lines)
+    heading = f"Your digest: {count} update{'s' if count != 1 else ''}"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": heading}}
+    ]
+    chunk: list[str] = []
+    shown = 0
+
+    def flush() -> None:
+        if chunk:
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(chunk)}})
+            chunk.clear()
+
+    for text, url in lines:
+        item = _cut(f"• <{url}|{escape(text)}>", TEXT_MAX)
+        if sum(len(c) + 1 for c in chunk) + len(item) > TEXT_MAX:
+            flush()
+        # One block kept for the count of what did not fit.
+        if len(blocks) >= BLOCKS_MAX - 1:
+            break
+        chunk.append(item)
+        shown += 1
+    flush()
+    if shown < count:
+        more = f"…and {count - shown} more: see your inbox in Firefly."
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": more}})
+    return heading, blocks
 
 
 def decided_message(task: HumanTask, url: str, outcome: str) -> tuple[str, list[dict[str, Any]]]:

@@ -22,7 +22,7 @@ from chat import blocks, people, signing, slack
 from chat.models import ChatRequestSeen
 from orgs import rls
 from orgs import selectors as orgs
-from pipelines.errors import FireflyError
+from pipelines.errors import FireflyError, InvalidInput
 from pipelines.security import refusal_record
 
 log = logging.getLogger(__name__)
@@ -204,8 +204,41 @@ def _clicked(payload: dict[str, Any], click: Click) -> Answer:
     with rls.scoped(task.organization_id):
         if action == blocks.APPROVE:
             _approve(task, user, click)
+        elif action == blocks.CHOOSE:
+            return _choose(task, user, click, actions[0])
         else:
             _open_reject(task, user, click, str(payload.get("trigger_id") or ""))
+    return Answer()
+
+
+def _chosen(action: dict[str, Any]) -> str | None:
+    """The option a click names: a button's value, or a static select's selected option."""
+    value = action.get("value")
+    if action.get("type") == "static_select":
+        value = _obj(action.get("selected_option")).get("value")
+    return value if isinstance(value, str) else None
+
+
+def _choose(task: HumanTask, user: Any, click: Click, action: dict[str, Any]) -> Answer:
+    choice = _chosen(action)
+    if choice is None:
+        return _refused(
+            "the click names no option (a value or a selected option)",
+            click=click,
+            actor=user,
+            task=task,
+            status=400,
+        )
+    try:
+        services.task_complete(task_id=task.pk, user=user, choice=choice, channel=CHAT)
+    except InvalidInput as exc:
+        # Not one of the task's options, or not a choice task: no message Firefly posted
+        # offers that, so it is recorded as a refused request, not only told.
+        _refused(exc.message, click=click, actor=user, task=task, status=400)
+        _tell(click, f"Nothing changed: {exc.message}")
+    except FireflyError as exc:
+        # The service recorded the refusal in the run's audit chain (task.refused).
+        _tell(click, f"Nothing changed: {exc.message}")
     return Answer()
 
 

@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from approvals import api as tasks
+from approvals import me_api
 from pipelines import api, catalogue_api
 from schedules import urls as schedules
 
@@ -43,6 +44,7 @@ v1 = [
     path("tasks/<int:pk>/comments/", tasks.TaskComments.as_view(), name="task-comments"),
     path("tasks/<int:pk>/reassign/", tasks.TaskReassign.as_view(), name="task-reassign"),
     path("me/delegation/", tasks.MyDelegation.as_view(), name="my-delegation"),
+    path("me/notifications/", me_api.MyNotifications.as_view(), name="my-notifications"),
     path("audit/", api.AuditList.as_view(), name="audit"),
 ]
 

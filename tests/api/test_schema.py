@@ -106,7 +106,7 @@ def test_fuzz_every_operation_from_the_schema(
     )
     # The DESIGN.md table, handoffs, break-claim, webhooks, tokens, the catalogue,
     # schedules, inbound hooks.
-    assert len(operations) == 49
+    assert len(operations) == 51
     failures: list[str] = []
     session = requests.Session()
 

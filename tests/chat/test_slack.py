@@ -40,10 +40,11 @@ def posted_run(users: dict[str, Any], capture: Any, **config: Any) -> tuple[Run,
     return run, open_task(run)
 
 
-def clicks(slack: FakeSlack, label: str, slack_user: str) -> dict[str, Any]:
-    """What Slack sends when `slack_user` clicks `label` on the (one) posted message."""
-    (posted,) = slack.of("chat.postMessage")
-    (message,) = ChatMessage.objects.all()
+def clicks(slack: FakeSlack, label: str, slack_user: str, where: str = CHANNEL) -> dict[str, Any]:
+    """What Slack sends when `slack_user` clicks `label` on the (one) message posted to
+    `where` (a channel, or a Slack user id for their direct messages)."""
+    (posted,) = [p for p in slack.of("chat.postMessage") if p["channel"] == where]
+    (message,) = ChatMessage.objects.filter(channel__in=[where, "D" + where[1:]])
     return click(posted, label, slack_user, channel=message.channel, ts=message.ts)
 
 

@@ -36,9 +36,13 @@ def test_name_a_delegate_and_choose_a_digest_by_keyboard(users, page_for, live_s
     expect(page.locator("#delegation-title + .msg")).to_contain_text("r2 covers your tasks")
     assert Delegation.objects.get().delegate == users["r2"]
 
-    page.get_by_label("How often").select_option("hourly")
+    page.get_by_label("How often by email").select_option("hourly")
+    # Chat needs a linked Slack account: the page says so beside the choice.
+    expect(page.locator("#chat-unreachable")).to_be_visible()
+    page.get_by_label("How often by chat").select_option("daily")
     page.locator("form.prefs button[type=submit]").click()
-    expect(page.get_by_label("How often")).to_have_value("hourly")
+    expect(page.get_by_label("How often by email")).to_have_value("hourly")
+    expect(page.get_by_label("How often by chat")).to_have_value("daily")
     checked(page, live_server.url)
 
 

@@ -373,7 +373,11 @@ def _allowed_for(url: str, allowed: set[str]) -> set[str]:
 
 
 # API URLs whose PUT, PATCH and DELETE the docs allow to some (docs/api.md).
-WRITABLE: dict[str, set[str]] = {"api:schedule": {"staff"}}
+WRITABLE: dict[str, set[str]] = {
+    "api:schedule": {"staff"},
+    # Everyone's own notification preferences (tests/api/test_notifications_api.py).
+    "api:my-notifications": {"outsider", "starter", "reviewer", "staff"},
+}
 
 
 # DELETE that works, for whom the docs say (the everywhere test below skips them).
