@@ -67,7 +67,9 @@ def known_data(users: dict[str, Any]) -> SimpleNamespace:
     grant to r1): one task decided after 7 days, one open. In organization `acme`: a
     pipeline whose task waited 5 s, seen by nobody here."""
     now = timezone.now()
-    two_days_ago = now - timedelta(days=2)
+    # At ten in the morning (UTC, the site's zone), so that the longest wait still ends
+    # that same day whenever the tests run.
+    two_days_ago = (now - timedelta(days=2)).replace(hour=10, minute=0, second=0, microsecond=0)
     starter, r1, r2 = users["starter"], users["r1"], users["r2"]
     waits = [
         (60, "approve", None),
