@@ -271,12 +271,18 @@ def _states_from_rows(rows: list[Any]) -> dict[str, engine.StepState]:
 
 
 def claim(step_run_id: int, now: datetime, lease_until: datetime) -> StepRun | None:
-    """queued -> running in one statement; returns the step with its run, or None."""
+    """queued -> running in one statement; returns the step with its run, or None.
+
+    Claiming again with the same `now` finds the step already claimed by that first try
+    (started at that very instant) and returns it too: a claim that committed just before
+    the connection broke is not lost with its answer.
+    """
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {StepRun._meta.db_table} SET status = %s, started_at = %s, lease_until = %s "
-            "WHERE id = %s AND status = %s RETURNING run_id, step_name, generation, attempt",
-            [S.RUNNING, now, lease_until, step_run_id, S.QUEUED],
+            "WHERE id = %s AND (status = %s OR (status = %s AND started_at = %s)) "
+            "RETURNING run_id, step_name, generation, attempt",
+            [S.RUNNING, now, lease_until, step_run_id, S.QUEUED, S.RUNNING, now],
         )
         row = cursor.fetchone()
     if row is None:

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -76,10 +77,10 @@ def step_begin(*, step_run_id: int) -> Started | None:
     lease_until = now + timedelta(seconds=settings.FIREFLY_STEP_LEASE_S)
     # The conditional update is the guard: a duplicate or late message finds the step
     # no longer queued and changes nothing.
-    step = fastpath.claim(step_run_id, now, lease_until)
-    if step is None:
+    claimed = _claim_through_outage(step_run_id, now, lease_until)
+    if claimed is None:
         return None
-    pipeline = version_info(step.run.pipeline_version_id).pipeline_name
+    step, pipeline = claimed
     emit_event(
         "step.started",
         run_id=step.run.pk,
@@ -123,7 +124,7 @@ def _finish_through_outage(started: Started, outcome: Outcome) -> Started | None
     while True:
         try:
             if tried:
-                _reconnect(started.step.run.organization_id)
+                _reconnect(partial(rls.enter, started.step.run.organization_id))
                 committed, successor = _committed_before(started.step, outcome)
                 if committed:
                     return successor
@@ -139,12 +140,36 @@ def _finish_through_outage(started: Started, outcome: Outcome) -> Started | None
             pause = min(pause * 2, 2.0)
 
 
-def _reconnect(organization_id: int) -> None:
+def _claim_through_outage(
+    step_run_id: int, now: datetime, lease_until: datetime
+) -> tuple[StepRun, str] | None:
+    """The claim and what a step needs of its pipeline, again while the database is away:
+    claiming again with the same instant takes back a claim that committed unanswered."""
+    deadline = time.monotonic() + max(settings.FIREFLY_STEP_LEASE_S, OUTAGE_WAIT_S)
+    pause, tried = 0.1, False
+    while True:
+        try:
+            if tried:
+                _reconnect(partial(rls.enter_row, StepRun._meta.db_table, step_run_id))
+            tried = True
+            step = fastpath.claim(step_run_id, now, lease_until)
+            if step is None:
+                return None
+            return step, version_info(step.run.pipeline_version_id).pipeline_name
+        except DATABASE_GONE:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("database away; the step is claimed in %.1f s", pause, exc_info=True)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
+def _reconnect(enter: Callable[[], None]) -> None:
     """Drop this thread's broken connection, and hold the new one to the run's
     organization again (the scope was a setting of the old session)."""
     with contextlib.suppress(*DATABASE_GONE):
         connection.close()
-    rls.enter(organization_id)
+    enter()
 
 
 def _committed_before(step: StepRun, outcome: Outcome) -> tuple[bool, Started | None]:

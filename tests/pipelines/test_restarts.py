@@ -121,7 +121,21 @@ def wait_all_finished(firefly: Deployment, run_ids: list[int], timeout: float) -
             s in ("succeeded", "failed", "cancelled") for (s,) in rows
         )
 
-    wait_for(finished, timeout=timeout, message=f"runs {run_ids} to finish")
+    try:
+        wait_for(finished, timeout=timeout, message=f"runs {run_ids} to finish")
+    except AssertionError as timed_out:
+        stuck = firefly.query(
+            "SELECT run_id, step_name, status, attempt, started_at, queued_at, lease_until "
+            "FROM pipelines_steprun WHERE run_id = ANY(%s) AND status IN ('queued', 'running') "
+            "ORDER BY id LIMIT 5",
+            run_ids,
+        )
+        entries = firefly.query(
+            "SELECT run_id, step_name, event, created_at, completed_at FROM pipelines_auditentry "
+            "WHERE run_id = ANY(%s) ORDER BY id DESC LIMIT 5",
+            run_ids,
+        )
+        raise AssertionError(f"{timed_out}; stuck {stuck}; last entries {entries}") from None
 
 
 def per_step(firefly: Deployment, sql: str, run_id: int) -> Counter[str]:
