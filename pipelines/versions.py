@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from orgs import selectors as orgs
@@ -138,8 +139,14 @@ def pipeline_version(
     name: str, number: int | None = None, *, organization: Any = None
 ) -> PipelineVersion:
     """The version (latest when `number` is None) of the organization's pipeline `name`."""
+    if organization is None:
+        # The default organization by its slug, in the same query: no round trip first
+        # for its id (with no default organization yet there is no pipeline in it either).
+        where: dict[str, Any] = {"organization__slug": settings.FIREFLY_DEFAULT_ORGANIZATION}
+    else:
+        where = {"organization_id": orgs.pk_of(organization)}
     versions = PipelineVersion.objects.select_related("pipeline").filter(
-        organization_id=orgs.pk_of(organization), pipeline__name=name
+        **where, pipeline__name=name
     )
     version = (versions.filter(number=number) if number else versions.order_by("-number")).first()
     if version is None:
