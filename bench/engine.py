@@ -11,10 +11,13 @@ Scenarios:
   LINEAR   200 `noop` steps in a chain: ms per step (1 worker, threads x 8)
   RAW      a plain Celery chain of 200 no-op tasks on the same broker and worker setup
   FANOUT   noop -> 50 parallel 0.2 s `sleep` steps -> noop (the `make run` worker setup)
-  SCALING  noop -> 100 parallel 0.2 s `sleep` steps -> noop, 1 vs 2 workers (threads x 10)
+  SCALING  noop -> 100 parallel 0.2 s `sleep` steps -> noop, 1 vs 2 workers (threads x 10),
+           and the control: 1 worker of twice the threads (x 20), the same thread slots as
+           2 workers, so that its ratio shows what a second process adds beyond them
   STORAGE  checkpoint / audit / step row bytes per step of a LINEAR run
 
-Prints a table, then as its last line one JSON object with the figures.
+Prints a table, then as its last line one JSON object with the figures (and PostgreSQL's
+fsync and synchronous_commit). Exits 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -62,7 +65,21 @@ WORKER_ARGS_MAKE_RUN = ["--pool", "threads", "--concurrency", "32", "-l", "INFO"
 # none of it changes how tasks are consumed.
 WORKER_ARGS_QUIET = ["-l", "warning", "--without-gossip", "--without-mingle", "--without-heartbeat"]
 WORKER_ARGS_LINEAR = ["--pool", "threads", "--concurrency", "8", *WORKER_ARGS_QUIET]
-WORKER_ARGS_SCALING = ["--pool", "threads", "--concurrency", "10", *WORKER_ARGS_QUIET]
+SCALING_THREADS = 10
+WORKER_ARGS_SCALING = [
+    "--pool",
+    "threads",
+    "--concurrency",
+    str(SCALING_THREADS),
+    *WORKER_ARGS_QUIET,
+]
+WORKER_ARGS_SCALING_CONTROL = [
+    "--pool",
+    "threads",
+    "--concurrency",
+    str(2 * SCALING_THREADS),
+    *WORKER_ARGS_QUIET,
+]
 
 LINEAR_STEPS = 200
 LINEAR_WARMUP_STEPS = 20
@@ -80,10 +97,13 @@ RAW_TIMEOUT_S = 60
 FANOUT_TIMEOUT_S = 60
 SCALING_TIMEOUT_S = 120
 
+LINEAR_TARGET_MS = 1.0
+FANOUT_TARGET_S = 0.6
+SCALING_TARGET = 1.7
 TARGETS = {
-    "linear_ms_per_step": "<= 2.5 ms/step",
-    "fanout_s": "<= 0.6 s",
-    "fanout_speedup_2_workers": ">= 1.7x",
+    "linear_ms_per_step": f"<= {LINEAR_TARGET_MS:g} ms/step",
+    "fanout_s": f"<= {FANOUT_TARGET_S:g} s",
+    "fanout_speedup_2_workers": f">= {SCALING_TARGET:g}x",
     "checkpoint_bytes_per_step": "linear in steps",
 }
 
@@ -352,15 +372,25 @@ def bench_fanout(log_dir: Path) -> list[float]:
         return repeat(lambda: timed_run(fanout, FANOUT_TIMEOUT_S)[0])
 
 
-def bench_scaling(log_dir: Path) -> dict[int, list[float]]:
-    """SCALING: the same wide pipeline on 1 and on 2 worker processes."""
+# SCALING's set-ups: (label, worker processes, their arguments). The control has the
+# thread slots of two processes in one.
+SCALING_SETUPS = (
+    ("1", 1, WORKER_ARGS_SCALING),
+    ("2", 2, WORKER_ARGS_SCALING),
+    ("control", 1, WORKER_ARGS_SCALING_CONTROL),
+)
+
+
+def bench_scaling(log_dir: Path) -> dict[str, list[float]]:
+    """SCALING: the same wide pipeline on 1 and on 2 worker processes, and on 1 worker
+    process with the threads of both (the control)."""
     warmup = create_pipeline(fanout_spec("bench-scaling-warmup", SCALING_WIDTH, 0))
     wide = create_pipeline(fanout_spec("bench-scaling", SCALING_WIDTH, SLEEP_S))
     times = {}
-    for count in (1, 2):
-        with workers(f"scaling{count}", count, WORKER_ARGS_SCALING, log_dir):
+    for label, count, args in SCALING_SETUPS:
+        with workers(f"scaling{label}", count, args, log_dir):
             timed_run(warmup, SCALING_TIMEOUT_S)
-            times[count] = repeat(lambda: timed_run(wide, SCALING_TIMEOUT_S)[0])
+            times[label] = repeat(lambda: timed_run(wide, SCALING_TIMEOUT_S)[0])
     return times
 
 
@@ -368,7 +398,7 @@ def bench_scaling(log_dir: Path) -> dict[int, list[float]]:
 
 
 def summarize(
-    linear: dict[str, Any], fanout: list[float], scaling: dict[int, list[float]]
+    linear: dict[str, Any], fanout: list[float], scaling: dict[str, list[float]]
 ) -> dict[str, Any]:
     med = statistics.median
     checkpoint = linear["storage"]["checkpoint"]
@@ -380,9 +410,16 @@ def summarize(
         "raw_celery_ms_per_step_best": round(min(linear["raw_ms"]), 3),
         "fanout_s": round(med(fanout), 3),
         "fanout_s_best": round(min(fanout), 3),
-        "scaling_1_worker_s": round(med(scaling[1]), 3),
-        "scaling_2_workers_s": round(med(scaling[2]), 3),
-        "fanout_speedup_2_workers": round(med(scaling[1]) / med(scaling[2]), 3),
+        "scaling_1_worker_s": round(med(scaling["1"]), 3),
+        "scaling_2_workers_s": round(med(scaling["2"]), 3),
+        "fanout_speedup_2_workers": round(med(scaling["1"]) / med(scaling["2"]), 3),
+        # The control: one process with the thread slots of two.
+        "scaling_1_worker_2x_threads_s": round(med(scaling["control"]), 3),
+        "fanout_speedup_2x_threads": round(med(scaling["1"]) / med(scaling["control"]), 3),
+        # What the second process adds beyond its thread slots (above 1: it helps).
+        "fanout_speedup_2_workers_over_control": round(
+            med(scaling["control"]) / med(scaling["2"]), 3
+        ),
         "checkpoint_bytes_per_step": round(checkpoint, 1),
         f"checkpoint_bytes_per_step_{LINEAR_WARMUP_STEPS}_steps": round(checkpoint_short, 1),
         "checkpoint_linear_in_steps": abs(checkpoint / checkpoint_short - 1) < 0.1,
@@ -390,11 +427,33 @@ def summarize(
         "steprun_bytes_per_step": round(linear["storage"]["steprun"], 1),
         "repeats": REPEATS,
         "broker": urlsplit(os.environ.get("CELERY_BROKER_URL", "")).scheme,
+        **durability(),
     }
 
 
+def targets_met(r: dict[str, Any]) -> bool:
+    return bool(
+        r["linear_ms_per_step"] <= LINEAR_TARGET_MS
+        and r["fanout_s"] <= FANOUT_TARGET_S
+        and r["fanout_speedup_2_workers"] >= SCALING_TARGET
+        and r["checkpoint_linear_in_steps"]
+    )
+
+
+def durability() -> dict[str, str]:
+    """PostgreSQL's fsync and synchronous_commit: a figure without durability does not count."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW fsync")
+        fsync = cursor.fetchone()[0]
+        cursor.execute("SHOW synchronous_commit")
+        synchronous_commit = cursor.fetchone()[0]
+    return {"fsync": fsync, "synchronous_commit": synchronous_commit}
+
+
 def print_table(
-    r: dict[str, Any], linear: dict[str, Any], fanout: list[float], scaling: dict[int, list[float]]
+    r: dict[str, Any], linear: dict[str, Any], fanout: list[float], scaling: dict[str, list[float]]
 ) -> None:
     def runs(values: list[float], fmt: str) -> str:
         return " ".join(format(v, fmt) for v in values)
@@ -409,7 +468,7 @@ def print_table(
             f"{r['linear_ms_per_step']:.2f} ms/step",
             f"{r['linear_ms_per_step_best']:.2f}",
             TARGETS["linear_ms_per_step"],
-            verdict(r["linear_ms_per_step"] <= 2.5),
+            verdict(r["linear_ms_per_step"] <= LINEAR_TARGET_MS),
             runs(linear["linear_ms"], ".2f"),
         ),
         (
@@ -425,31 +484,55 @@ def print_table(
             f"{r['fanout_s']:.3f} s",
             f"{r['fanout_s_best']:.3f}",
             TARGETS["fanout_s"],
-            verdict(r["fanout_s"] <= 0.6),
+            verdict(r["fanout_s"] <= FANOUT_TARGET_S),
             runs(fanout, ".3f"),
         ),
         (
             f"SCALING {SCALING_WIDTH} x {SLEEP_S:g}s, 1 worker",
             f"{r['scaling_1_worker_s']:.3f} s",
-            f"{min(scaling[1]):.3f}",
+            f"{min(scaling['1']):.3f}",
             "",
             "",
-            runs(scaling[1], ".3f"),
+            runs(scaling["1"], ".3f"),
         ),
         (
             f"SCALING {SCALING_WIDTH} x {SLEEP_S:g}s, 2 workers",
             f"{r['scaling_2_workers_s']:.3f} s",
-            f"{min(scaling[2]):.3f}",
+            f"{min(scaling['2']):.3f}",
             "",
             "",
-            runs(scaling[2], ".3f"),
+            runs(scaling["2"], ".3f"),
+        ),
+        (
+            f"SCALING control: 1 worker, threads x {2 * SCALING_THREADS}",
+            f"{r['scaling_1_worker_2x_threads_s']:.3f} s",
+            f"{min(scaling['control']):.3f}",
+            "",
+            "",
+            runs(scaling["control"], ".3f"),
         ),
         (
             "SCALING speedup t1/t2",
             f"{r['fanout_speedup_2_workers']:.2f}x",
             "",
             TARGETS["fanout_speedup_2_workers"],
-            verdict(r["fanout_speedup_2_workers"] >= 1.7),
+            verdict(r["fanout_speedup_2_workers"] >= SCALING_TARGET),
+            "",
+        ),
+        (
+            "SCALING control t1/t(1 x 2 threads)",
+            f"{r['fanout_speedup_2x_threads']:.2f}x",
+            "",
+            "(control)",
+            "",
+            "",
+        ),
+        (
+            "2nd process beyond threads t(1 x 2 threads)/t2",
+            f"{r['fanout_speedup_2_workers_over_control']:.2f}x",
+            "",
+            "(context)",
+            "",
             "",
         ),
         (
@@ -484,8 +567,10 @@ def run_bench() -> int:
     results = summarize(linear, fanout, scaling)
     print()
     print_table(results, linear, fanout, scaling)
+    print(f"fsync={results['fsync']} synchronous_commit={results['synchronous_commit']}")
+    results["targets_met"] = targets_met(results)
     print(json.dumps(results))
-    return 0
+    return 0 if results["targets_met"] else 1
 
 
 if __name__ == "__main__":

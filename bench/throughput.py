@@ -46,6 +46,7 @@ from bench.engine import (  # noqa: E402
     WORKER_ARGS_MAKE_RUN,
     WORKERS_MAKE_RUN,
     create_pipeline,
+    durability,
     linear_spec,
     purge_broker,
     workers,
@@ -185,17 +186,6 @@ def rss_mb(pids: list[int]) -> float:
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
     return round(total / 1024, 1)
-
-
-def durability() -> dict[str, str]:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW fsync")
-        fsync = cursor.fetchone()[0]
-        cursor.execute("SHOW synchronous_commit")
-        synchronous_commit = cursor.fetchone()[0]
-    return {"fsync": fsync, "synchronous_commit": synchronous_commit}
 
 
 def verdicts(figures: dict[str, Any]) -> dict[str, bool]:

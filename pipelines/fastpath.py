@@ -88,16 +88,24 @@ class Batch:
     """
 
     def __init__(self) -> None:
+        # (SQL, parameters); with several rows of one INSERT, (SQL, a list of each row's).
         self.statements: list[tuple[str, list[Any]]] = []
+        self.many: set[int] = set()  # indexes of the statements run once per row
 
     def insert(self, rows: Sequence[models.Model]) -> None:
         if not rows:
             return
         head, placeholders, names, preps = _insert_plan(type(rows[0]), connection.vendor)
-        params = []
-        for row in rows:
-            params += _params([getattr(row, name) for name in names], preps)
-        self.statements.append((head + ", ".join([placeholders] * len(rows)), params))
+        each = [_params([getattr(row, name) for name in names], preps) for row in rows]
+        if len(rows) > 1 and connection.vendor == "postgresql":
+            # One statement per row in the same pipeline: the one-row text is parsed once
+            # per process and prepared by the server, where a VALUES list of many rows
+            # (over psycopg's 50 parameters) would be parsed again on every call.
+            self.many.add(len(self.statements))
+            self.statements.append((head + placeholders, each))
+            return
+        sql = head + ", ".join([placeholders] * len(rows))
+        self.statements.append((sql, [value for row in each for value in row]))
 
     def update(
         self,
@@ -126,7 +134,9 @@ class Batch:
         if not self.statements:
             return 0
         (first_sql, first_params), *rest = self.statements
-        self.statements = []
+        many = {i - 1 for i in self.many}  # indexes in `rest`
+        assert 0 not in self.many, "the first statement's row count is returned"
+        self.statements, self.many = [], set()
         if connection.vendor == "postgresql":
             connection.ensure_connection()
             raw = connection.connection
@@ -141,8 +151,11 @@ class Batch:
                     raw.pipeline(),
                 ):
                     first.execute(first_sql, first_params)
-                    for sql, params in rest:
-                        cursor.execute(sql, params)
+                    for i, (sql, params) in enumerate(rest):
+                        if i in many:
+                            cursor.executemany(sql, params)
+                        else:
+                            cursor.execute(sql, params)
                     if commit:
                         cursor.execute("COMMIT")
             except DataError as exc:

@@ -10,7 +10,6 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from firefly_site import metrics
-from orgs import selectors as orgs
 from pipelines import dispatch, engine, permissions, tracing
 from pipelines.errors import (
     Conflict,
@@ -22,7 +21,7 @@ from pipelines.errors import (
 from pipelines.models import Checkpoint, PipelineVersion, Run, StepRun
 from pipelines.security import refusal_record
 from pipelines.services import transitions
-from pipelines.services.unit_of_work import RunTxn, locked_run
+from pipelines.services.unit_of_work import RunTxn, locked_run, whole_transaction
 from pipelines.spec import PipelineSpec, validate_inputs
 from pipelines.versions import pipeline_version, version_spec
 
@@ -83,8 +82,10 @@ def run_start_or_replay(
     With `advance` the first steps are queued (or opened) in the starting transaction,
     their messages sent as it commits, instead of by a worker taking `advance_run` first.
     """
-    org_id = parent.organization_id if parent is not None else orgs.pk_of(organization)
-    found = pipeline_version(pipeline, version, organization=org_id)
+    found = pipeline_version(
+        pipeline, version, organization=parent.organization_id if parent else organization
+    )
+    org_id = found.organization_id
     # A handoff's child is started by Firefly for the parent's spec (its author chose the
     # target, in the same organization); the parent's starter is recorded, not checked.
     asking = None if parent is not None else actor
@@ -130,26 +131,28 @@ def _start(
             return _replay(first, request_hash, idempotency_key), False
     spec = version_spec(pipeline_version_.pk)
     validate_inputs(spec, inputs)
-    try:
-        # A savepoint: a concurrent start with the same key waits on the unique index
-        # until the other commits, then fails here and returns the other's run.
-        with transaction.atomic():
-            run = Run.objects.create(
-                organization_id=pipeline_version_.organization_id,
-                pipeline_version=pipeline_version_,
-                inputs=inputs,
-                created_by=actor,
-                idempotency_key=idempotency_key,
-                idempotency_scope=pipeline if idempotency_key else "",
-                request_hash=request_hash,
-                parent=parent,
-                trace_id=parent.trace_id if parent and parent.trace_id else tracing.new_trace_id(),
-            )
-    except IntegrityError:
-        if not idempotency_key:
-            raise
-        return _replay(Run.objects.get(**scope), request_hash, idempotency_key), False
-    _create_steps(run, dict.fromkeys(spec.order))
+    run = Run(
+        organization_id=pipeline_version_.organization_id,
+        pipeline_version=pipeline_version_,
+        inputs=inputs,
+        created_by=actor,
+        idempotency_key=idempotency_key,
+        idempotency_scope=pipeline if idempotency_key else "",
+        request_hash=request_hash,
+        parent=parent,
+        trace_id=parent.trace_id if parent and parent.trace_id else tracing.new_trace_id(),
+    )
+    if idempotency_key:
+        try:
+            # A savepoint: a concurrent start with the same key waits on the unique index
+            # until the other commits, then fails here and returns the other's run.
+            with transaction.atomic():
+                run.save(force_insert=True)
+        except IntegrityError:
+            return _replay(Run.objects.get(**scope), request_hash, idempotency_key), False
+    else:
+        run.save(force_insert=True)  # nothing to race for: no savepoint's round trips
+    steps = _step_rows(run, dict.fromkeys(spec.order))
     txn = RunTxn(run, actor)
     txn.audit(
         "run.created",
@@ -164,11 +167,16 @@ def _start(
     )
     if advance:
         # The new run is this transaction's alone: no other writer can hold its lock.
+        # Its steps are created first, as the engine reads their states by id.
+        StepRun.objects.bulk_create(steps)
         transitions.progress(txn)
-    txn.flush()
-    if not advance:
+    else:
+        # Nothing reads the new steps' ids: they are written with the audit entry.
+        txn.inserts.extend(steps)
         dispatch.advance_run(run.pk)
     metrics.after_commit(metrics.RUNS_STARTED, pipeline=pipeline_version_.pipeline.name)
+    # Last: when this is the whole transaction, the writes' round trip also commits it.
+    txn.flush(commit=whole_transaction())
     return run, True
 
 
@@ -190,7 +198,12 @@ def _replay(first: Run, request_hash: str, key: str) -> Run:
 
 def _create_steps(run: Run, rows: Mapping[str, StepRun | None]) -> None:
     """Create the first row of each step: pending, or a copy of a finished attempt (fork)."""
-    StepRun.objects.bulk_create(
+    StepRun.objects.bulk_create(_step_rows(run, rows))
+
+
+def _step_rows(run: Run, rows: Mapping[str, StepRun | None]) -> list[StepRun]:
+    """The first row of each step, unsaved: pending, or a copy of a finished attempt."""
+    return [
         StepRun(
             organization_id=run.organization_id,
             run=run,
@@ -214,7 +227,7 @@ def _create_steps(run: Run, rows: Mapping[str, StepRun | None]) -> None:
             inputs={"forked_from_step_run": source.pk},
         )
         for name, source in rows.items()
-    )
+    ]
 
 
 def run_advance(*, run_id: int) -> None:

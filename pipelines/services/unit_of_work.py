@@ -79,6 +79,8 @@ class RunTxn:
         self.run_fields: dict[str, Any] = {}
         # Step rows' changes, written at flush; merged so that each row is updated once.
         self.step_updates: dict[int, dict[str, Any]] = {}
+        # New rows whose ids nobody reads (a new run's steps), written at flush.
+        self.inserts: list[StepRun] = []
         self._states = states
 
     @property
@@ -185,6 +187,7 @@ class RunTxn:
         """
         if not (
             self.chain.entries
+            or self.inserts
             or self.checkpoints
             or self.step_updates
             or self.run_fields
@@ -209,6 +212,7 @@ class RunTxn:
         batch.update(Run, self.run.pk, run_changes, expect={"revision": self.run.revision})
         for step_id, values in self.step_updates.items():
             batch.update(StepRun, step_id, values)
+        batch.insert(self.inserts)
         batch.insert(self.chain.entries)
         batch.insert(self.checkpoints)
         # In the same round trip as the change that caused them, and so in its commit.
@@ -231,7 +235,7 @@ class RunTxn:
         metrics.AUDIT_ENTRIES.inc(len(self.chain.entries))
         self.run.revision += 1
         self.chain.entries, self.checkpoints, self.step_updates, self.run_fields = [], [], {}, {}
-        self.outbox = []
+        self.outbox, self.inserts = [], []
 
 
 @dataclass
@@ -289,11 +293,17 @@ def locked_run(run_id: int, actor: Any = None, known: Snapshot | None = None) ->
         yield txn
         # When this block is the whole transaction, its last round trip commits it too:
         # the commit as this block ends then has nothing left to send.
-        txn.flush(
-            commit=connection.vendor == "postgresql"
-            and len(connection.atomic_blocks) == 1
-            and not connection.needs_rollback
-        )
+        txn.flush(commit=whole_transaction())
+
+
+def whole_transaction() -> bool:
+    """Whether the innermost atomic block is the whole transaction (PostgreSQL), so that
+    a flush may end it with its COMMIT. Nothing may be written after such a flush."""
+    return (
+        connection.vendor == "postgresql"
+        and len(connection.atomic_blocks) == 1
+        and not connection.needs_rollback
+    )
 
 
 def step_states(run_id: int) -> dict[str, engine.StepState]:

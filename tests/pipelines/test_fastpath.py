@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -265,3 +266,53 @@ def test_a_failing_outcome_fails_its_whole_queue_batch_and_the_reaper_recovers_t
     assert run.status == Run.Status.SUCCEEDED
     assert latest_steps(run)["join"] == (S.SUCCEEDED, 1)
     assert chain_verifies(run)
+
+
+def test_run_start_writes_its_steps_and_entry_in_the_round_trip_that_commits(
+    transactional_db, make_pipeline, commits
+):
+    run = services.run_start(pipeline=make_pipeline(FAN_OUT), inputs={})
+
+    assert commits == [True]  # the run row's change, the steps, the entry and the COMMIT
+    assert not connection.in_atomic_block
+    assert sorted(StepRun.objects.filter(run=run).values_list("step_name", "status")) == [
+        (name, S.PENDING) for name in ("join", "p1", "p2", "p3", "p4")
+    ]
+    assert list(AuditEntry.objects.filter(run=run).values_list("event", flat=True)) == [
+        "run.created"
+    ]
+    assert run_row(run)[:4] == (Run.Status.PENDING, 1, 1, run.audit_head)
+    assert chain_verifies(run)
+    assert drive(run).status == Run.Status.SUCCEEDED
+
+
+def test_run_start_inside_a_callers_transaction_leaves_the_commit_to_it(
+    transactional_db, make_pipeline, commits
+):
+    name = make_pipeline(CHAIN)
+
+    def start_then_fail() -> None:
+        with transaction.atomic():
+            services.run_start(pipeline=name, inputs={})
+            raise RuntimeError("the caller fails after starting the run")
+
+    with pytest.raises(RuntimeError, match="the caller fails"):
+        start_then_fail()
+
+    assert commits == [False]
+    assert not Run.objects.exists()
+    assert not StepRun.objects.exists()
+    assert not AuditEntry.objects.filter(run__isnull=False).exists()
+
+
+def test_run_start_with_a_bad_sink_setting_writes_nothing(
+    transactional_db, make_pipeline, settings
+):
+    name = make_pipeline(CHAIN)
+    settings.FIREFLY_AUDIT_SINKS = ["kafka:topic"]
+
+    with pytest.raises(ImproperlyConfigured, match="unknown sink"):
+        services.run_start(pipeline=name, inputs={})
+
+    assert not Run.objects.exists()
+    assert not StepRun.objects.exists()
