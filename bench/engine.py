@@ -46,6 +46,7 @@ from bench.common import (  # noqa: E402
     BenchError,
     configure_broker,
     configure_env,
+    durability,
     main,
     print_columns,
     setup,
@@ -438,18 +439,6 @@ def targets_met(r: dict[str, Any]) -> bool:
         and r["fanout_speedup_2_workers"] >= SCALING_TARGET
         and r["checkpoint_linear_in_steps"]
     )
-
-
-def durability() -> dict[str, str]:
-    """PostgreSQL's fsync and synchronous_commit: a figure without durability does not count."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW fsync")
-        fsync = cursor.fetchone()[0]
-        cursor.execute("SHOW synchronous_commit")
-        synchronous_commit = cursor.fetchone()[0]
-    return {"fsync": fsync, "synchronous_commit": synchronous_commit}
 
 
 def print_table(

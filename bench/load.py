@@ -53,7 +53,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import BenchError, configure_broker, configure_env, main, setup  # noqa: E402
+from bench.common import (  # noqa: E402
+    BenchError,
+    configure_broker,
+    configure_env,
+    durability,
+    main,
+    setup,
+)
 from bench.engine import WORKER_ARGS_MAKE_RUN, WORKERS_MAKE_RUN, purge_broker, workers  # noqa: E402
 from bench.loadclient import Client, ConnectionFailed, Response  # noqa: E402
 from bench.loadsetup import (  # noqa: E402
@@ -69,7 +76,7 @@ from bench.loadsetup import (  # noqa: E402
     seed,
     wait_tasks_open,
 )
-from bench.throughput import durability, percentile  # noqa: E402
+from bench.throughput import percentile  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/firefly_bench_load"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/13"
