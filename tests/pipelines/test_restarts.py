@@ -184,47 +184,36 @@ def finished_after(firefly: Deployment, run_ids: list[int], moment: datetime) ->
         assert finished_at > moment, f"run {run_id} finished before the fault"
 
 
-def test_postgresql_restarted_in_the_middle_of_a_long_chain_and_a_wide_fan_out(firefly):
+def chain_and_fan_out_through(firefly: Deployment, fault: Callable[[], None]) -> list[int]:
+    """A 200-step chain and a 50-way fan-out with the fault in both runs' middle: each
+    succeeds with every step committed once. Their ids."""
     driver, after = start_runs(firefly, "chain:200", "fanout:50")
-    before_restart = when_both_are_under_way(firefly, after)
-    firefly.postgres.restart()
+    before_fault = when_both_are_under_way(firefly, after)
+    fault()
     chain, fanout = driver_ids(driver)
     wait_all_finished(firefly, [chain, fanout], timeout=120)
-    finished_after(firefly, [chain, fanout], before_restart)
+    finished_after(firefly, [chain, fanout], before_fault)
     assert_each_step_committed_once(firefly, chain, CHAIN)
     assert_each_step_committed_once(firefly, fanout, FANOUT)
+    return [chain, fanout]
 
 
-def test_workers_carry_their_steps_across_a_postgresql_restart_without_the_reaper(firefly):
-    """With beat away, nobody recovers a lost message or a lost step: a worker that meets
-    the restart commits its step's outcome once the database is back, and a message whose
-    claim failed is delivered again by the worker itself. Nothing is lost or retried as lost."""
-    beat = next(p for p in firefly.processes if p.name == "beat" and p.alive())
-    beat.stop()
-    driver, after = start_runs(firefly, "chain:200", "fanout:50")
-    before_restart = when_both_are_under_way(firefly, after)
-    firefly.postgres.restart()
-    chain, fanout = driver_ids(driver)
-    wait_all_finished(firefly, [chain, fanout], timeout=120)
-    finished_after(firefly, [chain, fanout], before_restart)
-    assert_each_step_committed_once(firefly, chain, CHAIN)
-    assert_each_step_committed_once(firefly, fanout, FANOUT)
+def test_postgresql_restarted_under_a_long_chain_and_a_wide_fan_out_with_beat_away(firefly):
+    """With beat away nobody recovers a lost message or a lost step: the workers wait the
+    restart out themselves (a claim or an outcome tried again, a message delivered again),
+    and no step is lost or retried as lost."""
+    next(p for p in firefly.processes if p.name == "beat" and p.alive()).stop()
+    runs = chain_and_fan_out_through(firefly, firefly.postgres.restart)
     lost = firefly.query(
         "SELECT count(*) FROM pipelines_auditentry WHERE run_id = ANY(%s) AND event = 'step.lost'",
-        [chain, fanout],
+        runs,
     )
     assert lost == [(0,)]
 
 
 def test_redis_restarted_empty_in_the_middle_of_a_long_chain_and_a_wide_fan_out(firefly):
-    driver, after = start_runs(firefly, "chain:200", "fanout:50")
-    before_restart = when_both_are_under_way(firefly, after)
-    firefly.redis.restart()  # killed: its queued and unacknowledged messages are gone
-    chain, fanout = driver_ids(driver)
-    wait_all_finished(firefly, [chain, fanout], timeout=120)
-    finished_after(firefly, [chain, fanout], before_restart)
-    assert_each_step_committed_once(firefly, chain, CHAIN)
-    assert_each_step_committed_once(firefly, fanout, FANOUT)
+    # Killed: its queued and unacknowledged messages are gone; the reaper sends them again.
+    chain_and_fan_out_through(firefly, firefly.redis.restart)
 
 
 def test_beat_stopped_longer_than_a_lease_while_a_worker_dies_mid_step(firefly):
