@@ -186,32 +186,42 @@ def lock_run(run_id: int) -> tuple[Run | None, dict[str, engine.StepState] | Non
     first holds the lock, so it reads the steps as the lock holder sees them.
     """
     meta = Run._meta
-    quote = connection.ops.quote_name
     if connection.vendor != "postgresql":
         # SQLite locks the whole database for the write transaction instead.
         run = next(
             iter(Run.objects.raw(f"SELECT * FROM {meta.db_table} WHERE id = %s", [run_id])), None
         )
         return (run, read_states(run_id)) if run else (None, None)
-    columns = list(meta.concrete_fields)
-    run_sql = (
-        f"SELECT {', '.join(quote(f.column or f.name) for f in columns)} "
-        f"FROM {quote(meta.db_table)} WHERE id = %s FOR UPDATE"
-    )
+    columns, run_sql = _locking_select("id = %s")
+    rows, step_rows = _in_one_trip((run_sql, [run_id]), (STATES_SQL, [run_id]))
+    if not rows:
+        return None, None
+    return _run_from_row(columns, rows[0]), _states_from_rows(step_rows)
+
+
+def _locking_select(where: str) -> tuple[list[Any], str]:
+    """The run table's columns, and the SELECT ... FOR UPDATE of its rows `where` says."""
+    quote = connection.ops.quote_name
+    columns = list(Run._meta.concrete_fields)
+    names = ", ".join(quote(f.column or f.name) for f in columns)
+    return columns, f"SELECT {names} FROM {quote(Run._meta.db_table)} WHERE {where} FOR UPDATE"
+
+
+def _in_one_trip(*statements: tuple[str, list[Any]]) -> list[list[Any]]:
+    """Statements in one pipeline (one round trip), each run once the one before is done:
+    the rows of each."""
     connection.ensure_connection()
     raw = connection.connection
-    with (
-        connection.wrap_database_errors,
-        psycopg.Cursor(raw) as first,
-        psycopg.Cursor(raw) as second,
-    ):
-        with raw.pipeline():
-            first.execute(run_sql, [run_id])
-            second.execute(STATES_SQL, [run_id])
-        row, rows = first.fetchone(), second.fetchall()
-    if row is None:
-        return None, None
-    return _run_from_row(columns, row), _states_from_rows(rows)
+    with connection.wrap_database_errors:
+        cursors = [psycopg.Cursor(raw) for _ in statements]
+        try:
+            with raw.pipeline():
+                for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                    cursor.execute(sql, params)
+            return [cursor.fetchall() for cursor in cursors]
+        finally:
+            for cursor in cursors:
+                cursor.close()
 
 
 def _run_from_row(columns: list[Any], row: Sequence[Any]) -> Run:
@@ -237,28 +247,12 @@ def lock_runs(run_ids: Sequence[int]) -> dict[int, tuple[Run, dict[str, engine.S
     if connection.vendor != "postgresql":
         runs = Run.objects.filter(pk__in=ids).order_by("pk")
         return {run.pk: (run, read_states(run.pk)) for run in runs}
-    meta = Run._meta
-    quote = connection.ops.quote_name
-    columns = list(meta.concrete_fields)
-    run_sql = (
-        f"SELECT {', '.join(quote(f.column or f.name) for f in columns)} "
-        f"FROM {quote(meta.db_table)} WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
-    )
+    columns, run_sql = _locking_select("id = ANY(%s) ORDER BY id")
     states_sql = (
         "SELECT run_id, step_name, id, status, generation, attempt "
         f"FROM {StepRun._meta.db_table} WHERE run_id = ANY(%s)"
     )
-    connection.ensure_connection()
-    raw = connection.connection
-    with (
-        connection.wrap_database_errors,
-        psycopg.Cursor(raw) as first,
-        psycopg.Cursor(raw) as second,
-    ):
-        with raw.pipeline():
-            first.execute(run_sql, [ids])
-            second.execute(states_sql, [ids])
-        rows, step_rows = first.fetchall(), second.fetchall()
+    rows, step_rows = _in_one_trip((run_sql, [ids]), (states_sql, [ids]))
     steps: dict[int, list[Any]] = {}
     for run_id, *step in step_rows:
         steps.setdefault(run_id, []).append(step)

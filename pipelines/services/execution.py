@@ -16,7 +16,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import close_old_connections, connection
@@ -108,68 +108,68 @@ def step_execute(*, step_run_id: int) -> None:
             started = _finish_through_outage(started, outcome)
 
 
-# How long a worker holds an outcome it could not commit because the database was away
-# (at least a step's lease): a restart or a failover costs the step a wait, not its attempt.
+# How long a worker holds a claim or an outcome while the database is away (at least a
+# step's lease): a restart or a failover costs the step a wait, not its attempt.
 OUTAGE_WAIT_S = 60.0
 
+T = TypeVar("T")
 
-def _finish_through_outage(started: Started, outcome: Outcome) -> Started | None:
-    """step_finish, again while the database is away. Each try first asks whether the
-    last one committed after all (the connection can break after the server committed):
-    then its successor is the one that commit started, else the outcome is committed
-    again, fenced by the attempt like any outcome (a step handed on meanwhile drops it,
-    audited)."""
+
+def _through_outage(attempt: Callable[[bool], T], enter: Callable[[], None], doing: str) -> T:
+    """`attempt(again)` until the database answers. Before each new try the broken
+    connection is dropped and the new one held to the organization again (`enter`: the
+    scope was a setting of the old session); `again` tells the attempt to first ask
+    whether the last try committed after all, unanswered."""
     deadline = time.monotonic() + max(settings.FIREFLY_STEP_LEASE_S, OUTAGE_WAIT_S)
-    pause, tried = 0.1, False
+    pause, again = 0.1, False
     while True:
         try:
-            if tried:
-                _reconnect(partial(rls.enter, started.step.run.organization_id))
-                committed, successor = _committed_before(started.step, outcome)
-                if committed:
-                    return successor
-                # The failed try changed the snapshot in memory: read the run afresh.
-                started = Started(started.step, None)
-            tried = True
-            return step_finish(started=started, outcome=outcome)
+            if again:
+                with contextlib.suppress(*DATABASE_GONE):
+                    connection.close()
+                enter()
+            return attempt(again)
         except DATABASE_GONE:
             if time.monotonic() + pause > deadline:
                 raise
-            log.warning("database away; the outcome is committed in %.1f s", pause, exc_info=True)
+            log.warning("database away; %s again in %.1f s", doing, pause, exc_info=True)
             time.sleep(pause)
-            pause = min(pause * 2, 2.0)
+            pause, again = min(pause * 2, 2.0), True
+
+
+def _finish_through_outage(started: Started, outcome: Outcome) -> Started | None:
+    """step_finish, through an outage. A try that committed unanswered is found by its
+    entry: then its successor is the one that commit started. Otherwise the outcome is
+    committed again, fenced by the attempt like any outcome (a step handed on meanwhile
+    drops it, audited)."""
+
+    def finish(again: bool) -> Started | None:
+        if not again:
+            return step_finish(started=started, outcome=outcome)
+        committed, successor = _committed_before(started.step, outcome)
+        if committed:
+            return successor
+        # The failed try changed the snapshot in memory: read the run afresh.
+        return step_finish(started=Started(started.step, None), outcome=outcome)
+
+    enter = partial(rls.enter, started.step.run.organization_id)
+    return _through_outage(finish, enter, "the outcome is committed")
 
 
 def _claim_through_outage(
     step_run_id: int, now: datetime, lease_until: datetime
 ) -> tuple[StepRun, str] | None:
-    """The claim and what a step needs of its pipeline, again while the database is away:
-    claiming again with the same instant takes back a claim that committed unanswered."""
-    deadline = time.monotonic() + max(settings.FIREFLY_STEP_LEASE_S, OUTAGE_WAIT_S)
-    pause, tried = 0.1, False
-    while True:
-        try:
-            if tried:
-                _reconnect(partial(rls.enter_row, StepRun._meta.db_table, step_run_id))
-            tried = True
-            step = fastpath.claim(step_run_id, now, lease_until)
-            if step is None:
-                return None
-            return step, version_info(step.run.pipeline_version_id).pipeline_name
-        except DATABASE_GONE:
-            if time.monotonic() + pause > deadline:
-                raise
-            log.warning("database away; the step is claimed in %.1f s", pause, exc_info=True)
-            time.sleep(pause)
-            pause = min(pause * 2, 2.0)
+    """The claim and what a step needs of its pipeline, through an outage: claiming again
+    with the same instant takes back a claim that committed unanswered."""
 
+    def claim(again: bool) -> tuple[StepRun, str] | None:
+        step = fastpath.claim(step_run_id, now, lease_until)
+        if step is None:
+            return None
+        return step, version_info(step.run.pipeline_version_id).pipeline_name
 
-def _reconnect(enter: Callable[[], None]) -> None:
-    """Drop this thread's broken connection, and hold the new one to the run's
-    organization again (the scope was a setting of the old session)."""
-    with contextlib.suppress(*DATABASE_GONE):
-        connection.close()
-    enter()
+    enter = partial(rls.enter_row, StepRun._meta.db_table, step_run_id)
+    return _through_outage(claim, enter, "the step is claimed")
 
 
 def _committed_before(step: StepRun, outcome: Outcome) -> tuple[bool, Started | None]:
