@@ -44,7 +44,7 @@ class GrantInline(ReadOnlyInline):
     whose services audit each change in the pipeline's chain."""
 
     model = PipelineGrant
-    showchange_link = False
+    show_change_link = False
     fields = readonly_fields = ("user", "group", "role", "created_at")
 
 
