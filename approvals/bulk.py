@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db import transaction
 
-from approvals import guards, notifications, rollup, selectors, services
+from approvals import guards, notifications, preferences, rollup, selectors, services
 from approvals.models import Decision, HumanTask
 from pipelines import fastpath
 from pipelines.errors import FireflyError, InvalidInput, NotFound
@@ -93,12 +93,16 @@ def tasks_decide(
     )
     results: dict[int, Result] = {}
     if visible:
-        try:
-            results = _decide_all(user, action, visible, apply, isolate=False)
-        except _Isolate:
-            # A decision failed halfway (the guard let it through, its writes did not):
-            # the batch was rolled back whole, and goes again with a savepoint per task.
-            results = _decide_all(user, action, visible, apply, isolate=True)
+        # Told after the commit, each task's requester and everyone's preferences are
+        # read once for the batch, not once per task.
+        with notifications.requesters_known(visible.values()), preferences.remembered():
+            try:
+                results = _decide_all(user, action, visible, apply, isolate=False)
+            except _Isolate:
+                # A decision failed halfway (the guard let it through, its writes did
+                # not): the batch was rolled back whole, and goes again with a savepoint
+                # per task.
+                results = _decide_all(user, action, visible, apply, isolate=True)
     outcomes = []
     for task_id in task_ids:
         result = results.get(task_id) or NotFound(f"No task {task_id}.")

@@ -9,7 +9,6 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.template.loader import render_to_string
 
@@ -111,7 +110,7 @@ def email_requester(event: str, task: HumanTask) -> None:
     """Whoever started the run hears each gate's outcome (unless they decided it)."""
     if event not in ("task.decided", "task.expired"):
         return
-    starter = _requester(task.run_id, task.organization_id)
+    starter = notifications.requester(task.run_id, task.organization_id)
     if starter is None or starter.pk == task.decided_by_id:
         return
     by = task.decided_by.get_username() if task.decided_by else "the deadline"
@@ -127,7 +126,7 @@ def email_run_end(event: str, payload: dict[str, Any]) -> None:
     run = Run.objects.filter(pk=run_id).first() if isinstance(run_id, int) else None
     if run is None:
         return
-    starter = _requester(run.pk, run.organization_id)
+    starter = notifications.requester(run.pk, run.organization_id)
     if starter is None:
         return
     line = f"Run {run.pk} of {payload.get('pipeline', '')} {payload.get('status', run.status)}"
@@ -141,19 +140,6 @@ def email_mentioned(comment: TaskComment, people: list[Any]) -> None:
     line = f"{author} mentioned you on run {task.run_id}, step {task.step_name}"
     for person in people:
         _tell(person, "task.mentioned", line, notifications.task_url(task), task=task)
-
-
-def _requester(run_id: int, organization_id: int) -> Any:
-    """The run's starter, while an active member of its organization."""
-    return (
-        get_user_model()
-        .objects.filter(
-            is_active=True,
-            memberships__organization_id=organization_id,
-            pk__in=Run.objects.filter(pk=run_id).values("created_by_id"),
-        )
-        .first()
-    )
 
 
 def _run_url(run_id: int) -> str:

@@ -14,7 +14,9 @@ from django.db import transaction
 
 from approvals.models import HumanTask
 from orgs import selectors as orgs
+from orgs.models import Membership
 from pipelines import events
+from pipelines.models import Run
 from pipelines.services.outbox import outbox_row, outbox_write
 from pipelines.services.unit_of_work import RunTxn
 
@@ -141,3 +143,54 @@ def recipients(task: HumanTask, *, addressed: bool = True) -> list[Any]:
     if addressed:
         people = people.exclude(email="")
     return list(people.distinct().order_by("email", "pk"))
+
+
+_requesters: ContextVar[dict[int, Any] | None] = ContextVar("requesters", default=None)
+
+
+def requester(run_id: int, organization_id: int) -> Any:
+    """The run's starter, while an active member of its organization."""
+    held = _requesters.get()
+    if held is not None and run_id in held:
+        return held[run_id]
+    return (
+        get_user_model()
+        .objects.filter(
+            is_active=True,
+            memberships__organization_id=organization_id,
+            pk__in=Run.objects.filter(pk=run_id).values("created_by_id"),
+        )
+        .first()
+    )
+
+
+@contextmanager
+def requesters_known(run_ids: Iterable[int]) -> Iterator[None]:
+    """Within the block, the requesters of these runs are read together, once: a batch of
+    decisions tells each run's starter of its gate."""
+    runs = list(
+        Run.objects.filter(pk__in=set(run_ids)).values_list(
+            "pk", "created_by_id", "organization_id"
+        )
+    )
+    people = {
+        person.pk: person
+        for person in get_user_model().objects.filter(
+            is_active=True, pk__in={starter for _, starter, _ in runs if starter}
+        )
+    }
+    members = set(
+        Membership.objects.filter(user_id__in=list(people)).values_list(
+            "user_id", "organization_id"
+        )
+    )
+    token = _requesters.set(
+        {
+            run_id: people.get(starter) if (starter, organization) in members else None
+            for run_id, starter, organization in runs
+        }
+    )
+    try:
+        yield
+    finally:
+        _requesters.reset(token)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.db import transaction
@@ -40,10 +43,32 @@ FREQUENCY = {EMAIL: "frequency", CHAT: "chat_frequency"}
 LAST_DIGEST = {EMAIL: "last_digest_at", CHAT: "chat_last_digest_at"}
 
 
+_remembered: ContextVar[dict[int, NotificationPreference] | None] = ContextVar(
+    "preferences", default=None
+)
+
+
+@contextmanager
+def remembered() -> Iterator[None]:
+    """Within the block, each person's preferences are read once: a batch of decisions
+    tells the same people of many tasks."""
+    token = _remembered.set({})
+    try:
+        yield
+    finally:
+        _remembered.reset(token)
+
+
 def preference_of(user: Any) -> NotificationPreference:
     """The person's preferences; the defaults (all, by every channel, at once) when never set."""
+    memo = _remembered.get()
+    if memo is not None and user.pk in memo:
+        return memo[user.pk]
     found = NotificationPreference.objects.filter(user_id=user.pk).first()
-    return found or NotificationPreference(user_id=user.pk)
+    found = found or NotificationPreference(user_id=user.pk)
+    if memo is not None:
+        memo[user.pk] = found
+    return found
 
 
 def route(user: Any, event: str, channel: str = EMAIL) -> str:

@@ -255,3 +255,26 @@ def test_a_task_closed_by_an_earlier_decision_of_the_batch_is_refused_as_closed(
     assert not Decision.objects.filter(task=panel).exists()
     assert events_of(run)[-1] == ("task.refused", "panel")
     assert chain_is_intact(run)
+
+
+def test_a_batch_tells_each_requester_once_and_never_one_who_left(transactional_db, users):
+    """The batch reads requesters together (its commit runs the notices inside it), with
+    the rule of a single decision: the starter hears of each gate while a member, and
+    nothing once they left."""
+    from django.core import mail
+
+    from orgs.models import Membership
+
+    runs = [waiting_run(users) for _ in range(3)]
+    tasks = [open_task(run).pk for run in runs]
+    mail.outbox.clear()
+    decide(users["r1"], tasks[:2])
+    told = [m for m in mail.outbox if m.to == ["starter@example.com"]]
+    assert len(told) == 2
+    for run in runs[:2]:
+        assert any(f"Run {run.pk}, step review: completed by r1" in str(m.body) for m in told)
+
+    Membership.objects.filter(user=users["starter"]).delete()
+    mail.outbox.clear()
+    assert decide(users["r1"], tasks[2:])[tasks[2]].outcome == "decided"
+    assert [m for m in mail.outbox if m.to == ["starter@example.com"]] == []
