@@ -7,16 +7,14 @@ from django.conf import settings
 from pipelines.models import PipelineVersion
 from pipelines.services import outbox
 from pipelines.services.execution import (
-    LazyUpstream,
-    Outcome,
     OutcomeQueue,
     Started,
-    StepTimeout,
     step_begin,
     step_execute,
     step_finish,
 )
 from pipelines.services.finishing import Harness, Unsettled, run_finalize, unsettled
+from pipelines.services.handlers import LazyUpstream, Outcome, StepTimeout
 from pipelines.services.handoffs import acknowledge_handoff, handoff_settle, open_handoff
 from pipelines.services.hooks import cancel_hooks, pause_hooks, unsettled_sources
 from pipelines.services.outbox import outbox_relay, outbox_sweep, outbox_write

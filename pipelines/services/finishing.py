@@ -28,7 +28,7 @@ from pipelines import registry
 from pipelines.errors import Conflict, InvalidInput
 from pipelines.models import HandoffEnvelope, Run, StepRun
 from pipelines.services import transitions
-from pipelines.services.execution import call_with_timeout
+from pipelines.services.handlers import call_with_timeout
 from pipelines.services.handoffs import open_handoff
 from pipelines.services.hooks import unsettled_sources
 from pipelines.services.unit_of_work import RunTxn, locked_run

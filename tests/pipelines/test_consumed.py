@@ -13,7 +13,7 @@ from django.core.management import call_command
 
 from pipelines import services
 from pipelines.models import AuditEntry, Run, StepRun
-from pipelines.services.execution import sha256_of
+from pipelines.services.handlers import sha256_of
 from tests.approvals.conftest import drive
 
 pytestmark = pytest.mark.django_db
