@@ -167,7 +167,7 @@ def _decide_all(
             txn = RunTxn(run, user, states)
             refusal = guards.refusal_for(task, user, action, txn)
             if refusal is not None:
-                _refused(txn, task, action, refusal)
+                guards.audit_refusal(txn, task, action, refusal)
                 txn.flush()
             elif not isolate:
                 try:
@@ -191,20 +191,10 @@ def _decide_all(
                     task.status = status
                     run, states = runs[task.run_id]
                     txn = RunTxn(run, user, states)
-                    _refused(txn, task, action, refusal)
+                    guards.audit_refusal(txn, task, action, refusal)
                     txn.flush()
             results[task_id] = task if refusal is None else _firefly(refusal)
     return results
-
-
-def _refused(txn: RunTxn, task: HumanTask, action: str, refusal: Exception) -> None:
-    txn.audit(
-        "task.refused",
-        step_name=task.step_name,
-        status=task.status,
-        error_message=str(refusal),
-        data={"task": task.pk, "action": action},
-    )
 
 
 def _firefly(refusal: Exception) -> FireflyError:

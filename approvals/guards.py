@@ -289,13 +289,18 @@ def decide(task_id: int, user: Any, action: str, apply: Apply) -> HumanTask:
         if refusal is None:
             apply(txn, task)
         else:
-            txn.audit(
-                "task.refused",
-                step_name=task.step_name,
-                status=task.status,
-                error_message=str(refusal),
-                data={"task": task.pk, "action": action},
-            )
+            audit_refusal(txn, task, action, refusal)
     if refusal is not None:
         raise refusal
     return task
+
+
+def audit_refusal(txn: RunTxn, task: HumanTask, action: str, refusal: Exception) -> None:
+    """The refused decision's entry in its run's chain (`task.refused`), with why."""
+    txn.audit(
+        "task.refused",
+        step_name=task.step_name,
+        status=task.status,
+        error_message=str(refusal),
+        data={"task": task.pk, "action": action},
+    )
