@@ -124,8 +124,8 @@ def email_run_end(event: str, payload: dict[str, Any]) -> None:
         return
     run_id = payload.get("run")
     run = Run.objects.filter(pk=run_id).first() if isinstance(run_id, int) else None
-    if run is None:
-        return
+    if run is None or run.created_by_id is None:
+        return  # started by no person (a schedule, a hook, a parent run): nobody to tell
     starter = notifications.requester(run.pk, run.organization_id)
     if starter is None:
         return

@@ -23,6 +23,7 @@ durability does not count. Exits 1 when a target is missed.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -58,7 +59,7 @@ DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/5"
 CHAIN_RUNS, CHAIN_STEPS = 500, 10
 FANOUT_RUNS, FANOUT_WIDTH = 200, 20
 WARMUP_RUNS = 50
-SOAK_STEPS = 50_000
+SOAK_STEPS = int(os.environ.get("BENCH_SOAK_STEPS", "50000"))  # 0: no soak, no RSS figure
 CLIENTS = 8
 RUN_TIMEOUT_S = 600
 POLL_S = 0.5  # only to notice the end; the figures come from the rows
@@ -188,6 +189,55 @@ def rss_mb(pids: list[int]) -> float:
     return round(total / 1024, 1)
 
 
+def cpu_s(pids: list[int], children: bool = False) -> float:
+    """CPU seconds (user + system) these processes used so far; with `children`, also
+    what their exited children used (PostgreSQL's postmaster: its closed backends)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+        if children:
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return total / ticks
+
+
+def postgres_pids() -> list[int]:
+    """The local PostgreSQL server's processes (empty when it runs elsewhere)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+class CpuMeter:
+    """CPU the workers and the local PostgreSQL used between start() and stop()."""
+
+    def __init__(self, worker_pids: list[int]) -> None:
+        self.worker_pids = worker_pids
+
+    def _read(self) -> tuple[float, float]:
+        return cpu_s(self.worker_pids), cpu_s(postgres_pids(), children=True)
+
+    def start(self) -> None:
+        self.began = self._read()
+
+    def per_step_ms(self, steps: int) -> tuple[float, float]:
+        workers, postgres = self._read()
+        return (
+            round((workers - self.began[0]) * 1000 / max(steps, 1), 2),
+            round((postgres - self.began[1]) * 1000 / max(steps, 1), 2),
+        )
+
+
 def verdicts(figures: dict[str, Any]) -> dict[str, bool]:
     met = {}
     for key, (op, target) in TARGETS.items():
@@ -214,9 +264,12 @@ def run_bench() -> int:
         rss_start = rss_mb(pids)
         executed = WARMUP_RUNS * CHAIN_STEPS
 
+        meter = CpuMeter(pids)
+        meter.start()
         chain_ids, chain_starts = start_runs(chain, CHAIN_RUNS)
         wait_finished(chain_ids)
         chain_figures = measure(chain_ids)
+        chain_cpu = meter.per_step_ms(int(chain_figures["steps"]))
         executed += int(chain_figures["steps"])
 
         fanout_ids, fanout_starts = start_runs(fanout, FANOUT_RUNS)
@@ -238,6 +291,8 @@ def run_bench() -> int:
         "run_start_p95_ms": round(percentile(starts, 95), 2),
         "chain_handoff_p95_ms": chain_figures["handoff_p95_ms"],
         "fanout_handoff_p95_ms": fanout_figures["handoff_p95_ms"],
+        "chain_worker_cpu_ms_per_step": chain_cpu[0],
+        "chain_postgres_cpu_ms_per_step": chain_cpu[1],
         "chain_seconds": chain_figures["seconds"],
         "fanout_seconds": fanout_figures["seconds"],
         "steps_executed": executed,
@@ -257,6 +312,8 @@ def run_bench() -> int:
         "run_start_p95_ms",
         "chain_handoff_p95_ms",
         "fanout_handoff_p95_ms",
+        "chain_worker_cpu_ms_per_step",
+        "chain_postgres_cpu_ms_per_step",
         "rss_start_mb",
         "rss_end_mb",
         "rss_growth_mb",

@@ -156,6 +156,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=300))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # The engine's own statements (pipelines.fastpath, bound on the server) are prepared
+    # once per connection after a few runs: each step then skips parsing and planning.
+    # The ORM's queries are bound on the client and never prepared. Off (0) behind a
+    # transaction pooler that does not keep prepared statements (PgBouncer before 1.21).
+    _prepare = env.int("DATABASE_PREPARE_THRESHOLD", default=5)
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = _prepare or None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Rate-limit counters. Per process by default; e.g. CACHE_URL=redis://127.0.0.1:6379/2

@@ -10,6 +10,8 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from firefly_site.sql import fetch_one
+
 log = logging.getLogger(__name__)
 
 # Made by orgs/migrations/0003_row_level_security.py: no login, no BYPASSRLS, and the
@@ -66,8 +68,7 @@ def enter(organization_id: int | None) -> None:
     if organization_id is None:
         leave()
         return
-    with connection.cursor() as cursor:
-        cursor.execute(_ENTER, [str(int(organization_id)), ROLE])
+    fetch_one(_ENTER, [str(int(organization_id)), ROLE])
     setattr(connection, _SCOPE, int(organization_id))
 
 
@@ -77,9 +78,9 @@ def enter_row(table: str, pk: Any) -> None:
     if not active():
         return
     sql = _ENTER_ROW.format(table=connection.ops.quote_name(table))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [pk, NOBODY, ROLE])
-        setattr(connection, _SCOPE, int(cursor.fetchone()[0]))
+    row = fetch_one(sql, [pk, NOBODY, ROLE])
+    assert row is not None
+    setattr(connection, _SCOPE, int(row[0]))
 
 
 def leave() -> None:
@@ -88,8 +89,7 @@ def leave() -> None:
         return
     setattr(connection, _SCOPE, None)
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(_LEAVE)
+        fetch_one(_LEAVE, [])
     except DatabaseError:
         # A broken connection, or one whose transaction failed: closing it is the one way
         # to be sure the next request or task on this thread does not inherit the scope.

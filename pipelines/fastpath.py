@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 from django.db import DataError, connection, models
 
+from firefly_site.sql import fetch_one
 from pipelines import engine
 from pipelines.models import Run, StepRun
 
@@ -284,14 +285,12 @@ def claim(step_run_id: int, now: datetime, lease_until: datetime) -> StepRun | N
     (started at that very instant) and returns it too: a claim that committed just before
     the connection broke is not lost with its answer.
     """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {StepRun._meta.db_table} SET status = %s, started_at = %s, lease_until = %s "
-            "WHERE id = %s AND (status = %s OR (status = %s AND started_at = %s)) "
-            "RETURNING run_id, step_name, generation, attempt",
-            [S.RUNNING, now, lease_until, step_run_id, S.QUEUED, S.RUNNING, now],
-        )
-        row = cursor.fetchone()
+    row = fetch_one(
+        f"UPDATE {StepRun._meta.db_table} SET status = %s, started_at = %s, lease_until = %s "
+        "WHERE id = %s AND (status = %s OR (status = %s AND started_at = %s)) "
+        "RETURNING run_id, step_name, generation, attempt",
+        [S.RUNNING, now, lease_until, step_run_id, S.QUEUED, S.RUNNING, now],
+    )
     if row is None:
         return None
     run_id, step_name, generation, attempt = row
