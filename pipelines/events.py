@@ -41,6 +41,9 @@ class Hook:
     events: frozenset[str] | None  # None: every event
     pipeline: str | None  # None: every pipeline
     durable: bool = False  # called by the outbox relay, in its transaction
+    # A durable hook's SQL condition (PostgreSQL) that holds where it may want an event;
+    # its two parameters are the organization's id and the event's name.
+    listens_where: str | None = None
 
     def wants(self, event: str, payload: dict[str, Any]) -> bool:
         return (self.events is None or event in self.events) and (
@@ -57,17 +60,22 @@ def register(
     events: Iterable[str] | None = None,
     pipeline: str | None = None,
     durable: bool = False,
+    listens_where: str | None = None,
 ) -> Hook:
     """Call `listener(event, payload)` after commit for these events (of one pipeline).
 
     A `durable` listener is called by the outbox relay instead, exactly once per event,
     inside the transaction that marks the event relayed; its errors roll that back.
+    With `listens_where`, an SQL condition on the organization's id and the event's name
+    (two parameters, in that order), a run's event is written to the outbox only where
+    the condition holds, as part of the same statement: an organization with no such
+    subscriber costs its runs no outbox row and no relay.
     """
     wanted = frozenset(events) if events is not None else None
     unknown = sorted((wanted or set()) - set(EVENTS))
     if unknown:
         raise ValueError(f"unknown events {unknown}; known: {', '.join(EVENTS)}")
-    hook = Hook(listener, wanted, pipeline, durable)
+    hook = Hook(listener, wanted, pipeline, durable, listens_where)
     hooks.append(hook)
     return hook
 
@@ -86,6 +94,18 @@ def emit_after_commit(event: str, payload: dict[str, Any]) -> None:
 def durable_wanted(event: str, payload: dict[str, Any]) -> bool:
     """Whether some durable hook wants the event (then it goes to the outbox)."""
     return any(hook.durable and hook.wants(event, payload) for hook in hooks)
+
+
+def durable_conditions(event: str, payload: dict[str, Any]) -> list[str] | None:
+    """The SQL conditions of the durable hooks that want the event (any one holding
+    means the event is wanted); None when one of them listens everywhere."""
+    conditions = []
+    for hook in hooks:
+        if hook.durable and hook.wants(event, payload):
+            if hook.listens_where is None:
+                return None
+            conditions.append(hook.listens_where)
+    return conditions
 
 
 def emit(event: str, payload: dict[str, Any]) -> None:

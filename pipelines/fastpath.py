@@ -56,6 +56,14 @@ def _insert_plan(
     )
 
 
+@lru_cache(maxsize=16)
+def _typed(model: type[models.Model]) -> str:
+    """A row's placeholders for INSERT ... SELECT, each cast to its column's type: a
+    SELECT list, unlike VALUES, would take a parameter of no type (a None) for text."""
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    return ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in fields)
+
+
 def _field(model: type[models.Model], name: str) -> models.Field[Any, Any]:
     field = model._meta.get_field(name)
     assert isinstance(field, models.Field)
@@ -92,6 +100,9 @@ class Batch:
         # (SQL, parameters); with several rows of one INSERT, (SQL, a list of each row's).
         self.statements: list[tuple[str, list[Any]]] = []
         self.many: set[int] = set()  # indexes of the statements run once per row
+        self.counted: set[int] = set()  # indexes of the statements whose rows are counted
+        # After execute: how many rows the counted statements wrote.
+        self.written = 0
 
     def insert(self, rows: Sequence[models.Model]) -> None:
         if not rows:
@@ -107,6 +118,15 @@ class Batch:
             return
         sql = head + ", ".join([placeholders] * len(rows))
         self.statements.append((sql, [value for row in each for value in row]))
+
+    def insert_where(self, row: models.Model, condition: str, params: Sequence[Any]) -> None:
+        """INSERT one row only where `condition` holds, evaluated by the same statement;
+        after execute, `written` counts the rows such inserts wrote."""
+        head, _, names, preps = _insert_plan(type(row), connection.vendor)
+        values = _params([getattr(row, name) for name in names], preps)
+        self.counted.add(len(self.statements))
+        sql = f"{head.removesuffix(' VALUES ')} SELECT {_typed(type(row))} WHERE {condition}"
+        self.statements.append((sql, [*values, *params]))
 
     def update(
         self,
@@ -136,38 +156,51 @@ class Batch:
             return 0
         (first_sql, first_params), *rest = self.statements
         many = {i - 1 for i in self.many}  # indexes in `rest`
-        assert 0 not in self.many, "the first statement's row count is returned"
-        self.statements, self.many = [], set()
+        counted = {i - 1 for i in self.counted}
+        assert not {0} & (self.many | self.counted), "the first statement's row count is returned"
+        self.statements, self.many, self.counted, self.written = [], set(), set(), 0
         if connection.vendor == "postgresql":
             connection.ensure_connection()
             raw = connection.connection
             # Server-side binding sends each statement apart from its parameters, which
             # lets the pipeline send them all before reading any result.
             # wrap_database_errors turns psycopg's errors into Django's, as the ORM does.
+            # A cursor of its own for each counted statement (a cursor's row count is
+            # its last statement's), in their order.
+            counting = [psycopg.Cursor(raw) for _ in counted]
+            counters = iter(counting)
             try:
                 with (
                     connection.wrap_database_errors,
                     psycopg.Cursor(raw) as first,
                     psycopg.Cursor(raw) as cursor,
-                    raw.pipeline(),
                 ):
-                    first.execute(first_sql, first_params)
-                    for i, (sql, params) in enumerate(rest):
-                        if i in many:
-                            cursor.executemany(sql, params)
-                        else:
-                            cursor.execute(sql, params)
-                    if commit:
-                        cursor.execute("COMMIT")
+                    with raw.pipeline():
+                        first.execute(first_sql, first_params)
+                        for i, (sql, params) in enumerate(rest):
+                            if i in many:
+                                cursor.executemany(sql, params)
+                            elif i in counted:
+                                next(counters).execute(sql, params)
+                            else:
+                                cursor.execute(sql, params)
+                        if commit:
+                            cursor.execute("COMMIT")
+                    self.written = sum(max(c.rowcount, 0) for c in counting)
             except DataError as exc:
                 if isinstance(exc.__cause__, psycopg.errors.DivisionByZero):
                     raise Stale from exc
                 raise
+            finally:
+                for counter in counting:
+                    counter.close()
             return first.rowcount
         with connection.cursor() as first_cursor, connection.cursor() as other:
             first_cursor.execute(first_sql, first_params)
-            for sql, params in rest:
+            for i, (sql, params) in enumerate(rest):
                 other.execute(sql, params)
+                if i in counted:
+                    self.written += max(other.rowcount, 0)
             return first_cursor.rowcount
 
 

@@ -199,6 +199,13 @@ def on_event(event: str, payload: dict[str, Any]) -> None:
 
 _hook: events.Hook | None = None
 
+# Where a run's event may make a delivery: an active webhook of its organization
+# subscribed to it. The outbox row is written only then, by the statement that checks.
+SUBSCRIBED = (
+    f"EXISTS (SELECT 1 FROM {Webhook._meta.db_table} w WHERE w.organization_id = %s"
+    " AND w.active AND w.events @> jsonb_build_array(%s::text))"
+)
+
 
 def register() -> None:
     """Subscribe webhooks to the event stream (once; WebhooksConfig.ready calls it).
@@ -207,7 +214,9 @@ def register() -> None:
     """
     global _hook
     if _hook is None:
-        _hook = events.register(on_event, events=WEBHOOK_EVENTS, durable=True)
+        _hook = events.register(
+            on_event, events=WEBHOOK_EVENTS, durable=True, listens_where=SUBSCRIBED
+        )
 
 
 # --- sending --------------------------------------------------------------------------

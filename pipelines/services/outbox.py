@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import DurationField, ExpressionWrapper, F, Value
 from django.db.models.functions import Least, Power
 from django.utils import timezone
@@ -36,6 +37,31 @@ def outbox_row(event: str, payload: dict[str, Any], organization_id: int) -> Out
     if not events.durable_wanted(event, payload):
         return None
     return OutboxEvent(organization_id=organization_id, event=event, payload=payload)
+
+
+@dataclass
+class GatedRow:
+    """An outbox row to be written only where its condition holds (`events.register`'s
+    `listens_where`), with the condition's parameters."""
+
+    row: OutboxEvent
+    condition: str
+    params: list[Any]
+
+
+def gated_row(
+    event: str, payload: dict[str, Any], organization_id: int
+) -> OutboxEvent | GatedRow | None:
+    """The row to write for a run's event: unconditional, gated on PostgreSQL by its
+    durable hooks' conditions, or None when no durable hook wants it."""
+    row = outbox_row(event, payload, organization_id)
+    if row is None or connection.vendor != "postgresql":
+        return row
+    conditions = events.durable_conditions(event, payload)
+    if conditions is None:
+        return row
+    condition = " OR ".join(f"({c})" for c in conditions)
+    return GatedRow(row, condition, [organization_id, event] * len(conditions))
 
 
 def relay_on_commit() -> None:

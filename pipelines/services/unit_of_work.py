@@ -76,6 +76,8 @@ class RunTxn:
         self.chain = AuditChain(run, self.version.pipeline_id)
         self.checkpoints: list[Checkpoint] = []
         self.outbox: list[OutboxEvent] = []
+        # Rows written only where a durable hook's condition holds (outbox.gated_row).
+        self.gated: list[outbox.GatedRow] = []
         self.run_fields: dict[str, Any] = {}
         # Step rows' changes, written at flush; merged so that each row is updated once.
         self.step_updates: dict[int, dict[str, Any]] = {}
@@ -110,8 +112,10 @@ class RunTxn:
             **payload,
         )
         events.emit_after_commit(event, data)
-        row = outbox.outbox_row(event, data, org_id)
-        if row is not None:
+        row = outbox.gated_row(event, data, org_id)
+        if isinstance(row, outbox.GatedRow):
+            self.gated.append(row)
+        elif row is not None:
             self.outbox.append(row)
 
     def checkpoint(self, kind: str, **fields: Any) -> None:
@@ -192,6 +196,7 @@ class RunTxn:
             or self.step_updates
             or self.run_fields
             or self.outbox
+            or self.gated
         ):
             return
         # Before the writes: with `commit` nothing may fail once they are sent, or the
@@ -219,6 +224,8 @@ class RunTxn:
         batch.insert(self.outbox)
         if self.outbox:
             outbox.relay_on_commit()
+        for gated in self.gated:
+            batch.insert_where(gated.row, gated.condition, gated.params)
         stale = f"run {self.run.pk} changed after revision {self.run.revision}"
         try:
             updated = batch.execute(commit=commit)
@@ -230,12 +237,15 @@ class RunTxn:
             raise StaleRun(str(exc)) from exc
         if not updated:
             raise StaleRun(stale)
+        if batch.written:
+            # Still inside the atomic block: the relay goes out as Django ends it.
+            outbox.relay_on_commit()
         # Counted as written (a transaction rolled back later still counts): a step's
         # path schedules nothing after commit for a counter.
         metrics.AUDIT_ENTRIES.inc(len(self.chain.entries))
         self.run.revision += 1
         self.chain.entries, self.checkpoints, self.step_updates, self.run_fields = [], [], {}, {}
-        self.outbox, self.inserts = [], []
+        self.outbox, self.gated, self.inserts = [], [], []
 
 
 @dataclass

@@ -69,9 +69,69 @@ def test_events_no_webhook_wants_write_no_outbox_row(
         run = pending_run()
         pipelines.run_advance(run_id=run.pk)
         pipelines.step_execute(step_run_id=run.steps.get().pk)
-    # step.* are no webhook events, and run.finished is relayed but makes no delivery.
-    assert list(OutboxEvent.objects.values_list("event", flat=True)) == ["run.finished"]
+    # step.* are no webhook events, and no webhook of the organization listens for
+    # run.finished: the statement that would write its row finds no subscriber.
+    assert not OutboxEvent.objects.exists()
     assert not WebhookDelivery.objects.exists()
+
+
+def finish_run(organization: Any = None, name: str = "boxed") -> tuple[Run, list[Any]]:
+    """A run of `organization` started and cancelled (its run.finished event): the run,
+    and the callbacks its cancel left for after commit."""
+    pipelines.pipeline_create(
+        member_role="starter", spec={"name": name, "steps": ONE_STEP}, organization=organization
+    )
+    run = pipelines.run_start(pipeline=name, inputs={}, organization=organization)
+    with transaction.atomic():
+        pipelines.run_cancel(run_id=run.pk)
+        callbacks = [callback for _, callback, _ in transaction.get_connection().run_on_commit]
+    return run, callbacks
+
+
+def relays_asked(callbacks: list[Any]) -> int:
+    return sum(getattr(c, "__name__", "") == "_send_relay" for c in callbacks)
+
+
+@pytest.mark.django_db
+def test_a_run_event_is_written_only_where_an_active_webhook_of_its_organization_listens(
+    hook_settings,
+):
+    other = Organization.objects.create(name="Other", slug="other")
+    # The other organization's webhook listens for run.finished: it must not make the
+    # default organization's runs write (or leak) anything.
+    webhooks.webhook_create(
+        url="http://127.0.0.1:9/hook", events=["run.finished"], organization=other
+    )
+    mine = webhooks.webhook_create(url="http://127.0.0.1:9/hook", events=["task.opened"])
+
+    _, callbacks = finish_run()
+    assert not OutboxEvent.objects.exists()
+    assert relays_asked(callbacks) == 0  # no row, no relay message
+
+    # Subscribed now: the very next event is written, with no wait for any cache.
+    webhooks.webhook_update(
+        webhook_id=mine.pk, url=mine.url, events=["task.opened", "run.finished"], active=True
+    )
+    run, callbacks = finish_run(name="boxed-2")
+    row = OutboxEvent.objects.get()
+    assert (row.event, row.payload["run"], row.organization_id) == (
+        "run.finished",
+        run.pk,
+        Organization.objects.default().pk,
+    )
+    assert relays_asked(callbacks) == 1
+
+    # Switched off: nothing again.
+    webhooks.webhook_update(
+        webhook_id=mine.pk, url=mine.url, events=["task.opened", "run.finished"], active=False
+    )
+    finish_run(name="boxed-3")
+    assert OutboxEvent.objects.count() == 1
+
+    # The other organization's run is written for its own webhook, and relayed to it.
+    run, callbacks = finish_run(other, name="theirs")
+    assert OutboxEvent.objects.filter(organization=other, payload__run=run.pk).count() == 1
+    assert relays_asked(callbacks) == 1
 
 
 @pytest.mark.django_db
