@@ -39,8 +39,9 @@ def run_start(
     parent: Run | None = None,
     organization: Any = None,
     trigger: Mapping[str, Any] | None = None,
+    advance: bool = True,
 ) -> Run:
-    """Validate the inputs, create the run with a pending row per step, and queue it.
+    """Validate the inputs, create the run with a row per step, and queue its first steps.
 
     See `run_start_or_replay`, which also says whether the run is new.
     """
@@ -53,6 +54,7 @@ def run_start(
         parent=parent,
         organization=organization,
         trigger=trigger,
+        advance=advance,
     )
     return run
 
@@ -67,7 +69,7 @@ def run_start_or_replay(
     parent: Run | None = None,
     organization: Any = None,
     trigger: Mapping[str, Any] | None = None,
-    advance: bool = False,
+    advance: bool = True,
 ) -> tuple[Run, bool]:
     """Start a run as `run_start` does; returns (run, created).
 
@@ -79,8 +81,10 @@ def run_start_or_replay(
     refused (`IdempotencyKeyReused`), never answered with a run the request did not ask
     for. A `parent` run (a handoff) shares its trace. A `trigger` (what started the run
     when no person did: an inbound hook, a schedule) is kept in the `run.created` entry.
-    With `advance` the first steps are queued (or opened) in the starting transaction,
-    their messages sent as it commits, instead of by a worker taking `advance_run` first.
+    The first steps are queued (or their tasks opened) in the starting transaction, their
+    messages sent as it commits: no worker has to take an `advance_run` first. Without
+    `advance` (a fork's copy, a test that steps through) the run stays pending until
+    `advance_run`.
     """
     found = pipeline_version(
         pipeline, version, organization=parent.organization_id if parent else organization
@@ -167,8 +171,10 @@ def _start(
     )
     if advance:
         # The new run is this transaction's alone: no other writer can hold its lock.
-        # Its steps are created first, as the engine reads their states by id.
+        # Its steps are created first, as the engine reads their states by id. What the
+        # engine does next is Firefly's, as a worker's would be, not the starter's.
         StepRun.objects.bulk_create(steps)
+        txn.actor = None
         transitions.progress(txn)
     else:
         # Nothing reads the new steps' ids: they are written with the audit entry.

@@ -32,7 +32,8 @@ def test_a_run_shows_its_children_and_envelopes(client_for, users, waiting_run, 
 
     assert body["parent_run"] is None
     assert body["children"] == [
-        {"id": envelope.child_run_id, "pipeline": "intake", "status": "pending"}
+        # The child's first steps were queued as it was started.
+        {"id": envelope.child_run_id, "pipeline": "intake", "status": "running"}
     ]
     assert [e["id"] for e in body["envelopes"]] == [envelope.pk, queued.pk]
     first, second = body["envelopes"]

@@ -181,7 +181,7 @@ def test_start_a_run(client_for, users, gated):
     body = response.json()
     assert body["pipeline"] == "gated"
     assert body["version"] == 1
-    assert body["status"] == "pending"
+    assert body["status"] == "running"  # its first step is queued as it starts
     assert body["inputs"] == {"version": "2.0"}
     assert body["created_by"] == "starter"
     assert response["Location"] == f"/api/v1/runs/{body['id']}/"
@@ -281,7 +281,8 @@ def test_runs_filter_by_status_and_pipeline(client_for, users, gated):
     ids = lambda **q: [r["id"] for r in api.get(f"{V1}/runs/", q).json()["results"]]  # noqa: E731
     assert ids(status="waiting") == [waiting.pk]
     assert ids(pipeline="gated") == [pending.pk, waiting.pk]
-    assert ids(pipeline="other", status="pending") == [other.pk]
+    assert ids(pipeline="other", status="running") == [other.pk]
+    assert ids(pipeline="other", status="pending") == []
     error = error_of(api.get(f"{V1}/runs/", {"status": "sleepy"}), 400, "invalid")
     assert "status" in error["details"]
 

@@ -12,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from pipelines import fastpath, services
+from pipelines import dispatch, fastpath, services
 from pipelines.audit import AuditChain, chains, verify_chain
 from pipelines.models import AuditEntry, Checkpoint, Run, StepRun
 from pipelines.services import Outcome, OutcomeQueue, StaleRun, Started, locked_run
@@ -271,7 +271,9 @@ def test_a_failing_outcome_fails_its_whole_queue_batch_and_the_reaper_recovers_t
 def test_run_start_writes_its_steps_and_entry_in_the_round_trip_that_commits(
     transactional_db, make_pipeline, commits
 ):
-    run = services.run_start(pipeline=make_pipeline(FAN_OUT), inputs={})
+    # Left pending (for a caller that advances it later): the steps are written with the
+    # entry. A run started to go (the default) is tested below.
+    run = services.run_start(pipeline=make_pipeline(FAN_OUT), inputs={}, advance=False)
 
     assert commits == [True]  # the run row's change, the steps, the entry and the COMMIT
     assert not connection.in_atomic_block
@@ -282,6 +284,33 @@ def test_run_start_writes_its_steps_and_entry_in_the_round_trip_that_commits(
         "run.created"
     ]
     assert run_row(run)[:4] == (Run.Status.PENDING, 1, 1, run.audit_head)
+    assert chain_verifies(run)
+    assert drive(run).status == Run.Status.SUCCEEDED
+
+
+def test_run_start_queues_the_first_steps_in_the_transaction_that_creates_the_run(
+    transactional_db, make_pipeline, commits, monkeypatch
+):
+    sent: list[tuple[str, Any]] = []
+    monkeypatch.setattr(
+        dispatch.app, "send_task", lambda name, args, **o: sent.append((name, args))
+    )
+    run = services.run_start(pipeline=make_pipeline(FAN_OUT), inputs={})
+
+    assert commits == [True]  # the writes and the COMMIT in one round trip
+    assert not connection.in_atomic_block
+    steps = dict(StepRun.objects.filter(run=run).values_list("step_name", "status"))
+    assert steps == {**dict.fromkeys(("p1", "p2", "p3", "p4"), S.QUEUED), "join": S.PENDING}
+    entries = AuditEntry.objects.filter(run=run).order_by("seq")
+    assert list(entries.values_list("event", "actor_name")) == [
+        ("run.created", "system"),
+        ("run.started", "system"),
+    ]
+    assert run_row(run)[0] == Run.Status.RUNNING
+    # One message per first step, sent once the run was committed: no advance_run.
+    queued = set(StepRun.objects.filter(run=run, status=S.QUEUED).values_list("pk", flat=True))
+    assert sorted(name for name, _ in sent) == [dispatch.EXECUTE_STEP] * 4
+    assert {args[0] for _, args in sent} == queued
     assert chain_verifies(run)
     assert drive(run).status == Run.Status.SUCCEEDED
 

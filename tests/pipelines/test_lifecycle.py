@@ -487,7 +487,7 @@ def test_run_status_shows_handoffs_and_the_disposition(db, make_pipeline):
     text = out.getvalue()
     assert (
         f"handoff {envelope.pk} from on_finish to lifecycle-child: "
-        f"run {envelope.child_run_id}, queued" in text
+        f"run {envelope.child_run_id}, accepted" in text  # the child started as it was made
     )
     assert "disposition: {" in text
     assert '"unsettled": "1 unacknowledged handoff"' in text

@@ -98,19 +98,21 @@ def test_unknown_pipeline_and_run_are_not_found():
         services.run_cancel(run_id=12345)
 
 
-def test_run_start_creates_pending_steps_and_its_audit_entry():
+def test_run_start_queues_the_first_steps_with_its_audit_entries():
     services.pipeline_create(member_role="starter", spec=RELEASE)
     run = services.run_start(pipeline="release", inputs={"version": "1"})
 
-    assert run.status == Run.Status.PENDING
-    assert list(run.steps.values_list("step_name", "status")) == [
-        ("build", "pending"),
+    assert run.status == Run.Status.RUNNING
+    assert list(run.steps.order_by("pk").values_list("step_name", "status")) == [
+        ("build", "queued"),
         ("ship", "pending"),
     ]
-    entry = AuditEntry.objects.get(run=run)
-    assert (entry.event, entry.seq, entry.inputs) == ("run.created", 1, {"version": "1"})
-    assert entry.prev_hash == ""
-    assert len(entry.hash) == 64
+    created, started = AuditEntry.objects.filter(run=run).order_by("seq")
+    assert (created.event, created.seq, created.inputs) == ("run.created", 1, {"version": "1"})
+    assert created.prev_hash == ""
+    assert len(created.hash) == 64
+    assert (started.event, started.seq, started.prev_hash) == ("run.started", 2, created.hash)
+    assert started.actor_name == "system"  # the engine's doing, not the starter's
 
 
 def test_executing_the_same_step_twice_commits_it_once():
@@ -202,7 +204,7 @@ def test_start_run_and_run_status_commands():
 
     out = io.StringIO()
     call_command("run_status", str(run.pk), stdout=out)
-    assert "release v1  pending" in out.getvalue()
+    assert "release v1  running" in out.getvalue()
     assert "build" in out.getvalue()
     with pytest.raises(CommandError, match="No run 999999"):
         call_command("run_status", "999999")
