@@ -57,7 +57,12 @@ def test_a_real_beat_sends_one_digest_and_one_reminder_whose_links_open_each_tas
             member_role="starter",
             spec={
                 "name": "timed",
-                "steps": [{"name": "review", "type": "approval", "config": gate}],
+                # A step before the gate: the mailing worker, not this process, opens
+                # the task and sends its mail.
+                "steps": [
+                    {"name": "intake", "type": "noop"},
+                    {"name": "review", "type": "approval", "config": gate, "after": ["intake"]},
+                ],
             },
         )
         runs = [
