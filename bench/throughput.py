@@ -15,6 +15,9 @@ Scenarios:
 
 Durable steps per second count committed steps (each with its checkpoint and audit
 entry) from the first run's creation to the last run's end, as the rows record them.
+CPU per chain step is the workers' and, for a local server, PostgreSQL's (its processes
+and the backends its postmaster reaped). BENCH_SOAK_STEPS=0 skips the soak for a quick
+comparison (the memory figure then covers CHAIN and FANOUT only).
 "Handoff" is the time from a step's predecessor finishing (its commit) to the step
 starting. The JSON records PostgreSQL's fsync and synchronous_commit: a figure without
 durability does not count. Exits 1 when a target is missed.
@@ -59,7 +62,7 @@ DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/5"
 CHAIN_RUNS, CHAIN_STEPS = 500, 10
 FANOUT_RUNS, FANOUT_WIDTH = 200, 20
 WARMUP_RUNS = 50
-SOAK_STEPS = int(os.environ.get("BENCH_SOAK_STEPS", "50000"))  # 0: no soak, no RSS figure
+SOAK_STEPS = int(os.environ.get("BENCH_SOAK_STEPS", "50000"))  # 0: RSS over CHAIN and FANOUT only
 CLIENTS = 8
 RUN_TIMEOUT_S = 600
 POLL_S = 0.5  # only to notice the end; the figures come from the rows
