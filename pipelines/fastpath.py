@@ -92,8 +92,8 @@ class Batch:
 
     A step outcome writes four or five small statements. On PostgreSQL they go out in
     one psycopg pipeline, so the writes cost one network round trip instead of one per
-    statement; elsewhere (SQLite) they run one after the other. Nothing is read back:
-    rows that need their new primary key are created with the ORM instead.
+    statement; elsewhere (SQLite) they run one after the other. Nothing is read back but
+    row counts: rows that need their new primary key are created with the ORM instead.
     """
 
     def __init__(self) -> None:
