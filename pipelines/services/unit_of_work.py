@@ -174,7 +174,7 @@ class RunTxn:
         ]
         if not ids:
             return {}
-        found = dict(StepRun.objects.filter(pk__in=ids).values_list("step_name", "outputs"))
+        found = fastpath.step_outputs(ids)
         for name, state in self.states.items():
             pending = self.step_updates.get(state.id, {})
             if name in names and "outputs" in pending:
