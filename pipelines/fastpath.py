@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from django.db import DataError, connection, models
 
-from firefly_site.sql import fetch_one
+from firefly_site.sql import fetch_all, fetch_one, pipeline
 from pipelines import engine
 from pipelines.models import Run, StepRun
 
@@ -170,12 +170,8 @@ class Batch:
             counting = [psycopg.Cursor(raw) for _ in counted]
             counters = iter(counting)
             try:
-                with (
-                    connection.wrap_database_errors,
-                    psycopg.Cursor(raw) as first,
-                    psycopg.Cursor(raw) as cursor,
-                ):
-                    with raw.pipeline():
+                with connection.wrap_database_errors, psycopg.Cursor(raw) as first:
+                    with pipeline(raw) as cursor:
                         first.execute(first_sql, first_params)
                         for i, (sql, params) in enumerate(rest):
                             if i in many:
@@ -249,7 +245,7 @@ def _in_one_trip(*statements: tuple[str, list[Any]]) -> list[list[Any]]:
     with connection.wrap_database_errors:
         cursors = [psycopg.Cursor(raw) for _ in statements]
         try:
-            with raw.pipeline():
+            with pipeline(raw):
                 for cursor, (sql, params) in zip(cursors, statements, strict=True):
                     cursor.execute(sql, params)
             return [cursor.fetchall() for cursor in cursors]
@@ -357,13 +353,11 @@ def step_outputs(step_ids: Sequence[int]) -> dict[str, Any]:
     if connection.vendor != "postgresql":
         return dict(StepRun.objects.filter(pk__in=step_ids).values_list("step_name", "outputs"))
     field: Any = StepRun._meta.get_field("outputs")  # Django reads jsonb as text to parse
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(
-            f"SELECT step_name, outputs FROM {StepRun._meta.db_table} WHERE id = ANY(%s)",
-            [list(step_ids)],
-        )
-        return {
-            name: field.from_db_value(value, None, connection) if value is not None else None
-            for name, value in cursor.fetchall()
-        }
+    rows = fetch_all(
+        f"SELECT step_name, outputs FROM {StepRun._meta.db_table} WHERE id = ANY(%s)",
+        [list(step_ids)],
+    )
+    return {
+        name: field.from_db_value(value, None, connection) if value is not None else None
+        for name, value in rows
+    }

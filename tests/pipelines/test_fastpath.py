@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tempfile
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -345,3 +347,74 @@ def test_run_start_with_a_bad_sink_setting_writes_nothing(
 
     assert not Run.objects.exists()
     assert not StepRun.objects.exists()
+
+
+PARSE = re.compile(r'Parse\s+"[^"]*" "(.*)" \d+( \d+)*$')  # name, text, parameter types
+
+
+class Wire:
+    """What this connection sent PostgreSQL, from libpq's trace of the protocol; with
+    nothing prepared meanwhile, so that each statement's text is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def __enter__(self) -> Wire:
+        connection.ensure_connection()
+        self.raw = connection.connection
+        self.threshold, self.raw.prepare_threshold = self.raw.prepare_threshold, None
+        self.file = tempfile.TemporaryFile("w+")
+        self.raw.pgconn.trace(self.file.fileno())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.raw.pgconn.untrace()
+        self.raw.prepare_threshold = self.threshold
+        self.file.seek(0)
+        lines = [line.split("\t") for line in self.file.read().splitlines()]
+        self.file.close()
+        self.sent = [" ".join(fields[3:]) for fields in lines if fields[1:2] == ["F"]]
+
+    def syncs(self) -> int:
+        """Round trips: each ends with a Sync, and the client then waits for the server."""
+        return sum(message == "Sync" for message in self.sent)
+
+    def statements(self) -> list[str]:
+        parsed = (PARSE.match(message) for message in self.sent)
+        return [found[1] for found in parsed if found]
+
+
+def test_a_step_commits_in_as_many_round_trips_as_it_has_reads_the_begin_sent_with_the_first(
+    transactional_db, make_pipeline
+):
+    chain = [*CHAIN, {"name": "c", "type": "noop", "after": ["b"]}]
+    run = services.run_start(pipeline=make_pipeline(chain), inputs={})
+    started_a = begin(run, "a")
+
+    # Without a snapshot: the lock and the steps' states (one trip, the BEGIN in it),
+    # then the writes and the COMMIT, which also start `b` on this worker.
+    with Wire() as first:
+        started_b = services.step_finish(started=started_a, outcome=Outcome(outputs={}))
+    assert started_b is not None
+    assert started_b.snapshot is not None
+    assert first.syncs() == 2
+    assert first.statements()[0] == "BEGIN"
+    assert first.statements()[1].startswith('SELECT "id"')
+    assert first.statements()[-1] == "COMMIT"
+
+    # On the snapshot of that commit: no read, so the BEGIN, the writes and the COMMIT
+    # go in one round trip.
+    with Wire() as chained:
+        started_c = services.step_finish(started=started_b, outcome=Outcome(outputs={}))
+    assert started_c is not None
+    assert chained.syncs() == 1
+    assert chained.statements()[0] == "BEGIN"
+    assert chained.statements()[1].startswith('WITH changed AS (UPDATE "pipelines_run"')
+    assert chained.statements()[-1] == "COMMIT"
+
+    services.step_finish(started=started_c, outcome=Outcome(outputs={}))
+    run.refresh_from_db()
+    assert run.status == Run.Status.SUCCEEDED
+    assert chain_verifies(run)
+    assert not connection.in_atomic_block
+    assert connection.connection.autocommit  # psycopg's, as Django left it
