@@ -37,17 +37,18 @@ def email_assignees(event: str, task: HumanTask) -> None:
     # Everyone the task is for: email needs an address, another channel may not.
     people = notifications.recipients(task, addressed=False)
     line = f"{_task_line(task)} {VERBS[event]}"
-    for person in (p for p in people if p.email):
-        how = preferences.route(person, event)
-        if how == preferences.DIGEST:
-            _queue(person, event, line, task=task)
-        elif how == preferences.NOW:
-            messages.append(_task_message(event, task, person))
-    send(messages)
-    for channel in channels.registered():
-        now = [p for p in people if _wants(channel, p, event, line, task=task)]
-        if now:
-            _through(channel, partial(channel.task, event, task, now))
+    with preferences.known(people):
+        for person in (p for p in people if p.email):
+            how = preferences.route(person, event)
+            if how == preferences.DIGEST:
+                _queue(person, event, line, task=task)
+            elif how == preferences.NOW:
+                messages.append(_task_message(event, task, person))
+        send(messages)
+        for channel in channels.registered():
+            now = [p for p in people if _wants(channel, p, event, line, task=task)]
+            if now:
+                _through(channel, partial(channel.task, event, task, now))
 
 
 def _wants(
@@ -61,8 +62,11 @@ def _wants(
 ) -> bool:
     """Whether to tell the person on the channel now; queued for its digest instead when
     they chose one. Nothing at all when the channel cannot reach them."""
+    # Whether the channel can reach them first: with chat not set up, that asks nothing.
+    if channel.unreachable(person):
+        return False
     how = preferences.route(person, event, channel.name)
-    if how == preferences.OFF or channel.unreachable(person):
+    if how == preferences.OFF:
         return False
     if how == preferences.DIGEST:
         _queue(person, event, line, task=task, run=run, channel=channel.name)

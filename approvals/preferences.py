@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -57,6 +57,25 @@ def remembered() -> Iterator[None]:
         yield
     finally:
         _remembered.reset(token)
+
+
+@contextmanager
+def known(people: Iterable[Any]) -> Iterator[None]:
+    """Within the block, these people's preferences come from one query: telling everyone
+    a task is for must not read them one person at a time (a role may have hundreds)."""
+    outer = _remembered.get()
+    memo: dict[int, NotificationPreference] = {} if outer is None else outer
+    token = _remembered.set(memo) if outer is None else None
+    missing = {person.pk for person in people} - memo.keys()
+    if missing:
+        found = NotificationPreference.objects.filter(user_id__in=missing)
+        memo.update({row.user_id: row for row in found})
+        memo.update({pk: NotificationPreference(user_id=pk) for pk in missing - memo.keys()})
+    try:
+        yield
+    finally:
+        if token is not None:
+            _remembered.reset(token)
 
 
 def preference_of(user: Any) -> NotificationPreference:

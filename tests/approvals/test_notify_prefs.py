@@ -183,3 +183,40 @@ def test_preferences_are_checked(users):
     with pytest.raises(Exception, match="not a frequency"):
         preferences.preferences_set(user=users["r1"], frequency="weekly", **ALL)
     assert preferences.route(users["r1"], "task.opened") == preferences.NOW
+
+
+def test_telling_a_role_of_a_new_task_reads_its_members_preferences_in_one_query(
+    users, django_user_model
+):
+    """A task for a role of many reviewers costs the same queries as one for three."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from approvals import emails
+
+    task = gate(users)
+    wants(users["r2"], "daily")
+
+    def queries_telling() -> int:
+        mail.outbox.clear()
+        with CaptureQueriesContext(connection) as seen:
+            emails.email_assignees("task.opened", task)
+        return len(seen)
+
+    queries_telling()  # once first: what a process looks up once is not counted
+    few = queries_telling()
+    assert sorted(m.to[0] for m in mail.outbox) == ["r1@example.com", "r3@example.com"]
+    reviewers = users["r1"].groups.get()
+    org = Membership.objects.get(user=users["r1"]).organization
+    for i in range(20):
+        more = django_user_model.objects.create_user(f"extra{i}", email=f"extra{i}@example.com")
+        more.groups.add(reviewers)
+        Membership.objects.create(user=more, organization=org, role=Membership.Role.MEMBER)
+        if i % 2:
+            wants(more, new_task=False)
+    many = queries_telling()
+    # Each person still hears as they chose: the ten who turned new tasks off hear nothing,
+    # r2's news goes to their digest (a row each time they are told).
+    assert len(mail.outbox) == 2 + 10
+    assert QueuedNotification.objects.filter(user=users["r2"], task=task).count() == 3
+    assert many == few
