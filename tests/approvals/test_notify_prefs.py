@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 from django.core import mail
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from approvals import digests, preferences
+from approvals import digests, emails, preferences
 from approvals import services as approvals
 from approvals.models import HumanTask, QueuedNotification, TaskReminder
 from orgs.models import Membership
@@ -189,11 +191,6 @@ def test_telling_a_role_of_a_new_task_reads_its_members_preferences_in_one_query
     users, django_user_model
 ):
     """A task for a role of many reviewers costs the same queries as one for three."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    from approvals import emails
-
     task = gate(users)
     wants(users["r2"], "daily")
 
