@@ -43,9 +43,12 @@ FREQUENCY = {EMAIL: "frequency", CHAT: "chat_frequency"}
 LAST_DIGEST = {EMAIL: "last_digest_at", CHAT: "chat_last_digest_at"}
 
 
-_remembered: ContextVar[dict[int, NotificationPreference] | None] = ContextVar(
+# Each person's preferences read in the block (None: never set, the defaults), and whose
+# are read together the first time one of them is asked for.
+_remembered: ContextVar[dict[int, NotificationPreference | None] | None] = ContextVar(
     "preferences", default=None
 )
+_wanted: ContextVar[frozenset[int]] = ContextVar("preferences_wanted", default=frozenset())
 
 
 @contextmanager
@@ -61,33 +64,35 @@ def remembered() -> Iterator[None]:
 
 @contextmanager
 def known(people: Iterable[Any]) -> Iterator[None]:
-    """Within the block, these people's preferences come from one query: telling everyone
-    a task is for must not read them one person at a time (a role may have hundreds)."""
+    """Within the block, the first time one of these people's preferences is asked for,
+    all of theirs are read, in one query: telling everyone a task is for must not read
+    them one person at a time (a role may have hundreds). Nothing is read if no one's is
+    asked for (no one has an address, or a channel that can reach them)."""
     outer = _remembered.get()
-    memo: dict[int, NotificationPreference] = {} if outer is None else outer
-    token = _remembered.set(memo) if outer is None else None
-    missing = {person.pk for person in people} - memo.keys()
-    if missing:
-        found = NotificationPreference.objects.filter(user_id__in=missing)
-        memo.update({row.user_id: row for row in found})
-        memo.update({pk: NotificationPreference(user_id=pk) for pk in missing - memo.keys()})
+    memo = _remembered.set({}) if outer is None else None
+    wanted = _wanted.set(_wanted.get() | {person.pk for person in people})
     try:
         yield
     finally:
-        if token is not None:
-            _remembered.reset(token)
+        _wanted.reset(wanted)
+        if memo is not None:
+            _remembered.reset(memo)
 
 
 def preference_of(user: Any) -> NotificationPreference:
     """The person's preferences; the defaults (all, by every channel, at once) when never set."""
     memo = _remembered.get()
-    if memo is not None and user.pk in memo:
-        return memo[user.pk]
-    found = NotificationPreference.objects.filter(user_id=user.pk).first()
-    found = found or NotificationPreference(user_id=user.pk)
-    if memo is not None:
-        memo[user.pk] = found
-    return found
+    if memo is None:
+        found = NotificationPreference.objects.filter(user_id=user.pk).first()
+        return found or NotificationPreference(user_id=user.pk)
+    if user.pk not in memo:
+        together = (_wanted.get() - memo.keys()) | {user.pk}
+        memo.update(dict.fromkeys(together))
+        memo.update(
+            (row.user_id, row)
+            for row in NotificationPreference.objects.filter(user_id__in=together)
+        )
+    return memo[user.pk] or NotificationPreference(user_id=user.pk)
 
 
 def route(user: Any, event: str, channel: str = EMAIL) -> str:
